@@ -1,0 +1,59 @@
+"""Structures of SET's SetPKCS7Plus module that the operators themselves define.
+
+SET 1.0 builds every protected message from a few operators (S, SO, Enc, EncK, EncX, EH, EX, EXH,
+EncB, EncBX, DD, L) over PKCS#7.  Here they map to CMS (RFC 5652/5083); the few shapes that CMS
+does not provide are defined in this module:
+
+* ``Linkage`` — L(t1, t2) = SEQUENCE { t1, DD(t2) }; t1 is kept as raw DER.
+* ``SETOAEPBlock`` — what the RSA-OAEP block carries for the "H" and "X" operators: the content
+  key plus the hash of the content (EH, EXH) and/or the extra data (EX, EXH, EncX, EncBX). SET 1.0
+  packed these as BT/BC/V bytes in a custom OAEP; we keep BC as ``block_contents`` and use DER
+  inside a standard OAEP-SHA256 block (deviation D-11).
+* ``GCMParameters`` — RFC 5084, missing from asn1crypto.
+* ``EncBPair`` — EncB/EncBX = SEQUENCE { envelope, baggage }; baggage stays raw DER here.
+"""
+from __future__ import annotations
+
+from asn1crypto import cms, core
+
+from setmail.asn1.base import DetachedDigest
+
+
+class GCMParameters(core.Sequence):
+    _fields = [
+        ("aes_nonce", core.OctetString),
+        ("aes_icv_len", core.Integer, {"default": 12}),
+    ]
+
+
+class BlockContents(core.Integer):
+    """SET's BC byte: what the OAEP block carries besides the content key."""
+
+    _map = {1: "key_and_hash", 2: "key_and_extra", 3: "key_hash_and_extra"}
+
+
+class SETOAEPBlock(core.Sequence):
+    _fields = [
+        ("block_contents", BlockContents),
+        ("key", core.OctetString),
+        ("hash", core.OctetString, {"implicit": 0, "optional": True}),
+        ("extra", core.Any, {"explicit": 1, "optional": True}),
+    ]
+
+
+class Linkage(core.Sequence):
+    """L(t1, t2): t1 travels whole, t2 only as its detached digest."""
+
+    _fields = [
+        ("t1", core.Any),
+        ("h_t2", DetachedDigest),
+    ]
+
+
+class EncBPair(core.Sequence):
+    """EncB{s,r,t,b} and EncBX: the envelope and the baggage it is bound to by digest."""
+
+    _fields = [
+        ("enc", cms.ContentInfo),
+        ("baggage", core.Any),
+    ]
