@@ -127,3 +127,75 @@ class ProtocolError(SetmailError):
         super().__init__(message)
         if set_error_code:
             self.set_error_code = set_error_code
+
+
+# --- mail transport and storage ---------------------------------------------------------------
+class MailFormatError(MalformedMessage):
+    """A mail that is not a well-formed SET mail; it is quarantined, never half-processed."""
+
+
+class WrongMailContentType(MailFormatError):
+    """The mail's Content-Type is not one of the four SET content types."""
+
+    set_error_code = "messageNotSupported"
+
+
+class UnexpectedMultipart(MailFormatError):
+    """A multipart mail: a SET mail carries exactly one DER blob as a single-part body."""
+
+
+class MissingMailBody(MailFormatError):
+    """No header/body separator, or an empty body."""
+
+
+class BadMailEncoding(MailFormatError):
+    """The body is not (strict) base64, or the transfer encoding is not base64."""
+
+
+class BadMailHeader(MailFormatError):
+    """A required header is missing or repeated, or a header value would break the mail."""
+
+
+class MailTooLarge(MailFormatError, MessageTooLarge):
+    """A mail over the size limit; refused before parsing."""
+
+
+class TransportError(SetmailError):
+    """SMTP delivery failed.  ``permanent`` (a 5xx reply) means: retrying will not help."""
+
+    def __init__(self, message: str, *, permanent: bool = False, code: int | None = None):
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+
+
+class MaildirError(SetmailError):
+    """A Maildir operation failed on disk (permissions, full disk, missing folders)."""
+
+
+class MaildirKeyError(MaildirError, KeyError):
+    """No message with that key in the folder the operation needs it in."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WatchError(SetmailError):
+    """A watcher could not be set up (e.g. inotify required but unavailable)."""
+
+
+class StoreError(SetmailError):
+    """The agent's SQLite store failed or was used wrongly (nested transaction, bad schema)."""
+
+
+class DedupeConflict(StoreError):
+    """A dedupe record for (peer, RRPID, message type) already exists: the message was processed."""
+
+
+# --- PKI additions (setmail.pki) ------------------------------------------------------------------
+class KeyAlreadyCertified(CertificateError):
+    """A CA was asked to certify a public key it has already certified (SET refuses key reuse)."""
+
+
+class CardholderMismatch(CertificateError):
+    """The cardholder certificate's identifier does not match PANSecret, PAN and expiry."""

@@ -1,0 +1,232 @@
+"""MIME codec for SET mail: one DER blob, base64, in a single-part mail.
+
+Why hand-made bytes instead of ``email.message.EmailMessage``: a benchmark pushes thousands of
+mails, and the full ``email`` policy machinery costs far more than the crypto it wraps.  The
+format is fixed and simple, so we write it with byte formatting and read it with a plain
+header/body split plus ``BytesHeaderParser`` (headers only).
+
+Security: nothing security-relevant is taken from headers.  From/To/Subject/Message-ID only route,
+thread and trace mail; who sent a SET message is decided upstream from the signed DER.  Parsing is
+strict anyway (one content type header, strict base64, size checked first) so a hostile mail is
+refused with a :class:`~setmail.errors.MailFormatError`, never a traceback.
+
+Message ids are handled bare (``local@domain``) in the API; angle brackets are wire syntax only.
+Built mails use CRLF line endings (SMTP wire format); parsing accepts CRLF or LF (Maildir files).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.header import Header, decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import format_datetime, getaddresses
+
+from setmail.errors import (
+    BadMailEncoding,
+    BadMailHeader,
+    MailTooLarge,
+    MissingMailBody,
+    UnexpectedMultipart,
+    WrongMailContentType,
+)
+
+SET_CONTENT_TYPES = frozenset({
+    "application/set-payment",
+    "application/set-registration",
+    "application/set-payment-initiation",
+    "application/set-registration-initiation",
+})
+MAX_LINE = 998  # RFC 5322 2.1.1; aiosmtpd refuses lines over 1000 octets with CRLF
+_CRLF = b"\r\n"
+# Headers the codec owns; callers cannot override them through extra_headers.
+_STRUCTURAL = frozenset({
+    "from", "to", "subject", "date", "message-id", "in-reply-to", "references",
+    "mime-version", "content-type", "content-transfer-encoding",
+})
+_HEADER_NAME = re.compile(r"[!-9;-~]+\Z")  # printable ASCII except ':' (RFC 5322 ftext)
+_MSGID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+\Z")  # no whitespace, '<' or '>'
+_ANGLE_ID = re.compile(rb"<([^<>\s]+)>")
+_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+_BODY_SPLIT = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    """A decoded SET mail.  ``headers`` keeps every header in order, as (name, value) pairs."""
+
+    content_type: str
+    der: bytes
+    message_id: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    sender: str
+    recipient: str
+    subject: str
+    headers: tuple[tuple[str, str], ...]
+
+    def header(self, name: str) -> str | None:
+        """First value of header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+def _bare_id(value: str, what: str) -> str:
+    ident = value.strip()
+    if ident.startswith("<") and ident.endswith(">"):
+        ident = ident[1:-1]
+    if not _MSGID.match(ident) or len(ident) > 900:
+        raise BadMailHeader(f"{what} is not a valid message id: {value!r}")
+    return ident
+
+
+def _plain(value: str, what: str) -> str:
+    """A header value that cannot inject lines and fits one line."""
+    if "\r" in value or "\n" in value or len(value) > 900 or not value.isascii():
+        raise BadMailHeader(f"{what} must be one line of at most 900 ASCII characters")
+    return value
+
+
+def _encode_subject(subject: str) -> str:
+    if "\r" in subject or "\n" in subject:
+        raise BadMailHeader("Subject must not contain line breaks")
+    if subject.isascii() and len(subject) <= 900:
+        return subject
+    # RFC 2047 encoded words, folded to short lines so no line exceeds the limit.
+    return Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n")
+
+
+def _fold_ids(name: str, ids: Iterable[str]) -> bytes:
+    """``Name: <a> <b> ...`` folded before any id that would push a line past 78 columns."""
+    lines, line = [], name + ":"
+    for ident in ids:
+        token = f"<{ident}>"
+        if len(line) + 1 + len(token) > 78 and not line.endswith(":"):
+            lines.append(line)
+            line = ""
+        line += " " + token
+    lines.append(line)
+    return "\r\n".join(lines).encode("ascii") + _CRLF
+
+
+def build_mail(
+    der: bytes,
+    *,
+    content_type: str,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    subject: str,
+    in_reply_to: str | None = None,
+    references: Iterable[str] = (),
+    date: datetime | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """Wrap ``der`` into a SET mail (CRLF line endings, base64 body in 76-character lines).
+
+    ``in_reply_to``/``references`` thread a transaction in mail clients.  ``date`` defaults to now
+    (UTC); pass it for deterministic output.  Raises BadMailHeader / WrongMailContentType on
+    arguments that would produce a broken or ambiguous mail.
+    """
+    if content_type not in SET_CONTENT_TYPES:
+        raise WrongMailContentType(f"not a SET content type: {content_type!r}")
+    if not der:
+        raise MissingMailBody("refusing to build a mail without a body")
+    refs = [_bare_id(r, "References") for r in references]
+    head = [
+        b"From: " + _plain(sender, "From").encode(),
+        b"To: " + _plain(recipient, "To").encode(),
+        b"Subject: " + _encode_subject(subject).encode("ascii"),
+        b"Date: " + format_datetime(date or datetime.now(timezone.utc)).encode(),
+        b"Message-ID: <" + _bare_id(message_id, "Message-ID").encode() + b">",
+    ]
+    if in_reply_to is not None:
+        head.append(b"In-Reply-To: <" + _bare_id(in_reply_to, "In-Reply-To").encode() + b">")
+    for name, value in (extra_headers or {}).items():
+        if not _HEADER_NAME.match(name) or name.lower() in _STRUCTURAL:
+            raise BadMailHeader(f"extra header name not allowed: {name!r}")
+        head.append(f"{name}: {_plain(value, name)}".encode())
+    head += [
+        b"MIME-Version: 1.0",
+        b"Content-Type: " + content_type.encode(),
+        b"Content-Transfer-Encoding: base64",
+    ]
+    out = _CRLF.join(head) + _CRLF
+    if refs:
+        out += _fold_ids("References", refs)
+    return out + _CRLF + base64.encodebytes(der).replace(b"\n", _CRLF)
+
+
+def _text(value: object) -> str:
+    """A header value as str; RFC 2047 words decoded (only where they occur, for speed)."""
+    text = str(value)
+    if "=?" in text:
+        try:
+            text = str(make_header(decode_header(text)))
+        except (ValueError, LookupError, UnicodeError):
+            pass  # leave it undecoded: headers are informational only
+    return text
+
+
+def _address(value: str | None) -> str:
+    if not value:
+        return ""
+    pairs = getaddresses([value])
+    return pairs[0][1] if pairs else ""
+
+
+def parse_mail(raw: bytes, *, max_size: int) -> ParsedMail:
+    """Decode a SET mail; raise a MailFormatError subclass for anything but a clean one."""
+    if len(raw) > max_size:
+        raise MailTooLarge(f"mail of {len(raw)} octets exceeds the limit of {max_size}")
+    split = _BODY_SPLIT.search(raw)
+    if split is None:
+        raise MissingMailBody("no header/body separator")
+    head_bytes, body = raw[: split.start()], raw[split.end():]
+    msg = _HEADER_PARSER.parsebytes(head_bytes + b"\n\n")
+    if len(msg.get_all("Content-Type") or ()) != 1:
+        raise BadMailHeader("exactly one Content-Type header is required")
+    maintype = msg.get_content_maintype()
+    content_type = msg.get_content_type()
+    if maintype == "multipart" or msg.is_multipart():
+        raise UnexpectedMultipart(f"multipart mail ({content_type}) is not a SET mail")
+    if content_type not in SET_CONTENT_TYPES:
+        raise WrongMailContentType(f"not a SET content type: {content_type!r}")
+    cte = msg.get_all("Content-Transfer-Encoding") or ()
+    if len(cte) != 1 or str(cte[0]).strip().lower() != "base64":
+        raise BadMailEncoding("Content-Transfer-Encoding must be exactly one 'base64'")
+    compact = b"".join(body.split())
+    if not compact:
+        raise MissingMailBody("empty body")
+    try:
+        der = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadMailEncoding(f"body is not valid base64: {exc}") from exc
+    if not der:
+        raise MissingMailBody("body decodes to nothing")
+    ids = msg.get_all("Message-ID") or ()
+    if len(ids) != 1:
+        raise BadMailHeader("exactly one Message-ID header is required")
+    message_id = _bare_id(str(ids[0]), "Message-ID")
+    reply = msg.get("In-Reply-To")
+    in_reply_to = None
+    if reply is not None:
+        found = _ANGLE_ID.search(str(reply).encode("ascii", "replace"))
+        in_reply_to = found.group(1).decode() if found else None
+    refs_raw = " ".join(str(v) for v in msg.get_all("References") or ())
+    references = tuple(m.decode() for m in _ANGLE_ID.findall(refs_raw.encode("ascii", "replace")))
+    return ParsedMail(
+        content_type=content_type,
+        der=der,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+        sender=_address(msg.get("From")),
+        recipient=_address(msg.get("To")),
+        subject=_text(msg.get("Subject", "")),
+        headers=tuple((k, _text(v)) for k, v in msg.items()),
+    )
