@@ -1,0 +1,315 @@
+"""One agent's durable store: SQLite in WAL mode with ``synchronous=FULL``.
+
+Why one transaction for everything: an incoming mail's effects (new role state, the dedupe record
+with its responses, outgoing mail, timers, effects such as the issuer's ledger) must be committed
+all together or not at all; then a crash anywhere is recovered by reprocessing the mail, which the
+dedupe record turns into a re-send of the stored responses.
+
+``now`` is always passed in (epoch seconds as float): the store reads no clock, so tests and the
+simulated world control time.  Values of role state are JSON-able objects or raw bytes, opaque to
+the store.  Every ``sqlite3`` failure surfaces as :class:`~setmail.errors.StoreError`.
+
+A ``Store`` may be shared by threads: one lock serialises its connection, and a transaction holds
+it from ``BEGIN IMMEDIATE`` to ``COMMIT``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from setmail.errors import DedupeConflict, StoreError
+from setmail.store.records import (
+    DedupeRecord, OutboxRow, OutgoingMail, QuarantineRecord, Timer,
+)
+from setmail.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+_OUTBOX_COLS = ("id, recipient, host, port, raw, message_id, attempts, next_attempt_at, "
+                "last_error, created_at")
+
+
+def _encode_value(value: Any) -> tuple[str, Any]:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytes", bytes(value)
+    return "json", _json(value)
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"value is not JSON-serialisable: {exc}") from exc
+
+
+def _decode_value(kind: str, value: Any) -> Any:
+    return bytes(value) if kind == "bytes" else json.loads(value)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class _Reads:
+    """Queries shared by :class:`Store` (own snapshot) and :class:`Transaction` (inside it)."""
+
+    def _conn(self) -> sqlite3.Connection:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def get_state(self, txkey: str, default: Any = None) -> Any:
+        row = self._conn().execute(
+            "SELECT kind, value FROM role_state WHERE txkey = ?", (txkey,)).fetchone()
+        return default if row is None else _decode_value(*row)
+
+    def lookup_dedupe(self, peer: str, rrpid: bytes, msg_type: str) -> DedupeRecord | None:
+        conn = self._conn()
+        key = (peer, bytes(rrpid), msg_type)
+        row = conn.execute("SELECT txkey, processed_at FROM dedupe WHERE peer = ? AND rrpid = ? "
+                           "AND msg_type = ?", key).fetchone()
+        if row is None:
+            return None
+        responses = tuple(OutgoingMail(r, h, p, bytes(raw), m) for r, h, p, raw, m in conn.execute(
+            "SELECT recipient, host, port, raw, message_id FROM dedupe_response WHERE peer = ? "
+            "AND rrpid = ? AND msg_type = ? ORDER BY seq", key))
+        return DedupeRecord(peer, bytes(rrpid), msg_type, row[0], row[1], responses)
+
+    def processed_status(self, maildir_key: str) -> str | None:
+        row = self._conn().execute("SELECT status FROM processed_mail WHERE maildir_key = ?",
+                                   (maildir_key,)).fetchone()
+        return None if row is None else row[0]
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """Read-only SQL for tables other layers own (ledger, ...)."""
+        try:
+            return self._conn().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+
+
+class Transaction(_Reads):
+    """The writes of one unit of work; valid only inside ``with store.transaction(now=...)``."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float):
+        self._connection = conn
+        self.now = now
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreError("transaction already finished")
+        return self._connection
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """Arbitrary SQL inside this transaction (effects tables, their DDL)."""
+        try:
+            return self._conn().execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"statement failed: {exc}") from exc
+
+    def put_state(self, txkey: str, value: Any) -> None:
+        kind, encoded = _encode_value(value)
+        self.execute("INSERT INTO role_state (txkey, kind, value, updated_at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (txkey) DO UPDATE SET kind = excluded.kind, "
+                     "value = excluded.value, updated_at = excluded.updated_at",
+                     (txkey, kind, encoded, self.now))
+
+    def delete_state(self, txkey: str) -> None:
+        self.execute("DELETE FROM role_state WHERE txkey = ?", (txkey,))
+
+    def record_dedupe(self, peer: str, rrpid: bytes, msg_type: str,
+                      responses: Iterable[OutgoingMail] = (), *, txkey: str | None = None) -> None:
+        """Remember that (peer, rrpid, msg_type) was processed and what was answered."""
+        key = (peer, bytes(rrpid), msg_type)
+        try:
+            self._conn().execute("INSERT INTO dedupe (peer, rrpid, msg_type, txkey, processed_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", (*key, txkey, self.now))
+        except sqlite3.IntegrityError as exc:
+            raise DedupeConflict(f"already processed: {peer} {msg_type} "
+                                 f"rrpid={bytes(rrpid).hex()}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"dedupe insert failed: {exc}") from exc
+        for seq, mail in enumerate(responses):
+            self.execute("INSERT INTO dedupe_response (peer, rrpid, msg_type, seq, recipient, "
+                         "host, port, raw, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (*key, seq, mail.recipient, mail.host, mail.port, mail.raw,
+                          mail.message_id))
+
+    def enqueue(self, mail: OutgoingMail, *, not_before: float | None = None) -> int:
+        """Put a mail in the outbox; returns its id.  Due at ``not_before`` (default: now)."""
+        cur = self.execute(
+            "INSERT INTO outbox (recipient, host, port, raw, message_id, next_attempt_at, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (mail.recipient, mail.host, mail.port, mail.raw, mail.message_id,
+             self.now if not_before is None else not_before, self.now))
+        return cur.lastrowid
+
+    def set_timer(self, key: str, due_at: float, payload: Any = None) -> None:
+        """Create or move timer ``key`` (e.g. "resend PReq of tx 7 if no PRes by due_at")."""
+        self.execute("INSERT INTO timers (key, due_at, payload) VALUES (?, ?, ?) ON CONFLICT (key) "
+                     "DO UPDATE SET due_at = excluded.due_at, payload = excluded.payload",
+                     (key, due_at, _json(payload)))
+
+    def cancel_timer(self, key: str) -> bool:
+        return self.execute("DELETE FROM timers WHERE key = ?", (key,)).rowcount > 0
+
+    def mark_processed(self, maildir_key: str, status: str, *, detail: str | None = None,
+                       txkey: str | None = None) -> None:
+        self.execute("INSERT OR REPLACE INTO processed_mail (maildir_key, status, detail, txkey, "
+                     "processed_at) VALUES (?, ?, ?, ?, ?)",
+                     (maildir_key, status, detail, txkey, self.now))
+
+    def record_quarantine(self, maildir_key: str, reason: str,
+                          message_id: str | None = None) -> None:
+        self.execute("INSERT OR REPLACE INTO quarantine (maildir_key, reason, message_id, "
+                     "quarantined_at) VALUES (?, ?, ?, ?)",
+                     (maildir_key, reason, message_id, self.now))
+
+
+class Store(_Reads):
+    """The SQLite database of one agent (created and migrated on open)."""
+
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 10.0):
+        self.path = os.fspath(path)
+        self._lock = threading.RLock()
+        self._in_tx = False
+        self._connection: sqlite3.Connection | None = None
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._connection = sqlite3.connect(self.path, timeout=busy_timeout,
+                                               isolation_level=None, check_same_thread=False)
+            mode = self._connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal" and self.path != ":memory:":
+                raise StoreError(f"cannot switch {self.path} to WAL (got {mode})")
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreError("store is closed")
+        return self._connection
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema {version}, newer than this setmail "
+                             f"({SCHEMA_VERSION})")
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction(now=0.0) as tx:
+                for statement in _statements(MIGRATIONS[number]):
+                    tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {number + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._conn().execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def transaction(self, *, now: float) -> Iterator[Transaction]:
+        """All writes inside the ``with`` commit together; any exception rolls all back."""
+        with self._lock:
+            if self._in_tx:
+                raise StoreError("nested transactions are not supported")
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin transaction: {exc}") from exc
+            self._in_tx = True
+            tx = Transaction(conn, now)
+            try:
+                yield tx
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"transaction failed: {exc}") from exc
+                raise
+            finally:
+                tx._connection = None
+                self._in_tx = False
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self.query(sql, params)
+
+    # -- outbox --------------------------------------------------------------------------------
+    def due_outbox(self, now: float, *, limit: int = 100) -> list[OutboxRow]:
+        rows = self._read(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE next_attempt_at IS NOT NULL "
+                          "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                          (now, limit))
+        return [_outbox_row(r) for r in rows]
+
+    def outbox(self, *, include_dead: bool = True) -> list[OutboxRow]:
+        where = "" if include_dead else "WHERE next_attempt_at IS NOT NULL"
+        return [_outbox_row(r) for r in self._read(f"SELECT {_OUTBOX_COLS} FROM outbox {where} "
+                                                   "ORDER BY id")]
+
+    def mark_sent(self, outbox_id: int, *, now: float | None = None) -> bool:
+        """The next hop answered 250: drop the row, keep a line in ``sent_log``."""
+        with self.transaction(now=now or 0.0) as tx:
+            tx.execute("INSERT INTO sent_log (message_id, recipient, attempts, sent_at) "
+                       "SELECT message_id, recipient, attempts + 1, ? FROM outbox WHERE id = ?",
+                       (now, outbox_id))
+            return tx.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,)).rowcount > 0
+
+    def mark_failed(self, outbox_id: int, error: str, next_attempt_at: float | None) -> bool:
+        """Count a failed attempt; ``next_attempt_at=None`` gives up (the row stays, dead)."""
+        with self.transaction(now=0.0) as tx:
+            return tx.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+                              "next_attempt_at = ? WHERE id = ?",
+                              (error, next_attempt_at, outbox_id)).rowcount > 0
+
+    # -- timers, indexes -------------------------------------------------------------------------
+    def due_timers(self, now: float, *, limit: int = 100) -> list[Timer]:
+        rows = self._read("SELECT key, due_at, payload FROM timers WHERE due_at <= ? "
+                          "ORDER BY due_at, key LIMIT ?", (now, limit))
+        return [Timer(k, d, json.loads(p)) for k, d, p in rows]
+
+    def next_timer_at(self) -> float | None:
+        return self._read("SELECT MIN(due_at) FROM timers")[0][0]
+
+    def quarantined(self) -> list[QuarantineRecord]:
+        return [QuarantineRecord(*r) for r in self._read(
+            "SELECT maildir_key, reason, message_id, quarantined_at FROM quarantine "
+            "ORDER BY quarantined_at, maildir_key")]
+
+    def get_state(self, txkey: str, default: Any = None) -> Any:
+        with self._lock:
+            return super().get_state(txkey, default)
+
+    def lookup_dedupe(self, peer: str, rrpid: bytes, msg_type: str) -> DedupeRecord | None:
+        with self._lock:
+            return super().lookup_dedupe(peer, rrpid, msg_type)
+
+    def processed_status(self, maildir_key: str) -> str | None:
+        with self._lock:
+            return super().processed_status(maildir_key)
+
+    def state_keys(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT txkey FROM role_state ORDER BY txkey")]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _outbox_row(row: tuple) -> OutboxRow:
+    return OutboxRow(row[0], row[1], row[2], row[3], bytes(row[4]), *row[5:])

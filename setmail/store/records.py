@@ -1,0 +1,61 @@
+"""Plain records the store hands out and takes in (no behaviour, no I/O)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """A built mail and where it goes: an outbox row to be, or a stored dedupe response."""
+
+    recipient: str
+    host: str
+    port: int
+    raw: bytes
+    message_id: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    recipient: str
+    host: str
+    port: int
+    raw: bytes
+    message_id: str
+    attempts: int
+    next_attempt_at: float | None  # None: given up, kept for inspection
+    last_error: str | None
+    created_at: float
+
+    @property
+    def mail(self) -> OutgoingMail:
+        return OutgoingMail(self.recipient, self.host, self.port, self.raw, self.message_id)
+
+
+@dataclass(frozen=True)
+class DedupeRecord:
+    """A processed request and the responses it produced (re-sent verbatim on a repeat)."""
+
+    peer: str
+    rrpid: bytes
+    msg_type: str
+    txkey: str | None
+    processed_at: float
+    responses: tuple[OutgoingMail, ...]
+
+
+@dataclass(frozen=True)
+class Timer:
+    key: str
+    due_at: float
+    payload: Any
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    maildir_key: str
+    reason: str
+    message_id: str | None
+    quarantined_at: float

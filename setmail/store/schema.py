@@ -1,0 +1,80 @@
+"""The agent store's SQLite schema, as an ordered list of migrations.
+
+``PRAGMA user_version`` is the number of migrations applied; opening a store applies the missing
+ones in one transaction each, and refuses a database written by a newer setmail.  Later issues
+append migrations here (never edit an applied one).  Tables other layers own (e.g. the issuer's
+ledger) can be created with ``CREATE TABLE IF NOT EXISTS`` inside a store transaction.
+"""
+from __future__ import annotations
+
+V1 = """
+CREATE TABLE role_state (
+    txkey       TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL CHECK (kind IN ('json', 'bytes')),
+    value       BLOB NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE dedupe (
+    peer        TEXT NOT NULL,
+    rrpid       BLOB NOT NULL,
+    msg_type    TEXT NOT NULL,
+    txkey       TEXT,
+    processed_at REAL NOT NULL,
+    PRIMARY KEY (peer, rrpid, msg_type)
+);
+CREATE TABLE dedupe_response (
+    peer        TEXT NOT NULL,
+    rrpid       BLOB NOT NULL,
+    msg_type    TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    recipient   TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    port        INTEGER NOT NULL,
+    raw         BLOB NOT NULL,
+    message_id  TEXT NOT NULL,
+    PRIMARY KEY (peer, rrpid, msg_type, seq),
+    FOREIGN KEY (peer, rrpid, msg_type) REFERENCES dedupe (peer, rrpid, msg_type)
+        ON DELETE CASCADE
+);
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient       TEXT NOT NULL,
+    host            TEXT NOT NULL,
+    port            INTEGER NOT NULL,
+    raw             BLOB NOT NULL,
+    message_id      TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,              -- NULL: given up (dead letter), kept for inspection
+    last_error      TEXT,
+    created_at      REAL NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE TABLE sent_log (
+    message_id  TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    sent_at     REAL
+);
+CREATE TABLE timers (
+    key         TEXT PRIMARY KEY,
+    due_at      REAL NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE INDEX timers_due ON timers (due_at);
+CREATE TABLE processed_mail (
+    maildir_key TEXT PRIMARY KEY,
+    status      TEXT NOT NULL,
+    detail      TEXT,
+    txkey       TEXT,
+    processed_at REAL NOT NULL
+);
+CREATE TABLE quarantine (
+    maildir_key TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    message_id  TEXT,
+    quarantined_at REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
