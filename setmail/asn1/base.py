@@ -22,6 +22,71 @@ MAX_MESSAGE_SIZE = 1 << 20
 T = TypeVar("T", bound=core.Asn1Value)
 
 
+def check_der(data: bytes, what: str = "value") -> None:
+    """Refuse BER that asn1crypto tolerates but DER forbids.
+
+    Why: SET signs and digests DER, and a parser that accepts two encodings of one value lets a
+    flipped length bit (long-form length, empty INTEGER) pass unnoticed.  Walks every TLV: one
+    top-level value, definite minimal lengths, low tag numbers only, non-empty minimal INTEGERs,
+    BOOLEAN 00/FF.  Primitive contents (OCTET STRINGs holding DER) are not descended into.
+    """
+    end = _check_tlv(data, 0, len(data), what)
+    if end != len(data):
+        raise MalformedMessage(f"{what}: {len(data) - end} bytes of trailing data")
+
+
+def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
+    stack = [(pos, limit)]
+    first_end = None
+    while stack:
+        pos, limit = stack.pop()
+        while pos < limit:
+            if limit - pos < 2:
+                raise MalformedMessage(f"{what}: truncated TLV at offset {pos}")
+            tag = data[pos]
+            pos += 1
+            if tag & 0x1F == 0x1F:  # high tag number (Error is [999]): minimal base-128, >= 31
+                number, k = 0, 0
+                while True:
+                    if pos >= limit - 1 or k == 3 or (k == 0 and data[pos] == 0x80):
+                        raise MalformedMessage(f"{what}: bad high tag number at offset {pos}")
+                    number, k, pos = number << 7 | data[pos] & 0x7F, k + 1, pos + 1
+                    if not data[pos - 1] & 0x80:
+                        break
+                if number < 31:
+                    raise MalformedMessage(f"{what}: non-minimal tag number at offset {pos}")
+            n = data[pos]
+            pos += 1
+            if n & 0x80:
+                k = n & 0x7F
+                if k == 0 or k > 4 or pos + k > limit:
+                    raise MalformedMessage(f"{what}: bad length encoding at offset {pos - 1}")
+                length = int.from_bytes(data[pos:pos + k], "big")
+                if length < 0x80 or data[pos] == 0:
+                    raise MalformedMessage(f"{what}: non-minimal length at offset {pos - 1}")
+                pos += k
+            else:
+                length = n
+            end = pos + length
+            if end > limit:
+                raise MalformedMessage(f"{what}: length runs past the end at offset {pos}")
+            if tag == 0x02 and (length == 0 or (length > 1 and (
+                    (data[pos] == 0 and data[pos + 1] < 0x80) or (data[pos] == 0xFF and data[pos + 1] >= 0x80)))):
+                raise MalformedMessage(f"{what}: non-minimal INTEGER at offset {pos}")
+            if tag == 0x01 and (length != 1 or data[pos] not in (0, 0xFF)):
+                raise MalformedMessage(f"{what}: non-DER BOOLEAN at offset {pos}")
+            if tag & 0x20:
+                stack.append((end, limit))
+                limit = end
+                if first_end is None:
+                    first_end = end
+                continue
+            if first_end is None:
+                first_end = end
+            pos = end
+    return first_end if first_end is not None else 0
+
+
 def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
            what: str | None = None) -> T:
     """Parse ``data`` as ``cls``; any failure is a MalformedMessage naming ``what``."""
@@ -30,6 +95,7 @@ def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
         raise MalformedMessage(f"{name}: expected bytes, got {type(data).__name__}")
     if len(data) > max_size:
         raise MessageTooLarge(f"{name}: {len(data)} bytes exceeds the limit of {max_size}")
+    check_der(bytes(data), name)
     try:
         value = cls.load(bytes(data), strict=True)
         value.native  # force the lazy parser through every nested value
@@ -194,3 +260,38 @@ class MessageHeader(core.Sequence):
         ("rrpid", RRPID, {"implicit": 1, "optional": True}),
         ("sw_ident", SWIdent),
     ]
+
+
+# --- shared components added for the message catalogue (D-100 ff.) -------------------------------
+class BackKeyData(core.Sequence):
+    """A symmetric key a party hands to a peer so the peer can answer it encrypted (EncK):
+    AcqBackKeyData in PIHead (AcqCardMsg), CABackKeyData in CertReq (cardholder CertRes)."""
+
+    _fields = [
+        ("back_alg_id", algos.EncryptionAlgorithm),
+        ("back_key", core.OctetString),
+    ]
+
+
+class Ratio(core.Sequence):
+    """An exact ratio (AuthRatio, CapRatio, CurrConvRate): numerator / denominator (D-104)."""
+
+    _fields = [
+        ("numerator", core.Integer),
+        ("denominator", core.Integer),
+    ]
+
+
+class BrandAndBIN(core.Sequence):
+    _fields = [
+        ("brand_id", BrandID),
+        ("bin", BIN, {"implicit": 0, "optional": True}),
+    ]
+
+
+class BrandAndBINSeq(core.SequenceOf):
+    _child_spec = BrandAndBIN
+
+
+class ObjectIdentifiers(core.SequenceOf):
+    _child_spec = core.ObjectIdentifier

@@ -17,6 +17,7 @@ from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from setmail.asn1.base import check_der
 from setmail.asn1.pkcs7plus import GCMParameters
 from setmail.crypto import der
 from setmail.crypto.suite import CEK_SIZE, GCM_NONCE_SIZE, GCM_TAG_SIZE, CryptoSuite, fresh
@@ -91,6 +92,7 @@ def load_cert(data: bytes) -> x509.Certificate:
 def _load(data: bytes, what: str) -> acms.ContentInfo:
     if not isinstance(data, (bytes, bytearray)):
         raise MalformedMessage(f"{what}: expected bytes, got {type(data).__name__}")
+    check_der(bytes(data), what)
     try:
         return acms.ContentInfo.load(bytes(data), strict=True)
     except Exception as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from asn1crypto import core
 from cryptography import x509
 
+from setmail.asn1.base import check_der
 from setmail.crypto import der
 from setmail.crypto.cms import Identity, Signed
 from setmail.crypto.operators import DD, EX, EXH, SO, _split_L, open_EX, open_EXH, verify_SO
@@ -34,8 +35,11 @@ class _Pair(core.Sequence):
 
 def _pair(data: bytes, what: str) -> tuple[bytes, bytes]:
     try:
+        check_der(data, what)
         value = _Pair.load(data, strict=True)
         return value["first"].dump(), value["second"].dump()
+    except MalformedMessage:
+        raise
     except Exception as exc:
         raise MalformedMessage(f"{what} is malformed ({exc})") from exc
 

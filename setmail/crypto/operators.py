@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from asn1crypto import core
 from cryptography import x509
 
+from setmail.asn1.base import check_der
 from setmail.asn1.oids import CONTENT_TYPES
 from setmail.asn1.pkcs7plus import BlockContents, EncBPair, Linkage, SETOAEPBlock
 from setmail.crypto import der
@@ -81,8 +82,11 @@ def L(t1: bytes, t2_type: str, t2: bytes, suite: CryptoSuite = DEFAULT_SUITE) ->
 
 def _split_L(linkage: bytes) -> tuple[bytes, bytes]:
     try:
+        check_der(linkage, "L(t1,t2)")
         value = Linkage.load(linkage, strict=True)
         return value["t1"].dump(), value["h_t2"].dump()
+    except MalformedMessage:
+        raise
     except Exception as exc:
         raise MalformedMessage(f"linkage L(t1,t2) is malformed ({exc})") from exc
 
@@ -141,6 +145,7 @@ def _block(contents: int, key: bytes, digest: bytes | None = None, extra: bytes 
 
 def _read_block(block: bytes, contents: int) -> tuple[bytes, bytes | None, bytes | None]:
     try:
+        check_der(block, "OAEP block")
         value = SETOAEPBlock.load(block, strict=True)
         if value["block_contents"].native != BlockContents._map[contents]:
             raise DecryptionFailed("OAEP block carries other contents than this operator expects")
@@ -269,8 +274,11 @@ def open_EXH(data: bytes, recipient: Identity, tbex_type: str, p_type: str, *,
 
 def _split_pair(data: bytes) -> tuple[bytes, bytes]:
     try:
+        check_der(data, "EncB")
         pair = EncBPair.load(data, strict=True)
         return pair["enc"].dump(), pair["baggage"].dump()
+    except MalformedMessage:
+        raise
     except Exception as exc:
         raise MalformedMessage(f"EncB structure is malformed ({exc})") from exc
 
