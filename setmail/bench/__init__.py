@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``scripts/bench core`` and, later, ``scripts/bench purchases N``."""
