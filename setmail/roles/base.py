@@ -1,0 +1,148 @@
+"""The sans-I/O contract between a SET role and the agent that runs it.
+
+Rules this package keeps (h11 is the model):
+
+* A role never touches sockets, files or clocks.  The agent gives it the transaction's current
+  state, one decoded event and ``now``; the role returns an ``Outcome``: the new state, the SET
+  messages to send, effects for the agent to commit (e.g. a ledger hold at the issuer), and timers.
+* State is plain data (JSON-serialisable dicts of str/int/bool/None/list, bytes as hex) so the
+  store can persist it and a crash can resume from it.  Keys, certificates and trust live in the
+  role object's *configuration*, never in state.
+* Every transition is listed in the role's ``TRANSITIONS`` table, ``{state: {event: next_state}}``;
+  ``step`` refuses anything not in the table with ``ProtocolError`` before a handler runs, so the
+  table is the whole truth about what a party accepts when (docs draw their diagrams from it).
+* Events are either an ``Inbound`` SET message (event name = its message type, e.g. "CertRes"),
+  a ``Command`` from the local user (e.g. "register"), or a ``TimerFired``.
+* A handler is deterministic given (state, event, now, randomness from ``setmail.crypto.suite.fresh``)
+  and idempotency is the agent's job: it dedupes by (peer, RRPID, message type) before calling.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from setmail.errors import ProtocolError
+
+#: state name of a transaction that does not exist yet
+START = "START"
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A SET message as delivered: the whole MessageWrapper DER, not yet verified by the role.
+
+    ``sender`` is the mail routing address the reply goes to; it is never evidence of identity —
+    identity comes from signatures inside the DER.
+    """
+
+    message_type: str
+    wrapper_der: bytes
+    sender: str
+    mail_id: str = ""
+
+    @property
+    def event(self) -> str:
+        return self.message_type
+
+
+@dataclass(frozen=True)
+class Command:
+    """A local instruction (from the CLI) such as "register" or "buy", with its arguments."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def event(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A timer the role set earlier is due (e.g. "retry": no response in time)."""
+
+    name: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def event(self) -> str:
+        return "timer:" + self.name
+
+
+@dataclass(frozen=True)
+class Send:
+    """One outgoing SET message; the agent wraps it in MIME and puts it in the outbox."""
+
+    to: str                       # recipient agent address
+    message_type: str
+    wrapper_der: bytes
+    in_reply_to: str | None = None  # mail id of the request this answers (threading only)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Something the agent commits with the state, e.g. Effect("ledger.hold", {...})."""
+
+    kind: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    name: str
+    due: dt.datetime
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one step: the new state (None = forget the transaction) and its consequences."""
+
+    transaction: str
+    state: Mapping[str, Any] | None
+    sends: tuple[Send, ...] = ()
+    effects: tuple[Effect, ...] = ()
+    timers: tuple[SetTimer | CancelTimer, ...] = ()
+
+
+Event = Inbound | Command | TimerFired
+
+
+class Role:
+    """Base of every role: looks the event up in ``TRANSITIONS`` and calls ``on_<event>``.
+
+    Subclasses define ``name``, ``TRANSITIONS`` and one handler per event, named ``on_`` + the
+    event with non-identifier characters replaced by ``_`` (``"Me-AqCInitRes"`` ->
+    ``on_Me_AqCInitRes``, ``"timer:retry"`` -> ``on_timer_retry``).  A handler receives
+    ``(state, event, now)`` and returns an Outcome whose state's ``"state"`` key must be the
+    table's next state (checked here).
+    """
+
+    name = "role"
+    TRANSITIONS: Mapping[str, Mapping[str, str | tuple[str, ...]]] = {}
+
+    def transaction_key(self, event: Event) -> str:
+        """Which transaction an event belongs to (e.g. XID hex, LID-EE hex). Override."""
+        raise NotImplementedError
+
+    def step(self, state: Mapping[str, Any] | None, event: Event, now: dt.datetime) -> Outcome:
+        current = (state or {}).get("state", START)
+        allowed = self.TRANSITIONS.get(current, {})
+        if event.event not in allowed:
+            raise ProtocolError(f"{self.name}: {event.event} is not expected in state {current}",
+                                "messageNotSupported" if isinstance(event, Inbound) else None)
+        handler = getattr(self, "on_" + "".join(c if c.isalnum() else "_" for c in event.event))
+        outcome = handler(state or {"state": START}, event, now)
+        nexts = allowed[event.event]
+        nexts = (nexts,) if isinstance(nexts, str) else nexts
+        new = None if outcome.state is None else outcome.state.get("state")
+        if outcome.state is not None and new not in nexts:
+            raise AssertionError(f"{self.name}: handler for {event.event} went to {new}, "
+                                 f"table allows {nexts}")
+        return outcome
