@@ -126,8 +126,10 @@ class SMTPServer:
     # -- threaded ---------------------------------------------------------------------------
     def start(self) -> SMTPServer:
         self._begin()
+        kwargs = self._smtp_kwargs()
+        kwargs["server_hostname"] = kwargs.pop("hostname")  # Controller's hostname= is the bind
         self._controller = _BacklogController(self.handler, hostname=self.host, port=self.port,
-                                              **self._smtp_kwargs())
+                                              **kwargs)
         try:
             self._controller.start()
         except BaseException:

@@ -123,7 +123,8 @@ class MaildirWatcher:
 
     def _rescan(self) -> None:
         current = self._listing()
-        self._push(n for n in current if n not in self._known)
+        # Our names start with the delivery time, so name order is arrival order.
+        self._push(sorted(n for n in current if n not in self._known))
         self._known = set(current)
 
     def _on_readable(self) -> None:
