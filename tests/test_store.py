@@ -1,0 +1,208 @@
+"""The agent store on real SQLite files: atomic transactions, dedupe, outbox, timers, reopen."""
+import sqlite3
+import threading
+
+import pytest
+
+from setmail.errors import DedupeConflict, StoreError
+from setmail.store import OutgoingMail, Store
+from setmail.store.schema import SCHEMA_VERSION
+
+RRPID = bytes(range(32))
+MAIL = OutgoingMail("merchant@merchant.example", "127.0.0.1", 2525, b"raw mail\r\n", "r1@gw")
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "agents" / "gateway.db") as s:
+        yield s
+
+
+def test_pragmas_and_schema_version(store):
+    conn = store._conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.schema_version == SCHEMA_VERSION >= 1
+
+
+def test_state_round_trip_json_and_bytes(store):
+    with store.transaction(now=10.0) as tx:
+        tx.put_state("tx-1", {"state": "PReqSent", "amount": 1234, "items": [1, 2]})
+        tx.put_state("tx-2", b"\x00opaque\xff")
+        assert tx.get_state("tx-1")["amount"] == 1234  # reads see the transaction's writes
+    assert store.get_state("tx-1") == {"state": "PReqSent", "amount": 1234, "items": [1, 2]}
+    assert store.get_state("tx-2") == b"\x00opaque\xff"
+    assert store.get_state("nope", "default") == "default"
+    with store.transaction(now=11.0) as tx:
+        tx.put_state("tx-1", {"state": "Done"})
+        tx.delete_state("tx-2")
+    assert store.state_keys() == ["tx-1"]
+    assert store.get_state("tx-1") == {"state": "Done"}
+    with pytest.raises(StoreError):
+        with store.transaction(now=12.0) as tx:
+            tx.put_state("tx-3", object())
+
+
+def test_exception_inside_transaction_leaves_no_partial_rows(store):
+    with store.transaction(now=1.0) as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS ledger (account TEXT, amount INTEGER)")
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with store.transaction(now=2.0) as tx:
+            tx.put_state("tx-1", {"s": 1})
+            tx.record_dedupe("merchant", RRPID, "AuthReq", [MAIL], txkey="tx-1")
+            tx.enqueue(MAIL)
+            tx.set_timer("resend:tx-1", 30.0, {"n": 1})
+            tx.execute("INSERT INTO ledger VALUES (?, ?)", ("acct", -500))
+            tx.mark_processed("key1", "done")
+            tx.record_quarantine("key2", "bad")
+            raise Boom()
+    assert store.get_state("tx-1") is None
+    assert store.lookup_dedupe("merchant", RRPID, "AuthReq") is None
+    assert store.outbox() == [] and store.due_timers(1e9) == []
+    assert store.query("SELECT * FROM ledger") == []
+    assert store.processed_status("key1") is None and store.quarantined() == []
+    # The store is usable afterwards, and a failing SQL statement also rolls everything back.
+    with pytest.raises(StoreError):
+        with store.transaction(now=3.0) as tx:
+            tx.put_state("tx-1", {"s": 2})
+            tx.execute("INSERT INTO no_such_table VALUES (1)")
+    assert store.get_state("tx-1") is None
+
+
+def test_transaction_object_is_dead_after_the_with(store):
+    with store.transaction(now=1.0) as tx:
+        pass
+    with pytest.raises(StoreError):
+        tx.put_state("late", 1)
+
+
+def test_nested_transaction_refused(store):
+    with store.transaction(now=1.0):
+        with pytest.raises(StoreError):
+            with store.transaction(now=1.0):
+                pass
+
+
+def test_dedupe_record_and_lookup(store):
+    other = OutgoingMail("merchant@merchant.example", "127.0.0.1", 2525, b"second", "r2@gw")
+    with store.transaction(now=5.0) as tx:
+        tx.record_dedupe("merchant@merchant.example", RRPID, "AuthReq", [MAIL, other],
+                         txkey="tx-9")
+        tx.record_dedupe("merchant@merchant.example", RRPID, "CapReq")  # no response
+    rec = store.lookup_dedupe("merchant@merchant.example", RRPID, "AuthReq")
+    assert rec.responses == (MAIL, other) and rec.txkey == "tx-9" and rec.processed_at == 5.0
+    assert store.lookup_dedupe("merchant@merchant.example", RRPID, "CapReq").responses == ()
+    assert store.lookup_dedupe("merchant@merchant.example", bytes(32), "AuthReq") is None
+    assert store.lookup_dedupe("other@x", RRPID, "AuthReq") is None
+    with pytest.raises(DedupeConflict):
+        with store.transaction(now=6.0) as tx:
+            tx.put_state("tx-9", "would be a second processing")
+            tx.record_dedupe("merchant@merchant.example", RRPID, "AuthReq", [MAIL])
+    assert store.get_state("tx-9") is None
+
+
+def test_outbox_due_sent_failed(store):
+    with store.transaction(now=100.0) as tx:
+        a = tx.enqueue(MAIL)
+        b = tx.enqueue(MAIL, not_before=150.0)
+    assert [r.id for r in store.due_outbox(100.0)] == [a]
+    assert [r.id for r in store.due_outbox(150.0)] == [a, b]
+    row = store.due_outbox(100.0)[0]
+    assert (row.raw, row.attempts, row.created_at, row.mail) == (MAIL.raw, 0, 100.0, MAIL)
+    assert store.mark_failed(a, "451 try later", 200.0)
+    assert [r.id for r in store.due_outbox(199.0)] == [b]
+    row = store.due_outbox(200.0)[1]  # b (due 150) comes before a (due 200)
+    assert row.id == a and row.attempts == 1 and row.last_error == "451 try later"
+    assert store.due_outbox(1e9, limit=1)[0].id == b  # earliest due first
+    assert store.mark_sent(b, now=160.0)
+    assert not store.mark_sent(b, now=161.0)  # already gone
+    assert store.mark_failed(a, "550 no such user", None)  # give up: row kept, never due
+    assert store.due_outbox(1e9) == [] and store.outbox()[0].last_error == "550 no such user"
+    assert store.outbox(include_dead=False) == []
+
+
+def test_timers(store):
+    with store.transaction(now=0.0) as tx:
+        tx.set_timer("resend:tx-1", 30.0, {"msg": "PReq", "n": 1})
+        tx.set_timer("resend:tx-2", 10.0)
+    assert store.next_timer_at() == 10.0
+    assert [t.key for t in store.due_timers(29.0)] == ["resend:tx-2"]
+    with store.transaction(now=1.0) as tx:
+        tx.set_timer("resend:tx-1", 60.0, {"msg": "PReq", "n": 2})  # moved, not duplicated
+        assert tx.cancel_timer("resend:tx-2") and not tx.cancel_timer("resend:tx-2")
+    assert store.due_timers(59.0) == []
+    [timer] = store.due_timers(60.0)
+    assert timer.payload == {"msg": "PReq", "n": 2} and timer.due_at == 60.0
+
+
+def test_processed_and_quarantine_indexes(store):
+    with store.transaction(now=7.0) as tx:
+        tx.mark_processed("k1", "done", txkey="tx-1")
+        tx.mark_processed("k2", "quarantined", detail="bad signature")
+        tx.record_quarantine("k2", "bad signature", message_id="m2@x")
+    assert store.processed_status("k1") == "done"
+    assert store.processed_status("k3") is None
+    [q] = store.quarantined()
+    assert (q.maildir_key, q.reason, q.message_id, q.quarantined_at) == (
+        "k2", "bad signature", "m2@x", 7.0)
+
+
+def test_reopen_keeps_everything(tmp_path):
+    path = tmp_path / "merchant.db"
+    with Store(path) as store:
+        with store.transaction(now=1.0) as tx:
+            tx.put_state("tx-1", {"s": "x"})
+            tx.record_dedupe("gw", RRPID, "AuthRes", [MAIL])
+            oid = tx.enqueue(MAIL)
+            tx.set_timer("t", 5.0, [1, 2])
+            tx.execute("CREATE TABLE ledger (amount INTEGER)")
+            tx.execute("INSERT INTO ledger VALUES (42)")
+            tx.mark_processed("k", "done")
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.get_state("tx-1") == {"s": "x"}
+        assert store.lookup_dedupe("gw", RRPID, "AuthRes").responses == (MAIL,)
+        assert [r.id for r in store.due_outbox(1.0)] == [oid]
+        assert store.due_timers(5.0)[0].payload == [1, 2]
+        assert store.query("SELECT amount FROM ledger") == [(42,)]
+        assert store.processed_status("k") == "done"
+    with pytest.raises(StoreError):
+        store.get_state("tx-1")  # closed
+
+
+def test_newer_schema_refused(tmp_path):
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_unopenable_path_is_a_store_error(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StoreError):
+        Store(tmp_path / "file" / "x.db")
+    (tmp_path / "garbage.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        Store(tmp_path / "garbage.db")
+
+
+def test_threads_share_a_store(store):
+    def worker(n):
+        for i in range(20):
+            with store.transaction(now=float(i)) as tx:
+                tx.put_state(f"w{n}-{i}", i)
+                tx.enqueue(MAIL)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.state_keys()) == 80 and len(store.outbox()) == 80
