@@ -172,9 +172,15 @@ def _text(value: object) -> str:
     return text
 
 
+_BARE_ADDR = re.compile(r"\s*<?([^\s<>\",;()]+@[^\s<>\",;()]+)>?\s*\Z")
+
+
 def _address(value: str | None) -> str:
     if not value:
         return ""
+    bare = _BARE_ADDR.match(str(value))  # the common case, without the full address parser
+    if bare:
+        return bare.group(1)
     pairs = getaddresses([value])
     return pairs[0][1] if pairs else ""
 
