@@ -92,9 +92,11 @@ def _plain(value: str, what: str) -> str:
 
 
 def _encode_subject(subject: str) -> str:
+    """Surrounding whitespace is dropped: header parsing would not keep it anyway."""
     if "\r" in subject or "\n" in subject:
         raise BadMailHeader("Subject must not contain line breaks")
-    if subject.isascii() and len(subject) <= 900:
+    subject = subject.strip()
+    if subject.isascii() and len(subject) <= 900 and "=?" not in subject:
         return subject
     # RFC 2047 encoded words, folded to short lines so no line exceeds the limit.
     return Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n")
