@@ -95,3 +95,12 @@ PROFILE_MODERN_2026 = SETMAIL_ARC + ".1"
 
 # Algorithm identifiers outside id-set that the SET operators use
 RSA_OAEP_ENCRYPTION_SET = "1.2.840.113549.1.1.6"  # rsaOAEPEncryptionSET: OAEP block with extra data
+
+# setmail additions (D-106): content types the registered list lacks, under our own arc.  Added to
+# CONTENT_TYPES so ``ct()`` and the crypto operators accept them like the registered ones.
+SETMAIL_CTYPE = SETMAIL_ARC + ".2"
+SETMAIL_CONTENT_TYPES: dict[str, str] = {
+    "InqReqData": SETMAIL_CTYPE + ".1",  # signed InqReq: S(C, InqReqData)
+}
+CONTENT_TYPES.update(SETMAIL_CONTENT_TYPES)
+CONTENT_TYPE_NAMES.update({v: k for k, v in SETMAIL_CONTENT_TYPES.items()})
