@@ -1,0 +1,100 @@
+"""Untrusted bytes -> certificate, CRL or BrandCRLIdentifier objects, and back to DER/PEM.
+
+Every failure is MalformedCertificate, never a library exception: certificates arrive inside
+messages from anyone.  cryptography parses extensions lazily, so loading also forces them (and the
+SET extensions and public key) here, where a fault can still be reported as malformed input.
+"""
+from __future__ import annotations
+
+import warnings
+
+from asn1crypto import pem as _pem
+from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from setmail.asn1.base import MAX_MESSAGE_SIZE, decode
+from setmail.asn1.certext import BrandCRLIdentifier
+from setmail.errors import MalformedCertificate, MalformedMessage
+from setmail.pki import setext
+
+#: PEM label for a BrandCRLIdentifier (ours: SET defined no PEM form)
+BCI_PEM_LABEL = "SET BRAND CRL IDENTIFIER"
+
+_SET_EXT_READERS = (setext.read_certificate_type, setext.read_hashed_root_key,
+                    setext.read_merchant_data, setext.read_card_cert_required,
+                    setext.read_tunneling)
+
+
+def _bytes(data, what: str) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedCertificate(f"{what}: expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise MalformedCertificate(f"{what}: {len(data)} bytes is over the size limit")
+    return bytes(data)
+
+
+def load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
+    """A certificate from DER or PEM bytes (an already loaded one passes through)."""
+    if isinstance(data, x509.Certificate):
+        return data
+    raw = _bytes(data, "certificate")
+    try:
+        with warnings.catch_warnings():
+            # a non-positive serial (RFC 5280 forbids it) only warns in cryptography: refuse it
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            cert = (x509.load_pem_x509_certificate(raw) if raw.lstrip().startswith(b"-----")
+                    else x509.load_der_x509_certificate(raw))
+            # parsing is lazy: force every part validation reads, so faults surface here
+            cert.extensions, cert.subject, cert.issuer, cert.serial_number  # noqa: B018
+            cert.public_key(), cert.signature_algorithm_oid, cert.signature  # noqa: B018
+            cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
+    except Exception as exc:  # cryptography raises ValueError, UnsupportedAlgorithm, ...
+        raise MalformedCertificate(f"certificate does not parse: {exc}") from exc
+    for read in _SET_EXT_READERS:  # surface malformed SET extensions now, not mid-validation
+        read(cert)
+    return cert
+
+
+def load_crl(data: bytes | x509.CertificateRevocationList) -> x509.CertificateRevocationList:
+    if isinstance(data, x509.CertificateRevocationList):
+        return data
+    raw = _bytes(data, "CRL")
+    try:
+        crl = (x509.load_pem_x509_crl(raw) if raw.lstrip().startswith(b"-----")
+               else x509.load_der_x509_crl(raw))
+        crl.extensions, crl.issuer, crl.signature_algorithm_oid, crl.signature  # noqa: B018
+        for entry in crl:
+            entry.serial_number, entry.revocation_date_utc, entry.extensions  # noqa: B018
+        crl.last_update_utc, crl.next_update_utc  # noqa: B018
+    except Exception as exc:
+        raise MalformedCertificate(f"CRL does not parse: {exc}") from exc
+    return crl
+
+
+def load_bci(data: bytes | BrandCRLIdentifier) -> BrandCRLIdentifier:
+    if isinstance(data, BrandCRLIdentifier):
+        return data
+    raw = _bytes(data, "BrandCRLIdentifier")
+    try:
+        if raw.lstrip().startswith(b"-----"):
+            label, _, raw = _pem.unarmor(raw)
+            if label != BCI_PEM_LABEL:
+                raise MalformedMessage(f"PEM label {label!r} is not {BCI_PEM_LABEL!r}")
+        return decode(BrandCRLIdentifier, raw)
+    except Exception as exc:
+        raise MalformedCertificate(f"BrandCRLIdentifier does not parse: {exc}") from exc
+
+
+def to_der(obj) -> bytes:
+    """DER of a certificate, CRL or BrandCRLIdentifier."""
+    if isinstance(obj, BrandCRLIdentifier):
+        return obj.dump()
+    return obj.public_bytes(Encoding.DER)
+
+
+def to_pem(obj) -> bytes:
+    """PEM of a certificate, CRL or BrandCRLIdentifier (what `openssl` reads)."""
+    if isinstance(obj, BrandCRLIdentifier):
+        return _pem.armor(BCI_PEM_LABEL, obj.dump())
+    return obj.public_bytes(Encoding.PEM)
