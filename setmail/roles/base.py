@@ -13,6 +13,10 @@ Rules this package keeps (h11 is the model):
   table is the whole truth about what a party accepts when (docs draw their diagrams from it).
 * Events are either an ``Inbound`` SET message (event name = its message type, e.g. "CertRes"),
   a ``Command`` from the local user (e.g. "register"), or a ``TimerFired``.
+* Facts that span transactions (a CA's set of certified keys and used challenges, an issuer's
+  accounts) live in the role's *shared* state: a role that needs one names it in ``shared_key``;
+  the agent loads it with the transaction state and commits ``Outcome.shared`` in the same
+  transaction (``None`` = unchanged).
 * A handler is deterministic given (state, event, now, randomness from ``setmail.crypto.suite.fresh``)
   and idempotency is the agent's job: it dedupes by (peer, RRPID, message type) before calling.
 """
@@ -109,6 +113,7 @@ class Outcome:
     sends: tuple[Send, ...] = ()
     effects: tuple[Effect, ...] = ()
     timers: tuple[SetTimer | CancelTimer, ...] = ()
+    shared: Mapping[str, Any] | None = None
 
 
 Event = Inbound | Command | TimerFired
@@ -120,25 +125,28 @@ class Role:
     Subclasses define ``name``, ``TRANSITIONS`` and one handler per event, named ``on_`` + the
     event with non-identifier characters replaced by ``_`` (``"Me-AqCInitRes"`` ->
     ``on_Me_AqCInitRes``, ``"timer:retry"`` -> ``on_timer_retry``).  A handler receives
-    ``(state, event, now)`` and returns an Outcome whose state's ``"state"`` key must be the
+    ``(state, event, now, shared)`` and returns an Outcome whose state's ``"state"`` key must be the
     table's next state (checked here).
     """
 
     name = "role"
+    #: key of the cross-transaction state this role reads and updates (None: it has none)
+    shared_key: str | None = None
     TRANSITIONS: Mapping[str, Mapping[str, str | tuple[str, ...]]] = {}
 
     def transaction_key(self, event: Event) -> str:
         """Which transaction an event belongs to (e.g. XID hex, LID-EE hex). Override."""
         raise NotImplementedError
 
-    def step(self, state: Mapping[str, Any] | None, event: Event, now: dt.datetime) -> Outcome:
+    def step(self, state: Mapping[str, Any] | None, event: Event, now: dt.datetime,
+             shared: Mapping[str, Any] | None = None) -> Outcome:
         current = (state or {}).get("state", START)
         allowed = self.TRANSITIONS.get(current, {})
         if event.event not in allowed:
             raise ProtocolError(f"{self.name}: {event.event} is not expected in state {current}",
                                 "messageNotSupported" if isinstance(event, Inbound) else None)
         handler = getattr(self, "on_" + "".join(c if c.isalnum() else "_" for c in event.event))
-        outcome = handler(state or {"state": START}, event, now)
+        outcome = handler(state or {"state": START}, event, now, shared or {})
         nexts = allowed[event.event]
         nexts = (nexts,) if isinstance(nexts, str) else nexts
         new = None if outcome.state is None else outcome.state.get("state")
