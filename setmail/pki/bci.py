@@ -16,7 +16,8 @@ from setmail.crypto.suite import PSS_SALT_LENGTH, CryptoSuite
 from setmail.errors import (BadChain, BadSignature, CryptoError, Expired, MalformedCertificate,
                             NotYetValid, WrongCertificateType, WrongKeyUsage)
 from setmail.pki import setext
-from setmail.pki.parse import load_bci
+from setmail.pki.parse import load_bci, load_certificate
+from setmail.pki.signatures import key_usage, subject_key_id
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.timeutil import utc
 
@@ -57,10 +58,11 @@ def verify_bci(bci, brand_cert: x509.Certificate, *, now: datetime,
     The brand certificate itself must have been validated (validate_path, expected_type="bca").
     """
     bci = load_bci(bci)
+    brand_cert = load_certificate(brand_cert)
     if "bca" not in setext.read_certificate_type(brand_cert):
         raise WrongCertificateType("a BrandCRLIdentifier must be signed by a Brand CA")
-    ku = brand_cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    if not ku.crl_sign:
+    ku = key_usage(brand_cert)
+    if ku is None or not ku.crl_sign:
         raise WrongKeyUsage("Brand CA certificate does not allow cRLSign")
     try:
         tbs = bci["tbs"]
@@ -74,8 +76,8 @@ def verify_bci(bci, brand_cert: x509.Certificate, *, now: datetime,
         not_before, not_after = tbs["not_before"].native, tbs["not_after"].native
     except (KeyError, ValueError, TypeError) as exc:
         raise MalformedCertificate(f"BrandCRLIdentifier content: {exc}") from exc
-    ski = brand_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    if aki and aki[0] != ski:
+    ski = subject_key_id(brand_cert)
+    if aki and ski is not None and aki[0] != ski:
         raise BadChain("BrandCRLIdentifier names another signer than this Brand CA")
     try:
         suite.verify(brand_cert.public_key(), bci["signature"].native, tbs.dump())
