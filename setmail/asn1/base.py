@@ -75,6 +75,8 @@ def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
                 raise MalformedMessage(f"{what}: non-minimal INTEGER at offset {pos}")
             if tag == 0x01 and (length != 1 or data[pos] not in (0, 0xFF)):
                 raise MalformedMessage(f"{what}: non-DER BOOLEAN at offset {pos}")
+            if tag == 0x06 and not _minimal_oid(data[pos:end]):
+                raise MalformedMessage(f"{what}: non-minimal OBJECT IDENTIFIER at offset {pos}")
             if tag & 0x20:
                 stack.append((end, limit))
                 limit = end
@@ -87,9 +89,19 @@ def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
     return first_end if first_end is not None else 0
 
 
+def _minimal_oid(body: bytes) -> bool:
+    """Every subidentifier base-128 without a leading 0x80 octet, the last one complete."""
+    return bool(body) and body[-1] < 0x80 and all(
+        b != 0x80 for i, b in enumerate(body) if i == 0 or body[i - 1] < 0x80)
+
+
 def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
-           what: str | None = None) -> T:
-    """Parse ``data`` as ``cls``; any failure is a MalformedMessage naming ``what``."""
+           what: str | None = None, canonical: bool = True) -> T:
+    """Parse ``data`` as ``cls``; any failure is a MalformedMessage naming ``what``.
+
+    ``canonical``: also require that re-encoding gives back ``data`` exactly — asn1crypto silently
+    accepts (and drops) elements beyond a SEQUENCE's declared fields and non-minimal forms that
+    ``check_der`` does not look for (D-126)."""
     name = what or cls.__name__
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedMessage(f"{name}: expected bytes, got {type(data).__name__}")
@@ -103,7 +115,17 @@ def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
         raise
     except Exception as exc:  # asn1crypto raises ValueError, TypeError, KeyError, OverflowError...
         raise MalformedMessage(f"{name}: not valid DER ({exc.__class__.__name__}: {exc})") from exc
+    if canonical and _reencode(value) != bytes(data):
+        raise MalformedMessage(f"{name}: not canonical DER (undeclared trailing fields, an encoded "
+                               "DEFAULT value or another non-DER form)")
     return value
+
+
+def _reencode(value: core.Asn1Value) -> bytes | None:
+    try:
+        return value.copy().dump(force=True)
+    except Exception:  # an accepted value asn1crypto cannot re-encode is not canonical either
+        return None
 
 
 def encode(value: core.Asn1Value) -> bytes:
@@ -295,3 +317,7 @@ class BrandAndBINSeq(core.SequenceOf):
 
 class ObjectIdentifiers(core.SequenceOf):
     _child_spec = core.ObjectIdentifier
+
+
+# asn1crypto must know SET's extra algorithm identifiers before anything is decoded (D-11).
+from setmail.asn1 import pkcs7plus as _pkcs7plus  # noqa: E402,F401  (registers OIDs on import)

@@ -14,7 +14,7 @@ does not provide are defined in this module:
 """
 from __future__ import annotations
 
-from asn1crypto import cms, core
+from asn1crypto import algos, cms, core
 
 from setmail.asn1.base import DetachedDigest
 
@@ -30,6 +30,21 @@ class BlockContents(core.Integer):
     """SET's BC byte: what the OAEP block carries besides the content key."""
 
     _map = {1: "key_and_hash", 2: "key_and_extra", 3: "key_hash_and_extra"}
+
+
+def _register_algorithms() -> None:
+    """Teach asn1crypto the two algorithm identifiers the SET operators use that it lacks.
+
+    asn1crypto's documented way to add OIDs is to extend the classes' maps; without this, strict
+    whole-tree parsing of a message carrying an EX envelope or GCM parameters fails.
+    """
+    cms.KeyEncryptionAlgorithmId._map.setdefault("1.2.840.113549.1.1.6", "rsa_oaep_encryption_set")
+    cms.KeyEncryptionAlgorithmId._reverse_map = None
+    cms.KeyEncryptionAlgorithm._oid_specs.setdefault("rsa_oaep_encryption_set", algos.RSAESOAEPParams)
+    algos.EncryptionAlgorithm._oid_specs.setdefault("aes256_gcm", GCMParameters)
+
+
+_register_algorithms()
 
 
 class SETOAEPBlock(core.Sequence):

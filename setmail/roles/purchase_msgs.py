@@ -1,0 +1,86 @@
+"""Builders for the purchase request's inner structures (set-protocol.md §3.3, §5.2).
+
+Pure functions from plain values to DER, shared by the cardholder's wallet (which builds PReq),
+the merchant (which recomputes HOD from its own order record) and the demo.  The dual signature
+itself is ``setmail.crypto.dual``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from setmail.asn1 import purchase as pu
+from setmail.asn1.base import TransIDs
+from setmail.crypto.operators import DD, HMAC
+from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
+
+
+@dataclass(frozen=True)
+class Order:
+    """What cardholder and merchant agreed in the shopping phase, outside SET."""
+
+    description: str
+    amount: int          # minor units, e.g. 1234 for 12.34
+    currency: int = 840  # ISO 4217 numeric (840 = USD)
+    amt_exp10: int = -2
+
+    @property
+    def purch_amt(self) -> dict:
+        return {"currency": self.currency, "amount": self.amount, "amt_exp10": self.amt_exp10}
+
+    def display(self) -> str:
+        return f"{self.amount / 10 ** -self.amt_exp10:.{-self.amt_exp10}f} ({self.currency})"
+
+
+def trans_ids(*, lid_c: bytes, xid: bytes, p_req_date: dt.datetime, lid_m: bytes | None = None,
+              language: str = "en") -> bytes:
+    value = {"lid_c": lid_c, "xid": xid, "p_req_date": p_req_date.replace(microsecond=0),
+             "language": language}
+    if lid_m is not None:
+        value["lid_m"] = lid_m
+    return TransIDs(value).dump()
+
+
+def hod_input(order: Order, od_salt: bytes) -> bytes:
+    """HODInput DER: the order description and amount, salted against dictionary attacks."""
+    return pu.HODInput({"od": order.description.encode(), "purch_amt": order.purch_amt,
+                        "od_salt": od_salt}).dump()
+
+
+def hod(order: Order, od_salt: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
+    """HOD = DD(HODInput): what the merchant recomputes and the gateway compares."""
+    return DD("HODInput", hod_input(order, od_salt), suite)
+
+
+def oi_data(*, trans_ids_der: bytes, rrpid: bytes, chall_c: bytes, hod_dd: bytes, od_salt: bytes,
+            brand_id: str, bin_: str, chall_m: bytes | None = None) -> bytes:
+    value = {"trans_ids": TransIDs.load(trans_ids_der), "rrpid": rrpid, "chall_c": chall_c,
+             "hod": pu.DetachedDigest.load(hod_dd), "od_salt": od_salt, "brand_id": brand_id,
+             "bin": bin_}
+    if chall_m is not None:
+        value["chall_m"] = chall_m
+    return pu.OIData(value).dump()
+
+
+def trans_stain(xid: bytes, card_secret: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
+    """TransStain = HMAC(CardSecret, XID): ties the PI to this cardholder's secret and XID."""
+    return HMAC(card_secret, xid, suite)
+
+
+def pi_head(*, trans_ids_der: bytes, hod_dd: bytes, order: Order, merchant_id: str,
+            trans_stain_: bytes, sw_ident: str, pe_thumb: bytes) -> bytes:
+    """PIHead DER; ``pe_thumb`` names the gateway the cardholder chose (hardening, D-102)."""
+    return pu.PIHead({"trans_ids": TransIDs.load(trans_ids_der),
+                      "inputs": {"hod": pu.DetachedDigest.load(hod_dd), "purch_amt": order.purch_amt},
+                      "merchant_id": merchant_id, "trans_stain": trans_stain_, "sw_ident": sw_ident,
+                      "pe_thumb": pe_thumb}).dump()
+
+
+def pan_data(*, pan: str, expiry: str, pan_secret: bytes, ex_nonce: bytes) -> bytes:
+    return pu.PANData({"pan": pan, "card_expiry": expiry, "pan_secret": pan_secret,
+                       "ex_nonce": ex_nonce}).dump()
+
+
+def mask_pan(pan: str) -> str:
+    """What may be shown or logged of a card number: the last four digits."""
+    return "•" * max(len(pan) - 4, 0) + pan[-4:]
