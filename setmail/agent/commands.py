@@ -1,0 +1,88 @@
+"""How a CLI command reaches a running agent: a row in that agent's own store.
+
+``setmail register alice`` opens ``agents/alice/state.db`` (SQLite WAL allows a second process),
+inserts a row into ``agent_commands`` and returns its id.  The agent polls the table (every
+``poll`` seconds, default 0.25), runs each pending row as ``Command(name, args)`` through the same
+commit path as mail, and marks the row ``done`` (with the transaction key) *in that same store
+transaction* — so a command runs exactly once even if the agent crashes around it.  A role that
+refuses the command marks it ``failed`` with the reason.  The CLI then polls the row (and
+whatever result it waits for) to report back.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+DDL = ("CREATE TABLE IF NOT EXISTS agent_commands (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+       "name TEXT NOT NULL, args TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
+       "txkey TEXT, detail TEXT, submitted_at REAL NOT NULL, done_at REAL)",)
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    id: int
+    name: str
+    args: dict[str, Any]
+    status: str
+    txkey: str | None
+    detail: str | None
+    submitted_at: float
+
+
+def open_store(path, *, attempts: int = 5):
+    """Open an agent's store from another process (the CLI) while the agent may open it too.
+
+    Works around a race in ``Store._migrate`` (it reads ``user_version`` outside the migration
+    transaction, so two processes creating one database at once can both try migration 1).
+    """
+    from setmail.errors import StoreError
+    from setmail.store import Store
+    for attempt in range(attempts):
+        try:
+            return Store(path)
+        except StoreError as exc:
+            if "already exists" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def ensure_tables(store, ddl=DDL) -> None:
+    with store.transaction(now=time.time()) as tx:
+        for statement in ddl:
+            tx.execute(statement)
+
+
+def submit(store, name: str, args: dict[str, Any] | None = None, *,
+           now: float | None = None) -> int:
+    """Queue a command for the agent owning ``store``; returns its id."""
+    ensure_tables(store)
+    now = time.time() if now is None else now
+    with store.transaction(now=now) as tx:
+        cur = tx.execute("INSERT INTO agent_commands (name, args, submitted_at) VALUES (?, ?, ?)",
+                         (name, json.dumps(args or {}, sort_keys=True), now))
+        return cur.lastrowid
+
+
+def _row(r) -> CommandRow:
+    return CommandRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6])
+
+
+_COLS = "id, name, args, status, txkey, detail, submitted_at"
+
+
+def pending(store) -> list[CommandRow]:
+    return [_row(r) for r in store.query(
+        f"SELECT {_COLS} FROM agent_commands WHERE status = 'pending' ORDER BY id")]
+
+
+def get(store, command_id: int) -> CommandRow | None:
+    rows = store.query(f"SELECT {_COLS} FROM agent_commands WHERE id = ?", (command_id,))
+    return _row(rows[0]) if rows else None
+
+
+def finish(tx, command_id: int, status: str, *, txkey: str | None = None,
+           detail: str | None = None) -> None:
+    tx.execute("UPDATE agent_commands SET status = ?, txkey = ?, detail = ?, done_at = ? "
+               "WHERE id = ?", (status, txkey, detail, tx.now, command_id))

@@ -1,0 +1,129 @@
+"""Run agents (and optionally the SMTP server) in one asyncio loop until asked to stop.
+
+Per agent two tasks: the *worker* (mail from the Maildir watcher, queued commands, due timers —
+one unit at a time, in the agent's own worker thread so RSA work never blocks the SMTP server)
+and the *sender* (outbox rows → SMTP, with backoff).  Stopping (Ctrl-C, SIGTERM) lets the unit in
+progress finish, stops the SMTP server (clients retry anything that got no 250) and closes the
+stores; nothing is lost because every mail is on disk before its 250 and every outgoing mail
+is in the outbox until the next hop's 250.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from setmail.agent.runtime import Agent
+from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT, SMTPServer
+from setmail.mail.watch import MaildirWatcher
+
+log = logging.getLogger("setmail.agent")
+
+
+class AgentRunner:
+    def __init__(self, agent: Agent, *, poll: float = 0.25, watch_mode: str = "auto"):
+        self.agent = agent
+        self.poll = poll
+        self.watch_mode = watch_mode
+        self._work = ThreadPoolExecutor(1, thread_name_prefix=f"{agent.name}-work")
+        self._send = ThreadPoolExecutor(1, thread_name_prefix=f"{agent.name}-send")
+        self._kick = asyncio.Event()
+
+    async def _call(self, pool, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def _worker(self, stop: asyncio.Event, watcher: MaildirWatcher) -> None:
+        keys = await self._call(self._work, self.agent.recover)
+        while True:
+            for key in keys:
+                if stop.is_set():
+                    return
+                await self._call(self._work, self.agent.process_mail, key)
+                self._kick.set()
+            if stop.is_set():
+                return
+            if await self._call(self._work, self.agent.process_commands):
+                self._kick.set()
+            if await self._call(self._work, self.agent.fire_due_timers):
+                self._kick.set()
+            timeout = self.poll
+            nxt = self.agent.next_timer_at()
+            if nxt is not None:
+                timeout = max(0.0, min(timeout, nxt - time.time()))
+            keys = await watcher.wait(timeout) if not stop.is_set() else []
+
+    async def _sender(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._kick.clear()
+            await self._call(self._send, self.agent.send_due)
+            nxt = self.agent.next_send_at()
+            timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.time()))
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(self._kick.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def run(self, stop: asyncio.Event) -> None:
+        watcher = MaildirWatcher(self.agent.config.maildir, mode=self.watch_mode,
+                                 poll_interval=self.poll)
+        worker = asyncio.create_task(self._worker(stop, watcher))
+        sender = asyncio.create_task(self._sender(stop))
+        try:
+            await stop.wait()
+        finally:
+            watcher.close()
+            self._kick.set()
+            for task in (worker, sender):
+                try:
+                    await task
+                except Exception:  # pragma: no cover - logged, shutdown continues
+                    log.exception("%s: task failed", self.agent.name)
+            self._work.shutdown(wait=True)
+            self._send.shutdown(wait=True)
+            self.agent.close()
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
+            pass
+
+
+async def serve(agents: Iterable[Agent], *, routes: Mapping[str, Path] | None = None,
+                listen: tuple[str, int] | None = None, stop: asyncio.Event | None = None,
+                size_limit: int = DEFAULT_SIZE_LIMIT, poll: float = 0.25,
+                signals: bool = True, ready=None) -> None:
+    """Run ``agents`` (and an SMTP server on ``listen`` for ``routes``) until ``stop`` is set."""
+    stop = stop or asyncio.Event()
+    if signals:
+        install_signal_handlers(stop)
+    server = None
+    if listen is not None and routes:
+        server = SMTPServer(routes, host=listen[0], port=listen[1], data_size_limit=size_limit)
+        await server.start_async()
+        log.info("SMTP server listening on %s:%d for %d address(es)", listen[0], listen[1],
+                 len(routes))
+    runners = [AgentRunner(agent, poll=poll) for agent in agents]
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    for runner in runners:
+        log.info("%-8s started (%s, role %s)", runner.agent.name, runner.agent.config.address,
+                 runner.agent.role.name)
+    if ready is not None:
+        ready()
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        log.info("stopping: finishing work in progress")
+        if server is not None:
+            await server.stop_async()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("stopped")

@@ -1,0 +1,298 @@
+"""The agent runtime with a tiny request/response test role, real SMTP, Maildirs and SQLite."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from setmail.agent import Agent, AgentConfig, register_effect
+from setmail.agent import commands as cmdq
+from setmail.agent.daemon import serve
+from setmail.asn1.certmsgs import CardCInitReq
+from setmail.crypto.suite import fresh
+from setmail.mail import maildir
+from setmail.mail.mime import build_mail
+from setmail.mail.smtpd import SMTPServer, pick_free_port
+from setmail.roles import common
+from setmail.roles.base import Outcome, Role, Send, SetTimer, Effect
+
+CLIENT, SERVER = "client@a.example", "server@b.example"
+
+
+# -- the test role ----------------------------------------------------------------------------------
+class PingRole(Role):
+    """Client: Command("ping", {"id", "to"}) -> CardCInitReq; the answer (an Error) ends it.
+    Server: CardCInitReq -> Error echoing the header; counts requests in shared state and emits
+    an in-transaction effect, so "done twice" is visible."""
+
+    name = "ping"
+    shared_key = "served"
+    TRANSITIONS = {
+        "START": {"ping": "WAIT", "CardCInitReq": "ANSWERED"},
+        "WAIT": {"Error": "DONE", "timer:retry": "WAIT"},
+    }
+
+    def transaction_key(self, event):
+        if getattr(event, "name", None) == "ping":
+            return hashlib.sha256(event.args["id"].encode()).hexdigest()
+        from setmail.asn1.wrapper import decode_wrapper
+        return decode_wrapper(event.wrapper_der)["message_header"]["rrpid"].native.hex()
+
+    def on_ping(self, state, event, now, shared):
+        rrpid = hashlib.sha256(event.args["id"].encode()).digest()
+        req = CardCInitReq({"rrpid": rrpid, "lid_ee": b"ping", "chall_ee": fresh(),
+                            "brand_id": "Visa"})
+        der = common.wrap("CardCInitReq", req, now=now, rrpid=rrpid)
+        timers = ()
+        if event.args.get("retry"):
+            timers = (SetTimer("retry", now + dt.timedelta(seconds=float(event.args["retry"])),
+                               {"to": event.args["to"]}),)
+        return Outcome(rrpid.hex(), {"state": "WAIT", "to": event.args["to"], "der": der.hex()},
+                       sends=(Send(event.args["to"], "CardCInitReq", der),), timers=timers)
+
+    def on_timer_retry(self, state, event, now, shared):
+        return Outcome("", {**state, "retries": state.get("retries", 0) + 1},
+                       sends=(Send(state["to"], "CardCInitReq", bytes.fromhex(state["der"])),))
+
+    def on_CardCInitReq(self, state, event, now, shared):
+        parsed = common.unwrap(event, now)
+        der = common.error_wrapper("unspecifiedFailure", event.wrapper_der, now=now)
+        served = dict(shared)
+        served["count"] = served.get("count", 0) + 1
+        return Outcome(parsed.rrpid.hex(), {"state": "ANSWERED"},
+                       sends=(Send(event.sender, "Error", der, event.mail_id),),
+                       effects=(Effect("test.served", {"rrpid": parsed.rrpid}),), shared=served)
+
+    def on_Error(self, state, event, now, shared):
+        return Outcome("", {"state": "DONE", "to": state["to"]},
+                       effects=(Effect("test.pong", {"tx": "x"}),))
+
+
+def _served(ctx, tx, data):
+    tx.execute("CREATE TABLE IF NOT EXISTS test_served (rrpid BLOB)")
+    tx.execute("INSERT INTO test_served VALUES (?)", (data["rrpid"],))
+
+
+def _pong(ctx, data):
+    (ctx.home / "pong.txt").write_text("pong\n")
+
+
+register_effect("test.served", in_tx=_served)
+register_effect("test.pong", after_commit=_pong)
+
+
+# -- a two-agent setup ---------------------------------------------------------------------------------
+def make_agents(root: Path, port: int):
+    peers = {CLIENT: "client", SERVER: "server"}
+    cfgs = {n: AgentConfig(n, a, root / "agents" / n, root / "mailboxes" / n, "127.0.0.1", port,
+                           peers) for a, n in peers.items()}
+    return cfgs
+
+
+def routes(cfgs):
+    return {c.address: c.maildir for c in cfgs.values()}
+
+
+def run_daemon_main(root: str, port: int, seconds: float) -> None:
+    """Entry for subprocess tests: SMTP server + both agents until `seconds` pass."""
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfgs = make_agents(Path(root), port)
+
+    async def main():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        agents = [Agent(c, PingRole()) for c in cfgs.values()]
+        await serve(agents, routes=routes(cfgs), listen=("127.0.0.1", port), stop=stop,
+                    poll=0.05, signals=True)
+    asyncio.run(main())
+
+
+@pytest.fixture
+def world(tmp_path):
+    port = pick_free_port()
+    cfgs = make_agents(tmp_path, port)
+    server = SMTPServer(routes(cfgs), port=port).start()
+    agents = {n: Agent(c, PingRole()) for n, c in cfgs.items()}
+    yield tmp_path, agents, cfgs, port
+    for a in agents.values():
+        a.close()
+    server.stop()
+
+
+def pump(agents, rounds=4):
+    """Drive both agents synchronously: commands, mail, timers, sending."""
+    for _ in range(rounds):
+        for agent in agents.values():
+            agent.process_commands()
+            for key in agent.recover():
+                agent.process_mail(key)
+            agent.fire_due_timers()
+            agent.send_due()
+
+
+def served_count(agent) -> int:
+    try:
+        return agent.store.query("SELECT COUNT(*) FROM test_served")[0][0]
+    except Exception:
+        return 0
+
+
+def test_request_response_roundtrip(world):
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    cid = cmdq.submit(client.store, "ping", {"id": "one", "to": SERVER})
+    pump(agents)
+    assert cmdq.get(client.store, cid).status == "done"
+    txkey = hashlib.sha256(b"one").hexdigest()
+    assert client.store.get_state("tx/" + txkey)["state"] == "DONE"
+    assert server.store.get_state("shared/served") == {"count": 1}
+    assert served_count(server) == 1
+    assert (cfgs["client"].home / "pong.txt").exists()
+    # both mails are done (S flag) and threaded
+    for name in ("client", "server"):
+        entries = maildir.list_messages(cfgs[name].maildir)
+        assert len(entries) == 1 and entries[0].done
+    raw = maildir.read(cfgs["client"].maildir, maildir.list_messages(cfgs["client"].maildir)[0].key)
+    assert b"In-Reply-To: <" + txkey.encode() in raw.replace(b"\r\n", b"\n")
+    assert b"Subject: SET Error " in raw and b"Content-Type: application/set-payment" in raw
+    assert client.store.outbox() == [] and server.store.outbox() == []
+
+
+def test_duplicate_delivery_resends_stored_response(world):
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    cmdq.submit(client.store, "ping", {"id": "dup", "to": SERVER})
+    client.process_commands()
+    row = client.store.outbox()[0]
+    # deliver the request twice (as a relay might), then process both
+    maildir.deliver(cfgs["server"].maildir, row.raw)
+    maildir.deliver(cfgs["server"].maildir, row.raw)
+    statuses = [server.process_mail(k) for k in server.recover()]
+    assert statuses == ["done", "duplicate"]
+    assert served_count(server) == 1 and server.store.get_state("shared/served") == {"count": 1}
+    out = server.store.outbox()
+    assert len(out) == 2 and out[0].raw == out[1].raw and out[0].message_id == out[1].message_id
+    server.send_due()
+    # the client gets the answer twice: the second is a duplicate, state unchanged
+    statuses = [client.process_mail(k) for k in client.recover()]
+    assert statuses == ["done", "duplicate"]
+    assert client.store.get_state("tx/" + hashlib.sha256(b"dup").hexdigest())["state"] == "DONE"
+    assert [r[0] for r in server.store.query(
+        "SELECT status FROM processed_mail ORDER BY processed_at")] == ["done", "duplicate"]
+
+
+def _mail(der: bytes, content_type="application/set-registration", **kw) -> bytes:
+    return build_mail(der, content_type=content_type, sender=kw.get("sender", CLIENT),
+                      recipient=SERVER, message_id=f"{fresh(6).hex()}@a.example",
+                      subject="SET test")
+
+
+def test_bad_mail_is_quarantined_and_agent_keeps_serving(world):
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    cmdq.submit(client.store, "ping", {"id": "good", "to": SERVER})
+    client.process_commands()
+    good = client.store.outbox()[0].raw
+    good_der = __import__("setmail.mail.mime", fromlist=["x"]).parse_mail(good, max_size=1 << 20).der
+    bad = {
+        "garbage": b"this is not a mail at all",
+        "truncated": _mail(good_der[:-7]),
+        "wrongtype": _mail(good_der, "application/set-payment"),
+        "oversize": _mail(good_der) + b"A" * (cfgs["server"].max_mail_size + 10),
+        "notset": _mail(b"\x30\x03\x02\x01\x01"),
+    }
+    keys = {name: maildir.deliver(cfgs["server"].maildir, raw) for name, raw in bad.items()}
+    keys["good"] = maildir.deliver(cfgs["server"].maildir, good)
+    results = {k: server.process_mail(k) for k in server.recover()}
+    by_name = {name: results[key] for name, key in keys.items()}
+    assert by_name.pop("good") == "done"
+    assert set(by_name.values()) == {"quarantined"}
+    qdir = cfgs["server"].maildir / ".quarantine"
+    for name, key in keys.items():
+        if name != "good":
+            assert (qdir / key).exists() and (qdir / f"{key}.reason").read_text().strip()
+    assert "WrongMailContentType" in (qdir / f"{keys['wrongtype']}.reason").read_text()
+    assert len(server.store.quarantined()) == 5
+    # wrong content type decoded the header: the known sender gets a SET Error; garbage does not
+    errors = [r for r in server.store.outbox() if b"Subject: SET Error error-" in r.raw]
+    assert len(errors) == 1
+    assert served_count(server) == 1
+
+
+def test_unexpected_message_gets_error_reply_but_never_error_to_error(world):
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    # an Error the client never asked for: not in the table in START -> quarantine, no reply
+    stray = common.error_wrapper("unspecifiedFailure", b"\x30\x00", now=dt.datetime.now(
+        dt.timezone.utc).replace(microsecond=0))
+    key = maildir.deliver(cfgs["client"].maildir, _mail(stray, "application/set-payment",
+                                                        sender=SERVER))
+    assert client.process_mail(key) == "quarantined"
+    assert client.store.outbox() == []
+
+
+def test_timer_fires_through_commit_path(world):
+    root, agents, cfgs, _ = world
+    client = agents["client"]
+    now = [time.time()]
+    client.clock = lambda: now[0]
+    cmdq.submit(client.store, "ping", {"id": "t", "to": SERVER, "retry": 5})
+    client.process_commands()
+    assert client.fire_due_timers() == 0
+    now[0] += 6
+    assert client.fire_due_timers() == 1
+    tx = client.store.get_state("tx/" + hashlib.sha256(b"t").hexdigest())
+    assert tx["retries"] == 1 and len(client.store.outbox()) == 2
+    assert client.store.due_timers(now[0] + 100) == []
+
+
+def test_unknown_recipient_refused_550(world):
+    import smtplib
+    root, agents, cfgs, port = world
+    with smtplib.SMTP("127.0.0.1", port) as conn:
+        code, _ = conn.ehlo()
+        conn.mail(CLIENT)
+        code, msg = conn.rcpt("nobody@b.example")
+    assert code == 550
+
+
+def test_serve_in_one_loop_and_stop_cleanly(tmp_path):
+    port = pick_free_port()
+    cfgs = make_agents(tmp_path, port)
+    stop_box = {}
+
+    def runner():
+        async def main():
+            stop = asyncio.Event()
+            stop_box["stop"], stop_box["loop"] = stop, asyncio.get_running_loop()
+            agents = [Agent(c, PingRole()) for c in cfgs.values()]
+            await serve(agents, routes=routes(cfgs), listen=("127.0.0.1", port), stop=stop,
+                        poll=0.05, signals=False)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    try:
+        deadline = time.time() + 10
+        while "stop" not in stop_box and time.time() < deadline:
+            time.sleep(0.02)
+        store = cmdq.open_store(cfgs["client"].store_path)
+        cmdq.ensure_tables(store)
+        cid = cmdq.submit(store, "ping", {"id": "live", "to": SERVER})
+        txkey = "tx/" + hashlib.sha256(b"live").hexdigest()
+        while time.time() < deadline and (store.get_state(txkey) or {}).get("state") != "DONE":
+            time.sleep(0.05)
+        assert store.get_state(txkey)["state"] == "DONE"
+        assert cmdq.get(store, cid).status == "done"
+        store.close()
+    finally:
+        stop_box["loop"].call_soon_threadsafe(stop_box["stop"].set)
+        thread.join(10)
+    assert not thread.is_alive()
