@@ -1,0 +1,281 @@
+"""The cardholder wallet's side of SET cardholder registration (set-protocol.md §6.1).
+
+    CardCInitReq (clear)            -> CardCInitRes   = S(CCA, CardCInitResTBS) + CA certificates
+    RegFormReq = EXH(CCA, RegFormReqData, PANOnly) -> RegFormRes = S(CCA, RegFormResTBS)
+    CertReq = EncX(new key, CCA, CertReqData, AcctInfo) -> CertRes = EncK(back key, CCA, CertResData)
+    [pended: CertInqReq = S(new key, CertInqReqTBS) -> CertInqRes, until final]
+
+Why each check: every response must echo our RRPID, LID-EE and the challenge of the request it
+answers (freshness without session state, §4.4), be signed by the CA certificate that answered
+CardCInitRes (pinned by thumbprint in the state) and validate to a pinned root as a "cca".  The
+certificate we finally accept must certify the key we generated and name *this* card: its id is
+recomputed from PAN, expiry and PANSecret = CardSecret XOR NonceCCA (§2.4).
+
+``CardholderRegConfig`` fields: ``name`` (our address), ``trust`` (TrustStore), ``suite``,
+``retry_after``/``max_retries`` (re-send the same bytes), ``poll_after``/``max_polls`` (CertInqReq
+while pended), ``language``, ``crls`` (None: no revocation check), ``key_lookup`` (key_id -> the
+private key the agent stored from our ``wallet.key`` effect; needed only to sign CertInqReq).
+
+Command ``register`` args: ``pan``, ``expiry`` ("YYYYMM"), ``ca`` (CCA address), ``brand``,
+``fields`` (registration form values by field name, e.g. {"CardholderName": ..., "PostalCode": ...}),
+optional ``lid`` (hex, 1..20 octets; it is the transaction key) and ``language``.
+Effects: ``wallet.key`` {transaction, key_id, spki_sha256, secret: {private_key_pem}};
+``wallet.certificate`` {transaction, key_id, brand, certificate_pem, chain_pem, cardholder_id,
+not_after, pan_last4, secret: {pan_secret}}.  Anything under ``secret`` must never be logged; the
+state keeps PAN, CardSecret and the back key under ``state["secret"]`` and drops them when done.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from setmail.asn1 import certmsgs as cm
+from setmail.asn1.base import decode
+from setmail.asn1.purchase import PANOnly
+from setmail.crypto.operators import EXH, EncX, S, open_EncK, verify_S
+from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
+from setmail.errors import ProtocolError
+from setmail.pki import thumbprint, validate_path
+from setmail.pki.cardholder import cardholder_common_name, pan_secret, verify_cardholder_id
+from setmail.pki.trust import TrustStore
+from setmail.roles.base import CancelTimer, Effect, Outcome, SetTimer
+from setmail.roles.common import (Requester, cert_hex, cert_pem, check_echo, check_header,
+                                  fill_form, find_certificate, guarded, h, load_cert_hex, luhn_ok, path_check,
+                                  pop_identity, private_pem, public_key_info, spki, unh, unwrap, wrap)
+
+
+@dataclass(frozen=True)
+class CardholderRegConfig:
+    name: str
+    trust: TrustStore
+    suite: CryptoSuite = DEFAULT_SUITE
+    retry_after: dt.timedelta = dt.timedelta(minutes=30)
+    max_retries: int = 3
+    poll_after: dt.timedelta = dt.timedelta(hours=1)
+    max_polls: int = 5
+    language: str = "en"
+    crls: tuple | None = None
+    key_lookup: Callable[[str], Any] | None = None
+
+
+_WAIT = ("timer:retry", "Error")
+_RES = ("DONE", "PENDING", "FAILED")
+
+
+class CardholderRegistration(Requester):
+    """Cardholder registration; transaction key = LID-EE (hex), carried as lid-C in headers."""
+
+    name = "cardholder-registration"
+    LID_FIELD = "lid_c"
+    TRANSITIONS = {
+        "START": {"register": ("CINIT_SENT", "FAILED")},
+        "CINIT_SENT": {"CardCInitRes": ("FORM_REQ_SENT", "CINIT_SENT"),
+                       **{e: ("CINIT_SENT", "FAILED") for e in _WAIT}},
+        "FORM_REQ_SENT": {"RegFormRes": ("CERT_REQ_SENT", "FORM_REQ_SENT", "FAILED"),
+                          **{e: ("FORM_REQ_SENT", "FAILED") for e in _WAIT}},
+        "CERT_REQ_SENT": {"CertRes": (*_RES, "CERT_REQ_SENT"),
+                          **{e: ("CERT_REQ_SENT", "FAILED") for e in _WAIT}},
+        "PENDING": {"timer:poll": ("INQ_SENT", "FAILED")},
+        "INQ_SENT": {"CertInqRes": (*_RES, "INQ_SENT"), "CertRes": (*_RES, "INQ_SENT"),
+                     **{e: ("INQ_SENT", "FAILED") for e in _WAIT}},
+        "DONE": {"timer:retry": "DONE", "timer:poll": "DONE"},      # stale timers
+        "FAILED": {"timer:retry": "FAILED", "timer:poll": "FAILED"},
+    }
+
+    def __init__(self, config: CardholderRegConfig):
+        self.config = config
+
+    def command_key(self, event) -> str:
+        a = event.args
+        if a.get("lid"):
+            return str(a["lid"])
+        seed = f"setmail-lid|{a.get('ca')}|{a.get('brand')}|{str(a.get('pan', ''))[-4:]}|{a.get('expiry')}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+    def _validate_ca(self, now):
+        return path_check(self.config.trust, now, "cca", crls=self.config.crls)
+
+    # -- 1. register -> CardCInitReq --------------------------------------------------------------
+    def on_register(self, state, event, now, shared) -> Outcome:
+        key, a = self.transaction_key(event), event.args
+        state = {"state": "CINIT_SENT", "lid": key, "ca": a.get("ca"), "brand": a.get("brand"),
+                 "language": a.get("language") or self.config.language,
+                 "fields": dict(a.get("fields") or {})}
+        pan, expiry = str(a.get("pan", "")), str(a.get("expiry", ""))
+        problem = (None if luhn_ok(pan) else "PAN is not a valid card number") or (
+            None if len(expiry) == 6 and expiry.isdigit() and 1 <= int(expiry[4:]) <= 12
+            else "expiry must be YYYYMM") or (None if state["ca"] and state["brand"]
+                                              else "ca and brand are required")
+        try:
+            lid = bytes.fromhex(key)
+            if not 1 <= len(lid) <= 20:
+                raise ValueError
+        except ValueError:
+            problem = problem or "lid must be 1..20 octets in hex"
+        if problem:
+            return self.fail(state, key, problem)
+        state["secret"] = {"pan": pan, "expiry": expiry}
+        rrpid, chall = fresh(), fresh()
+        state["chall"] = h(chall)
+        msg = cm.CardCInitReq({"rrpid": rrpid, "lid_ee": lid, "chall_ee": chall,
+                               "brand_id": state["brand"]})
+        der = wrap("CardCInitReq", msg, now=now, rrpid=rrpid, lid_c=lid)
+        return self.request(state, key, state["ca"], "CardCInitReq", der, now, rrpid)
+
+    def _echoed(self, state, parsed, tbs, chall_field) -> None:
+        check_echo("RRPID", tbs["rrpid"].native, unh(state["rrpid"]))
+        check_echo("LID-EE", tbs["lid_ee"].native, unh(state["lid"]))
+        check_echo(chall_field, tbs[chall_field].native, unh(state["chall"]))
+        check_header(parsed, unh(state["rrpid"]), unh(state["lid"]), self.LID_FIELD)
+
+    def _same_ca(self, state, signed) -> None:
+        if thumbprint(signed.signer).hex() != state["ca_sig"]:
+            raise ProtocolError("signed by another CA certificate than CardCInitRes", "invalidCertificate")
+
+    # -- 2. CardCInitRes -> RegFormReq -------------------------------------------------------------
+    @guarded
+    def on_CardCInitRes(self, state, event, now, shared) -> Outcome:
+        key, state = self.transaction_key(event), dict(state)
+        parsed = unwrap(event, now)
+        signed = verify_S(parsed.body, "CardCInitResTBS", validate=self._validate_ca(now),
+                          suite=self.config.suite)
+        tbs = decode(cm.CardCInitResTBS, signed.content)
+        self._echoed(state, parsed, tbs, "chall_ee")
+        kex = find_certificate(signed.certificates, tbs["cae_thumb"].native)
+        validate_path(kex, signed.certificates, self.config.trust, now=now, expected_type="cca",
+                      key_usage="key_encipherment", crls=self.config.crls)
+        if kex.subject != signed.signer.subject:
+            raise ProtocolError("key-exchange certificate belongs to another CA", "invalidCertificate")
+        state.update(state="FORM_REQ_SENT", ca_sig=thumbprint(signed.signer).hex(),
+                     ca_kex=cert_hex(kex), lid_ca=h(tbs["lid_ca"].native))
+        state.pop("refused", None)
+        rrpid, chall = fresh(), fresh()
+        state["chall"] = h(chall)
+        data = cm.RegFormReqData({"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee2": chall,
+                                  "request_type": "cardInitialSig", "language": state["language"]})
+        pan_only = PANOnly({"pan": state["secret"]["pan"], "ex_nonce": fresh()})
+        body = EXH(kex, "RegFormReqTBE", data.dump(), "PANOnly", pan_only.dump(), suite=self.config.suite)
+        der = wrap("RegFormReq", body, now=now, rrpid=rrpid, lid_c=unh(state["lid"]))
+        return self.request(state, key, state["ca"], "RegFormReq", der, now, rrpid, cancel=("retry",))
+
+    # -- 3. RegFormRes -> CertReq ------------------------------------------------------------------
+    @guarded
+    def on_RegFormRes(self, state, event, now, shared) -> Outcome:
+        key, state = self.transaction_key(event), dict(state)
+        parsed = unwrap(event, now)
+        signed = verify_S(parsed.body, "RegFormResTBS", validate=self._validate_ca(now),
+                          suite=self.config.suite)
+        self._same_ca(state, signed)
+        tbs = decode(cm.RegFormResTBS, signed.content)
+        self._echoed(state, parsed, tbs, "chall_ee2")
+        form = tbs["reg_form_or_referral"]
+        if form.name == "referral_data":
+            ref = form.chosen.native
+            return self.fail(state, key, f"referred elsewhere: {ref.get('reason') or ''} "
+                             f"{' '.join(ref.get('referral_urls') or [])}".strip(), "referral")
+        items, reg_form_id, problem = fill_form(form.chosen, state["fields"])
+        if problem:
+            return self.fail(state, key, problem)
+        new_key = self.config.suite.generate_key()
+        public = spki(new_key.public_key())
+        key_id = hashlib.sha256(public).hexdigest()[:32]
+        back_key, card_secret, chall = fresh(), fresh(), fresh()
+        rrpid = fresh()
+        data = {"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee3": chall,
+                "chall_ca": tbs["chall_ca"].native, "request_type": "cardInitialSig",
+                "request_date": now.replace(microsecond=0),
+                "ca_back_key_data": {"back_alg_id": {"algorithm": "aes256_wrap"}, "back_key": back_key},
+                "public_key_sor_e": {"public_key_s": public_key_info(public)}}
+        if state.get("lid_ca"):
+            data["lid_ca"] = unh(state["lid_ca"])
+        if reg_form_id is not None:
+            data.update(reg_form_id=reg_form_id, reg_form=items)
+        secret = state["secret"]
+        # the OAEP block carries PANData0 itself, not the AcctInfo CHOICE around it (D-303)
+        acct = cm.PANData0({"pan": secret["pan"], "card_expiry": secret["expiry"],
+                            "card_secret": card_secret, "ex_nonce": fresh()})
+        body = EncX(pop_identity(new_key, now, self.config.suite), load_cert_hex(state["ca_kex"]),
+                    "CertReqTBS", cm.CertReqData(data).dump(), "PANData", acct.dump(), "CertReqTBEX",
+                    suite=self.config.suite)
+        state.update(state="CERT_REQ_SENT", chall=h(chall), spki=public.hex(), key_id=key_id, polls=0,
+                     secret={**secret, "back_key": back_key.hex(), "card_secret": card_secret.hex()})
+        state.pop("refused", None)
+        der = wrap("CertReq", body, now=now, rrpid=rrpid, lid_c=unh(state["lid"]))
+        effect = Effect("wallet.key", {"transaction": key, "key_id": key_id,
+                                       "spki_sha256": hashlib.sha256(public).hexdigest(),
+                                       "secret": {"private_key_pem": private_pem(new_key)}})
+        return self.request(state, key, state["ca"], "CertReq", der, now, rrpid, effects=(effect,),
+                            cancel=("retry",))
+
+    # -- 4. CertRes / CertInqRes -> certificate, pending, or refusal ---------------------------------
+    @guarded
+    def on_CertRes(self, state, event, now, shared) -> Outcome:
+        key, state = self.transaction_key(event), dict(state)
+        parsed = unwrap(event, now)
+        secret = state["secret"]
+        opened = open_EncK(parsed.body, unh(secret["back_key"]), "CertResTBE", "CertResData",
+                           validate=self._validate_ca(now), suite=self.config.suite)
+        self._same_ca(state, opened.signed)
+        data = decode(cm.CertResData, opened.content)
+        self._echoed(state, parsed, data, "chall_ee3")
+        status = data["cert_status"]
+        code = status["cert_status_code"].native
+        if code in ("requestPended", "requestInProgress"):
+            state.update(state="PENDING")
+            state.pop("last", None)
+            return Outcome(key, state, timers=(CancelTimer("retry"), SetTimer(
+                "poll", now + self.config.poll_after, {"transaction": key})))
+        if code != "requestComplete":
+            return self.fail(state, key, f"CA refused: {code} {status['ee_message'].native or ''}".strip(),
+                             code)
+        certs = opened.signed.certificates
+        thumbs = data["cert_thumbs"].native or []
+        if len(thumbs) != 1:
+            raise ProtocolError("CertRes must name exactly one certificate", "invalidCertificate")
+        cert = find_certificate(certs, thumbs[0])
+        validate_path(cert, certs, self.config.trust, now=now, expected_type="card",
+                      key_usage="digital_signature", crls=self.config.crls)
+        if spki(cert.public_key()).hex() != state["spki"]:
+            raise ProtocolError("certificate does not certify our new key", "invalidCertificate")
+        nonce_cca = status["nonce_cca"].native
+        if nonce_cca is None:
+            raise ProtocolError("CertRes lacks NonceCCA", "unspecifiedFailure")
+        secret_value = pan_secret(unh(secret["card_secret"]), nonce_cca)
+        verify_cardholder_id(cert, secret_value, secret["pan"], secret["expiry"], self.config.suite)
+        chain = [c for c in certs if c is not cert]
+        effect = Effect("wallet.certificate", {
+            "transaction": key, "key_id": state["key_id"], "brand": state["brand"],
+            "certificate_pem": cert_pem(cert), "chain_pem": [cert_pem(c) for c in chain],
+            "cardholder_id": cardholder_common_name(secret_value, secret["pan"], secret["expiry"],
+                                                    self.config.suite),
+            "not_after": cert.not_valid_after_utc.isoformat(), "pan_last4": secret["pan"][-4:],
+            "secret": {"pan_secret": secret_value.hex()}})
+        state.update(state="DONE", certificate=cert_hex(cert))
+        for k in ("last", "refused"):
+            state.pop(k, None)
+        self.forget_secrets(state)
+        return Outcome(key, state, effects=(effect,), timers=(CancelTimer("retry"),))
+
+    on_CertInqRes = on_CertRes
+
+    def on_timer_poll(self, state, event, now, shared) -> Outcome:
+        key, state = self.transaction_key(event), dict(state)
+        if state["state"] != "PENDING":
+            return Outcome(key, state)
+        if state["polls"] >= self.config.max_polls:
+            return self.fail(state, key, f"still pending after {state['polls']} inquiries")
+        signer = self.config.key_lookup(state["key_id"]) if self.config.key_lookup else None
+        if signer is None:
+            return self.fail(state, key, "pended, but no key_lookup to sign CertInqReq")
+        rrpid, chall = fresh(), fresh()
+        tbs = {"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee3": chall}
+        if state.get("lid_ca"):
+            tbs["lid_ca"] = unh(state["lid_ca"])
+        body = S(pop_identity(signer, now, self.config.suite), "CertInqReqTBS",
+                 cm.CertInqReqTBS(tbs).dump(), suite=self.config.suite)
+        state.update(state="INQ_SENT", chall=h(chall), polls=state["polls"] + 1)
+        der = wrap("CertInqReq", body, now=now, rrpid=rrpid, lid_c=unh(state["lid"]))
+        return self.request(state, key, state["ca"], "CertInqReq", der, now, rrpid)
+

@@ -1,0 +1,398 @@
+"""What every SET role does around its protocol logic: wrap, unwrap, refuse, validate.
+
+* ``wrap`` builds a MessageWrapper (version 1, ``date = now``, RRPID and message ids copied from
+  the payload, swIdent, the critical ``PROFILE_MODERN_2026`` mwExtension so a 1997-profile peer
+  never misreads us silently).
+* ``unwrap`` is the receive side for untrusted bytes: strict DER, the type named by the mail must be
+  the type inside, version 1, our profile, and a date inside the acceptance window.  Every failure is
+  a ``SetmailError`` whose ``set_error_code`` names the SET ErrorCode to answer with.
+* ``error_wrapper``/``refusal`` answer bad input with a SET Error (never an Error to an Error);
+  ``read_error`` parses a received one.
+* ``path_check`` plugs ``pki.validate_path`` into the crypto operators' ``validate=`` hook.
+* ``pop_identity`` lets a key that has no certificate yet sign (proof of possession, D-302).
+* ``guarded`` turns a handler's ``SetmailError`` on bad input into a refusal outcome, so no
+  exception about a peer's bytes ever escapes ``Role.step``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from setmail.asn1.base import MessageHeader, decode
+from setmail.asn1.codes import ErrorCode
+from setmail.asn1.error import MAX_BAD_WRAPPER, Error, ErrorTBS
+from setmail.asn1.oids import PROFILE_MODERN_2026
+from setmail.asn1.wrapper import decode_wrapper, make_wrapper, message_body, message_type, MESSAGE_TYPES
+from setmail.crypto.cms import Identity, cert_der, load_cert
+from setmail.crypto.operators import S, verify_S
+from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
+from setmail.errors import MalformedMessage, ProtocolError, SetmailError, SignatureInvalid
+from setmail.pki.setext import spki_der
+from setmail.pki.trust import TrustStore
+from setmail.pki.validate import validate_path
+from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Role, Send, SetTimer
+
+SW_IDENT = "setmail/0.1"
+#: a message dated more than this in the past is refused (messageTooOld); e-mail is slow (D-304)
+MAX_AGE = dt.timedelta(days=30)
+#: ... or more than this in the future (messageTooNew): clock skew between agents
+MAX_SKEW = dt.timedelta(hours=1)
+_ERROR_CODES = frozenset(ErrorCode._map.values())
+_PROFILE_EXT = [{"ext_id": PROFILE_MODERN_2026, "critical": True, "ext_value": b"\x05\x00"}]
+
+
+def h(b: bytes | None) -> str | None:
+    """bytes -> hex for JSON state."""
+    return None if b is None else bytes(b).hex()
+
+
+def unh(s: str | None) -> bytes | None:
+    return None if s is None else bytes.fromhex(s)
+
+
+def error_code(exc: BaseException) -> str:
+    """The SET ErrorCode name an exception maps to (unspecifiedFailure if it names none)."""
+    code = getattr(exc, "set_error_code", None)
+    return code if code in _ERROR_CODES else "unspecifiedFailure"
+
+
+# --- wrapper ------------------------------------------------------------------------------------
+def wrap(type_name: str, message, *, now: dt.datetime, rrpid: bytes | None = None,
+         lid_c: bytes | None = None, lid_m: bytes | None = None, xid: bytes | None = None,
+         sw_ident: str = SW_IDENT) -> bytes:
+    """DER MessageWrapper around ``message`` (DER bytes or an instance of its MESSAGE_TYPES class)."""
+    if isinstance(message, (bytes, bytearray)):
+        message = MESSAGE_TYPES[type_name].load(bytes(message))
+    header: dict[str, Any] = {"version": 1, "date": now.astimezone(dt.timezone.utc).replace(
+        microsecond=0), "sw_ident": sw_ident}
+    ids = {k: v for k, v in (("lid_c", lid_c), ("lid_m", lid_m), ("xid", xid)) if v is not None}
+    if ids:
+        header["message_ids"] = ids
+    if rrpid is not None:
+        header["rrpid"] = rrpid
+    return make_wrapper(header, type_name, message, mw_extensions=_PROFILE_EXT).dump()
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """An unwrapped message: its type, the DER of the message body, and the clear header."""
+
+    type: str
+    body: bytes
+    header: MessageHeader
+    wrapper_der: bytes
+
+    @property
+    def rrpid(self) -> bytes | None:
+        return self.header["rrpid"].native
+
+    def message_id(self, name: str) -> bytes | None:
+        ids = self.header["message_ids"]
+        return None if ids.native is None else ids.native.get(name)
+
+
+def unwrap(event: Inbound, now: dt.datetime, *, max_age: dt.timedelta = MAX_AGE,
+           max_skew: dt.timedelta = MAX_SKEW) -> Parsed:
+    """Decode and check an inbound wrapper's framing (not its payload's protection)."""
+    wrapper = decode_wrapper(event.wrapper_der)
+    found = message_type(wrapper)
+    if found != event.message_type:
+        raise ProtocolError(f"mail announced {event.message_type}, wrapper holds {found}",
+                            "wrapperMsgMismatch")
+    header = wrapper["message_header"]
+    version = header["version"].native
+    if version != 1 or header["revision"].native != 0:
+        raise ProtocolError(f"SET version {version}.{header['revision'].native} is not 1.0",
+                            "versionTooOld" if version < 1 else "versionTooNew")
+    exts = wrapper["mw_extensions"].native or []
+    ours = [e for e in exts if e["ext_id"] == PROFILE_MODERN_2026]
+    for ext in exts:
+        if ext["critical"] and ext["ext_id"] != PROFILE_MODERN_2026:
+            raise ProtocolError(f"unknown critical extension {ext['ext_id']}",
+                                "unrecognizedExtension")
+    if not ours:  # a SET 1.0 (1997 algorithms) peer: never interoperate silently (D-304)
+        raise ProtocolError("message lacks the setmail modern-profile extension", "versionTooOld")
+    date = header["date"].native
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=dt.timezone.utc)
+    if date < now - max_age:
+        raise ProtocolError(f"message dated {date:%Y-%m-%d} is too old", "messageTooOld")
+    if date > now + max_skew:
+        raise ProtocolError(f"message dated {date:%Y-%m-%d %H:%M} is in the future", "messageTooNew")
+    return Parsed(found, message_body(wrapper).dump(), header, bytes(event.wrapper_der))
+
+
+def check_echo(what: str, got, want, code: str = "challengeMismatch") -> None:
+    """A response must echo what our request carried (RRPID, LID-EE, Chall-*)."""
+    if got != want:
+        raise ProtocolError(f"{what} does not match our request", code)
+
+
+def check_header(parsed: Parsed, rrpid: bytes, lid: bytes, lid_field: str) -> None:
+    """The clear header must agree with the protected payload (set-protocol.md §4.1)."""
+    if parsed.rrpid != rrpid or parsed.message_id(lid_field) != lid:
+        raise ProtocolError("MessageHeader RRPID/LID disagree with the payload", "badMessageHeader")
+
+
+# --- Error --------------------------------------------------------------------------------------
+def error_wrapper(code: str, offending: bytes, *, now: dt.datetime,
+                  signer: Identity | None = None, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
+    """Error answering the wrapper ``offending``: its MessageHeader if it parses, else BadWrapper
+    (at most 20000 octets).  The Error's own header repeats the offending RRPID and ids."""
+    header = None
+    try:
+        header = decode_wrapper(offending)["message_header"]
+    except SetmailError:
+        pass
+    msg = ({"message_header": header} if header is not None
+           else {"bad_wrapper": bytes(offending[:MAX_BAD_WRAPPER])})
+    name, value = next(iter(msg.items()))
+    tbs = ErrorTBS({"error_code": code if code in _ERROR_CODES else "unspecifiedFailure",
+                    "error_nonce": fresh(), "error_msg": {name: value}})
+    if signer is None:
+        error = Error(name="unsigned_error", value=tbs)
+    else:
+        from asn1crypto import cms
+        error = Error(name="signed_error",
+                      value=cms.ContentInfo.load(S(signer, "ErrorTBS", tbs.dump(), suite=suite)))
+    ids = header["message_ids"].native if header is not None else None
+    return wrap("Error", error, now=now, rrpid=None if header is None else header["rrpid"].native,
+                **(ids or {}))
+
+
+def refusal(state: dict, event: Inbound, exc: SetmailError, now: dt.datetime, *, transaction: str,
+            signer: Identity | None = None, suite: CryptoSuite = DEFAULT_SUITE) -> Outcome:
+    """Answer bad input with an Error and keep the transaction where it was (an attacker's forgery
+    must not end a genuine exchange); a transaction that did not exist is not created."""
+    code = error_code(exc)
+    new = None if state.get("state", START) == START else {**state, "refused": {
+        "type": event.message_type, "code": code, "reason": str(exc)[:200]}}
+    der = error_wrapper(code, event.wrapper_der, now=now, signer=signer, suite=suite)
+    return Outcome(transaction=transaction, state=new,
+                   sends=(Send(event.sender, "Error", der, event.mail_id or None),))
+
+
+def guarded(handler: Callable) -> Callable:
+    """Handler decorator: bad peer input (a SetmailError) becomes ``self.refuse(...)``."""
+    @functools.wraps(handler)
+    def inner(self, state, event, now, shared):
+        try:
+            return handler(self, state, event, now, shared)
+        except SetmailError as exc:
+            return self.refuse(state, event, exc, now)
+    return inner
+
+
+@dataclass(frozen=True)
+class ReceivedError:
+    code: str
+    rrpid: bytes | None       # RRPID of the message the peer refused
+    bad_wrapper: bytes | None  # or the refused bytes themselves
+
+
+def read_error(parsed: Parsed, *, validate=None, suite: CryptoSuite = DEFAULT_SUITE) -> ReceivedError:
+    """Parse an Error; a signed one must verify (``validate`` checks the signer's path)."""
+    error = decode(Error, parsed.body, what="Error")
+    if error.name == "signed_error":
+        signed = verify_S(error.chosen.untag().dump(), "ErrorTBS", validate=validate, suite=suite)
+        tbs = decode(ErrorTBS, signed.content, what="ErrorTBS")
+    else:
+        tbs = error.chosen
+    msg = tbs["error_msg"]
+    if msg.name == "message_header":
+        return ReceivedError(tbs["error_code"].native, msg.chosen["rrpid"].native, None)
+    return ReceivedError(tbs["error_code"].native, None, msg.chosen.native)
+
+
+# --- PKI ----------------------------------------------------------------------------------------
+def path_check(trust: TrustStore, now: dt.datetime, expected_type, key_usage: str = "digital_signature",
+               crls=None) -> Callable:
+    """A ``validate=`` callable for verify_*/open_*: the signer's path must reach a pinned root."""
+    def validate(signer, included):
+        validate_path(signer, included, trust, now=now, expected_type=expected_type,
+                      key_usage=key_usage, crls=crls)
+    return validate
+
+
+def find_certificate(certs, thumb: bytes) -> x509.Certificate:
+    from setmail.pki.thumbs import thumbprint
+    for c in certs:
+        if thumbprint(c) == thumb:
+            return c
+    raise ProtocolError("a certificate named by thumbprint is missing", "missingCertificate")
+
+
+def spki(public_key) -> bytes:
+    return spki_der(public_key)
+
+
+def pop_identity(key, now: dt.datetime, suite: CryptoSuite = DEFAULT_SUITE) -> Identity:
+    """Proof of possession (D-302): a key without a certificate signs through a self-signed carrier
+    certificate that names it; the CA verifies the signature, then compares the carrier's key with
+    the key the request asks it to certify.  The carrier is no SET certificate (no certificateType),
+    so ``validate_path`` never accepts it anywhere else."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "setmail proof of possession")])
+    start = now.astimezone(dt.timezone.utc).replace(microsecond=0)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(int.from_bytes(fresh(16), "big") >> 1 or 1)
+            .not_valid_before(start - dt.timedelta(hours=1)).not_valid_after(start + dt.timedelta(days=30))
+            .sign(key, suite.hash_algorithm, rsa_padding=suite.pss_padding))
+    return Identity(key, cert, ())
+
+
+def check_pop(signer: x509.Certificate, requested_spki: bytes) -> None:
+    """The request was signed by the key it asks to certify."""
+    if spki(signer.public_key()) != requested_spki:
+        raise SignatureInvalid("CertReq is not signed by the key it asks to certify")
+
+
+def private_pem(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def cert_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def load_cert_hex(value: str) -> x509.Certificate:
+    return load_cert(bytes.fromhex(value))
+
+
+def cert_hex(cert: x509.Certificate) -> str:
+    return cert_der(cert).hex()
+
+
+def luhn_ok(pan: str) -> bool:
+    """ISO/IEC 7812 check digit."""
+    if not (pan.isascii() and pan.isdigit() and 12 <= len(pan) <= 19):
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(pan)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def malformed(what: str) -> MalformedMessage:
+    return MalformedMessage(what)
+
+
+def public_key_info(spki_der: bytes):
+    """asn1crypto PublicKeyInfo for CertReqData.publicKeySorE."""
+    from asn1crypto import keys
+    return keys.PublicKeyInfo.load(spki_der)
+
+
+def fill_form(form_data, values: dict) -> tuple[list, int | None, str | None]:
+    """RegFormItems for the CA's regTemplate from our values; (items, regFormID, problem)."""
+    template = form_data["reg_template"]
+    if template.native is None:
+        return [], None, None
+    items = []
+    for field in template["reg_field_seq"]:
+        name, length = field["field_name"].native, field["field_len"].native
+        value = values.get(name)
+        if value in (None, ""):
+            if field["field_required"].native:
+                return [], None, f"registration form needs {name!r}"
+            continue
+        value = str(value)
+        if len(value) > length:
+            return [], None, f"{name!r} is longer than {length} characters"
+        items.append({"field_name": name, "field_value": value})
+    return items, template["reg_form_id"].native, None
+
+
+# --- the requesting side (cardholder, merchant, gateway) -----------------------------------------
+class Requester(Role):
+    """Retry, poll and Error handling shared by every party that sends requests and waits.
+
+    Every request is remembered as sent (``state["last"]``: type, recipient, DER hex) with a
+    ``retry`` timer; ``timer:retry`` re-sends the *same bytes* (same RRPID, so the responder's
+    dedupe returns its stored answer) up to ``config.max_retries`` times, then FAILED.  A SET Error
+    naming our outstanding request (by RRPID, or by its bytes) moves the transaction to FAILED with
+    the code; any other Error is ignored.  Bad responses are answered with an unsigned Error and do
+    not change the state (a forgery must not end a genuine exchange).
+    Timer payloads carry ``{"transaction": key}`` so ``transaction_key`` can route them.
+    """
+
+    config: Any
+    FAILED = "FAILED"
+    DONE = "DONE"
+
+    def transaction_key(self, event) -> str:
+        if isinstance(event, Inbound):
+            try:
+                lid = decode_wrapper(event.wrapper_der)["message_header"]["message_ids"].native
+            except SetmailError:
+                lid = None
+            value = (lid or {}).get(self.LID_FIELD)
+            # unroutable input gets a throw-away key: START refuses it, nothing is stored
+            return value.hex() if value else "unroutable"
+        if hasattr(event, "payload"):
+            return str(event.payload.get("transaction", ""))
+        return self.command_key(event)
+
+    def command_key(self, event) -> str:
+        raise NotImplementedError
+
+    LID_FIELD = "lid_c"
+
+    # -- sending --------------------------------------------------------------------------------
+    def request(self, state: dict, key: str, to: str, type_name: str, der: bytes, now: dt.datetime,
+                rrpid: bytes, *, effects=(), cancel=()) -> Outcome:
+        state.update(rrpid=h(rrpid), attempts=0,
+                     last={"type": type_name, "to": to, "der": der.hex()})
+        timers = (*[CancelTimer(n) for n in cancel],
+                  SetTimer("retry", now + self.config.retry_after, {"transaction": key}))
+        return Outcome(key, state, sends=(Send(to, type_name, der),), effects=tuple(effects),
+                       timers=timers)
+
+    def fail(self, state: dict, key: str, reason: str, code: str | None = None, *,
+             sends=(), effects=()) -> Outcome:
+        state.update(state=self.FAILED, reason=reason, error_code=code)
+        self.forget_secrets(state)
+        return Outcome(key, state, sends=tuple(sends), effects=tuple(effects),
+                       timers=(CancelTimer("retry"), CancelTimer("poll")))
+
+    def forget_secrets(self, state: dict) -> None:
+        """Drop what must not outlive the transaction (PAN, CardSecret, back key)."""
+        state.pop("secret", None)
+
+    def refuse(self, state, event, exc, now) -> Outcome:
+        return refusal(state, event, exc, now, transaction=self.transaction_key(event),
+                       suite=self.config.suite)
+
+    # -- handlers shared by every waiting state ---------------------------------------------------
+    def on_timer_retry(self, state, event, now, shared) -> Outcome:
+        key = self.transaction_key(event)
+        state = dict(state)
+        if state["state"] in (self.DONE, self.FAILED) or "last" not in state:
+            return Outcome(key, state)  # a stale timer
+        if state["attempts"] >= self.config.max_retries:
+            return self.fail(state, key, f"no answer to {state['last']['type']} after "
+                             f"{state['attempts']} re-sends")
+        state["attempts"] += 1
+        last = state["last"]
+        return Outcome(key, state, sends=(Send(last["to"], last["type"], bytes.fromhex(last["der"])),),
+                       timers=(SetTimer("retry", now + self.config.retry_after, {"transaction": key}),))
+
+    def on_Error(self, state, event, now, shared) -> Outcome:
+        key = self.transaction_key(event)
+        try:
+            err = read_error(unwrap(event, now), suite=self.config.suite)
+        except SetmailError:
+            return Outcome(key, dict(state))  # never answer an Error with an Error
+        last = state.get("last") or {}
+        ours = (err.rrpid is not None and h(err.rrpid) == state.get("rrpid")) or (
+            err.bad_wrapper is not None and last.get("der", "").startswith(err.bad_wrapper.hex()))
+        if not ours:
+            return Outcome(key, dict(state))
+        return self.fail(dict(state), key, f"{last.get('type')} refused by peer", err.code)
