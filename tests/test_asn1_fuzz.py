@@ -8,10 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from setmail.asn1 import MAX_MESSAGE_SIZE, MESSAGE_TYPES, decode_wrapper
+from asn1crypto import core, parser
+
+from setmail.asn1 import MAX_MESSAGE_SIZE, MESSAGE_TYPES, decode, decode_wrapper, gateway
 from setmail.errors import MalformedMessage, MessageTooLarge
 
-from tests.asn1_samples import MESSAGE_SAMPLES, MESSAGE_VARIANTS, wrapper_for
+from tests.asn1_samples import MESSAGE_SAMPLES, MESSAGE_VARIANTS, auth_req_data, wrapper_for
 
 SAMPLES = [wrapper_for(n, MESSAGE_SAMPLES[n]()).dump() for n in MESSAGE_TYPES] + [
     wrapper_for(n, build()).dump() for n, build in MESSAGE_VARIANTS.values()]
@@ -25,7 +27,7 @@ def decode_or_refuse(data: bytes) -> None:
         wrapper = decode_wrapper(data)
     except MalformedMessage:
         return
-    assert wrapper.dump() == data  # what is accepted is exactly what was sent
+    assert wrapper.dump(force=True) == data  # what is accepted is canonical DER
 
 
 @st.composite
@@ -104,3 +106,27 @@ def test_deep_nesting_is_malformed_not_a_crash():
         decode_wrapper(deep)
     with pytest.raises(MalformedMessage):
         decode_wrapper(b"\x30\x80" * 50000)  # indefinite lengths are BER, not DER
+
+
+# --- regressions: forms asn1crypto accepts but DER forbids (D-126) -------------------------------
+def test_undeclared_trailing_field_is_malformed():
+    cls, method, tag, _, contents, _ = parser.parse(SAMPLES[0])
+    with pytest.raises(MalformedMessage, match="canonical"):
+        decode_wrapper(parser.emit(cls, method, tag, contents + b"\x85\x01\x00"))
+
+
+def test_encoded_default_value_is_malformed():
+    der = auth_req_data().dump()  # capture_now TRUE; FALSE is the DEFAULT and must be omitted
+    decode(gateway.AuthReqData, der)
+    cls, method, tag, _, contents, _ = parser.parse(der)
+    # the first TRUE after auth_req_item (m_thumbs holds none) is capture_now
+    position = contents.index(b"\x01\x01\xff", parser.peek(contents))
+    flipped = contents[:position] + b"\x01\x01\x00" + contents[position + 3:]
+    with pytest.raises(MalformedMessage):
+        decode(gateway.AuthReqData, parser.emit(cls, method, tag, flipped))
+
+
+@pytest.mark.parametrize("der", ["06032a8003", "0603802a03", "06022a83", "0600"])
+def test_non_minimal_object_identifier_is_malformed(der):
+    with pytest.raises(MalformedMessage):
+        decode(core.ObjectIdentifier, bytes.fromhex(der))

@@ -123,7 +123,7 @@ def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
 
 def _reencode(value: core.Asn1Value) -> bytes | None:
     try:
-        return value.copy().dump(force=True)
+        return value.dump(force=True)  # in place: on a mismatch the value is discarded anyway
     except Exception:  # an accepted value asn1crypto cannot re-encode is not canonical either
         return None
 
