@@ -24,7 +24,6 @@ Transaction key: ``sender|LID-EE hex`` (LID-EE from the header's lid-C or lid-M)
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property

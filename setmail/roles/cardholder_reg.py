@@ -34,14 +34,14 @@ from typing import Any, Callable
 from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.asn1.purchase import PANOnly
-from setmail.crypto.operators import EXH, EncX, S, open_EncK, verify_S
+from setmail.crypto.operators import EXH, EncX, open_EncK, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, validate_path
 from setmail.pki.cardholder import cardholder_common_name, pan_secret, verify_cardholder_id
 from setmail.pki.trust import TrustStore
-from setmail.roles.base import CancelTimer, Effect, Outcome, SetTimer
-from setmail.roles.common import (Requester, cert_hex, cert_pem, check_echo, check_header,
+from setmail.roles.base import CancelTimer, Effect, Outcome
+from setmail.roles.common import (Requester, cert_hex, cert_pem,
                                   fill_form, find_certificate, guarded, h, load_cert_hex, luhn_ok, path_check,
                                   pop_identity, private_pem, public_key_info, spki, unh, unwrap, wrap)
 
@@ -124,16 +124,6 @@ class CardholderRegistration(Requester):
         der = wrap("CardCInitReq", msg, now=now, rrpid=rrpid, lid_c=lid)
         return self.request(state, key, state["ca"], "CardCInitReq", der, now, rrpid)
 
-    def _echoed(self, state, parsed, tbs, chall_field) -> None:
-        check_echo("RRPID", tbs["rrpid"].native, unh(state["rrpid"]))
-        check_echo("LID-EE", tbs["lid_ee"].native, unh(state["lid"]))
-        check_echo(chall_field, tbs[chall_field].native, unh(state["chall"]))
-        check_header(parsed, unh(state["rrpid"]), unh(state["lid"]), self.LID_FIELD)
-
-    def _same_ca(self, state, signed) -> None:
-        if thumbprint(signed.signer).hex() != state["ca_sig"]:
-            raise ProtocolError("signed by another CA certificate than CardCInitRes", "invalidCertificate")
-
     # -- 2. CardCInitRes -> RegFormReq -------------------------------------------------------------
     @guarded
     def on_CardCInitRes(self, state, event, now, shared) -> Outcome:
@@ -142,12 +132,8 @@ class CardholderRegistration(Requester):
         signed = verify_S(parsed.body, "CardCInitResTBS", validate=self._validate_ca(now),
                           suite=self.config.suite)
         tbs = decode(cm.CardCInitResTBS, signed.content)
-        self._echoed(state, parsed, tbs, "chall_ee")
-        kex = find_certificate(signed.certificates, tbs["cae_thumb"].native)
-        validate_path(kex, signed.certificates, self.config.trust, now=now, expected_type="cca",
-                      key_usage="key_encipherment", crls=self.config.crls)
-        if kex.subject != signed.signer.subject:
-            raise ProtocolError("key-exchange certificate belongs to another CA", "invalidCertificate")
+        self.echoed(state, parsed, tbs, "chall_ee")
+        kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, "cca")
         state.update(state="FORM_REQ_SENT", ca_sig=thumbprint(signed.signer).hex(),
                      ca_kex=cert_hex(kex), lid_ca=h(tbs["lid_ca"].native))
         state.pop("refused", None)
@@ -167,9 +153,9 @@ class CardholderRegistration(Requester):
         parsed = unwrap(event, now)
         signed = verify_S(parsed.body, "RegFormResTBS", validate=self._validate_ca(now),
                           suite=self.config.suite)
-        self._same_ca(state, signed)
+        self.same_ca(state, signed)
         tbs = decode(cm.RegFormResTBS, signed.content)
-        self._echoed(state, parsed, tbs, "chall_ee2")
+        self.echoed(state, parsed, tbs, "chall_ee2")
         form = tbs["reg_form_or_referral"]
         if form.name == "referral_data":
             ref = form.chosen.native
@@ -217,16 +203,13 @@ class CardholderRegistration(Requester):
         secret = state["secret"]
         opened = open_EncK(parsed.body, unh(secret["back_key"]), "CertResTBE", "CertResData",
                            validate=self._validate_ca(now), suite=self.config.suite)
-        self._same_ca(state, opened.signed)
+        self.same_ca(state, opened.signed)
         data = decode(cm.CertResData, opened.content)
-        self._echoed(state, parsed, data, "chall_ee3")
+        self.echoed(state, parsed, data, "chall_ee3")
         status = data["cert_status"]
         code = status["cert_status_code"].native
         if code in ("requestPended", "requestInProgress"):
-            state.update(state="PENDING")
-            state.pop("last", None)
-            return Outcome(key, state, timers=(CancelTimer("retry"), SetTimer(
-                "poll", now + self.config.poll_after, {"transaction": key})))
+            return self.pended(state, key, now)
         if code != "requestComplete":
             return self.fail(state, key, f"CA refused: {code} {status['ee_message'].native or ''}".strip(),
                              code)
@@ -259,23 +242,3 @@ class CardholderRegistration(Requester):
         return Outcome(key, state, effects=(effect,), timers=(CancelTimer("retry"),))
 
     on_CertInqRes = on_CertRes
-
-    def on_timer_poll(self, state, event, now, shared) -> Outcome:
-        key, state = self.transaction_key(event), dict(state)
-        if state["state"] != "PENDING":
-            return Outcome(key, state)
-        if state["polls"] >= self.config.max_polls:
-            return self.fail(state, key, f"still pending after {state['polls']} inquiries")
-        signer = self.config.key_lookup(state["key_id"]) if self.config.key_lookup else None
-        if signer is None:
-            return self.fail(state, key, "pended, but no key_lookup to sign CertInqReq")
-        rrpid, chall = fresh(), fresh()
-        tbs = {"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee3": chall}
-        if state.get("lid_ca"):
-            tbs["lid_ca"] = unh(state["lid_ca"])
-        body = S(pop_identity(signer, now, self.config.suite), "CertInqReqTBS",
-                 cm.CertInqReqTBS(tbs).dump(), suite=self.config.suite)
-        state.update(state="INQ_SENT", chall=h(chall), polls=state["polls"] + 1)
-        der = wrap("CertInqReq", body, now=now, rrpid=rrpid, lid_c=unh(state["lid"]))
-        return self.request(state, key, state["ca"], "CertInqReq", der, now, rrpid)
-

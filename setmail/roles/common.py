@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from setmail.asn1.base import MessageHeader, decode
+from setmail.asn1.certmsgs import CertInqReqTBS
 from setmail.asn1.codes import ErrorCode
 from setmail.asn1.error import MAX_BAD_WRAPPER, Error, ErrorTBS
 from setmail.asn1.oids import PROFILE_MODERN_2026
@@ -32,8 +33,9 @@ from setmail.asn1.wrapper import decode_wrapper, make_wrapper, message_body, mes
 from setmail.crypto.cms import Identity, cert_der, load_cert
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
-from setmail.errors import MalformedMessage, ProtocolError, SetmailError, SignatureInvalid
+from setmail.errors import ProtocolError, SetmailError, SignatureInvalid
 from setmail.pki.setext import spki_der
+from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.pki.validate import validate_path
 from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Role, Send, SetTimer
@@ -221,7 +223,6 @@ def path_check(trust: TrustStore, now: dt.datetime, expected_type, key_usage: st
 
 
 def find_certificate(certs, thumb: bytes) -> x509.Certificate:
-    from setmail.pki.thumbs import thumbprint
     for c in certs:
         if thumbprint(c) == thumb:
             return c
@@ -278,10 +279,6 @@ def luhn_ok(pan: str) -> bool:
         d = int(ch) * (2 if i % 2 else 1)
         total += d - 9 if d > 9 else d
     return total % 10 == 0
-
-
-def malformed(what: str) -> MalformedMessage:
-    return MalformedMessage(what)
 
 
 def public_key_info(spki_der: bytes):
@@ -396,3 +393,49 @@ class Requester(Role):
         if not ours:
             return Outcome(key, dict(state))
         return self.fail(dict(state), key, f"{last.get('type')} refused by peer", err.code)
+
+    def echoed(self, state, parsed, tbs, chall_field) -> None:
+        check_echo("RRPID", tbs["rrpid"].native, unh(state["rrpid"]))
+        check_echo("LID-EE", tbs["lid_ee"].native, unh(state["lid"]))
+        check_echo(chall_field, tbs[chall_field].native, unh(state["chall"]))
+        check_header(parsed, unh(state["rrpid"]), unh(state["lid"]), self.LID_FIELD)
+
+    def same_ca(self, state, signed) -> None:
+        if thumbprint(signed.signer).hex() != state["ca_sig"]:
+            raise ProtocolError("signed by another CA certificate than CardCInitRes", "invalidCertificate")
+
+    def ca_key_exchange(self, signed, thumb: bytes, now: dt.datetime, ca_type: str):
+        """The CA's key-exchange certificate named by CAEThumb: valid, and the signer's own."""
+        kex = find_certificate(signed.certificates, thumb)
+        validate_path(kex, signed.certificates, self.config.trust, now=now, expected_type=ca_type,
+                      key_usage="key_encipherment", crls=self.config.crls)
+        if kex.subject != signed.signer.subject:
+            raise ProtocolError("key-exchange certificate belongs to another CA", "invalidCertificate")
+        return kex
+
+    def pended(self, state: dict, key: str, now: dt.datetime) -> Outcome:
+        """CertRes said pending: stop re-sending, poll with CertInqReq after ``poll_after``."""
+        state.update(state="PENDING")
+        state.pop("last", None)
+        return Outcome(key, state, timers=(CancelTimer("retry"), SetTimer(
+            "poll", now + self.config.poll_after, {"transaction": key})))
+
+    def on_timer_poll(self, state, event, now, shared) -> Outcome:
+        key, state = self.transaction_key(event), dict(state)
+        if state["state"] != "PENDING":
+            return Outcome(key, state)
+        if state["polls"] >= self.config.max_polls:
+            return self.fail(state, key, f"still pending after {state['polls']} inquiries")
+        signer = self.config.key_lookup(state["key_id"]) if self.config.key_lookup else None
+        if signer is None:
+            return self.fail(state, key, "pended, but no key_lookup to sign CertInqReq")
+        rrpid, chall = fresh(), fresh()
+        tbs = {"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee3": chall}
+        if state.get("lid_ca"):
+            tbs["lid_ca"] = unh(state["lid_ca"])
+        body = S(pop_identity(signer, now, self.config.suite), "CertInqReqTBS",
+                 CertInqReqTBS(tbs).dump(), suite=self.config.suite)
+        state.update(state="INQ_SENT", chall=h(chall), polls=state["polls"] + 1)
+        der = wrap("CertInqReq", body, now=now, rrpid=rrpid, **{self.LID_FIELD: unh(state["lid"])})
+        return self.request(state, key, state["ca"], "CertInqReq", der, now, rrpid)
+

@@ -1,0 +1,231 @@
+"""Merchant and payment-gateway registration (set-protocol.md §6.2): four messages, two keys.
+
+    Me-AqCInitReq (clear: IDData, merInitialBoth | pgwyInitialBoth)
+        -> Me-AqCInitRes = S(CA, MeAqCInitResTBS): registration form, Chall-CA, CA certificates
+    CertReq = Enc(new signature key, CA key exchange, CertReqData{both public keys, form, IDData})
+        -> CertRes = S(CA, CertResData) with the signature and key-exchange certificates
+
+The merchant has no certificate yet, so the CertReq is signed with the *new signature key* through a
+self-signed carrier certificate (D-302); the CA compares the signer's key with publicKeyS.  The
+key-exchange key proves nothing at registration, as in SET 1.0 (D-307).  Every response must echo
+RRPID, LID-EE and our challenge and be signed by the CA certificate that answered first.
+
+``EERegConfig`` fields: ``name``, ``kind`` ("merchant" | "gateway"), ``trust``, ``suite``,
+``retry_after``/``max_retries``, ``poll_after``/``max_polls``, ``language``, ``crls``,
+``key_lookup`` (key_id -> stored private signature key, to sign CertInqReq when pended).
+
+Command ``register`` args: ``ca`` (MCA/PCA address), ``bin`` (8-digit acquirer BIN),
+``merchant_id`` (merchants: agreed with the acquirer) or ``acquirer_business_id`` (gateways,
+optional), ``fields`` (form values: MerchantName/City/CountryName/CountryCode, or GatewayName),
+optional ``lid`` (hex; the transaction key, carried as lid-M in headers).
+Effects: ``ee.key`` {transaction, kind, usage "signature"|"key_exchange", key_id, spki_sha256,
+secret: {private_key_pem}} (two of them); ``ee.certificate`` {transaction, kind, signature:
+{key_id, certificate_pem}, key_exchange: {key_id, certificate_pem}, chain_pem, mer_id}.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from setmail.asn1 import certmsgs as cm
+from setmail.asn1.base import decode
+from setmail.crypto.operators import Enc, verify_S
+from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
+from setmail.errors import ProtocolError
+from setmail.pki import thumbprint, validate_path
+from setmail.pki.setext import read_merchant_data
+from setmail.pki.trust import TrustStore
+from setmail.roles.base import CancelTimer, Effect, Outcome
+from setmail.roles.common import (Requester, cert_hex, cert_pem, fill_form, find_certificate, guarded,
+                                  h, path_check, pop_identity, private_pem, public_key_info, spki, unh,
+                                  unwrap, wrap)
+
+KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)
+    "merchant": ("mca", "mer", "merInitialBoth"),
+    "gateway": ("pca", "pgwy", "pgwyInitialBoth"),
+}
+
+
+@dataclass(frozen=True)
+class EERegConfig:
+    name: str
+    kind: str  # "merchant" | "gateway"
+    trust: TrustStore
+    suite: CryptoSuite = DEFAULT_SUITE
+    retry_after: dt.timedelta = dt.timedelta(minutes=30)
+    max_retries: int = 3
+    poll_after: dt.timedelta = dt.timedelta(hours=1)
+    max_polls: int = 5
+    language: str = "en"
+    crls: tuple | None = None
+    key_lookup: Callable[[str], Any] | None = None
+
+
+_WAIT = ("timer:retry", "Error")
+_RES = ("DONE", "PENDING", "FAILED")
+
+
+class EERegistration(Requester):
+    """Merchant or gateway registration; transaction key = LID-EE (hex), lid-M in headers."""
+
+    name = "ee-registration"
+    LID_FIELD = "lid_m"
+    TRANSITIONS = {
+        "START": {"register": ("INIT_SENT", "FAILED")},
+        "INIT_SENT": {"Me-AqCInitRes": ("CERT_REQ_SENT", "INIT_SENT", "FAILED"),
+                      **{e: ("INIT_SENT", "FAILED") for e in _WAIT}},
+        "CERT_REQ_SENT": {"CertRes": (*_RES, "CERT_REQ_SENT"),
+                          **{e: ("CERT_REQ_SENT", "FAILED") for e in _WAIT}},
+        "PENDING": {"timer:poll": ("INQ_SENT", "FAILED")},
+        "INQ_SENT": {"CertInqRes": (*_RES, "INQ_SENT"), "CertRes": (*_RES, "INQ_SENT"),
+                     **{e: ("INQ_SENT", "FAILED") for e in _WAIT}},
+        "DONE": {"timer:retry": "DONE", "timer:poll": "DONE"},
+        "FAILED": {"timer:retry": "FAILED", "timer:poll": "FAILED"},
+    }
+
+    def __init__(self, config: EERegConfig):
+        if config.kind not in KINDS:
+            raise ValueError(f"kind must be merchant or gateway, not {config.kind!r}")
+        self.config = config
+        self.ca_type, self.own_type, self.request_type = KINDS[config.kind]
+
+    def command_key(self, event) -> str:
+        a = event.args
+        if a.get("lid"):
+            return str(a["lid"])
+        seed = f"setmail-lid|{self.config.kind}|{a.get('ca')}|{a.get('bin')}|{a.get('merchant_id')}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+    def _validate_ca(self, now):
+        return path_check(self.config.trust, now, self.ca_type, crls=self.config.crls)
+
+    # -- register -> Me-AqCInitReq ---------------------------------------------------------------
+    def on_register(self, state, event, now, shared) -> Outcome:
+        key, a = self.transaction_key(event), event.args
+        state = {"state": "INIT_SENT", "lid": key, "ca": a.get("ca"),
+                 "fields": dict(a.get("fields") or {}), "kind": self.config.kind}
+        bin_ = str(a.get("bin", ""))
+        problem = None if len(bin_) == 8 and bin_.isdigit() else "bin must be 8 digits"
+        if self.config.kind == "merchant":
+            id_data = cm.IDData(name="merchant_acquirer_id", value={
+                "merchant_bin": bin_, "merchant_id": str(a.get("merchant_id") or "")})
+            problem = problem or (None if a.get("merchant_id") else "merchant_id is required")
+        else:
+            value = {"acquirer_bin": bin_}
+            if a.get("acquirer_business_id"):
+                value["acquirer_business_id"] = str(a["acquirer_business_id"])
+            id_data = cm.IDData(name="acquirer_id", value=value)
+        try:
+            lid = bytes.fromhex(key)
+            if not 1 <= len(lid) <= 20:
+                raise ValueError
+        except ValueError:
+            problem = problem or "lid must be 1..20 octets in hex"
+        if problem or not state["ca"]:
+            return self.fail(state, key, problem or "ca is required")
+        rrpid, chall = fresh(), fresh()
+        state.update(chall=h(chall), id_data=id_data.dump().hex(), mer_id=a.get("merchant_id"))
+        msg = cm.MeAqCInitReq({"rrpid": rrpid, "lid_ee": lid, "chall_ee": chall,
+                               "request_type": self.request_type, "id_data": id_data,
+                               "language": a.get("language") or self.config.language})
+        der = wrap("Me-AqCInitReq", msg, now=now, rrpid=rrpid, lid_m=lid)
+        return self.request(state, key, state["ca"], "Me-AqCInitReq", der, now, rrpid)
+
+    # -- Me-AqCInitRes -> CertReq -------------------------------------------------------------------
+    @guarded
+    def on_Me_AqCInitRes(self, state, event, now, shared) -> Outcome:
+        key, state = self.transaction_key(event), dict(state)
+        parsed = unwrap(event, now)
+        signed = verify_S(parsed.body, "MeAqCInitResTBS", validate=self._validate_ca(now),
+                          suite=self.config.suite)
+        tbs = decode(cm.MeAqCInitResTBS, signed.content)
+        self.echoed(state, parsed, tbs, "chall_ee")
+        if tbs["request_type"].native != self.request_type:
+            raise ProtocolError("Me-AqCInitRes answers another request type", "challengeMismatch")
+        kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, self.ca_type)
+        state.update(ca_sig=thumbprint(signed.signer).hex(), lid_ca=h(tbs["lid_ca"].native))
+        form = tbs["reg_form_or_referral"]
+        if form.name == "referral_data":
+            return self.fail(state, key, f"referred elsewhere: {form.chosen.native.get('reason') or ''}",
+                             "referral")
+        items, reg_form_id, problem = fill_form(form.chosen, state["fields"])
+        if problem:
+            return self.fail(state, key, problem)
+        suite = self.config.suite
+        keys = {"signature": suite.generate_key(), "key_exchange": suite.generate_key()}
+        publics = {u: spki(k.public_key()) for u, k in keys.items()}
+        rrpid, chall = fresh(), fresh()
+        data = {"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee3": chall,
+                "chall_ca": tbs["chall_ca"].native, "request_type": self.request_type,
+                "request_date": now.replace(microsecond=0),
+                "id_data": cm.IDData.load(unh(state["id_data"])),
+                "public_key_sor_e": {"public_key_s": public_key_info(publics["signature"]),
+                                     "public_key_e": public_key_info(publics["key_exchange"])}}
+        if state.get("lid_ca"):
+            data["lid_ca"] = unh(state["lid_ca"])
+        if reg_form_id is not None:
+            data.update(reg_form_id=reg_form_id, reg_form=items)
+        body = Enc(pop_identity(keys["signature"], now, suite), kex, "CertReqData",
+                   cm.CertReqData(data).dump(), "CertReqTBE", suite=suite)
+        key_ids = {u: hashlib.sha256(p).hexdigest()[:32] for u, p in publics.items()}
+        state.update(state="CERT_REQ_SENT", chall=h(chall), polls=0, key_id=key_ids["signature"],
+                     key_ids=key_ids, spkis={u: p.hex() for u, p in publics.items()})
+        state.pop("refused", None)
+        effects = [Effect("ee.key", {"transaction": key, "kind": self.config.kind, "usage": u,
+                                     "key_id": key_ids[u],
+                                     "spki_sha256": hashlib.sha256(publics[u]).hexdigest(),
+                                     "secret": {"private_key_pem": private_pem(k)}})
+                   for u, k in keys.items()]
+        der = wrap("CertReq", body, now=now, rrpid=rrpid, lid_m=unh(state["lid"]))
+        return self.request(state, key, state["ca"], "CertReq", der, now, rrpid, effects=effects,
+                            cancel=("retry",))
+
+    # -- CertRes / CertInqRes ----------------------------------------------------------------------------
+    @guarded
+    def on_CertRes(self, state, event, now, shared) -> Outcome:
+        key, state = self.transaction_key(event), dict(state)
+        parsed = unwrap(event, now)
+        signed = verify_S(parsed.body, "CertResData", validate=self._validate_ca(now),
+                          suite=self.config.suite)
+        self.same_ca(state, signed)
+        data = decode(cm.CertResData, signed.content)
+        self.echoed(state, parsed, data, "chall_ee3")
+        status = data["cert_status"]
+        code = status["cert_status_code"].native
+        if code in ("requestPended", "requestInProgress"):
+            return self.pended(state, key, now)
+        if code != "requestComplete":
+            return self.fail(state, key, f"CA refused: {code} {status['ee_message'].native or ''}".strip(),
+                             code)
+        certs = signed.certificates
+        thumbs = data["cert_thumbs"].native or []
+        if len(thumbs) != 2:
+            raise ProtocolError("CertRes must name two certificates", "invalidCertificate")
+        found = {}
+        for thumb in thumbs:
+            cert = find_certificate(certs, thumb)
+            usage = next((u for u, p in state["spkis"].items() if p == spki(cert.public_key()).hex()), None)
+            if usage is None or usage in found:
+                raise ProtocolError("a certificate does not certify one of our keys", "invalidCertificate")
+            validate_path(cert, certs, self.config.trust, now=now, expected_type=self.own_type,
+                          key_usage="digital_signature" if usage == "signature" else "key_encipherment",
+                          crls=self.config.crls)
+            found[usage] = cert
+        mer_id = None
+        if self.config.kind == "merchant":
+            info = read_merchant_data(found["signature"])
+            if info is None or info.mer_id != state["mer_id"]:
+                raise ProtocolError("merchantData does not carry our merID", "invalidCertificate")
+            mer_id = info.mer_id
+        effect = Effect("ee.certificate", {
+            "transaction": key, "kind": self.config.kind, "mer_id": mer_id,
+            **{u: {"key_id": state["key_ids"][u], "certificate_pem": cert_pem(c)} for u, c in found.items()},
+            "chain_pem": [cert_pem(c) for c in certs if c not in found.values()]})
+        state.update(state="DONE", certificates={u: cert_hex(c) for u, c in found.items()})
+        for k in ("last", "refused"):
+            state.pop(k, None)
+        return Outcome(key, state, effects=(effect,), timers=(CancelTimer("retry"),))
+
+    on_CertInqRes = on_CertRes
