@@ -12,17 +12,14 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
-from asn1crypto import cms as acms
-from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from setmail.asn1.base import check_der
-from setmail.asn1.pkcs7plus import GCMParameters
+from setmail.crypto.reader import Reader
 from setmail.crypto import der
 from setmail.crypto.suite import CEK_SIZE, GCM_NONCE_SIZE, GCM_TAG_SIZE, CryptoSuite, fresh
-from setmail.errors import (DecryptionFailed, MalformedMessage, MissingCertificate, SetmailError,
-                            SignatureInvalid, WrongContentType)
+from setmail.errors import (DecryptionFailed, MalformedMessage, MissingCertificate, SignatureInvalid,
+                            WrongContentType)
 
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 OID_AUTH_ENVELOPED_DATA = "1.2.840.113549.1.9.16.1.23"
@@ -45,6 +42,16 @@ _OAEP_PARAMS = der.seq(der.explicit(0, ALG_SHA256), der.explicit(1, _MGF1_SHA256
 ALG_OAEP = der.seq(der.oid(OID_RSAES_OAEP), _OAEP_PARAMS)
 ALG_OAEP_SET = der.seq(der.oid(OID_RSA_OAEP_SET), _OAEP_PARAMS)
 ALG_AES256_WRAP = der.seq(der.oid(OID_AES256_WRAP))
+_DIGEST_ALGS = der.set_of(ALG_SHA256)
+_OID_BODY_SIGNED_DATA = der.content_of(der.oid(OID_SIGNED_DATA))
+_OID_BODY_AUTH_ENVELOPED = der.content_of(der.oid(OID_AUTH_ENVELOPED_DATA))
+_OID_AES256_GCM_TLV = der.oid(OID_AES256_GCM)
+
+
+def _signed_attrs(ct_oid: bytes, digest: bytes) -> bytes:
+    """DER SET OF the two signed attributes (what the signature covers)."""
+    return der.set_of(der.seq(der.oid(OID_CONTENT_TYPE_ATTR), der.set_of(ct_oid)),
+                      der.seq(der.oid(OID_MESSAGE_DIGEST_ATTR), der.set_of(der.octets(digest))))
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,34 +92,8 @@ def load_cert(data: bytes) -> x509.Certificate:
     """Parse (and cache) a DER certificate taken from a message."""
     try:
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise MalformedMessage(f"embedded certificate does not parse: {exc}") from exc
-
-
-def _load(data: bytes, what: str) -> acms.ContentInfo:
-    if not isinstance(data, (bytes, bytearray)):
-        raise MalformedMessage(f"{what}: expected bytes, got {type(data).__name__}")
-    check_der(bytes(data), what)
-    try:
-        return acms.ContentInfo.load(bytes(data), strict=True)
     except Exception as exc:
-        raise MalformedMessage(f"{what}: not a DER ContentInfo ({exc})") from exc
-
-
-def _guard(what: str):
-    """Decorator: asn1crypto's lazy parser may fail on first access deep inside; name it."""
-    def wrap(fn):
-        def inner(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except SetmailError:
-                raise
-            except Exception as exc:
-                raise MalformedMessage(f"{what}: malformed ({exc.__class__.__name__}: {exc})") from exc
-        inner.__name__ = fn.__name__
-        inner.__doc__ = fn.__doc__
-        return inner
-    return wrap
+        raise MalformedMessage(f"embedded certificate does not parse: {exc}") from exc
 
 
 # --- SignedData ---------------------------------------------------------------------------
@@ -120,9 +101,7 @@ def build_signed(suite: CryptoSuite, signer: Identity, content_type: str, conten
                  detached: bool, certs: tuple[x509.Certificate, ...] | None) -> bytes:
     """ContentInfo(SignedData) with content-type and message-digest signed attributes."""
     ct_oid = der.oid(content_type)
-    attrs = [der.seq(der.oid(OID_CONTENT_TYPE_ATTR), der.set_of(ct_oid)),
-             der.seq(der.oid(OID_MESSAGE_DIGEST_ATTR), der.set_of(der.octets(suite.digest(content))))]
-    attrs_set = der.set_of(*attrs)
+    attrs_set = _signed_attrs(ct_oid, suite.digest(content))
     signature = suite.sign(signer.key, attrs_set)
     signer_info = der.seq(der.integer(1), signer.issuer_and_serial, ALG_SHA256,
                           der.implicit_constructed(0, der.content_of(attrs_set)), ALG_PSS,
@@ -147,61 +126,71 @@ class Signed:
     certificates: tuple[x509.Certificate, ...]
 
 
-@_guard("SignedData")
 def open_signed(suite: CryptoSuite, data: bytes, content_type: str, *, detached_content=None,
                 certs=(), validate=None) -> Signed:
     """Verify a SignedData of ``content_type``; ``validate(signer, certificates)`` checks the path."""
-    ci = _load(data, "SignedData")
-    if ci["content_type"].dotted != OID_SIGNED_DATA:
-        raise WrongContentType(f"expected SignedData, found {ci['content_type'].dotted}")
-    sd = ci["content"]
-    if sd["version"].native != "v3" or sd["digest_algorithms"].dump() != der.set_of(ALG_SHA256):
-        raise MalformedMessage("SignedData: unsupported version or digest algorithms")
-    if not isinstance(sd["crls"], core.Void):
-        raise MalformedMessage("SignedData: unexpected crls field")
-    encap = sd["encap_content_info"]
-    found = encap["content_type"].dotted
-    if found != content_type:
-        raise WrongContentType(f"signed content type is {found}, expected {content_type}")
-    present = not isinstance(encap["content"], core.Void)
-    if detached_content is None:
-        if not present:
+    if not isinstance(data, (bytes, bytearray)):
+        raise MalformedMessage(f"SignedData: expected bytes, got {type(data).__name__}")
+    top = Reader(bytes(data), "SignedData")
+    ci = top.enter(0x30)
+    top.done()
+    if ci.value(0x06) != _OID_BODY_SIGNED_DATA:
+        raise WrongContentType("expected a SignedData ContentInfo")
+    outer = ci.enter(0xA0)
+    ci.done()
+    sd = outer.enter(0x30)
+    outer.done()
+    if sd.integer() != 3:
+        raise MalformedMessage("SignedData: unsupported version")
+    sd.expect(_DIGEST_ALGS)
+    encap = sd.enter(0x30)
+    found = encap.raw(0x06)
+    ct_oid = der.oid(content_type)
+    if found != ct_oid:
+        raise WrongContentType(f"signed content type is not {content_type}")
+    if encap.peek() is None:
+        if detached_content is None:
             raise MalformedMessage("SignedData: content missing")
-        content = encap["content"].contents
-    else:
-        if present:
-            raise MalformedMessage("SignedData: content present where it must be detached")
         content = detached_content
-    infos = sd["signer_infos"]
-    if len(infos) != 1:
-        raise MalformedMessage(f"SignedData: {len(infos)} signer infos, expected 1")
-    si = infos[0]
-    if (si["version"].native != "v1" or si["sid"].name != "issuer_and_serial_number"
-            or si["digest_algorithm"].dump() != ALG_SHA256 or si["signature_algorithm"].dump() != ALG_PSS):
-        raise MalformedMessage("SignerInfo: unsupported version, identifier or algorithm")
-    attrs = si["signed_attrs"]
-    if isinstance(attrs, core.Void) or len(attrs) != 2:
-        raise MalformedMessage("SignerInfo: signed attributes must be content-type and message-digest")
-    seen = {}
-    for attr in attrs:
-        values = attr["values"]
-        if len(values) != 1:
-            raise MalformedMessage("SignerInfo: attribute with more than one value")
-        seen[attr["type"].dotted] = values[0]
-    if set(seen) != {OID_CONTENT_TYPE_ATTR, OID_MESSAGE_DIGEST_ATTR}:
-        raise MalformedMessage("SignerInfo: signed attributes must be content-type and message-digest")
-    if seen[OID_CONTENT_TYPE_ATTR].dotted != content_type:
-        raise SignatureInvalid("signed content-type attribute does not match the content type")
-    included = () if isinstance(sd["certificates"], core.Void) else tuple(
-        load_cert(c.chosen.dump()) for c in sd["certificates"])
-    signer_id = si["sid"].chosen.dump()
-    signer = next((c for c in (*included, *certs) if issuer_and_serial(c) == signer_id), None)
+    else:
+        if detached_content is not None:
+            raise MalformedMessage("SignedData: content present where it must be detached")
+        wrapped = encap.enter(0xA0)
+        content = wrapped.value(0x04)
+        wrapped.done()
+    encap.done()
+    included = ()
+    if sd.peek() == 0xA0:
+        pool = sd.enter(0xA0)
+        found_certs = []
+        while pool.peek() is not None:
+            found_certs.append(load_cert(pool.raw(0x30)))
+        included = tuple(found_certs)
+    if sd.peek() == 0xA1:
+        raise MalformedMessage("SignedData: unexpected crls field")
+    infos = sd.enter(0x31)
+    sd.done()
+    si = infos.enter(0x30)
+    infos.done()
+    if si.integer() != 1:
+        raise MalformedMessage("SignerInfo: unsupported version")
+    signer_id = si.raw(0x30)
+    si.expect(ALG_SHA256)
+    attrs = si.raw(0xA0)
+    si.expect(ALG_PSS)
+    signature = si.value(0x04)
+    si.done()
+    try:
+        signer = next((c for c in (*included, *certs) if issuer_and_serial(c) == signer_id), None)
+        public_key = None if signer is None else signer.public_key()
+    except Exception as exc:  # cryptography parses certificates lazily
+        raise MalformedMessage(f"SignedData: an embedded certificate is malformed ({exc})") from exc
     if signer is None:
         raise MissingCertificate("signer's certificate is neither in the message nor known")
-    attrs_der = b"\x31" + attrs.dump()[1:]
-    suite.verify(signer.public_key(), si["signature"].native, attrs_der)
-    if seen[OID_MESSAGE_DIGEST_ATTR].native != suite.digest(content):
-        raise SignatureInvalid("message digest does not match the signed content")
+    attrs_der = b"\x31" + attrs[1:]
+    suite.verify(public_key, signature, attrs_der)
+    if attrs_der != _signed_attrs(ct_oid, suite.digest(content)):
+        raise SignatureInvalid("signed attributes do not match the content type and content")
     if validate is not None:
         validate(signer, included)
     return Signed(content, content_type, signer, included)
@@ -242,66 +231,82 @@ class Envelope:
     """A parsed, not yet opened AuthEnvelopedData."""
 
     content_type: str
-    recipient: acms.RecipientInfo
+    recipient_tag: int    # 0x30 KeyTransRecipientInfo, 0xA2 KEKRecipientInfo
+    recipient: bytes      # its whole TLV
     nonce: bytes
     ciphertext: bytes
     tag: bytes
 
 
-@_guard("AuthEnvelopedData")
 def parse_enveloped(data: bytes, content_type: str) -> Envelope:
-    ci = _load(data, "AuthEnvelopedData")
-    if ci["content_type"].dotted != OID_AUTH_ENVELOPED_DATA:
-        raise WrongContentType(f"expected AuthEnvelopedData, found {ci['content_type'].dotted}")
-    aed = ci["content"]
-    if aed["version"].native != "v0" or not isinstance(aed["originator_info"], core.Void):
-        raise MalformedMessage("AuthEnvelopedData: unsupported version or originator info")
-    if not (isinstance(aed["auth_attrs"], core.Void) and isinstance(aed["unauth_attrs"], core.Void)):
-        raise MalformedMessage("AuthEnvelopedData: unexpected attributes")
-    if len(aed["recipient_infos"]) != 1:
-        raise MalformedMessage("AuthEnvelopedData: exactly one recipient expected")
-    eci = aed["auth_encrypted_content_info"]
-    found = eci["content_type"].dotted
-    if found != content_type:
-        raise WrongContentType(f"enveloped content type is {found}, expected {content_type}")
-    alg = eci["content_encryption_algorithm"]
-    if alg["algorithm"].dotted != OID_AES256_GCM:
-        raise MalformedMessage("AuthEnvelopedData: content encryption is not AES-256-GCM")
-    params = GCMParameters.load(alg["parameters"].dump(), strict=True)
-    nonce = params["aes_nonce"].native
-    if len(nonce) != GCM_NONCE_SIZE or params["aes_icv_len"].native != GCM_TAG_SIZE:
+    if not isinstance(data, (bytes, bytearray)):
+        raise MalformedMessage(f"AuthEnvelopedData: expected bytes, got {type(data).__name__}")
+    top = Reader(bytes(data), "AuthEnvelopedData")
+    ci = top.enter(0x30)
+    top.done()
+    if ci.value(0x06) != _OID_BODY_AUTH_ENVELOPED:
+        raise WrongContentType("expected an AuthEnvelopedData ContentInfo")
+    outer = ci.enter(0xA0)
+    ci.done()
+    aed = outer.enter(0x30)
+    outer.done()
+    if aed.integer() != 0:
+        raise MalformedMessage("AuthEnvelopedData: unsupported version")
+    infos = aed.enter(0x31)
+    kind = infos.peek()
+    if kind not in (0x30, 0xA2):
+        raise MalformedMessage("AuthEnvelopedData: unsupported recipient info")
+    recipient = infos.raw(kind)
+    infos.done()
+    eci = aed.enter(0x30)
+    if eci.raw(0x06) != der.oid(content_type):
+        raise WrongContentType(f"enveloped content type is not {content_type}")
+    alg = eci.enter(0x30)
+    alg.expect(_OID_AES256_GCM_TLV)
+    params = alg.enter(0x30)
+    alg.done()
+    nonce = params.value(0x04)
+    if len(nonce) != GCM_NONCE_SIZE or params.integer() != GCM_TAG_SIZE:
         raise MalformedMessage("AuthEnvelopedData: unsupported GCM nonce or tag length")
-    ciphertext = eci["encrypted_content"].native
-    if ciphertext is None:
-        raise MalformedMessage("AuthEnvelopedData: encrypted content missing")
-    return Envelope(found, aed["recipient_infos"][0], nonce, ciphertext, aed["mac"].native)
+    params.done()
+    ciphertext = eci.value(0x80)
+    eci.done()
+    mac = aed.value(0x04)
+    aed.done()
+    return Envelope(content_type, kind, recipient, nonce, ciphertext, mac)
 
 
-@_guard("KeyTransRecipientInfo")
 def unwrap_ktri(suite: CryptoSuite, env: Envelope, recipient: Identity, *, set_block: bool) -> bytes:
     """The OAEP block addressed to ``recipient`` (DecryptionFailed if it is someone else's)."""
-    if env.recipient.name != "ktri":
+    if env.recipient_tag != 0x30:
         raise DecryptionFailed("envelope is not addressed to a key-exchange certificate")
-    ri = env.recipient.chosen
-    if ri["version"].native != "v0" or ri["rid"].name != "issuer_and_serial_number":
-        raise MalformedMessage("KeyTransRecipientInfo: unsupported version or identifier")
-    if ri["rid"].chosen.dump() != recipient.issuer_and_serial:
+    ri = Reader(env.recipient, "KeyTransRecipientInfo").enter(0x30)
+    if ri.integer() != 0:
+        raise MalformedMessage("KeyTransRecipientInfo: unsupported version")
+    if ri.raw(0x30) != recipient.issuer_and_serial:
         raise DecryptionFailed("envelope is addressed to another certificate")
-    if ri["key_encryption_algorithm"].dump() != (ALG_OAEP_SET if set_block else ALG_OAEP):
-        raise MalformedMessage("KeyTransRecipientInfo: unexpected key encryption algorithm")
-    return suite.oaep_decrypt(recipient.key, ri["encrypted_key"].native)
+    ri.expect(ALG_OAEP_SET if set_block else ALG_OAEP)
+    encrypted = ri.value(0x04)
+    ri.done()
+    return suite.oaep_decrypt(recipient.key, encrypted)
 
 
-@_guard("KEKRecipientInfo")
 def unwrap_kekri(env: Envelope, kek: bytes) -> bytes:
-    if env.recipient.name != "kekri":
+    if env.recipient_tag != 0xA2:
         raise DecryptionFailed("envelope is not addressed to a provided symmetric key")
-    ri = env.recipient.chosen
-    if (ri["version"].native != "v4" or ri["kekid"]["key_identifier"].native != kek_id(kek)
-            or ri["key_encryption_algorithm"].dump() != ALG_AES256_WRAP):
+    ri = Reader(env.recipient, "KEKRecipientInfo").enter(0xA2)
+    if ri.integer() != 4:
+        raise MalformedMessage("KEKRecipientInfo: unsupported version")
+    kekid = ri.enter(0x30)
+    key_id = kekid.value(0x04)
+    kekid.done()
+    ri.expect(ALG_AES256_WRAP)
+    wrapped = ri.value(0x04)
+    ri.done()
+    if key_id != kek_id(kek):
         raise DecryptionFailed("envelope is addressed to another key")
     try:
-        cek = aes_key_unwrap(kek, ri["encrypted_key"].native)
+        cek = aes_key_unwrap(kek, wrapped)
     except (InvalidUnwrap, ValueError) as exc:
         raise DecryptionFailed("content key does not unwrap with the provided key") from exc
     if len(cek) != CEK_SIZE:

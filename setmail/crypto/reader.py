@@ -1,0 +1,92 @@
+"""A strict DER reader for the fixed CMS shapes the operators accept.
+
+Why: the receiving side of every operator runs on each mail, and asn1crypto's general lazy parser
+(plus a separate strict-DER walk) cost more than the RSA decryption it surrounds.  The operators
+accept exactly one profile (D-1, D-14), so a reader that expects each tag in turn is both faster
+and stricter: any other tag, a non-minimal length or INTEGER, or a byte left over is
+``MalformedMessage`` at the offset where it happens.
+"""
+from __future__ import annotations
+
+from setmail.errors import MalformedMessage
+
+
+class Reader:
+    """Reads consecutive TLVs from ``data[pos:end]``."""
+
+    __slots__ = ("data", "pos", "end", "what")
+
+    def __init__(self, data: bytes, what: str, pos: int = 0, end: int | None = None):
+        self.data, self.pos, self.what = data, pos, what
+        self.end = len(data) if end is None else end
+
+    def _fail(self, why: str):
+        raise MalformedMessage(f"{self.what}: {why} at offset {self.pos}")
+
+    def _header(self) -> tuple[int, int, int]:
+        """(tag, content start, content end) of the TLV at ``pos``; checks DER length rules."""
+        data, pos, end = self.data, self.pos, self.end
+        if end - pos < 2:
+            self._fail("truncated")
+        tag, n = data[pos], data[pos + 1]
+        pos += 2
+        if n & 0x80:
+            k = n & 0x7F
+            if k == 0 or k > 4 or pos + k > end:
+                self._fail("bad length")
+            length = int.from_bytes(data[pos:pos + k], "big")
+            if length < 0x80 or data[pos] == 0:
+                self._fail("non-minimal length")
+            pos += k
+        else:
+            length = n
+        if pos + length > end:
+            self._fail("length runs past the end")
+        return tag, pos, pos + length
+
+    def peek(self) -> int | None:
+        return self.data[self.pos] if self.pos < self.end else None
+
+    def raw(self, tag: int) -> bytes:
+        """The whole TLV (header included) of the next value, which must have ``tag``."""
+        t, start, stop = self._header()
+        if t != tag:
+            self._fail(f"expected tag {tag:#04x}, found {t:#04x}")
+        whole = self.data[self.pos:stop]
+        self.pos = stop
+        return whole
+
+    def value(self, tag: int) -> bytes:
+        """The content octets of the next value, which must have ``tag``."""
+        t, start, stop = self._header()
+        if t != tag:
+            self._fail(f"expected tag {tag:#04x}, found {t:#04x}")
+        self.pos = stop
+        return self.data[start:stop]
+
+    def enter(self, tag: int) -> "Reader":
+        """A reader over the content of the next (constructed) value."""
+        t, start, stop = self._header()
+        if t != tag:
+            self._fail(f"expected tag {tag:#04x}, found {t:#04x}")
+        self.pos = stop
+        return Reader(self.data, self.what, start, stop)
+
+    def integer(self) -> int:
+        body = self.value(0x02)
+        if not body or (len(body) > 1 and ((body[0] == 0 and body[1] < 0x80) or
+                                           (body[0] == 0xFF and body[1] >= 0x80))):
+            self._fail("non-minimal INTEGER")
+        return int.from_bytes(body, "big", signed=True)
+
+    def expect(self, expected: bytes) -> None:
+        """The next whole TLV must be exactly ``expected`` (fixed algorithm identifiers, OIDs)."""
+        if self.data[self.pos:self.pos + len(expected)] != expected:
+            self._fail("unexpected value")
+        self.pos += len(expected)
+        if self.pos > self.end:
+            self._fail("value runs past the end")
+
+    def done(self) -> None:
+        if self.pos != self.end:
+            self._fail(f"{self.end - self.pos} unexpected trailing bytes")
