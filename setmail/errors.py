@@ -199,3 +199,20 @@ class KeyAlreadyCertified(CertificateError):
 
 class CardholderMismatch(CertificateError):
     """The cardholder certificate's identifier does not match PANSecret, PAN and expiry."""
+
+
+# --- worlds and the command line (setmail.world, setmail.cli) -------------------------------------
+class WorldError(SetmailError):
+    """No usable world at the given home (missing or unreadable world.toml, unknown agent)."""
+
+    exit_code = 3
+
+
+class WorldExists(WorldError):
+    """``setmail init`` found a world already there and ``--force`` was not given."""
+
+
+class UnknownAgent(WorldError):
+    """The world has no agent by that name."""
+
+    exit_code = 2

@@ -84,5 +84,8 @@ def get(store, command_id: int) -> CommandRow | None:
 
 def finish(tx, command_id: int, status: str, *, txkey: str | None = None,
            detail: str | None = None) -> None:
-    tx.execute("UPDATE agent_commands SET status = ?, txkey = ?, detail = ?, done_at = ? "
-               "WHERE id = ?", (status, txkey, detail, tx.now, command_id))
+    """Close a command; its arguments (a PAN, form values) are redacted, only names stay."""
+    row = tx.execute("SELECT args FROM agent_commands WHERE id = ?", (command_id,)).fetchone()
+    redacted = json.dumps({k: "(redacted)" for k in json.loads(row[0])} if row else {})
+    tx.execute("UPDATE agent_commands SET status = ?, txkey = ?, detail = ?, done_at = ?, "
+               "args = ? WHERE id = ?", (status, txkey, detail, tx.now, redacted, command_id))

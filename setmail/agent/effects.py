@@ -158,45 +158,46 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _blob(data: Mapping[str, Any], *names: str) -> bytes:
-    for name in (*names, "pem", "der", "data", "value"):
-        value = data.get(name)
-        if isinstance(value, str):
-            return value.encode()
-        if isinstance(value, (bytes, bytearray)):
-            return bytes(value)
-    raise ValueError(f"effect data has none of {names + ('pem', 'der')}")
+    """The first str/bytes value under ``names``, looked up in ``data`` and ``data["secret"]``."""
+    for where in (data, data.get("secret") or {}):
+        for name in names:
+            value = where.get(name)
+            if isinstance(value, str):
+                return value.encode()
+            if isinstance(value, (bytes, bytearray)):
+                return bytes(value)
+    raise ValueError(f"effect data has none of {', '.join(names)}")
 
 
-def _pem_or_der(blob: bytes, label: str) -> bytes:
-    if blob.lstrip().startswith(b"-----"):
-        return blob
-    import base64
-    body = base64.encodebytes(blob).decode().replace("\n", "")
-    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
-    return (f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n").encode()
-
-
-def _wallet_name(data: Mapping[str, Any], default: str) -> str:
-    name = str(data.get("name") or default)
-    return "".join(c for c in name if c.isalnum() or c in "-_.") or default
+def _wallet_name(data: Mapping[str, Any]) -> str:
+    name = str(data.get("key_id") or "wallet")
+    return "".join(c for c in name if c.isalnum() or c in "-_.")[:64] or "wallet"
 
 
 def _wallet_key(ctx: EffectContext, data: Mapping[str, Any]) -> None:
-    blob = _pem_or_der(_blob(data, "key_pem", "key", "private_key"), "PRIVATE KEY")
-    write_private(ctx.keys_dir / f"{_wallet_name(data, 'wallet')}.key.pem", blob)
+    """``keys/<key_id>.key.pem`` (0600): the cardholder's new signature key."""
+    write_private(ctx.keys_dir / f"{_wallet_name(data)}.key.pem",
+                  _blob(data, "private_key_pem", "key_pem", "pem"))
 
 
 def _wallet_certificate(ctx: EffectContext, data: Mapping[str, Any]) -> None:
-    blob = _pem_or_der(_blob(data, "certificate_pem", "cert_pem", "certificate", "cert"),
-                       "CERTIFICATE")
-    write_private(ctx.keys_dir / f"{_wallet_name(data, 'wallet')}.cert.pem", blob)
-    for extra in ("chain", "chain_pem"):
-        if data.get(extra):
-            chain = data[extra]
-            parts = chain if isinstance(chain, list) else [chain]
-            pem = b"".join(_pem_or_der(p.encode() if isinstance(p, str) else bytes(p),
-                                       "CERTIFICATE") for p in parts)
-            write_private(ctx.keys_dir / f"{_wallet_name(data, 'wallet')}.chain.pem", pem)
+    """``keys/<key_id>.cert.pem``, ``.chain.pem``, ``.pansecret`` and the index ``wallet.json``."""
+    name = _wallet_name(data)
+    write_private(ctx.keys_dir / f"{name}.cert.pem",
+                  _blob(data, "certificate_pem", "cert_pem", "pem"))
+    chain = data.get("chain_pem") or []
+    chain = [chain] if isinstance(chain, (str, bytes)) else chain
+    if chain:
+        write_private(ctx.keys_dir / f"{name}.chain.pem", b"".join(
+            c.encode() if isinstance(c, str) else bytes(c) for c in chain))
+    secret = (data.get("secret") or {}).get("pan_secret")
+    if secret:
+        write_private(ctx.keys_dir / f"{name}.pansecret", str(secret).encode() + b"\n")
+    index_path = ctx.home / "wallet.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index[name] = {k: data[k] for k in ("transaction", "key_id", "brand", "cardholder_id",
+                                        "not_after", "pan_last4") if k in data}
+    write_private(index_path, json.dumps(index, indent=2, sort_keys=True).encode())
 
 
 register_effect("wallet.key", after_commit=_wallet_key)

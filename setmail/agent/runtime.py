@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -79,6 +80,10 @@ class Agent:
         self.pool = pool or SMTPClientPool(local_hostname=mailout.domain_of(config.address))
         self.ctx = fx.EffectContext(config.name, config.home)
         cmdq.ensure_tables(self.store, cmdq.DDL + fx.JOURNAL_DDL)
+        for suffix in ("", "-wal", "-shm"):  # role state may hold secrets until a tx ends
+            path = Path(str(config.store_path) + suffix)
+            if path.exists():
+                os.chmod(path, 0o600)
         self.stats = {"in": 0, "out": 0, "duplicates": 0, "quarantined": 0, "commands": 0,
                       "timers": 0}
 

@@ -43,6 +43,16 @@ def decode(path: Path = typer.Argument(..., help="a DER MessageWrapper (or a mai
     typer.echo(describe_file(path, as_json=json_out))
 
 
+def _register_commands() -> None:
+    """init/register, run/agent and mailbox live in their own modules (setmail/cli/*_cmds.py)."""
+    from setmail.cli import mailbox_cmds, run_cmds, world_cmds
+    for module in (world_cmds, run_cmds, mailbox_cmds):
+        module.register_commands(app)
+
+
+_register_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: typer handles usage errors (exit 2); ours become one-line errors."""
     try:

@@ -1,0 +1,64 @@
+"""Which role an agent of a world runs: a registry keyed by the agent's ``kind`` (world.toml).
+
+Other issues add their roles with ``register_role("merchant")`` etc.  ``build_agent`` returns
+None for a kind without a role yet; ``setmail run`` then still accepts that agent's mail (it
+waits in the Maildir) but does not process it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from setmail.agent.runtime import Agent, AgentConfig
+from setmail.roles.base import Role
+from setmail.world.config import AgentSpec, World
+
+RoleFactory = Callable[[World, AgentSpec], Role]
+ROLE_FACTORIES: dict[str, RoleFactory] = {}
+
+
+def register_role(kind: str):
+    def deco(fn: RoleFactory) -> RoleFactory:
+        ROLE_FACTORIES[kind] = fn
+        return fn
+    return deco
+
+
+def agent_config(world: World, name: str) -> AgentConfig:
+    host, port = world.smtp_for(name)
+    spec = world.agent(name)
+    return AgentConfig(name, spec.address, world.agent_home(name), world.maildir(name), host,
+                       port, world.peers())
+
+
+def build_agent(world: World, name: str, **kwargs) -> Agent | None:
+    spec = world.agent(name)
+    factory = ROLE_FACTORIES.get(spec.kind)
+    if factory is None:
+        return None
+    return Agent(agent_config(world, name), factory(world, spec), **kwargs)
+
+
+@register_role("cardholder")
+def _cardholder(world: World, spec: AgentSpec) -> Role:
+    from setmail.crypto.suite import get_suite
+    from setmail.roles.cardholder_reg import CardholderRegConfig, CardholderRegistration
+    from setmail.world.keys import load_key
+    from setmail.world.trees import trust_store
+    keys = world.keys_dir(spec.name)
+
+    def key_lookup(key_id: str):
+        path = keys / f"{key_id}.key.pem"
+        return load_key(path) if path.exists() else None
+
+    return CardholderRegistration(CardholderRegConfig(
+        name=spec.address, trust=trust_store(world), suite=get_suite(world.suite),
+        key_lookup=key_lookup))
+
+
+@register_role("ca")
+def _ca(world: World, spec: AgentSpec) -> Role:
+    from setmail.roles.ca import CAConfig, CARole
+    from setmail.world.trees import load_ca_tree, trust_store
+    label = spec.options.get("ca", spec.name)
+    return CARole(CAConfig(ca=load_ca_tree(world)[label], kind=label, address=spec.address,
+                           trust=trust_store(world)))

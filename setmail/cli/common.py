@@ -1,0 +1,31 @@
+"""Shared options and helpers of the setmail commands."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+HOME_HELP = "world directory (default: $SETMAIL_HOME or ./world)"
+
+
+def home_option():
+    return typer.Option(None, "--home", envvar="SETMAIL_HOME", help=HOME_HELP, show_envvar=False)
+
+
+def load(home: Path | None):
+    os.umask(0o077)  # everything a setmail command creates is private: keys, PANs, mail
+    from setmail.world import load_world
+    return load_world(home)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """One readable line per event on stderr: time, agent, direction, SET type, tx, peer."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("setmail")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False

@@ -1,0 +1,85 @@
+"""``setmail run`` (SMTP server + every agent) and ``setmail agent NAME`` (one agent)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+
+import typer
+
+from setmail.cli.common import home_option, load, setup_logging
+
+EXIT_ENV = 3
+log = logging.getLogger("setmail.agent")
+
+
+def _build(world, names):
+    from setmail.agent.factory import build_agent
+    agents = []
+    for name in names:
+        agent = build_agent(world, name)
+        if agent is None:
+            log.info("%-8s no role for kind %r yet: its mail is accepted and kept in %s", name,
+                     world.agent(name).kind, world.maildir(name))
+        else:
+            agents.append(agent)
+    return agents
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            typer.echo(f"setmail: error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_ENV)
+
+
+def _serve(agents, routes, listen, poll) -> None:
+    from setmail.agent.daemon import serve
+    try:
+        asyncio.run(serve(agents, routes=routes, listen=listen, poll=poll))
+    except KeyboardInterrupt:  # pragma: no cover - the signal handler normally catches it
+        pass
+
+
+def run(home: Path = home_option(),
+        poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    """Run the world's SMTP server and every agent in the foreground (Ctrl-C stops cleanly)."""
+    world = load(home)
+    setup_logging(verbose)
+    _check_port(world.smtp_host, world.smtp_port)
+    agents = _build(world, list(world.agents))
+    _serve(agents, world.routes(), (world.smtp_host, world.smtp_port), poll)
+
+
+def agent(name: str = typer.Argument(..., help="agent name from world.toml"),
+          home: Path = home_option(),
+          smtp_listen: str = typer.Option(None, "--smtp-listen", metavar="HOST:PORT",
+                                          help="also run an SMTP server for this agent's address"),
+          poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    """Run one agent alone (parties on separate hosts; mail arrives via its Maildir)."""
+    world = load(home)
+    spec = world.agent(name)
+    setup_logging(verbose)
+    listen = None
+    if smtp_listen:
+        host, _, port = smtp_listen.rpartition(":")
+        if not port.isdigit() or not host:
+            raise typer.BadParameter("expected HOST:PORT", param_hint="--smtp-listen")
+        listen = (host, int(port))
+        _check_port(*listen)
+    agents = _build(world, [name])
+    if not agents:
+        typer.echo(f"setmail: error: no role implements kind {spec.kind!r} yet", err=True)
+        raise typer.Exit(1)
+    _serve(agents, {spec.address: world.maildir(name)} if listen else None, listen, poll)
+
+
+def register_commands(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("agent")(agent)

@@ -1,0 +1,151 @@
+"""``setmail init``: create a demo world on disk.
+
+Parties: cardholders ``alice`` and ``bob`` (cards at ``bank``), merchant ``shop``, payment gateway
+``gateway``, issuer ``bank`` and the CA agents ``cca`` (cardholders), ``mca`` (merchants) and
+``pca`` (gateways).  The CA tree is created here; the merchant and the gateway get their
+signature and key-exchange certificates directly (a real world would use Me-AqCInitReq ...);
+cardholders get theirs by mail (``setmail register``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+from setmail.agent import commands as cmdq
+from setmail.crypto.suite import get_suite
+from setmail.errors import WorldError, WorldExists
+from setmail.mail.maildir import ensure_maildir
+from setmail.pki.hierarchy import create_hierarchy
+from setmail.pki.parse import to_pem
+from setmail.pki.setext import MerchantInfo, MerName
+from setmail.world.config import WORLD_FILE, AgentSpec, Card, World, dump_toml
+from setmail.world.keys import save_ca, save_chain, save_identity
+
+DEMO_AGENTS = (
+    AgentSpec("alice", "cardholder", "alice@cardholder.example", options={"ca": "cca"}),
+    AgentSpec("bob", "cardholder", "bob@cardholder.example", options={"ca": "cca"}),
+    AgentSpec("shop", "merchant", "shop@merchant.example",
+              options={"gateway": "gateway", "auto_capture": True, "mer_id": "SHOP-0001",
+                       "acquirer_bin": "41111111", "display_name": "The Shop"}),
+    AgentSpec("gateway", "gateway", "gateway@gateway.example", options={"issuer": "bank"}),
+    AgentSpec("bank", "issuer", "bank@issuer.example"),
+    AgentSpec("cca", "ca", "cca@ca.example", options={"ca": "cca"}),
+    AgentSpec("mca", "ca", "mca@ca.example", options={"ca": "mca"}),
+    AgentSpec("pca", "ca", "pca@ca.example", options={"ca": "pca"}),
+)
+DEMO_CARDS = (
+    Card("alice-visa", "alice", "bank", "4111111111111111", "202912", "5000.00"),
+    Card("bob-visa", "bob", "bank", "4012888888881881", "202806", "1500.00"),
+)
+ACCOUNTS_DDL = ("CREATE TABLE IF NOT EXISTS issuer_accounts (pan TEXT PRIMARY KEY, "
+                "expiry TEXT NOT NULL, holder TEXT NOT NULL, credit_limit_minor INTEGER NOT NULL, "
+                "currency TEXT NOT NULL, created_at REAL NOT NULL)",)
+
+
+def _minor(amount: str) -> int:
+    units, _, cents = amount.partition(".")
+    return int(units) * 100 + int((cents + "00")[:2])
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def create_world(home: Path, *, smtp_host: str = "127.0.0.1", smtp_port: int = 2525,
+                 force: bool = False, suite: str = "rsa2048", brand: str = "Visa",
+                 mailboxes: Path | None = None, now: dt.datetime | None = None) -> World:
+    home = Path(home).absolute()
+    if (home / WORLD_FILE).exists() or (home / "agents").exists():
+        if not force:
+            raise WorldExists(f"a world already exists at {home}; use --force to recreate it")
+        for sub in ("agents", "pki", WORLD_FILE):
+            target = home / sub
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    crypto = get_suite(suite)
+    now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    mailboxes = Path(mailboxes).absolute() if mailboxes else home / "mailboxes"
+    world = World(home, "demo", suite, brand, smtp_host, smtp_port, mailboxes,
+                  {a.name: a for a in DEMO_AGENTS}, {c.name: c for c in DEMO_CARDS},
+                  now.isoformat())
+    try:
+        _mkdir(home)
+        for name in world.agents:
+            _mkdir(world.keys_dir(name))
+            maildir = world.maildir(name)
+            if force and maildir.exists():
+                shutil.rmtree(maildir)
+            ensure_maildir(maildir)
+        _write_pki(world, crypto, now)
+        _write_accounts(world, now)
+        (home / WORLD_FILE).write_text(
+            "# setmail world: parties, mail addresses, SMTP, suite, demo card accounts\n"
+            + dump_toml(world.to_dict()))
+        _private_tree(home)
+        _private_tree(mailboxes)
+    except OSError as exc:
+        raise WorldError(f"cannot create the world at {home}: {exc}") from exc
+    return world
+
+
+def _private_tree(root: Path) -> None:
+    """Directories 0700, files 0600: keys, PANs (world.toml, the issuer's store) and mail."""
+    os.chmod(root, 0o700)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o700)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o600)
+
+
+def _write_pki(world: World, crypto, now: dt.datetime) -> None:
+    tree = create_hierarchy(crypto, now, brand=world.brand)
+    for label, ca in (("root", tree.root), ("brand", tree.brand)):
+        _mkdir(world.pki_dir / label)
+        save_ca(world.pki_dir / label, ca)
+    _mkdir(world.pki_dir / "trust")
+    (world.pki_dir / "trust" / "root.cert.pem").write_bytes(to_pem(tree.root.certificate))
+    for spec in world.agents_of_kind("ca"):
+        save_ca(world.keys_dir(spec.name), getattr(tree, spec.options.get("ca", spec.name)))
+    for spec in world.agents_of_kind("merchant"):
+        sig, kex = crypto.generate_key(), crypto.generate_key()
+        name = spec.options.get("display_name", spec.name)
+        info = MerchantInfo(spec.options.get("mer_id", spec.name.upper()),
+                            spec.options.get("acquirer_bin", "41111111"),
+                            (MerName("en", name, "Springfield", "US"),), 840)
+        sig_cert, kex_cert = tree.issue_merchant(sig.public_key(), kex.public_key(), info, now)
+        _save_ee(world, spec.name, sig, sig_cert, kex, kex_cert, tree.mca.chain)
+    for spec in world.agents_of_kind("gateway"):
+        sig, kex = crypto.generate_key(), crypto.generate_key()
+        sig_cert, kex_cert = tree.issue_gateway(sig.public_key(), kex.public_key(), now,
+                                                name=spec.name)
+        _save_ee(world, spec.name, sig, sig_cert, kex, kex_cert, tree.pca.chain)
+
+
+def _save_ee(world, name, sig, sig_cert, kex, kex_cert, chain) -> None:
+    keys = world.keys_dir(name)
+    save_identity(keys, "sig", sig, sig_cert)
+    save_identity(keys, "kex", kex, kex_cert)
+    save_chain(keys / "chain.pem", chain)
+
+
+def _write_accounts(world: World, now: dt.datetime) -> None:
+    for spec in world.agents_of_kind("issuer"):
+        store = cmdq.open_store(world.store_path(spec.name))
+        try:
+            with store.transaction(now=now.timestamp()) as tx:
+                for statement in ACCOUNTS_DDL:
+                    tx.execute(statement)
+                for card in world.cards.values():
+                    if card.issuer == spec.name:
+                        tx.execute("INSERT OR REPLACE INTO issuer_accounts VALUES (?, ?, ?, ?, ?, ?)",
+                                   (card.pan, card.expiry, card.holder, _minor(card.credit_limit),
+                                    card.currency, now.timestamp()))
+        finally:
+            store.close()
+        os.chmod(world.store_path(spec.name), 0o600)
