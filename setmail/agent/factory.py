@@ -60,5 +60,11 @@ def _ca(world: World, spec: AgentSpec) -> Role:
     from setmail.roles.ca import CAConfig, CARole
     from setmail.world.trees import load_ca_tree, trust_store
     label = spec.options.get("ca", spec.name)
-    return CARole(CAConfig(ca=load_ca_tree(world)[label], kind=label, address=spec.address,
+    key = str(world.home)
+    if key not in _TREES:  # one load per world and process: cca, mca, pca share the tree
+        _TREES[key] = load_ca_tree(world)
+    return CARole(CAConfig(ca=_TREES[key][label], kind=label, address=spec.address,
                            trust=trust_store(world)))
+
+
+_TREES: dict[str, dict] = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -37,6 +38,21 @@ def _check_port(host: str, port: int) -> None:
             raise typer.Exit(EXIT_ENV)
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _early_stop(*_):
+    raise _Stopped()
+
+
+def _stop_early_on_signals() -> None:
+    """SIGTERM/SIGINT while agents are still being built: stop cleanly (exit 0) rather than die;
+    once serving, the event loop's own handlers take over."""
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
+
+
 def _serve(agents, routes, listen, poll) -> None:
     from setmail.agent.daemon import serve
     try:
@@ -49,11 +65,15 @@ def run(home: Path = home_option(),
         poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
     """Run the world's SMTP server and every agent in the foreground (Ctrl-C stops cleanly)."""
-    world = load(home)
-    setup_logging(verbose)
-    _check_port(world.smtp_host, world.smtp_port)
-    agents = _build(world, list(world.agents))
-    _serve(agents, world.routes(), (world.smtp_host, world.smtp_port), poll)
+    _stop_early_on_signals()
+    try:
+        world = load(home)
+        setup_logging(verbose)
+        _check_port(world.smtp_host, world.smtp_port)
+        agents = _build(world, list(world.agents))
+        _serve(agents, world.routes(), (world.smtp_host, world.smtp_port), poll)
+    except _Stopped:
+        log.info("stopped before serving")
 
 
 def agent(name: str = typer.Argument(..., help="agent name from world.toml"),
@@ -63,6 +83,7 @@ def agent(name: str = typer.Argument(..., help="agent name from world.toml"),
           poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
           verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
     """Run one agent alone (parties on separate hosts; mail arrives via its Maildir)."""
+    _stop_early_on_signals()
     world = load(home)
     spec = world.agent(name)
     setup_logging(verbose)
@@ -73,11 +94,14 @@ def agent(name: str = typer.Argument(..., help="agent name from world.toml"),
             raise typer.BadParameter("expected HOST:PORT", param_hint="--smtp-listen")
         listen = (host, int(port))
         _check_port(*listen)
-    agents = _build(world, [name])
-    if not agents:
-        typer.echo(f"setmail: error: no role implements kind {spec.kind!r} yet", err=True)
-        raise typer.Exit(1)
-    _serve(agents, {spec.address: world.maildir(name)} if listen else None, listen, poll)
+    try:
+        agents = _build(world, [name])
+        if not agents:
+            typer.echo(f"setmail: error: no role implements kind {spec.kind!r} yet", err=True)
+            raise typer.Exit(1)
+        _serve(agents, {spec.address: world.maildir(name)} if listen else None, listen, poll)
+    except _Stopped:
+        log.info("stopped before serving")
 
 
 def register_commands(app: typer.Typer) -> None:

@@ -1,0 +1,128 @@
+"""The command line end to end: init -> run -> register --wait -> mailbox list/show; exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from setmail.cli.main import main
+from setmail.mail.smtpd import pick_free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_main(argv) -> int:
+    """main() as the console script runs it (typer ends with SystemExit)."""
+    try:
+        return main(list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = run_main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def world_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("cli") / "world"
+    assert run_main(["init", "--home", str(home), "--smtp-port", str(pick_free_port())]) == 0
+    return home
+
+
+def test_init_registers_over_smtp_and_mailbox_decodes(world_home, capsys):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SETMAIL_FAULT", None)
+    run = subprocess.Popen([sys.executable, "-m", "setmail.cli.main", "run", "--home",
+                            str(world_home), "--poll", "0.05"], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        code, out, err = cli(capsys, "register", "alice", "--home", str(world_home),
+                             "--wait", "30")
+        assert code == 0, err
+        assert "certificate issued" in out
+    finally:
+        time.sleep(0.3)
+        run.send_signal(signal.SIGINT)
+        log, _ = run.communicate(timeout=20)
+    assert run.returncode == 0, log
+    # readable log lines, one per mail, never a PAN
+    assert "cca      IN   CertReq" in log and "alice    IN   CertRes" in log
+    assert "4111111111111111" not in log and "stopped" in log
+    keys = world_home / "agents" / "alice" / "keys"
+    assert len(list(keys.glob("*.cert.pem"))) == 1
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in keys.iterdir())
+    code, out, _ = cli(capsys, "mailbox", "list", "alice", "--json", "--home", str(world_home))
+    rows = json.loads(out)
+    assert code == 0 and [r["type"] for r in rows] == ["CardCInitRes", "RegFormRes", "CertRes"]
+    assert all(r["folder"] == "cur" and "S" in r["flags"] for r in rows)
+    code, out, _ = cli(capsys, "mailbox", "show", "alice", rows[-1]["key"], "--json",
+                       "--home", str(world_home))
+    info = json.loads(out)
+    assert info["set"]["message_type"] == "CertRes"
+    assert info["headers"]["Subject"].startswith("SET CertRes ")
+    assert "encrypted" in json.dumps(info["set"]["message"])  # EncK stays sealed
+    code, text, _ = cli(capsys, "mailbox", "show", "cca", "--home", str(world_home),
+                        json.loads(cli(capsys, "mailbox", "list", "cca", "--json", "--home",
+                                       str(world_home))[1])[0]["key"])
+    assert code == 0 and "CardCInitReq" in text and "rrpid:" in text
+    code, text, _ = cli(capsys, "mailbox", "list", "cca", "--home", str(world_home))
+    assert code == 0 and text.count("done") == 3
+    # decode (the lead's command) reads a stored mail file through inspect.describe_file
+    mail_file = next((world_home / "mailboxes" / "alice" / "cur").iterdir())
+    code, text, _ = cli(capsys, "decode", str(mail_file))
+    assert code == 0 and "message_type: " in text
+
+
+def test_init_refuses_existing_world_without_force(world_home, tmp_path, capsys):
+    code, _, err = cli(capsys, "init", "--home", str(world_home))
+    assert code == 3 and "already exists" in err and "--force" in err
+    home = tmp_path / "w"
+    assert cli(capsys, "init", "--home", str(home), "--smtp-port", "2999")[0] == 0
+    (home / "mailboxes" / "alice" / "new" / "junk").write_text("x")
+    code, out, _ = cli(capsys, "init", "--home", str(home), "--force")
+    assert code == 0 and not (home / "mailboxes" / "alice" / "new" / "junk").exists()
+    assert 'port = 2525' in (home / "world.toml").read_text()
+    assert oct((home / "agents" / "shop" / "keys" / "sig.key.pem").stat().st_mode & 0o777) == "0o600"
+    assert oct((home / "agents" / "shop").stat().st_mode & 0o777) == "0o700"
+
+
+def test_exit_codes(world_home, tmp_path, capsys):
+    home = str(world_home)
+    assert cli(capsys, "mailbox", "list", "alice", "--home", str(tmp_path / "none"))[0] == 3
+    assert cli(capsys, "mailbox", "list", "mallory", "--home", home)[0] == 2
+    assert cli(capsys, "mailbox", "show", "alice", "no-such-key", "--home", home)[0] == 2
+    code, _, err = cli(capsys, "register", "shop", "--home", home)
+    assert code == 2 and "not a cardholder" in err
+    # no agent running: the command is queued, the wait times out -> 1
+    code, out, err = cli(capsys, "register", "bob", "--home", home, "--wait", "0.5")
+    assert code == 1 and "did not pick the command up" in err
+    assert cli(capsys, "init", "--home", str(tmp_path / "x"), "--smtp-port", "0")[0] == 2
+    assert cli(capsys, "bogus-command")[0] == 2
+
+
+def test_run_refuses_a_busy_port(world_home, tmp_path, capsys):
+    import tomllib
+    port = tomllib.loads((world_home / "world.toml").read_text())["smtp"]["port"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        code, _, err = cli(capsys, "run", "--home", str(world_home))
+    assert code == 3 and "cannot listen" in err
+
+
+@pytest.mark.parametrize("argv", [[], ["init"], ["run"], ["agent"], ["register"], ["mailbox"],
+                                  ["mailbox", "list"], ["mailbox", "show"], ["decode"]])
+def test_every_command_has_help(argv, capsys):
+    code = run_main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Usage:" in out
