@@ -35,6 +35,31 @@ def check_der(data: bytes, what: str = "value") -> None:
         raise MalformedMessage(f"{what}: {len(data) - end} bytes of trailing data")
 
 
+def read_length(data: bytes, pos: int, limit: int, what: str) -> tuple[int, int]:
+    """(length, offset after the length octets) of the DER length at ``pos``.
+
+    Definite form only, minimal (short form below 0x80, no leading zero octet), and the value must
+    end by ``limit``: the rules every DER reader in setmail shares.
+    """
+    if pos >= limit:
+        raise MalformedMessage(f"{what}: truncated TLV at offset {pos}")
+    n = data[pos]
+    pos += 1
+    if n & 0x80:
+        k = n & 0x7F
+        if k == 0 or k > 4 or pos + k > limit:
+            raise MalformedMessage(f"{what}: bad length encoding at offset {pos - 1}")
+        length = int.from_bytes(data[pos:pos + k], "big")
+        if length < 0x80 or data[pos] == 0:
+            raise MalformedMessage(f"{what}: non-minimal length at offset {pos - 1}")
+        pos += k
+    else:
+        length = n
+    if pos + length > limit:
+        raise MalformedMessage(f"{what}: length runs past the end at offset {pos}")
+    return length, pos
+
+
 def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
     stack = [(pos, limit)]
     first_end = None
@@ -55,21 +80,8 @@ def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
                         break
                 if number < 31:
                     raise MalformedMessage(f"{what}: non-minimal tag number at offset {pos}")
-            n = data[pos]
-            pos += 1
-            if n & 0x80:
-                k = n & 0x7F
-                if k == 0 or k > 4 or pos + k > limit:
-                    raise MalformedMessage(f"{what}: bad length encoding at offset {pos - 1}")
-                length = int.from_bytes(data[pos:pos + k], "big")
-                if length < 0x80 or data[pos] == 0:
-                    raise MalformedMessage(f"{what}: non-minimal length at offset {pos - 1}")
-                pos += k
-            else:
-                length = n
+            length, pos = read_length(data, pos, limit, what)
             end = pos + length
-            if end > limit:
-                raise MalformedMessage(f"{what}: length runs past the end at offset {pos}")
             if tag == 0x02 and (length == 0 or (length > 1 and (
                     (data[pos] == 0 and data[pos + 1] < 0x80) or (data[pos] == 0xFF and data[pos + 1] >= 0x80)))):
                 raise MalformedMessage(f"{what}: non-minimal INTEGER at offset {pos}")

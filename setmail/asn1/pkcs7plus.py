@@ -4,19 +4,20 @@ SET 1.0 builds every protected message from a few operators (S, SO, Enc, EncK, E
 EncB, EncBX, DD, L) over PKCS#7.  Here they map to CMS (RFC 5652/5083); the few shapes that CMS
 does not provide are defined in this module:
 
-* ``Linkage`` — L(t1, t2) = SEQUENCE { t1, DD(t2) }; t1 is kept as raw DER.
 * ``SETOAEPBlock`` — what the RSA-OAEP block carries for the "H" and "X" operators: the content
   key plus the hash of the content (EH, EXH) and/or the extra data (EX, EXH, EncX, EncBX). SET 1.0
   packed these as BT/BC/V bytes in a custom OAEP; we keep BC as ``block_contents`` and use DER
   inside a standard OAEP-SHA256 block (deviation D-11).
 * ``GCMParameters`` — RFC 5084, missing from asn1crypto.
-* ``EncBPair`` — EncB/EncBX = SEQUENCE { envelope, baggage }; baggage stays raw DER here.
+
+L(t1, t2) = SEQUENCE { t1, DD(t2) } and EncB/EncBX = SEQUENCE { envelope, baggage } need no class
+of their own: the typed versions live with the messages (e.g. ``PI_OILink``, ``AuthReq``) and the
+operators split them with ``setmail.crypto.reader.split_pair``.
 """
 from __future__ import annotations
 
 from asn1crypto import algos, cms, core
 
-from setmail.asn1.base import DetachedDigest
 
 
 class GCMParameters(core.Sequence):
@@ -53,22 +54,4 @@ class SETOAEPBlock(core.Sequence):
         ("key", core.OctetString),
         ("hash", core.OctetString, {"implicit": 0, "optional": True}),
         ("extra", core.Any, {"explicit": 1, "optional": True}),
-    ]
-
-
-class Linkage(core.Sequence):
-    """L(t1, t2): t1 travels whole, t2 only as its detached digest."""
-
-    _fields = [
-        ("t1", core.Any),
-        ("h_t2", DetachedDigest),
-    ]
-
-
-class EncBPair(core.Sequence):
-    """EncB{s,r,t,b} and EncBX: the envelope and the baggage it is bound to by digest."""
-
-    _fields = [
-        ("enc", cms.ContentInfo),
-        ("baggage", core.Any),
     ]

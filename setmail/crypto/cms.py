@@ -96,6 +96,22 @@ def load_cert(data: bytes) -> x509.Certificate:
         raise MalformedMessage(f"embedded certificate does not parse: {exc}") from exc
 
 
+def _content(data: bytes, oid_body: bytes, what: str) -> Reader:
+    """A reader over the SEQUENCE inside ``ContentInfo { contentType, [0] EXPLICIT content }``."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise MalformedMessage(f"{what}: expected bytes, got {type(data).__name__}")
+    top = Reader(bytes(data), what)
+    ci = top.enter(0x30)
+    top.done()
+    if ci.value(0x06) != oid_body:
+        raise WrongContentType(f"expected a {what} ContentInfo")
+    outer = ci.enter(0xA0)
+    ci.done()
+    body = outer.enter(0x30)
+    outer.done()
+    return body
+
+
 # --- SignedData ---------------------------------------------------------------------------
 def build_signed(suite: CryptoSuite, signer: Identity, content_type: str, content: bytes, *,
                  detached: bool, certs: tuple[x509.Certificate, ...] | None) -> bytes:
@@ -129,17 +145,7 @@ class Signed:
 def open_signed(suite: CryptoSuite, data: bytes, content_type: str, *, detached_content=None,
                 certs=(), validate=None) -> Signed:
     """Verify a SignedData of ``content_type``; ``validate(signer, certificates)`` checks the path."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise MalformedMessage(f"SignedData: expected bytes, got {type(data).__name__}")
-    top = Reader(bytes(data), "SignedData")
-    ci = top.enter(0x30)
-    top.done()
-    if ci.value(0x06) != _OID_BODY_SIGNED_DATA:
-        raise WrongContentType("expected a SignedData ContentInfo")
-    outer = ci.enter(0xA0)
-    ci.done()
-    sd = outer.enter(0x30)
-    outer.done()
+    sd = _content(data, _OID_BODY_SIGNED_DATA, "SignedData")
     if sd.integer() != 3:
         raise MalformedMessage("SignedData: unsupported version")
     sd.expect(_DIGEST_ALGS)
@@ -239,17 +245,7 @@ class Envelope:
 
 
 def parse_enveloped(data: bytes, content_type: str) -> Envelope:
-    if not isinstance(data, (bytes, bytearray)):
-        raise MalformedMessage(f"AuthEnvelopedData: expected bytes, got {type(data).__name__}")
-    top = Reader(bytes(data), "AuthEnvelopedData")
-    ci = top.enter(0x30)
-    top.done()
-    if ci.value(0x06) != _OID_BODY_AUTH_ENVELOPED:
-        raise WrongContentType("expected an AuthEnvelopedData ContentInfo")
-    outer = ci.enter(0xA0)
-    ci.done()
-    aed = outer.enter(0x30)
-    outer.done()
+    aed = _content(data, _OID_BODY_AUTH_ENVELOPED, "AuthEnvelopedData")
     if aed.integer() != 0:
         raise MalformedMessage("AuthEnvelopedData: unsupported version")
     infos = aed.enter(0x31)

@@ -18,30 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asn1crypto import core
 from cryptography import x509
 
-from setmail.asn1.base import check_der
 from setmail.crypto import der
 from setmail.crypto.cms import Identity, Signed
-from setmail.crypto.operators import DD, EX, EXH, SO, _split_L, open_EX, open_EXH, verify_SO
+from setmail.crypto.operators import DD, EX, EXH, SO, open_EX, open_EXH, verify_SO
+from setmail.crypto.reader import split_pair
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
-from setmail.errors import DigestMismatch, MalformedMessage
-
-
-class _Pair(core.Sequence):
-    _fields = [("first", core.Any), ("second", core.Any)]
-
-
-def _pair(data: bytes, what: str) -> tuple[bytes, bytes]:
-    try:
-        check_der(data, what)
-        value = _Pair.load(data, strict=True)
-        return value["first"].dump(), value["second"].dump()
-    except MalformedMessage:
-        raise
-    except Exception as exc:
-        raise MalformedMessage(f"{what} is malformed ({exc})") from exc
+from setmail.errors import DigestMismatch
 
 
 @dataclass(frozen=True)
@@ -91,14 +75,14 @@ def dual_sign(cardholder: Identity, gateway: x509.Certificate, pi_head: bytes, o
 
 def split_pi_dual_signed(pi_dual_signed: bytes) -> tuple[bytes, bytes]:
     """(piSignature, exPIData) of a PIDualSigned."""
-    return _pair(pi_dual_signed, "PIDualSigned")
+    return split_pair(pi_dual_signed, "PIDualSigned")
 
 
 def merchant_verify(pi_dual_signed: bytes, oi_dual_signed: bytes, *, certs=(), validate=None,
                     suite: CryptoSuite = DEFAULT_SUITE) -> MerchantView:
     """Verify the dual signature from the order side; the PAN stays sealed for the gateway."""
     signature, _ = split_pi_dual_signed(pi_dual_signed)
-    oi_data, h_pi = _pair(oi_dual_signed, "OIDualSigned")
+    oi_data, h_pi = split_pair(oi_dual_signed, "OIDualSigned")
     tbs = pi_tbs(h_pi, DD("OIData", oi_data, suite))
     signed = verify_SO(signature, "PI-TBS", tbs, certs=certs, validate=validate, suite=suite)
     return MerchantView(oi_data, h_pi, signed)
@@ -113,7 +97,7 @@ def gateway_verify(pi_dual_signed: bytes, gateway: Identity, *, h_oi_data: bytes
     """
     signature, ex_pi_data = split_pi_dual_signed(pi_dual_signed)
     opened = open_EX(ex_pi_data, gateway, "PIDualSignedTBE", "PANData", suite=suite)
-    pi_head, h_oi = _split_L(opened.content)
+    pi_head, h_oi = split_pair(opened.content, "PI-OILink")
     if h_oi_data is not None and h_oi_data != h_oi:
         raise DigestMismatch("merchant's DD(OIData) differs from the cardholder's")
     h_pi = DD("PIData", der.seq(pi_head, opened.extra), suite)
@@ -134,7 +118,7 @@ def unsigned_purchase(gateway: x509.Certificate, pi_head: bytes, oi_data: bytes,
 def gateway_open_unsigned(pi_unsigned: bytes, gateway: Identity, *, h_oi_data: bytes | None = None,
                           suite: CryptoSuite = DEFAULT_SUITE) -> GatewayView:
     opened = open_EXH(pi_unsigned, gateway, "PIUnsignedTBE", "PANToken", suite=suite)
-    pi_head, h_oi = _split_L(opened.content)
+    pi_head, h_oi = split_pair(opened.content, "PI-OILink")
     if h_oi_data is not None and h_oi_data != h_oi:
         raise DigestMismatch("merchant's DD(OIData) differs from the cardholder's")
     return GatewayView(pi_head, opened.extra, h_oi, None)
@@ -142,5 +126,5 @@ def gateway_open_unsigned(pi_unsigned: bytes, gateway: Identity, *, h_oi_data: b
 
 def merchant_check_unsigned(oi_unsigned: bytes, *, suite: CryptoSuite = DEFAULT_SUITE) -> MerchantView:
     """Unsigned purchases give the merchant no signature to check: only the structure."""
-    oi_data, h_pi = _pair(oi_unsigned, "OIUnsigned")
+    oi_data, h_pi = split_pair(oi_unsigned, "OIUnsigned")
     return MerchantView(oi_data, h_pi, None)  # type: ignore[arg-type]

@@ -32,8 +32,9 @@ from cryptography import x509
 
 from setmail.asn1.base import check_der
 from setmail.asn1.oids import CONTENT_TYPES
-from setmail.asn1.pkcs7plus import BlockContents, EncBPair, Linkage, SETOAEPBlock
+from setmail.asn1.pkcs7plus import BlockContents, SETOAEPBlock
 from setmail.crypto import der
+from setmail.crypto.reader import split_pair
 from setmail.crypto.cms import (ALG_SHA256, Identity, Signed, build_enveloped, build_signed, decrypt_content,
                                 kekri, ktri, open_signed, parse_enveloped, unwrap_kekri, unwrap_ktri)
 from setmail.crypto.suite import CEK_SIZE, DEFAULT_SUITE, CryptoSuite, fresh
@@ -80,20 +81,9 @@ def L(t1: bytes, t2_type: str, t2: bytes, suite: CryptoSuite = DEFAULT_SUITE) ->
     return der.seq(t1, DD(t2_type, t2, suite))
 
 
-def _split_L(linkage: bytes) -> tuple[bytes, bytes]:
-    try:
-        check_der(linkage, "L(t1,t2)")
-        value = Linkage.load(linkage, strict=True)
-        return value["t1"].dump(), value["h_t2"].dump()
-    except MalformedMessage:
-        raise
-    except Exception as exc:
-        raise MalformedMessage(f"linkage L(t1,t2) is malformed ({exc})") from exc
-
-
 def open_L(linkage: bytes, t2_type: str, t2: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
     """t1 from L(t1,t2), after checking the digest against the t2 the receiver holds."""
-    t1, dd = _split_L(linkage)
+    t1, dd = split_pair(linkage, "L(t1,t2)")
     check_DD(dd, t2_type, t2, suite)
     return t1
 
@@ -272,17 +262,6 @@ def open_EXH(data: bytes, recipient: Identity, tbex_type: str, p_type: str, *,
     return Opened(open_L(content, p_type, p, suite), extra=p)
 
 
-def _split_pair(data: bytes) -> tuple[bytes, bytes]:
-    try:
-        check_der(data, "EncB")
-        pair = EncBPair.load(data, strict=True)
-        return pair["enc"].dump(), pair["baggage"].dump()
-    except MalformedMessage:
-        raise
-    except Exception as exc:
-        raise MalformedMessage(f"EncB structure is malformed ({exc})") from exc
-
-
 def EncB(signer: Identity, recipient: x509.Certificate, tbs_type: str, t: bytes, b_type: str,
          b: bytes, tbe_type: str, *, certs=None, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
     """EncB(s,r,t,b): baggage b travels outside the envelope, bound by DD(b) in the signature."""
@@ -292,7 +271,7 @@ def EncB(signer: Identity, recipient: x509.Certificate, tbs_type: str, t: bytes,
 
 def open_EncB(data: bytes, recipient: Identity, tbe_type: str, tbs_type: str, b_type: str, *,
               certs=(), validate=None, suite: CryptoSuite = DEFAULT_SUITE) -> Opened:
-    enc, b = _split_pair(data)
+    enc, b = split_pair(data, "EncB")
     opened = open_Enc(enc, recipient, tbe_type, tbs_type, certs=certs, validate=validate, suite=suite)
     return Opened(open_L(opened.content, b_type, b, suite), baggage=b, signed=opened.signed)
 
@@ -308,7 +287,7 @@ def EncBX(signer: Identity, recipient: x509.Certificate, tbs_type: str, t: bytes
 
 def open_EncBX(data: bytes, recipient: Identity, tbex_type: str, tbs_type: str, b_type: str,
                p_type: str, *, certs=(), validate=None, suite: CryptoSuite = DEFAULT_SUITE) -> Opened:
-    enc, b = _split_pair(data)
+    enc, b = split_pair(data, "EncB")
     opened = open_EncX(enc, recipient, tbex_type, tbs_type, p_type, certs=certs, validate=validate,
                        suite=suite)
     return Opened(open_L(opened.content, b_type, b, suite), extra=opened.extra, baggage=b,

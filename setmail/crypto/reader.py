@@ -8,6 +8,7 @@ and stricter: any other tag, a non-minimal length or INTEGER, or a byte left ove
 """
 from __future__ import annotations
 
+from setmail.asn1.base import check_der, read_length
 from setmail.errors import MalformedMessage
 
 
@@ -25,24 +26,13 @@ class Reader:
 
     def _header(self) -> tuple[int, int, int]:
         """(tag, content start, content end) of the TLV at ``pos``; checks DER length rules."""
-        data, pos, end = self.data, self.pos, self.end
-        if end - pos < 2:
+        if self.end - self.pos < 2:
             self._fail("truncated")
-        tag, n = data[pos], data[pos + 1]
-        pos += 2
-        if n & 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 4 or pos + k > end:
-                self._fail("bad length")
-            length = int.from_bytes(data[pos:pos + k], "big")
-            if length < 0x80 or data[pos] == 0:
-                self._fail("non-minimal length")
-            pos += k
-        else:
-            length = n
-        if pos + length > end:
-            self._fail("length runs past the end")
-        return tag, pos, pos + length
+        tag = self.data[self.pos]
+        if tag & 0x1F == 0x1F:
+            self._fail("high tag number where none is expected")
+        length, start = read_length(self.data, self.pos + 1, self.end, self.what)
+        return tag, start, start + length
 
     def peek(self) -> int | None:
         return self.data[self.pos] if self.pos < self.end else None
@@ -55,6 +45,10 @@ class Reader:
         whole = self.data[self.pos:stop]
         self.pos = stop
         return whole
+
+    def any(self) -> bytes:
+        """The whole TLV of the next value, whatever its tag."""
+        return self.raw(self.data[self.pos] if self.pos < self.end else -1)
 
     def value(self, tag: int) -> bytes:
         """The content octets of the next value, which must have ``tag``."""
@@ -90,3 +84,21 @@ class Reader:
     def done(self) -> None:
         if self.pos != self.end:
             self._fail(f"{self.end - self.pos} unexpected trailing bytes")
+
+
+def split_pair(data: bytes, what: str) -> tuple[bytes, bytes]:
+    """The two elements (whole TLVs) of a DER SEQUENCE of exactly two values.
+
+    Every two-part shape of the operators is one: L(t1,t2) = {t1, DD(t2)}, EncB's {envelope,
+    baggage}, PIDualSigned, OIDualSigned.  The whole value is checked as DER first (D-14).
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise MalformedMessage(f"{what}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    check_der(data, what)
+    top = Reader(data, what)
+    pair = top.enter(0x30)
+    top.done()
+    first, second = pair.any(), pair.any()
+    pair.done()
+    return first, second

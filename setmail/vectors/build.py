@@ -14,6 +14,7 @@ from setmail.crypto import dual, operators as op
 from setmail.asn1.oids import ct
 from setmail.crypto.cms import (Identity, decrypt_content, kek_id, parse_enveloped, unwrap_kekri,
                                 unwrap_ktri)
+from setmail.crypto.reader import split_pair
 from setmail.crypto.suite import get_suite
 from setmail.pki import to_der, to_pem
 from setmail.pki.hierarchy import create_hierarchy
@@ -95,7 +96,7 @@ class _Builder:
 
     def EncB(self, msg, signer, recipient, tbs, plaintext, b_type, baggage, tbe):
         data = op.EncB(signer, recipient.cert, tbs, plaintext, b_type, baggage, tbe, suite=self.suite)
-        enc = op._split_pair(data)[0]
+        enc = split_pair(data, "EncB")[0]
         self.layer(msg, "EncB", signer=self.names[id(signer)], recipient=self.names[id(recipient)],
                    content_type=tbe, inner_content_type=tbs, locate="envelope",
                    content=_decrypted(enc, recipient, tbe, self.suite))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from asn1crypto import cms, core, keys, x509
+from asn1crypto import cms, x509
 
 from setmail.asn1 import capture as cap
 from setmail.asn1 import certext, certmsgs as cm, error, gateway as gw, purchase as pu
