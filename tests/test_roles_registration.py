@@ -253,7 +253,7 @@ def test_retry_resends_identical_bytes_then_fails(hier):
 def _roles(hier):
     trust = hier.trust_store()
     return [CardholderRegistration(CardholderRegConfig(ALICE, trust)),
-            EERegistration(EERegConfig(SHOP, "merchant", trust)),
+            EERegistration(EERegConfig(SHOP, trust, kind="merchant")),
             CARole(CAConfig(hier.cca, "cca", CA, trust)), CARole(CAConfig(hier.mca, "mca", CA, trust))]
 
 
@@ -277,7 +277,7 @@ def test_merchant_and_gateway_registration(hier, kind, ca_kind, cert_type, pend)
     ca = getattr(hier, ca_kind)
     net.roles[CA] = CARole(CAConfig(ca, ca_kind, CA, hier.trust_store(), pend_first_request=pend))
     net.roles[SHOP] = EERegistration(EERegConfig(
-        SHOP, kind, hier.trust_store(), key_lookup=lambda k: keys_from(net, SHOP).get(k)))
+        SHOP, hier.trust_store(), kind=kind, key_lookup=lambda k: keys_from(net, SHOP).get(k)))
     net.run(SHOP, Command("register", {"ca": CA, "bin": "41111111", "merchant_id": "MER-0001",
                                        "fields": MERCHANT_FIELDS}), NOW)
     if pend:

@@ -26,42 +26,26 @@ state keeps PAN, CardSecret and the back key under ``state["secret"]`` and drops
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Callable
 
 from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.asn1.purchase import PANOnly
 from setmail.crypto.operators import EXH, EncX, open_EncK, verify_S
-from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
+from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, validate_path
 from setmail.pki.cardholder import cardholder_common_name, pan_secret, verify_cardholder_id
-from setmail.pki.trust import TrustStore
-from setmail.roles.base import CancelTimer, Effect, Outcome
-from setmail.roles.common import (Requester, cert_hex, cert_pem,
+from setmail.roles.base import Effect, Outcome
+from setmail.roles.common import (cert_hex, cert_pem,
                                   fill_form, find_certificate, guarded, h, load_cert_hex, luhn_ok, path_check,
-                                  pop_identity, private_pem, public_key_info, spki, unh, unwrap, wrap)
+                                  pop_identity, private_pem, public_key_info, spki, unh, unwrap,
+                                  wrap)
+from setmail.roles.requester import CERTIFICATE_STATES, Requester, RequesterConfig, waiting
 
 
-@dataclass(frozen=True)
-class CardholderRegConfig:
-    name: str
-    trust: TrustStore
-    suite: CryptoSuite = DEFAULT_SUITE
-    retry_after: dt.timedelta = dt.timedelta(minutes=30)
-    max_retries: int = 3
-    poll_after: dt.timedelta = dt.timedelta(hours=1)
-    max_polls: int = 5
-    language: str = "en"
-    crls: tuple | None = None
-    key_lookup: Callable[[str], Any] | None = None
-
-
-_WAIT = ("timer:retry", "Error")
-_RES = ("DONE", "PENDING", "FAILED")
+class CardholderRegConfig(RequesterConfig):
+    """The cardholder wallet's configuration: exactly the shared requester fields."""
 
 
 class CardholderRegistration(Requester):
@@ -71,28 +55,17 @@ class CardholderRegistration(Requester):
     LID_FIELD = "lid_c"
     TRANSITIONS = {
         "START": {"register": ("CINIT_SENT", "FAILED")},
-        "CINIT_SENT": {"CardCInitRes": ("FORM_REQ_SENT", "CINIT_SENT"),
-                       **{e: ("CINIT_SENT", "FAILED") for e in _WAIT}},
+        "CINIT_SENT": {"CardCInitRes": ("FORM_REQ_SENT", "CINIT_SENT"), **waiting("CINIT_SENT")},
         "FORM_REQ_SENT": {"RegFormRes": ("CERT_REQ_SENT", "FORM_REQ_SENT", "FAILED"),
-                          **{e: ("FORM_REQ_SENT", "FAILED") for e in _WAIT}},
-        "CERT_REQ_SENT": {"CertRes": (*_RES, "CERT_REQ_SENT"),
-                          **{e: ("CERT_REQ_SENT", "FAILED") for e in _WAIT}},
-        "PENDING": {"timer:poll": ("INQ_SENT", "FAILED")},
-        "INQ_SENT": {"CertInqRes": (*_RES, "INQ_SENT"), "CertRes": (*_RES, "INQ_SENT"),
-                     **{e: ("INQ_SENT", "FAILED") for e in _WAIT}},
-        "DONE": {"timer:retry": "DONE", "timer:poll": "DONE"},      # stale timers
-        "FAILED": {"timer:retry": "FAILED", "timer:poll": "FAILED"},
+                          **waiting("FORM_REQ_SENT")},
+        **CERTIFICATE_STATES,
     }
 
     def __init__(self, config: CardholderRegConfig):
         self.config = config
 
-    def command_key(self, event) -> str:
-        a = event.args
-        if a.get("lid"):
-            return str(a["lid"])
-        seed = f"setmail-lid|{a.get('ca')}|{a.get('brand')}|{str(a.get('pan', ''))[-4:]}|{a.get('expiry')}"
-        return hashlib.sha256(seed.encode()).hexdigest()[:32]
+    def lid_seed(self, a) -> tuple:
+        return a.get("ca"), a.get("brand"), str(a.get("pan", ""))[-4:], a.get("expiry")
 
     def _validate_ca(self, now):
         return path_check(self.config.trust, now, "cca", crls=self.config.crls)
@@ -108,12 +81,8 @@ class CardholderRegistration(Requester):
             None if len(expiry) == 6 and expiry.isdigit() and 1 <= int(expiry[4:]) <= 12
             else "expiry must be YYYYMM") or (None if state["ca"] and state["brand"]
                                               else "ca and brand are required")
-        try:
-            lid = bytes.fromhex(key)
-            if not 1 <= len(lid) <= 20:
-                raise ValueError
-        except ValueError:
-            problem = problem or "lid must be 1..20 octets in hex"
+        lid, lid_problem = self.lid_octets(key)
+        problem = problem or lid_problem
         if problem:
             return self.fail(state, key, problem)
         state["secret"] = {"pan": pan, "expiry": expiry}
@@ -206,13 +175,10 @@ class CardholderRegistration(Requester):
         self.same_ca(state, opened.signed)
         data = decode(cm.CertResData, opened.content)
         self.echoed(state, parsed, data, "chall_ee3")
+        decided = self.certificate_status(state, key, data, now)
+        if decided is not None:
+            return decided
         status = data["cert_status"]
-        code = status["cert_status_code"].native
-        if code in ("requestPended", "requestInProgress"):
-            return self.pended(state, key, now)
-        if code != "requestComplete":
-            return self.fail(state, key, f"CA refused: {code} {status['ee_message'].native or ''}".strip(),
-                             code)
         certs = opened.signed.certificates
         thumbs = data["cert_thumbs"].native or []
         if len(thumbs) != 1:
@@ -235,10 +201,6 @@ class CardholderRegistration(Requester):
                                                     self.config.suite),
             "not_after": cert.not_valid_after_utc.isoformat(), "pan_last4": secret["pan"][-4:],
             "secret": {"pan_secret": secret_value.hex()}})
-        state.update(state="DONE", certificate=cert_hex(cert))
-        for k in ("last", "refused"):
-            state.pop(k, None)
-        self.forget_secrets(state)
-        return Outcome(key, state, effects=(effect,), timers=(CancelTimer("retry"),))
+        return self.finish(state, key, effect, certificate=cert_hex(cert))
 
     on_CertInqRes = on_CertRes

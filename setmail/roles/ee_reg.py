@@ -10,9 +10,10 @@ self-signed carrier certificate (D-302); the CA compares the signer's key with p
 key-exchange key proves nothing at registration, as in SET 1.0 (D-307).  Every response must echo
 RRPID, LID-EE and our challenge and be signed by the CA certificate that answered first.
 
-``EERegConfig`` fields: ``name``, ``kind`` ("merchant" | "gateway"), ``trust``, ``suite``,
+``EERegConfig``: the shared ``RequesterConfig`` fields (``name``, ``trust``, ``suite``,
 ``retry_after``/``max_retries``, ``poll_after``/``max_polls``, ``language``, ``crls``,
-``key_lookup`` (key_id -> stored private signature key, to sign CertInqReq when pended).
+``key_lookup``: key_id -> stored private signature key, to sign CertInqReq when pended) and the
+keyword-only ``kind`` ("merchant" | "gateway").
 
 Command ``register`` args: ``ca`` (MCA/PCA address), ``bin`` (8-digit acquirer BIN),
 ``merchant_id`` (merchants: agreed with the acquirer) or ``acquirer_business_id`` (gateways,
@@ -24,23 +25,21 @@ secret: {private_key_pem}} (two of them); ``ee.certificate`` {transaction, kind,
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
 
 from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.crypto.operators import Enc, verify_S
-from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
+from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, validate_path
 from setmail.pki.setext import read_merchant_data
-from setmail.pki.trust import TrustStore
-from setmail.roles.base import CancelTimer, Effect, Outcome
-from setmail.roles.common import (Requester, cert_hex, cert_pem, fill_form, find_certificate, guarded,
-                                  h, path_check, pop_identity, private_pem, public_key_info, spki, unh,
-                                  unwrap, wrap)
+from setmail.roles.base import Effect, Outcome
+from setmail.roles.common import (cert_hex, cert_pem,
+                                  fill_form, find_certificate, guarded, h, path_check, pop_identity,
+                                  private_pem, public_key_info, spki, unh, unwrap, wrap)
+from setmail.roles.requester import CERTIFICATE_STATES, Requester, RequesterConfig, waiting
 
 KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)
     "merchant": ("mca", "mer", "merInitialBoth"),
@@ -49,22 +48,10 @@ KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)
 
 
 @dataclass(frozen=True)
-class EERegConfig:
-    name: str
-    kind: str  # "merchant" | "gateway"
-    trust: TrustStore
-    suite: CryptoSuite = DEFAULT_SUITE
-    retry_after: dt.timedelta = dt.timedelta(minutes=30)
-    max_retries: int = 3
-    poll_after: dt.timedelta = dt.timedelta(hours=1)
-    max_polls: int = 5
-    language: str = "en"
-    crls: tuple | None = None
-    key_lookup: Callable[[str], Any] | None = None
+class EERegConfig(RequesterConfig):
+    """The shared requester fields plus which end entity registers."""
 
-
-_WAIT = ("timer:retry", "Error")
-_RES = ("DONE", "PENDING", "FAILED")
+    kind: str = field(kw_only=True)  # "merchant" | "gateway"
 
 
 class EERegistration(Requester):
@@ -75,14 +62,8 @@ class EERegistration(Requester):
     TRANSITIONS = {
         "START": {"register": ("INIT_SENT", "FAILED")},
         "INIT_SENT": {"Me-AqCInitRes": ("CERT_REQ_SENT", "INIT_SENT", "FAILED"),
-                      **{e: ("INIT_SENT", "FAILED") for e in _WAIT}},
-        "CERT_REQ_SENT": {"CertRes": (*_RES, "CERT_REQ_SENT"),
-                          **{e: ("CERT_REQ_SENT", "FAILED") for e in _WAIT}},
-        "PENDING": {"timer:poll": ("INQ_SENT", "FAILED")},
-        "INQ_SENT": {"CertInqRes": (*_RES, "INQ_SENT"), "CertRes": (*_RES, "INQ_SENT"),
-                     **{e: ("INQ_SENT", "FAILED") for e in _WAIT}},
-        "DONE": {"timer:retry": "DONE", "timer:poll": "DONE"},
-        "FAILED": {"timer:retry": "FAILED", "timer:poll": "FAILED"},
+                      **waiting("INIT_SENT")},
+        **CERTIFICATE_STATES,
     }
 
     def __init__(self, config: EERegConfig):
@@ -91,12 +72,8 @@ class EERegistration(Requester):
         self.config = config
         self.ca_type, self.own_type, self.request_type = KINDS[config.kind]
 
-    def command_key(self, event) -> str:
-        a = event.args
-        if a.get("lid"):
-            return str(a["lid"])
-        seed = f"setmail-lid|{self.config.kind}|{a.get('ca')}|{a.get('bin')}|{a.get('merchant_id')}"
-        return hashlib.sha256(seed.encode()).hexdigest()[:32]
+    def lid_seed(self, a) -> tuple:
+        return self.config.kind, a.get("ca"), a.get("bin"), a.get("merchant_id")
 
     def _validate_ca(self, now):
         return path_check(self.config.trust, now, self.ca_type, crls=self.config.crls)
@@ -117,12 +94,8 @@ class EERegistration(Requester):
             if a.get("acquirer_business_id"):
                 value["acquirer_business_id"] = str(a["acquirer_business_id"])
             id_data = cm.IDData(name="acquirer_id", value=value)
-        try:
-            lid = bytes.fromhex(key)
-            if not 1 <= len(lid) <= 20:
-                raise ValueError
-        except ValueError:
-            problem = problem or "lid must be 1..20 octets in hex"
+        lid, lid_problem = self.lid_octets(key)
+        problem = problem or lid_problem
         if problem or not state["ca"]:
             return self.fail(state, key, problem or "ca is required")
         rrpid, chall = fresh(), fresh()
@@ -192,13 +165,9 @@ class EERegistration(Requester):
         self.same_ca(state, signed)
         data = decode(cm.CertResData, signed.content)
         self.echoed(state, parsed, data, "chall_ee3")
-        status = data["cert_status"]
-        code = status["cert_status_code"].native
-        if code in ("requestPended", "requestInProgress"):
-            return self.pended(state, key, now)
-        if code != "requestComplete":
-            return self.fail(state, key, f"CA refused: {code} {status['ee_message'].native or ''}".strip(),
-                             code)
+        decided = self.certificate_status(state, key, data, now)
+        if decided is not None:
+            return decided
         certs = signed.certificates
         thumbs = data["cert_thumbs"].native or []
         if len(thumbs) != 2:
@@ -223,9 +192,6 @@ class EERegistration(Requester):
             "transaction": key, "kind": self.config.kind, "mer_id": mer_id,
             **{u: {"key_id": state["key_ids"][u], "certificate_pem": cert_pem(c)} for u, c in found.items()},
             "chain_pem": [cert_pem(c) for c in certs if c not in found.values()]})
-        state.update(state="DONE", certificates={u: cert_hex(c) for u, c in found.items()})
-        for k in ("last", "refused"):
-            state.pop(k, None)
-        return Outcome(key, state, effects=(effect,), timers=(CancelTimer("retry"),))
+        return self.finish(state, key, effect, certificates={u: cert_hex(c) for u, c in found.items()})
 
     on_CertInqRes = on_CertRes
