@@ -134,7 +134,7 @@ class Agent:
         record = self.store.lookup_dedupe(peer, rrpid, mtype)
         if record is not None:
             return self._duplicate(key, record, mail, mtype)
-        event = Inbound(mtype, mail.der, peer, mail.message_id)
+        event = Inbound(mtype, mail.der, peer, mail.message_id, decoded=wrapper)
         txkey = "?"
         try:
             txkey = self.role.transaction_key(event)

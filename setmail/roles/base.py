@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
+from setmail.asn1.wrapper import decode_wrapper
 from setmail.errors import ProtocolError
 
 #: state name of a transaction that does not exist yet
@@ -44,10 +46,18 @@ class Inbound:
     wrapper_der: bytes
     sender: str
     mail_id: str = ""
+    #: the MessageWrapper already decoded from ``wrapper_der`` (the agent passes the one it made)
+    decoded: Any = field(default=None, compare=False, repr=False)
 
     @property
     def event(self) -> str:
         return self.message_type
+
+    @cached_property
+    def wrapper(self):
+        """The decoded MessageWrapper, decoded at most once per event (strict decoding of a
+        certificate-carrying wrapper costs more than its RSA operations)."""
+        return self.decoded if self.decoded is not None else decode_wrapper(self.wrapper_der)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from functools import cached_property
 from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.asn1.purchase import PANOnly
-from setmail.asn1.wrapper import decode_wrapper
 from setmail.crypto.cms import Identity
 from setmail.crypto.operators import S, EncK, open_Enc, open_EncX, open_EXH, verify_S
 from setmail.crypto.suite import fresh
@@ -123,7 +122,7 @@ class CARole(Role):
 
     def transaction_key(self, event) -> str:
         try:
-            ids = decode_wrapper(event.wrapper_der)["message_header"]["message_ids"].native or {}
+            ids = event.wrapper["message_header"]["message_ids"].native or {}
         except SetmailError:
             ids = {}
         lid = ids.get(self.lid_field)

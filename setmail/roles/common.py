@@ -101,7 +101,7 @@ class Parsed:
 def unwrap(event: Inbound, now: dt.datetime, *, max_age: dt.timedelta = MAX_AGE,
            max_skew: dt.timedelta = MAX_SKEW) -> Parsed:
     """Decode and check an inbound wrapper's framing (not its payload's protection)."""
-    wrapper = decode_wrapper(event.wrapper_der)
+    wrapper = event.wrapper
     found = message_type(wrapper)
     if found != event.message_type:
         raise ProtocolError(f"mail announced {event.message_type}, wrapper holds {found}",

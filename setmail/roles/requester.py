@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from setmail.asn1.certmsgs import CertInqReqTBS
-from setmail.asn1.wrapper import decode_wrapper
 from setmail.crypto.operators import S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError, SetmailError
@@ -82,7 +81,7 @@ class Requester(Role):
     def transaction_key(self, event) -> str:
         if isinstance(event, Inbound):
             try:
-                lid = decode_wrapper(event.wrapper_der)["message_header"]["message_ids"].native
+                lid = event.wrapper["message_header"]["message_ids"].native
             except SetmailError:
                 lid = None
             value = (lid or {}).get(self.LID_FIELD)
