@@ -11,6 +11,7 @@ import hashlib
 import re
 
 from setmail.mail.mime import build_mail
+from setmail.roles.common import error_wrapper
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -52,30 +53,6 @@ def describe_raw(raw: bytes) -> tuple[str, str]:
 
 
 def build_error(code: str, offending_der: bytes, now: dt.datetime) -> bytes:
-    """An unsigned SET Error answering ``offending_der`` (its MessageHeader and RRPID echoed).
-
-    Uses the roles' ``setmail.roles.common.error_wrapper`` (which also adds our profile
-    extension); the fallback below only keeps the runtime usable without the roles package.
-    """
-    try:
-        from setmail.roles.common import error_wrapper
-    except ImportError:  # pragma: no cover - the roles' helper is part of the tree
-        error_wrapper = None
-    if error_wrapper is not None:
-        return error_wrapper(code, offending_der, now=now)
-    from setmail.asn1.base import MessageHeader  # pragma: no cover
-    from setmail.asn1.codes import ErrorCode
-    from setmail.asn1.error import Error, ErrorMsg, ErrorTBS
-    from setmail.asn1.wrapper import decode_wrapper, make_wrapper
-    from setmail.crypto.suite import fresh
-    offending = decode_wrapper(offending_der)["message_header"]
-    if code not in ErrorCode._map.values():
-        code = "unspecifiedFailure"
-    tbs = ErrorTBS({"error_code": code, "error_nonce": fresh(),
-                    "error_msg": ErrorMsg(name="message_header", value=offending)})
-    header = {"version": 1, "date": now.astimezone(dt.timezone.utc).replace(microsecond=0),
-              "sw_ident": "setmail/0.1"}
-    if offending["rrpid"].native is not None:
-        header["rrpid"] = offending["rrpid"].native
-    return make_wrapper(MessageHeader(header), "Error",
-                        Error(name="unsigned_error", value=tbs)).dump()
+    """An unsigned SET Error answering ``offending_der`` (its MessageHeader and RRPID echoed),
+    built by the roles' ``error_wrapper`` so runtime and roles answer alike."""
+    return error_wrapper(code, offending_der, now=now)

@@ -338,12 +338,12 @@ class Agent:
         """Send every due outbox row once (250 → row deleted; failure → backoff or dead)."""
         result = drain_outbox(self.store, now=self.clock(), backoff=self.config.backoff,
                               sender=self.config.address, send_fn=self._send_one, timeout=30.0)
+        rows = {r.id: r for r in self.store.outbox()} if result.failed or result.dead else {}
         for row_id in result.failed + result.dead:
-            rows = [r for r in self.store.outbox() if r.id == row_id]
-            if rows:
-                log.warning("%-8s OUT  send to %s %s: %s", self.name, rows[0].recipient,
-                            "gave up" if row_id in result.dead else "will retry",
-                            rows[0].last_error)
+            row = rows.get(row_id)
+            if row is not None:
+                log.warning("%-8s OUT  send to %s %s: %s", self.name, row.recipient,
+                            "gave up" if row_id in result.dead else "will retry", row.last_error)
         return result
 
     def next_send_at(self) -> float | None:
