@@ -15,16 +15,13 @@ from setmail.asn1.base import MessageHeader
 from setmail.asn1.oids import PROFILE_MODERN_2026
 from setmail.asn1.wrapper import decode_wrapper, make_wrapper, message_type
 from setmail.crypto import dual
-from setmail.crypto.cms import Identity
 from setmail.crypto.operators import DD
 from setmail.crypto.suite import DEFAULT_SUITE as SUITE, fresh
-from setmail.pki.hierarchy import create_hierarchy
-from setmail.pki.setext import MerchantInfo, MerName
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.validate import validate_path
 from setmail.roles import purchase_msgs as pm
+from setmail.vectors import EXPIRY, PAN, Parties
 
-PAN, EXPIRY = "4111111111111111", "202912"
 
 
 def _say(text: str = "") -> None:
@@ -35,19 +32,10 @@ def main() -> int:
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     _say("setmail demo — a SET 1.0 purchase request with modern cryptography\n")
     _say("1. PKI: Root → Visa Brand CA → Cardholder / Merchant / Payment Gateway CAs")
-    tree = create_hierarchy(SUITE, now)
-    trust = tree.trust_store()
-
-    card_key, card_secret = SUITE.generate_key(), fresh()
-    issued = tree.issue_cardholder(card_key.public_key(), pan=PAN, expiry=EXPIRY,
-                                   card_secret=card_secret, now=now)
-    alice = Identity(card_key, issued.certificate, tuple(tree.cca.chain))
-    m_sig, m_kex = SUITE.generate_key(), SUITE.generate_key()
-    shop_info = MerchantInfo("shop-0001", "41111111", (MerName("en", "Teapot Shop", "Springfield", "US"),), 840)
-    shop_sig, _ = tree.issue_merchant(m_sig.public_key(), m_kex.public_key(), shop_info, now)
-    g_sig, g_kex = SUITE.generate_key(), SUITE.generate_key()
-    _, gw_kex_cert = tree.issue_gateway(g_sig.public_key(), g_kex.public_key(), now, name="Acquirer Gateway")
-    gateway = Identity(g_kex, gw_kex_cert, tuple(tree.pca.chain))
+    cast = Parties(SUITE, now, card_secret=fresh())
+    tree, trust = cast.tree, cast.tree.trust_store()
+    alice, gateway = cast.cardholder, cast.gateway_kex
+    gw_kex_cert, card_secret = gateway.cert, cast.card_secret
     _say(f"   cardholder certificate subject: {alice.cert.subject.rfc4514_string()}")
     _say("   (a keyed hash of PAN and expiry — the card number itself is not in the certificate)\n")
 
@@ -58,10 +46,10 @@ def main() -> int:
     hod = pm.hod(order, od_salt)
     oi = pm.oi_data(trans_ids_der=tids, rrpid=fresh(), chall_c=fresh(), hod_dd=hod, od_salt=od_salt,
                     brand_id="Visa", bin_=PAN[:8], chall_m=fresh())
-    head = pm.pi_head(trans_ids_der=tids, hod_dd=hod, order=order, merchant_id=shop_info.mer_id,
+    head = pm.pi_head(trans_ids_der=tids, hod_dd=hod, order=order, merchant_id=Parties.MER_ID,
                       trans_stain_=pm.trans_stain(xid, card_secret), sw_ident="setmail/0.1",
                       pe_thumb=thumbprint(gw_kex_cert))
-    pan = pm.pan_data(pan=PAN, expiry=EXPIRY, pan_secret=issued.pan_secret, ex_nonce=fresh())
+    pan = pm.pan_data(pan=PAN, expiry=EXPIRY, pan_secret=cast.pan_secret, ex_nonce=fresh())
     signed = dual.dual_sign(alice, gateway.cert, head, oi, pan)
     header = MessageHeader({"version": 1, "date": now, "message_ids": {"lid_c": b"alice-0001", "xid": xid},
                             "sw_ident": "setmail/0.1"})

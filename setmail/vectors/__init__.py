@@ -14,6 +14,6 @@ Layout written::
 
 Field values come from ``setmail.vectors.samples``; every crypto layer is real.
 """
-from setmail.vectors.build import VectorSet, build_vectors, write_vectors
+from setmail.vectors.build import EXPIRY, PAN, Parties, VectorSet, build_vectors, write_vectors
 
-__all__ = ["VectorSet", "build_vectors", "write_vectors"]
+__all__ = ["EXPIRY", "PAN", "Parties", "VectorSet", "build_vectors", "write_vectors"]

@@ -33,19 +33,24 @@ class VectorSet:
     pki: dict[str, bytes] = field(default_factory=dict)           # name -> bytes under pki/
 
 
-class _Parties:
-    """The keys every vector is made with."""
+class Parties:
+    """One hierarchy with a certified cardholder, merchant and gateway: the keys every vector is
+    made with (fixed date and CardSecret, so vectors are reproducible), and the demo's cast."""
 
-    def __init__(self, suite):
-        self.tree = tree = create_hierarchy(suite, NOW)
+    MER_ID = "shop-0001"
+
+    def __init__(self, suite, now: dt.datetime = NOW, card_secret: bytes = bytes(32)):
+        self.tree = tree = create_hierarchy(suite, now)
         key = suite.generate_key
         card = key()
-        issued = tree.issue_cardholder(card.public_key(), pan=PAN, expiry=EXPIRY, card_secret=bytes(32), now=NOW)
+        issued = tree.issue_cardholder(card.public_key(), pan=PAN, expiry=EXPIRY, card_secret=card_secret,
+                                       now=now)
+        self.card_secret, self.pan_secret = card_secret, issued.pan_secret
         self.cardholder = Identity(card, issued.certificate, tuple(tree.cca.chain[:-1]))
         ms, mk, gs, gk = key(), key(), key(), key()
-        info = MerchantInfo("shop-0001", "41111111", (MerName("en", "Teapot Shop", "Springfield", "US"),), 840)
-        m_sig, m_kex = tree.issue_merchant(ms.public_key(), mk.public_key(), info, NOW)
-        g_sig, g_kex = tree.issue_gateway(gs.public_key(), gk.public_key(), NOW, name="Acquirer Gateway")
+        info = MerchantInfo(self.MER_ID, "41111111", (MerName("en", "Teapot Shop", "Springfield", "US"),), 840)
+        m_sig, m_kex = tree.issue_merchant(ms.public_key(), mk.public_key(), info, now)
+        g_sig, g_kex = tree.issue_gateway(gs.public_key(), gk.public_key(), now, name="Acquirer Gateway")
         self.merchant_sig = Identity(ms, m_sig, tuple(tree.mca.chain[:-1]))
         self.merchant_kex = Identity(mk, m_kex, tuple(tree.mca.chain[:-1]))
         self.gateway_sig = Identity(gs, g_sig, tuple(tree.pca.chain[:-1]))
@@ -67,7 +72,7 @@ class _Parties:
 class _Builder:
     def __init__(self, suite):
         self.suite = suite
-        self.p = _Parties(suite)
+        self.p = Parties(suite)
         self.out = VectorSet()
         self.back_key = bytes(range(32))
         self.names = {id(v): k for k, v in self.p.named().items()}
