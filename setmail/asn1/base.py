@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from asn1crypto import algos, cms, core
 
+from setmail.asn1 import pkcs7plus as _pkcs7plus  # noqa: F401  registers SET's algorithm OIDs (D-11)
 from setmail.errors import MalformedMessage, MessageTooLarge
 
 #: default limit for any single SET message or structure read from outside (1 MiB)
@@ -329,7 +330,3 @@ class BrandAndBINSeq(core.SequenceOf):
 
 class ObjectIdentifiers(core.SequenceOf):
     _child_spec = core.ObjectIdentifier
-
-
-# asn1crypto must know SET's extra algorithm identifiers before anything is decoded (D-11).
-from setmail.asn1 import pkcs7plus as _pkcs7plus  # noqa: E402,F401  (registers OIDs on import)
