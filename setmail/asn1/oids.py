@@ -101,6 +101,11 @@ RSA_OAEP_ENCRYPTION_SET = "1.2.840.113549.1.1.6"  # rsaOAEPEncryptionSET: OAEP b
 SETMAIL_CTYPE = SETMAIL_ARC + ".2"
 SETMAIL_CONTENT_TYPES: dict[str, str] = {
     "InqReqData": SETMAIL_CTYPE + ".1",  # signed InqReq: S(C, InqReqData)
+    # the gateway <-> issuer leg (D-130): Enc(s, r, <X>Data) under <X>TBE
+    "IssAuthReqData": SETMAIL_CTYPE + ".2", "IssAuthReqTBE": SETMAIL_CTYPE + ".3",
+    "IssAuthResData": SETMAIL_CTYPE + ".4", "IssAuthResTBE": SETMAIL_CTYPE + ".5",
+    "IssCapReqData": SETMAIL_CTYPE + ".6", "IssCapReqTBE": SETMAIL_CTYPE + ".7",
+    "IssCapResData": SETMAIL_CTYPE + ".8", "IssCapResTBE": SETMAIL_CTYPE + ".9",
 }
 CONTENT_TYPES.update(SETMAIL_CONTENT_TYPES)
 CONTENT_TYPE_NAMES.update({v: k for k, v in SETMAIL_CONTENT_TYPES.items()})

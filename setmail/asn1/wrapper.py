@@ -14,6 +14,7 @@ from asn1crypto import cms, core
 from . import capture as cap
 from . import certmsgs as cm
 from . import gateway as gw
+from . import issuer as iss
 from . import purchase as pu
 from .base import MAX_MESSAGE_SIZE, MessageHeader, MsgExtensions, decode
 from .error import Error, ErrorTBS
@@ -32,9 +33,14 @@ MESSAGE_TYPES: dict[str, type] = {
     "RegFormReq": cm.RegFormReq, "RegFormRes": cm.RegFormRes, "CertReq": cm.CertReq,
     "CertRes": cm.CertRes, "CertInqReq": cm.CertInqReq, "CertInqRes": cm.CertInqRes,
     "Error": Error,
+    # setmail's gateway <-> issuer leg (D-130), outside SET's numbering
+    "IssAuthReq": iss.IssAuthReq, "IssAuthRes": iss.IssAuthRes, "IssCapReq": iss.IssCapReq,
+    "IssCapRes": iss.IssCapRes,
 }
 
 ERROR_TAG = 999
+#: Message CHOICE tags of types SET does not define: a private range far from SET's [0]..[31]
+NETWORK_TAGS = {"IssAuthReq": 900, "IssAuthRes": 901, "IssCapReq": 902, "IssCapRes": 903}
 
 MIME_PAYMENT = "application/set-payment"
 MIME_REGISTRATION = "application/set-registration"
@@ -64,7 +70,7 @@ class Message(core.Choice):
     """One alternative per message type; alternative names are ``alt_name(type name)``."""
 
     _alternatives = [
-        (_alt_name(n), cls, {"explicit": ERROR_TAG if n == "Error" else i})
+        (_alt_name(n), cls, {"explicit": ERROR_TAG if n == "Error" else NETWORK_TAGS.get(n, i)})
         for i, (n, cls) in enumerate(MESSAGE_TYPES.items())
     ]
 
@@ -139,10 +145,14 @@ PLAINTEXT_TYPES: dict[str, type] = {
     "CertReqData": cm.CertReqData, "CertReqTBS": cm.CertReqTBS, "CertResData": cm.CertResData,
     "CertInqReqTBS": cm.CertInqReqTBS,
     "ErrorTBS": ErrorTBS,
+    # gateway <-> issuer (D-130)
+    "IssAuthReqData": iss.IssAuthReqData, "IssAuthResData": iss.IssAuthResData,
+    "IssCapReqData": iss.IssCapReqData, "IssCapResData": iss.IssCapResData,
 }
 PLAINTEXT_TYPES.update({n: cms.ContentInfo for n in (
     "AuthReqTBE", "AuthResTBE", "AuthResTBEX", "AuthTokenTBE", "CapTokenTBE", "CapTokenTBEX",
     "AcqCardCodeMsgTBE", "AuthRevReqTBE", "AuthRevResTBE", "AuthRevResTBEB", "CapReqTBE",
     "CapReqTBEX", "CapResTBE", "CapRevReqTBE", "CapRevReqTBEX", "CapRevResTBE", "CredReqTBE",
     "CredReqTBEX", "CredResTBE", "CredRevReqTBE", "CredRevReqTBEX", "CredRevResTBE",
-    "BatchAdminReqTBE", "BatchAdminResTBE", "CertReqTBE", "CertReqTBEX", "CertResTBE")})
+    "BatchAdminReqTBE", "BatchAdminResTBE", "CertReqTBE", "CertReqTBEX", "CertResTBE",
+    "IssAuthReqTBE", "IssAuthResTBE", "IssCapReqTBE", "IssCapResTBE")})

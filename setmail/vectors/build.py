@@ -18,6 +18,7 @@ from setmail.crypto.reader import split_pair
 from setmail.crypto.suite import get_suite
 from setmail.pki import to_der, to_pem
 from setmail.pki.hierarchy import create_hierarchy
+from setmail.pki.pinned import pinned_certificate
 from setmail.pki.setext import MerchantInfo, MerName
 from setmail.vectors import samples as smp
 
@@ -61,12 +62,18 @@ class Parties:
                     Identity(c.key_exchange_key, c.key_exchange_certificate, tuple(c.chain[1:-1])))
         self.cca_sig, self.cca_kex = ca(tree.cca)
         self.mca_sig, self.mca_kex = ca(tree.mca)
+        # the issuer is outside SET's PKI: pinned self-signed certificates (D-130)
+        i_sig, i_kex = key(), key()
+        self.issuer_sig = Identity(i_sig, pinned_certificate(i_sig, "Issuer Bank", now, suite=suite))
+        self.issuer_kex = Identity(i_kex, pinned_certificate(i_kex, "Issuer Bank", now,
+                                                             key_exchange=True, suite=suite))
 
     def named(self) -> dict[str, Identity]:
         return {"cardholder": self.cardholder, "merchant-sig": self.merchant_sig,
                 "merchant-kex": self.merchant_kex, "gateway-sig": self.gateway_sig,
                 "gateway-kex": self.gateway_kex, "cca-sig": self.cca_sig, "cca-kex": self.cca_kex,
-                "mca-sig": self.mca_sig, "mca-kex": self.mca_kex}
+                "mca-sig": self.mca_sig, "mca-kex": self.mca_kex, "issuer-sig": self.issuer_sig,
+                "issuer-kex": self.issuer_kex}
 
 
 class _Builder:
@@ -195,6 +202,12 @@ def _message(b: _Builder, name: str):
         return MESSAGE_TYPES[name].load(data)
     if name == "CertInqReq":
         return cm.CertInqReq.load(b.S(name, p.cardholder, "CertInqReqTBS", dump(d.cert_inq_req_tbs())))
+    if name in ("IssAuthReq", "IssCapReq", "IssAuthRes", "IssCapRes"):
+        signer, recipient = ((p.gateway_sig, p.issuer_kex) if name.endswith("Req")
+                             else (p.issuer_sig, p.gateway_kex))
+        plain = smp.PLAINTEXT_SAMPLES[name + "Data"]()
+        return MESSAGE_TYPES[name].load(b.Enc(name, signer, recipient, name + "Data", dump(plain),
+                                              name + "TBE"))
     if name == "Error":
         signed = b.S(name, p.merchant_sig, "ErrorTBS", dump(d.error_tbs()))
         return er.Error(name="signed_error", value=er.Error._alternatives[0][1].load(signed))

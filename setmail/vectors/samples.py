@@ -15,6 +15,7 @@ from asn1crypto import cms, x509
 
 from setmail.asn1 import capture as cap
 from setmail.asn1 import certext, certmsgs as cm, error, gateway as gw, purchase as pu
+from setmail.asn1 import issuer as iss
 from setmail.asn1.oids import PROFILE_MODERN_2026, ct
 from setmail.asn1.pkcs7plus import GCMParameters
 from setmail.asn1.wrapper import make_wrapper
@@ -501,6 +502,33 @@ def error_tbs(kind: str = "message_header") -> error.ErrorTBS:
 
 
 # --- wrapper ------------------------------------------------------------------------------
+# --- gateway <-> issuer (D-130) -----------------------------------------------------------------
+def iss_auth_req_data() -> iss.IssAuthReqData:
+    return iss.IssAuthReqData({
+        "mti": "0100", "stan": 123456, "rrn": "581234567890", "processing_code": "000000",
+        "pan": "4111111111111111", "card_expiry": "202912", "amount": amount(), "transmitted": NOW,
+        "acquirer_id": "41111111", "merchant_id": "MER-0001", "xid": octets(0x58)})
+
+
+def iss_auth_res_data() -> iss.IssAuthResData:
+    return iss.IssAuthResData({
+        "mti": "0110", "stan": 123456, "rrn": "581234567890", "response_code": "00",
+        "amount": amount(), "transmitted": NOW, "xid": octets(0x58), "approval_code": "A1B2C3"})
+
+
+def iss_cap_req_data() -> iss.IssCapReqData:
+    return iss.IssCapReqData({
+        "mti": "0220", "stan": 123457, "rrn": "581234567890", "pan": "4111111111111111",
+        "amount": amount(), "approval_code": "A1B2C3", "transmitted": NOW,
+        "merchant_id": "MER-0001", "xid": octets(0x58)})
+
+
+def iss_cap_res_data() -> iss.IssCapResData:
+    return iss.IssCapResData({
+        "mti": "0230", "stan": 123457, "rrn": "581234567890", "response_code": "00",
+        "amount": amount(), "transmitted": NOW, "xid": octets(0x58)})
+
+
 def header() -> dict:
     return {"version": 1, "revision": 0, "date": NOW, "rrpid": octets(0x52),
             "message_ids": {"lid_c": b"cardholder-1", "lid_m": b"order-42", "xid": octets(0x58)},
@@ -550,6 +578,10 @@ MESSAGE_SAMPLES = {
     "CertInqReq": lambda: signed("CertInqReqTBS", cert_inq_req_tbs().dump(), cm.CertInqReq),
     "CertInqRes": lambda: signed("CertResData", cert_res_data().dump(), cm.CertInqRes),
     "Error": lambda: error.Error(name="unsigned_error", value=error_tbs()),
+    "IssAuthReq": lambda: enveloped("IssAuthReqTBE", iss.IssAuthReq),
+    "IssAuthRes": lambda: enveloped("IssAuthResTBE", iss.IssAuthRes),
+    "IssCapReq": lambda: enveloped("IssCapReqTBE", iss.IssCapReq),
+    "IssCapRes": lambda: enveloped("IssCapResTBE", iss.IssCapRes),
 }
 
 #: further alternatives of the CHOICE-typed messages, so every alternative is exercised
@@ -606,6 +638,8 @@ PLAINTEXT_SAMPLES = {
     "RegFormResTBS": reg_form_res_tbs, "CertReqData": cert_req_data,
     "CertReqTBS": lambda: _l(cm.CertReqTBS, cert_req_data(), "CertReqData"),
     "CertResData": cert_res_data, "CertInqReqTBS": cert_inq_req_tbs, "ErrorTBS": error_tbs,
+    "IssAuthReqData": iss_auth_req_data, "IssAuthResData": iss_auth_res_data,
+    "IssCapReqData": iss_cap_req_data, "IssCapResData": iss_cap_res_data,
 }
 for _kind in ("CapRev", "Cred", "CredRev"):
     _req, _tbs, _tbsx, _res = (getattr(cap, _kind + s) for s in
