@@ -31,6 +31,8 @@ def agent_config(world: World, name: str) -> AgentConfig:
 
 
 def build_agent(world: World, name: str, **kwargs) -> Agent | None:
+    from setmail.agent.factories import load_all
+    load_all()
     spec = world.agent(name)
     factory = ROLE_FACTORIES.get(spec.kind)
     if factory is None:

@@ -19,6 +19,7 @@ from setmail.errors import WorldError, WorldExists
 from setmail.mail.maildir import ensure_maildir
 from setmail.pki.hierarchy import create_hierarchy
 from setmail.pki.parse import to_pem
+from setmail.pki.pinned import pinned_certificate
 from setmail.pki.setext import MerchantInfo, MerName
 from setmail.world.config import WORLD_FILE, AgentSpec, Card, World, dump_toml
 from setmail.world.keys import save_ca, save_chain, save_identity
@@ -39,9 +40,11 @@ DEMO_CARDS = (
     Card("alice-visa", "alice", "bank", "4111111111111111", "202912", "5000.00"),
     Card("bob-visa", "bob", "bank", "4012888888881881", "202806", "1500.00"),
 )
+#: the issuer's card accounts (``status``: active, or blocked = ISO 8583 "05 do not honor")
 ACCOUNTS_DDL = ("CREATE TABLE IF NOT EXISTS issuer_accounts (pan TEXT PRIMARY KEY, "
                 "expiry TEXT NOT NULL, holder TEXT NOT NULL, credit_limit_minor INTEGER NOT NULL, "
-                "currency TEXT NOT NULL, created_at REAL NOT NULL)",)
+                "currency TEXT NOT NULL, created_at REAL NOT NULL, "
+                "status TEXT NOT NULL DEFAULT 'active')",)
 
 
 def _minor(amount: str) -> int:
@@ -56,7 +59,11 @@ def _mkdir(path: Path) -> None:
 
 def create_world(home: Path, *, smtp_host: str = "127.0.0.1", smtp_port: int = 2525,
                  force: bool = False, suite: str = "rsa2048", brand: str = "Visa",
-                 mailboxes: Path | None = None, now: dt.datetime | None = None) -> World:
+                 mailboxes: Path | None = None, now: dt.datetime | None = None,
+                 extra_agents: tuple[AgentSpec, ...] = (), extra_cards: tuple[Card, ...] = ()
+                 ) -> World:
+    """Create the demo world; ``extra_agents``/``extra_cards`` add parties and card accounts
+    (tests use them for a second gateway or a card its issuer does not know)."""
     home = Path(home).absolute()
     if (home / WORLD_FILE).exists() or (home / "agents").exists():
         if not force:
@@ -71,7 +78,8 @@ def create_world(home: Path, *, smtp_host: str = "127.0.0.1", smtp_port: int = 2
     now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
     mailboxes = Path(mailboxes).absolute() if mailboxes else home / "mailboxes"
     world = World(home, "demo", suite, brand, smtp_host, smtp_port, mailboxes,
-                  {a.name: a for a in DEMO_AGENTS}, {c.name: c for c in DEMO_CARDS},
+                  {a.name: a for a in (*DEMO_AGENTS, *extra_agents)},
+                  {c.name: c for c in (*DEMO_CARDS, *extra_cards)},
                   now.isoformat())
     try:
         _mkdir(home)
@@ -125,6 +133,13 @@ def _write_pki(world: World, crypto, now: dt.datetime) -> None:
         sig_cert, kex_cert = tree.issue_gateway(sig.public_key(), kex.public_key(), now,
                                                 name=spec.name)
         _save_ee(world, spec.name, sig, sig_cert, kex, kex_cert, tree.pca.chain)
+    for spec in world.agents_of_kind("issuer"):  # outside SET's PKI: pinned certificates (D-130)
+        keys = world.keys_dir(spec.name)
+        for prefix, kex in (("sig", False), ("kex", True)):
+            key = crypto.generate_key()
+            cert = pinned_certificate(key, spec.options.get("display_name", spec.name), now,
+                                      key_exchange=kex, suite=crypto)
+            save_identity(keys, prefix, key, cert)
 
 
 def _save_ee(world, name, sig, sig_cert, kex, kex_cert, chain) -> None:
@@ -143,7 +158,8 @@ def _write_accounts(world: World, now: dt.datetime) -> None:
                     tx.execute(statement)
                 for card in world.cards.values():
                     if card.issuer == spec.name:
-                        tx.execute("INSERT OR REPLACE INTO issuer_accounts VALUES (?, ?, ?, ?, ?, ?)",
+                        tx.execute("INSERT OR REPLACE INTO issuer_accounts VALUES "
+                                   "(?, ?, ?, ?, ?, ?, 'active')",
                                    (card.pan, card.expiry, card.holder, _minor(card.credit_limit),
                                     card.currency, now.timestamp()))
         finally:
