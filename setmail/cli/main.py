@@ -44,9 +44,9 @@ def decode(path: Path = typer.Argument(..., help="a DER MessageWrapper (or a mai
 
 
 def _register_commands() -> None:
-    """init/register, run/agent and mailbox live in their own modules (setmail/cli/*_cmds.py)."""
-    from setmail.cli import mailbox_cmds, run_cmds, world_cmds
-    for module in (world_cmds, run_cmds, mailbox_cmds):
+    """init/register, run/agent, mailbox and the purchase commands live in their own modules (setmail/cli/*_cmds.py)."""
+    from setmail.cli import mailbox_cmds, purchase_cmds, run_cmds, world_cmds
+    for module in (world_cmds, run_cmds, mailbox_cmds, purchase_cmds):
         module.register_commands(app)
 
 

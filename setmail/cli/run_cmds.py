@@ -62,16 +62,31 @@ def _serve(agents, routes, listen, poll) -> None:
 
 
 def run(home: Path = home_option(),
+        only: str = typer.Option(None, "--agents", metavar="NAMES",
+                                 help="comma-separated agents to run here (default: all; "
+                                 "'none': only the SMTP server)"),
+        smtp: bool = typer.Option(True, "--smtp/--no-smtp",
+                                  help="run the world's SMTP server in this process"),
         poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
-    """Run the world's SMTP server and every agent in the foreground (Ctrl-C stops cleanly)."""
+    """Run the world's SMTP server and every agent in the foreground (Ctrl-C stops cleanly).
+
+    ``--agents``/``--no-smtp`` split one world over several processes (one per agent uses both
+    cores, and lets each party's memory and CPU be measured on its own)."""
     _stop_early_on_signals()
     try:
         world = load(home)
         setup_logging(verbose)
-        _check_port(world.smtp_host, world.smtp_port)
-        agents = _build(world, list(world.agents))
-        _serve(agents, world.routes(), (world.smtp_host, world.smtp_port), poll)
+        names = list(world.agents)
+        if only is not None:
+            names = [] if only.strip() == "none" else [n.strip() for n in only.split(",") if n.strip()]
+            for name in names:
+                world.agent(name)
+        if smtp:
+            _check_port(world.smtp_host, world.smtp_port)
+        agents = _build(world, names)
+        _serve(agents, world.routes() if smtp else None,
+               (world.smtp_host, world.smtp_port) if smtp else None, poll)
     except _Stopped:
         log.info("stopped before serving")
 

@@ -1,0 +1,323 @@
+"""``setmail buy``, ``tx list|show``, ``capture``, ``inquire``, ``trace`` and ``ledger``.
+
+``buy`` plays the shopping phase SET leaves outside the protocol: it picks the XID, hands the
+order (description, amount) to the merchant's agent and the purchase to the cardholder's wallet,
+both as queued commands; the agents do the rest by mail.  The other commands read the agents'
+stores and Maildirs (``setmail.txview``) or queue a command for one agent.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from setmail.cli.common import home_option, load
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+#: wallet states after which nothing more happens without a new command
+WALLET_FINAL = ("APPROVED", "CAPTURED", "DECLINED", "REJECTED", "FAILED")
+tx_app = typer.Typer(no_args_is_help=True, help="List and show purchases.")
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    typer.echo(f"setmail: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _agent_of_kind(world, name: str, kind: str):
+    spec = world.agent(name)
+    if spec.kind != kind:
+        _fail(f"{name} is a {spec.kind}, not a {kind}")
+    return spec
+
+
+def _submit(world, name: str, command: str, args: dict) -> int:
+    from setmail.agent import commands as cmdq
+    store = cmdq.open_store(world.store_path(name))
+    try:
+        return cmdq.submit(store, command, args)
+    finally:
+        store.close()
+
+
+def _state(world, name: str, xid: str) -> dict:
+    from setmail.txview import open_store
+    store = open_store(world, name)
+    try:
+        return store.get_state("tx/" + xid) or {}
+    finally:
+        store.close()
+
+
+def _command_failure(world, name: str, command_id: int) -> str | None:
+    from setmail.agent import commands as cmdq
+    store = cmdq.open_store(world.store_path(name))
+    try:
+        row = cmdq.get(store, command_id)
+    finally:
+        store.close()
+    return (row.detail or "refused") if row is not None and row.status == "failed" else None
+
+
+def _summary(state: dict) -> dict:
+    from setmail.money import format_amount
+    out = {"state": state.get("state")}
+    for key in ("completion", "auth_code", "iso_code", "iso_text", "auth_amt", "cap_code",
+                "failure", "refused"):
+        if state.get(key) not in (None, ""):
+            out[key] = state[key]
+    if isinstance(out.get("auth_amt"), int) and state.get("currency"):
+        out["auth_amt"] = format_amount(out["auth_amt"], state["currency"],
+                                        state.get("amt_exp10", -2))
+    return out
+
+
+def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder agent, e.g. alice"),
+        merchant: str = typer.Option(..., "--merchant", help="merchant agent, e.g. shop"),
+        amount: str = typer.Option(..., "--amount", help="amount in currency units, e.g. 12.34"),
+        currency: str = typer.Option("USD", "--currency", help="ISO 4217 code"),
+        description: str = typer.Option("setmail order", "--description",
+                                         help="order description (only the merchant sees it)"),
+        card: str = typer.Option(None, "--card", help="card name in world.toml "
+                                 "(default: the cardholder's first card)"),
+        wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the outcome"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON"),
+        home: Path = home_option()) -> None:
+    """Start a purchase: print its XID; with --wait, the outcome (exit 1 unless approved)."""
+    from setmail.crypto.suite import fresh
+    from setmail.money import format_amount, parse_amount
+    world = load(home)
+    holder = _agent_of_kind(world, cardholder, "cardholder")
+    shop = _agent_of_kind(world, merchant, "merchant")
+    minor, number, exp10 = parse_amount(amount, currency)
+    if not description.strip() or len(description) > 1000:
+        _fail("--description must be 1..1000 characters")
+    cards = [world.cards[card]] if card in world.cards else world.cards_of(cardholder)
+    if card and card not in world.cards:
+        _fail(f"no card {card!r} in the world")
+    if not cards:
+        _fail(f"{cardholder} has no card in the world")
+    xid = fresh(20).hex()
+    order = {"xid": xid, "description": description, "amount": minor, "currency": number,
+             "amt_exp10": exp10, "cardholder": holder.address}
+    _submit(world, merchant, "order", order)
+    buy_id = _submit(world, cardholder, "buy", {
+        "xid": xid, "merchant": shop.address, "pan": cards[0].pan, "expiry": cards[0].expiry,
+        "description": description, "amount": minor, "currency": number, "amt_exp10": exp10,
+        "brand": world.brand})
+    shown = format_amount(minor, number, exp10)
+    if wait <= 0:
+        typer.echo(json.dumps({"xid": xid, "amount": shown}) if json_out else xid)
+        return
+    if not json_out:
+        typer.echo(f"{xid}  {cardholder} -> {merchant}  {shown}  (card ending {cards[0].pan[-4:]})")
+    state = _wait_wallet(world, cardholder, xid, buy_id, wait)
+    if state.get("state") == "APPROVED" and shop.options.get("auto_capture"):
+        merchant_state = _wait_merchant_captured(world, merchant, xid, wait)
+        if merchant_state.get("state") == "CAPTURED":
+            state = {**state, "captured": True}
+    result = {"xid": xid, "amount": shown, **_summary(state),
+              **({"captured": True} if state.get("captured") else {})}
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(_outcome_line(result))
+    if result["state"] not in ("APPROVED", "CAPTURED"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _outcome_line(r: dict) -> str:
+    parts = [f"{r['xid'][:16]}…  {r['state']}"]
+    for key in ("auth_code", "iso_code", "iso_text", "auth_amt", "failure", "refused"):
+        if r.get(key):
+            parts.append(f"{key}={r[key]}")
+    if r.get("captured"):
+        parts.append("captured")
+    return "  ".join(str(p) for p in parts)
+
+
+def _wait_wallet(world, name: str, xid: str, command_id: int, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    state: dict = {}
+    while time.monotonic() < deadline:
+        failure = _command_failure(world, name, command_id)
+        if failure:
+            return {"state": "FAILED", "failure": failure}
+        state = _state(world, name, xid)
+        if state.get("state") in WALLET_FINAL:
+            return state
+        time.sleep(0.1)
+    return {"state": "TIMED OUT", "failure": f"still {state.get('state') or 'not started'} after "
+            f"{seconds:g} s (is `setmail run` running?)"}
+
+
+def _wait_merchant_captured(world, name: str, xid: str, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = _state(world, name, xid)
+        if state.get("state") in ("CAPTURED", "DECLINED") or state.get("cap_code") not in (
+                None, "success"):
+            return state
+        time.sleep(0.1)
+    return state
+
+
+def _holder_of(world, xid: str, kind: str) -> str:
+    from setmail.txview import agent_states
+    for name, state in agent_states(world, xid).items():
+        if state["kind"] == kind:
+            return name
+    _fail(f"no {kind} knows purchase {xid}", EXIT_FAILED)
+    return ""  # unreachable
+
+
+@tx_app.command("list")
+def tx_list(json_out: bool = typer.Option(False, "--json", help="print JSON"),
+            home: Path = home_option()) -> None:
+    """Every purchase the world's merchants and cardholders know."""
+    from setmail.money import format_amount
+    from setmail.txview import transactions
+    rows = transactions(load(home))
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no purchases yet (start one with `setmail buy`)")
+    for r in rows:
+        amount = (format_amount(r["amount"], r.get("currency", 840), r.get("amt_exp10", -2))
+                  if isinstance(r.get("amount"), int) else "?")
+        typer.echo(f"{r['xid']}  {amount:>14}  {r.get('cardholder', '?')}:"
+                   f"{r.get('cardholder_state') or '-'}  {r.get('merchant', '?')}:"
+                   f"{r.get('merchant_state') or '-'}")
+
+
+@tx_app.command("show")
+def tx_show(xid: str = typer.Argument(..., help="the purchase's XID"),
+            json_out: bool = typer.Option(False, "--json", help="print JSON"),
+            home: Path = home_option()) -> None:
+    """Each agent's state of one purchase: states, amounts, status codes (no secrets)."""
+    from setmail.txview import agent_states, normalise_xid
+    xid = normalise_xid(xid)
+    states = agent_states(load(home), xid)
+    if not states:
+        _fail(f"no agent knows purchase {xid}", EXIT_FAILED)
+    if json_out:
+        typer.echo(json.dumps({"xid": xid, "agents": states}, indent=2, default=str))
+        return
+    typer.echo(f"purchase {xid}")
+    for name, state in states.items():
+        typer.echo(f"  {name} ({state.pop('kind')}): {state.pop('state', '?')}")
+        for key, value in sorted(state.items()):
+            if value not in (None, "", [], {}):
+                typer.echo(f"      {key:<14} {value}")
+
+
+def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
+            amount: str = typer.Option(None, "--amount", help="amount to capture "
+                                       "(default: the authorised amount)"),
+            home: Path = home_option()) -> None:
+    """Ask the merchant's agent to capture an authorised purchase (CapReq to the gateway)."""
+    from setmail.money import currency_code, parse_amount
+    from setmail.txview import normalise_xid
+    world = load(home)
+    xid = normalise_xid(xid)
+    merchant = _holder_of(world, xid, "merchant")
+    args: dict = {"xid": xid}
+    if amount is not None:
+        state = _state(world, merchant, xid)
+        args["amount"], _, _ = parse_amount(amount, currency_code(state.get("currency", 840)))
+    command_id = _submit(world, merchant, "capture", args)
+    typer.echo(f"queued capture of {xid} for {merchant} as command #{command_id}")
+
+
+def inquire(xid: str = typer.Argument(..., help="the purchase's XID"),
+            wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the InqRes"),
+            home: Path = home_option()) -> None:
+    """Ask the cardholder's wallet to send InqReq; with --wait, print the answer."""
+    from setmail.txview import normalise_xid
+    world = load(home)
+    xid = normalise_xid(xid)
+    holder = _holder_of(world, xid, "cardholder")
+    before = _state(world, holder, xid).get("inquiries", 0)
+    command_id = _submit(world, holder, "inquire", {"xid": xid})
+    typer.echo(f"queued inquiry of {xid} for {holder} as command #{command_id}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        failure = _command_failure(world, holder, command_id)
+        if failure:
+            _fail(f"inquiry refused: {failure}", EXIT_FAILED)
+        state = _state(world, holder, xid)
+        if state.get("inquiries", 0) > before and not state.get("inquiry_pending"):
+            typer.echo(_outcome_line({"xid": xid, **_summary(state)}))
+            return
+        time.sleep(0.1)
+    if wait > 0:
+        _fail(f"no InqRes within {wait:g} s", EXIT_FAILED)
+
+
+def trace(xid: str = typer.Argument(..., help="the purchase's XID"),
+          json_out: bool = typer.Option(False, "--json", help="print JSON"),
+          home: Path = home_option()) -> None:
+    """Every mail of one purchase across all mailboxes, in delivery order."""
+    from dataclasses import asdict
+    from setmail.txview import normalise_xid, trace as build_trace, when
+    world = load(home)
+    entries = build_trace(world, normalise_xid(xid))
+    if json_out:
+        typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
+        return
+    if not entries:
+        _fail(f"no mail of purchase {xid} in any mailbox", EXIT_FAILED)
+    for e in entries:
+        typer.echo(f"{when(e.time)}  {e.sender:>8} -> {e.recipient:<8} {e.message_type:<11} "
+                   f"{e.size:>6} B  {e.result}")
+
+
+def ledger(issuer: str = typer.Option(None, "--issuer", help="issuer agent (default: the first)"),
+           json_out: bool = typer.Option(False, "--json", help="print JSON"),
+           home: Path = home_option()) -> None:
+    """The issuer's card accounts: limit, held, posted, available, and every entry."""
+    from setmail.agent.ledger import ledger_report
+    from setmail.txview import open_store
+    world = load(home)
+    issuers = [issuer] if issuer else [a.name for a in world.agents_of_kind("issuer")]
+    if not issuers:
+        _fail("the world has no issuer")
+    _agent_of_kind(world, issuers[0], "issuer")
+    store = open_store(world, issuers[0])
+    try:
+        report = ledger_report(store)
+    finally:
+        store.close()
+    if json_out:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    typer.echo(render_ledger(report))
+
+
+def render_ledger(report) -> str:
+    """Text form of ``ledger_report``: one line per card, then its entries."""
+    from setmail.money import format_amount
+    lines = []
+    for acct in report:
+        cur, exp = acct.get("currency_number", 840), acct.get("amt_exp10", -2)
+        money = lambda v: format_amount(v, cur, exp)  # noqa: E731
+        lines.append(f"{acct['holder']:<8} card …{acct['pan_last4']}  limit {money(acct['limit'])}"
+                     f"  held {money(acct['held'])}  posted {money(acct['posted'])}"
+                     f"  available {money(acct['available'])}")
+        for e in acct.get("entries", []):
+            lines.append(f"    {e.get('at', '')}  {e['kind']:<8} {money(e.get('amount') or 0):>14}"
+                         f"  {e.get('code') or ''}  xid {str(e.get('xid', ''))[:16]}…")
+    return "\n".join(lines)
+
+
+def register_commands(app: typer.Typer) -> None:
+    app.command("buy")(buy)
+    app.add_typer(tx_app, name="tx")
+    app.command("capture")(capture)
+    app.command("inquire")(inquire)
+    app.command("trace")(trace)
+    app.command("ledger")(ledger)

@@ -1,0 +1,173 @@
+"""Read-only views of purchases across a world's agents: what ``setmail tx``/``trace`` print.
+
+Every purchase role keys its state by the XID (hex) in its own store (``tx/<xid>``), and every mail
+an agent sends names that key in its Subject (``SET <type> <xid>``), so one XID finds the
+purchase everywhere.  Nothing here decrypts anything: states are shown without their
+``secret`` part, mails by their clear headers.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from setmail.world.config import World
+
+PURCHASE_KINDS = ("cardholder", "merchant", "gateway", "issuer")
+#: state keys never shown (secrets, raw DER of requests kept for re-sending)
+HIDDEN = frozenset({"secret", "last", "pi", "preq", "pinit_req", "parked"})
+_XID = re.compile(r"^[0-9a-f]{40}$")
+
+
+def normalise_xid(text: str) -> str:
+    from setmail.errors import SetmailError
+    xid = text.strip().lower()
+    if not _XID.match(xid):
+        raise SetmailError(f"{text!r} is not an XID (40 hex digits, as `setmail buy` prints)")
+    return xid
+
+
+def open_store(world: World, name: str):
+    from setmail.agent.commands import open_store as _open
+    return _open(world.store_path(name))
+
+
+def _public(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k not in HIDDEN and not k.startswith("_")}
+
+
+def agent_states(world: World, xid: str) -> dict[str, dict[str, Any]]:
+    """agent name -> its (public) state of purchase ``xid``, for every agent that has one."""
+    out = {}
+    for spec in world.agents.values():
+        if spec.kind not in PURCHASE_KINDS or not world.store_path(spec.name).exists():
+            continue
+        store = open_store(world, spec.name)
+        try:
+            state = store.get_state("tx/" + xid)
+        finally:
+            store.close()
+        if state:
+            out[spec.name] = {"kind": spec.kind, **_public(state)}
+    return out
+
+
+def transactions(world: World) -> list[dict[str, Any]]:
+    """Every purchase the merchants and cardholders know, newest last."""
+    rows: dict[str, dict[str, Any]] = {}
+    for spec in world.agents.values():
+        if spec.kind not in ("merchant", "cardholder") or not world.store_path(spec.name).exists():
+            continue
+        store = open_store(world, spec.name)
+        try:
+            for key in store.state_keys():
+                if not key.startswith("tx/") or not _XID.match(key[3:]):
+                    continue
+                state = store.get_state(key) or {}
+                row = rows.setdefault(key[3:], {"xid": key[3:]})
+                row[spec.kind] = spec.name
+                row[spec.kind + "_state"] = state.get("state")
+                for field in ("amount", "currency", "amt_exp10", "created", "description"):
+                    if state.get(field) is not None and field not in row:
+                        row[field] = state[field]
+        finally:
+            store.close()
+    return sorted(rows.values(), key=lambda r: str(r.get("created", "")))
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    time: float
+    sender: str
+    recipient: str
+    message_type: str
+    size: int
+    result: str
+    key: str
+
+
+def _mails(world: World, xid: str) -> Iterator[tuple[str, Any, bytes]]:
+    from setmail.mail import maildir
+    needle = f" {xid}".encode()
+    for name in world.agents:
+        path = world.maildir(name)
+        if not path.exists():
+            continue
+        for entry in maildir.list_messages(path, include_quarantine=True):
+            try:
+                raw = maildir.read(path, entry.key)
+            except Exception:
+                continue
+            head = raw[:raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw else 4096]
+            if needle in head:
+                yield name, entry, raw
+
+
+def trace(world: World, xid: str) -> list[TraceEntry]:
+    """Every mail of purchase ``xid`` in every Maildir, in delivery order, with what its
+    recipient made of it: accepted, refused (the SET Error code it answered with), quarantined,
+    duplicate, or not yet processed."""
+    from setmail.mail.mime import parse_mail
+    peers = world.peers()
+    mails = []
+    for name, entry, raw in _mails(world, xid):
+        try:
+            mail = parse_mail(raw, max_size=1 << 21)
+        except Exception:
+            continue
+        mtype = mail.header("X-SET-Message-Type") or "?"
+        mails.append((entry.mtime, name, entry, mail, mtype))
+    refusals = {}
+    for _, _, _, mail, mtype in mails:
+        if mtype == "Error" and mail.in_reply_to:
+            refusals[mail.in_reply_to] = _error_code(mail.der)
+    statuses = _processed(world, {name for _, name, *_ in mails})
+    out = []
+    for mtime, name, entry, mail, mtype in sorted(mails, key=lambda m: m[0]):
+        status = statuses.get((name, entry.key))
+        if entry.folder == "quarantine":
+            result = "quarantined"
+        elif mail.message_id in refusals:
+            result = f"refused ({refusals[mail.message_id]})"
+        elif status is None:
+            result = "not yet processed"
+        elif status == "done":
+            result = "accepted"
+        else:
+            result = status
+        out.append(TraceEntry(mtime, peers.get(mail.sender.lower(), mail.sender), name, mtype,
+                              len(mail.der), result, entry.key))
+    return out
+
+
+def _error_code(der: bytes) -> str:
+    try:
+        from setmail.asn1.base import decode
+        from setmail.asn1.error import Error
+        from setmail.asn1.wrapper import decode_wrapper, message_body
+        error = decode(Error, message_body(decode_wrapper(der)).dump())
+        if error.name == "unsigned_error":
+            return error.chosen["error_code"].native
+        return "signed Error"
+    except Exception:
+        return "Error"
+
+
+def _processed(world: World, names) -> dict[tuple[str, str], str]:
+    out = {}
+    for name in names:
+        if not world.store_path(name).exists():
+            continue
+        store = open_store(world, name)
+        try:
+            for key, status in store.query("SELECT maildir_key, status FROM processed_mail"):
+                out[(name, key)] = status
+        finally:
+            store.close()
+    return out
+
+
+def when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
