@@ -1,99 +1,160 @@
-"""``./scripts/demo``: a SET purchase request, and what the merchant and the gateway each see.
+"""``./scripts/demo``: a SET world on this machine, a registration and three purchase steps by mail.
 
-Builds a certificate hierarchy, certifies a cardholder, a merchant and a payment gateway, has the
-cardholder build a dual-signed purchase request (PReq), then verifies it twice: as the merchant
-(order in clear, card sealed) and as the gateway (card in clear, order only as a digest).  Exits 0
-when every check holds.
+Creates a world in a temporary directory (or ``--home``), starts the SMTP server and every agent
+(``setmail run``), then, through the same commands a user types: registers alice's card with the
+cardholder CA, buys 12.34 USD at the shop (approved, captured automatically), tries 9,999.00 USD
+(declined by the issuer: insufficient funds), inquires about the first purchase, prints its trace
+and the issuer's ledger, and stops the agents.  Every outcome is checked; exit 0 only if all hold.
 """
 from __future__ import annotations
 
-import datetime as dt
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-from setmail.asn1 import purchase as pu
-from setmail.asn1.base import MessageHeader
-from setmail.asn1.oids import PROFILE_MODERN_2026
-from setmail.asn1.wrapper import decode_wrapper, make_wrapper, message_type
-from setmail.crypto import dual
-from setmail.crypto.operators import DD
-from setmail.crypto.suite import DEFAULT_SUITE as SUITE, fresh
-from setmail.pki.thumbs import thumbprint
-from setmail.pki.validate import validate_path
-from setmail.roles import purchase_msgs as pm
-from setmail.vectors import EXPIRY, PAN, Parties
-
+from setmail.cli.main import main as cli_main
 
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def main() -> int:
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    _say("setmail demo — a SET 1.0 purchase request with modern cryptography\n")
-    _say("1. PKI: Root → Visa Brand CA → Cardholder / Merchant / Payment Gateway CAs")
-    cast = Parties(SUITE, now, card_secret=fresh())
-    tree, trust = cast.tree, cast.tree.trust_store()
-    alice, gateway = cast.cardholder, cast.gateway_kex
-    gw_kex_cert, card_secret = gateway.cert, cast.card_secret
-    _say(f"   cardholder certificate subject: {alice.cert.subject.rfc4514_string()}")
-    _say("   (a keyed hash of PAN and expiry — the card number itself is not in the certificate)\n")
+def setmail(*args: str, show: bool = True) -> tuple[int, str]:
+    """Run one setmail command in-process, echo it and its output like a terminal session."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+    if show:
+        shown = [a for i, a in enumerate(args) if a != "--home" and (i == 0 or args[i - 1] != "--home")]
+        _say("$ setmail " + " ".join(shown))
+        for line in (out.getvalue() + err.getvalue()).rstrip().splitlines():
+            _say("  " + line)
+    return code, out.getvalue()
 
-    order = pm.Order("1 blue teapot, gift-wrapped, to 742 Evergreen Terrace", 1234)
-    _say(f"2. Cardholder builds PReq: order '{order.description}', amount {order.display()}")
-    xid, od_salt = fresh(), fresh()
-    tids = pm.trans_ids(lid_c=b"alice-0001", xid=xid, p_req_date=now)
-    hod = pm.hod(order, od_salt)
-    oi = pm.oi_data(trans_ids_der=tids, rrpid=fresh(), chall_c=fresh(), hod_dd=hod, od_salt=od_salt,
-                    brand_id="Visa", bin_=PAN[:8], chall_m=fresh())
-    head = pm.pi_head(trans_ids_der=tids, hod_dd=hod, order=order, merchant_id=Parties.MER_ID,
-                      trans_stain_=pm.trans_stain(xid, card_secret), sw_ident="setmail/0.1",
-                      pe_thumb=thumbprint(gw_kex_cert))
-    pan = pm.pan_data(pan=PAN, expiry=EXPIRY, pan_secret=cast.pan_secret, ex_nonce=fresh())
-    signed = dual.dual_sign(alice, gateway.cert, head, oi, pan)
-    header = MessageHeader({"version": 1, "date": now, "message_ids": {"lid_c": b"alice-0001", "xid": xid},
-                            "sw_ident": "setmail/0.1"})
-    p_req = pu.PReq(name="p_req_dual_signed", value=pu.PReqDualSigned.load(signed.p_req_dual_signed))
-    wire = make_wrapper(header, "PReq", p_req,
-                        [{"ext_id": PROFILE_MODERN_2026, "ext_value": b"\x05\x00"}]).dump()
-    _say(f"   MessageWrapper: {len(wire)} bytes DER; dual signature by the cardholder, "
-         f"PI sealed for the gateway (EX, PAN in the OAEP block)\n")
 
-    def validate_card(signer, included):
-        validate_path(signer, [*included, *tree.cca.chain], trust, now=now, expected_type="card",
-                      key_usage="digital_signature")
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
 
-    # --- the merchant --------------------------------------------------------------------------
-    received = decode_wrapper(wire)
-    assert message_type(received) == "PReq"
-    body = received["message"].chosen.chosen  # PReq -> PReqDualSigned
-    pi_ds, oi_ds = body["pi_dual_signed"].dump(), body["oi_dual_signed"].dump()
-    mview = dual.merchant_verify(pi_ds, oi_ds, validate=validate_card)
-    oi_fields = pu.OIData.load(mview.oi_data)
-    ok_hod = oi_fields["hod"].dump() == pm.hod(order, oi_fields["od_salt"].native)
-    _say("3. The merchant's view (after verifying the dual signature and the cardholder's chain):")
-    _say(f"   XID {oi_fields['trans_ids']['xid'].native.hex()[:16]}…, brand {oi_fields['brand_id'].native}, "
-         f"BIN {oi_fields['bin'].native}")
-    _say(f"   order + amount it agreed on match HOD: {ok_hod}")
-    _say(f"   PAN visible to the merchant: {PAN.encode() in wire} (only the gateway can open the PI)\n")
+    def __call__(self, ok: bool, what: str) -> None:
+        _say(f"  {'✓' if ok else '✗'} {what}")
+        if not ok:
+            self.failed.append(what)
 
-    # --- the gateway ---------------------------------------------------------------------------
-    gview = dual.gateway_verify(pi_ds, gateway, h_oi_data=DD("OIData", oi_fields.dump()),
-                                validate=validate_card)
-    head_f, pan_f = pu.PIHead.load(gview.pi_head), pu.PANData.load(gview.pan_data)
-    gw_sees = gview.pi_head + gview.pan_data + gview.h_oi_data
-    amount = head_f["inputs"]["purch_amt"].native
-    _say("4. The gateway's view (after opening the PI and verifying the same dual signature):")
-    _say(f"   card {pm.mask_pan(pan_f['pan'].native)} expiring {pan_f['card_expiry'].native}, "
-         f"merchant {head_f['merchant_id'].native}, amount {amount['amount']} × 10^{amount['amt_exp10']} "
-         f"(currency {amount['currency']})")
-    _say(f"   PIHead names this gateway: {head_f['pe_thumb'].native == thumbprint(gw_kex_cert)}")
-    _say(f"   order description visible to the gateway: {order.description.encode() in gw_sees} "
-         "(it holds only DD(OIData) and HOD)")
-    checks = [ok_hod, PAN.encode() not in wire, order.description.encode() not in gw_sees,
-              head_f["pe_thumb"].native == thumbprint(gw_kex_cert)]
-    _say("\nall checks passed" if all(checks) else "\nA CHECK FAILED")
-    return 0 if all(checks) else 1
+
+def _start(home: Path) -> subprocess.Popen:
+    log = open(home / "agents.log", "w")
+    env = {**os.environ}
+    env.pop("SETMAIL_FAULT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "setmail.cli.main", "run", "--home", str(home),
+                             "--poll", "0.05"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    return proc
+
+
+def _wait_listening(home: Path, port: int, proc: subprocess.Popen) -> None:
+    import socket
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit("the agents did not start:\n" + (home / "agents.log").read_text())
+
+
+def run(home: Path) -> int:
+    from setmail.mail.smtpd import pick_free_port
+    check = Checks()
+    port = pick_free_port()
+    h = ("--home", str(home))
+    _say("setmail demo — SET card payments, store-and-forward over e-mail\n")
+    _say("1. A world: Root → Brand → CAs; cardholders alice and bob, merchant shop, payment "
+         "gateway, issuer bank")
+    setmail("init", *h, "--smtp-port", str(port), "--force")
+    proc = _start(home)
+    try:
+        _wait_listening(home, port, proc)
+        _say(f"\n2. Agents running (SMTP on 127.0.0.1:{port}, one Maildir per agent); alice "
+             "registers her card with the cardholder CA, by mail")
+        code, _ = setmail("register", "alice", "--wait", "60", *h)
+        check(code == 0, "alice holds a cardholder certificate")
+
+        _say("\n3. alice buys at shop: PInit, PReq (dual signature), AuthReq, issuer 0100/0110, "
+             "AuthRes, PRes, CapReq, 0220/0230, CapRes")
+        code, out = setmail("buy", "--cardholder", "alice", "--merchant", "shop", "--amount",
+                            "12.34", "--description", "1 teapot, blue", "--wait", "60", "--json",
+                            *h)
+        first = json.loads(out) if code in (0, 1) and out.strip() else {}
+        check(code == 0 and first.get("state") == "APPROVED", "approved by the issuer")
+        check(bool(first.get("captured")), "captured by the merchant (auto-capture)")
+
+        _say("\n4. alice tries 9,999.00 USD: more than her credit limit")
+        code, out = setmail("buy", "--cardholder", "alice", "--merchant", "shop", "--amount",
+                            "9999.00", "--description", "a golden teapot", "--wait", "60",
+                            "--json", *h)
+        second = json.loads(out) if out.strip() else {}
+        check(code == 1 and second.get("state") == "DECLINED", "declined")
+        check(str(second.get("iso_code")) == "51", "issuer's reason reaches alice: 51 "
+              "insufficient funds")
+
+        xid = first.get("xid", "")
+        _say("\n5. alice asks the merchant about the first purchase (InqReq/InqRes)")
+        code, out = setmail("inquire", xid, "--wait", "30", *h)
+        check(code == 0 and "CAPTURED" in out, "the merchant answers: captured")
+
+        _say("\n6. Every mail of the first purchase, as the Maildirs hold them")
+        code, out = setmail("trace", xid, *h)
+        check(code == 0 and "IssCapRes" in out and "refused" not in out,
+              "the whole purchase travelled by mail, every message accepted")
+
+        _say("\n7. The issuer's ledger")
+        code, out = setmail("ledger", "--json", *h, show=False)
+        setmail("ledger", *h)
+        report = json.loads(out) if code == 0 else []
+        alice = next((a for a in report if a.get("holder") == "alice"), {})
+        check(alice.get("posted") == 1234 and alice.get("held") == 0,
+              "12.34 posted to alice's card, nothing left on hold")
+    finally:
+        _say("\n8. Stopping the agents")
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log = (home / "agents.log").read_text()
+    check(proc.returncode == 0, "agents stopped cleanly")
+    check("4111111111111111" not in log, "no card number in the agents' log")
+    if check.failed:
+        _say(f"\n{len(check.failed)} check(s) failed; agents' log: {home / 'agents.log'}")
+        return 1
+    _say("\nall checks passed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, help="world directory to (re)create and keep")
+    args = parser.parse_args(argv)
+    if args.home:
+        return run(args.home.absolute())
+    home = Path(tempfile.mkdtemp(prefix="setmail-demo-")) / "world"
+    try:
+        return run(home)
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
