@@ -118,6 +118,37 @@ def _certificate_summary(store, state: dict) -> str:
         return json.dumps({k: v for k, v in state.items() if k in ("state", "brand")})
 
 
+def revoke(agent: str = typer.Argument(..., help="agent whose certificates to revoke"),
+           reason: str = typer.Option("unspecified", "--reason",
+                                      help="RFC 5280 reason, e.g. keyCompromise"),
+           home: Path = home_option()) -> None:
+    """Revoke an agent's SET certificates: each issuing CA signs a new CRL, the brand a new BCI.
+
+    Agents read CRLs when they start: restart them (or `setmail run`) for the revocation to
+    take effect."""
+    import datetime as dt
+    from cryptography import x509
+    from setmail.world.revoke import revoke_agent
+    world = load(home)
+    try:
+        flag = x509.ReasonFlags(reason)
+    except ValueError:
+        _fail(f"unknown reason {reason!r} (e.g. keyCompromise, cessationOfOperation)", EXIT_USAGE)
+    from setmail.world.revoke import agent_certificates
+    revoked = revoke_agent(world, agent, dt.datetime.now(dt.timezone.utc), flag)
+    if not revoked:
+        if agent_certificates(world, agent) and agent not in {a.name for a in
+                                                             world.agents_of_kind("issuer")}:
+            typer.echo(f"{agent}: every certificate is already revoked")
+            return
+        _fail(f"{agent} holds no SET certificate to revoke", EXIT_FAILED)
+    for ca, serial, subject in revoked:
+        typer.echo(f"revoked serial {serial:x} ({subject}) on the {ca} CRL")
+    typer.echo("restart running agents for the new CRLs and BrandCRLIdentifier to take effect")
+
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("register")(register)
+    app.command("revoke")(revoke)

@@ -17,11 +17,13 @@ from cryptography.x509.oid import NameOID
 
 from setmail.asn1.certext import BrandCRLIdentifier
 from setmail.crypto.suite import CryptoSuite, fresh
-from setmail.errors import KeyAlreadyCertified, MissingCertificate, WrongCertificateType
+from setmail.errors import (BadSignature, KeyAlreadyCertified, MissingCertificate,
+                            WrongCertificateType)
 from setmail.pki import profiles, setext
 from setmail.pki.bci import build_bci
 from setmail.pki.cardholder import cardholder_common_name, pan_secret
 from setmail.pki.profiles import Profile
+from setmail.pki.signatures import check_certificate_signature
 from setmail.pki.timeutil import utc
 
 #: how long a CRL or BCI stays current; e-mail is slow, so a week rather than hours (D-209)
@@ -205,13 +207,39 @@ class CertificateAuthority:
                ) -> x509.CertificateRevocationList:
         """Put a certificate this CA issued on its CRL; returns the new, signed CRL."""
         serial = certificate if isinstance(certificate, int) else certificate.serial_number
-        if serial not in self.issued:
+        if serial not in self.issued and not (
+                not isinstance(certificate, int) and self._signed_by_us(certificate)):
             raise MissingCertificate(f"this CA issued no certificate with serial {serial:x}")
         self._revoked.setdefault(serial, (utc(now), reason))
         return self.issue_crl(now)
 
     def is_revoked(self, serial: int) -> bool:
         return serial in self._revoked
+
+    def _signed_by_us(self, certificate: x509.Certificate) -> bool:
+        """A certificate this CA issued but no longer has in ``issued`` (a CA rebuilt from its
+        files after a restart keeps no issuance index; its signature is the proof)."""
+        if certificate.issuer != self.certificate.subject:
+            return False
+        try:
+            check_certificate_signature(certificate, self.certificate, self.suite)
+        except BadSignature:
+            return False
+        return True
+
+    def restore(self, crl: x509.CertificateRevocationList | None,
+                bci: BrandCRLIdentifier | None = None) -> None:
+        """Take up the revocation state saved with the CA (its last CRL and, for a Brand CA, its
+        last BCI): revoked serials, CRL number and BCI sequence continue where they stopped, so
+        a revocation survives a restart and numbers never repeat."""
+        self.crl = crl
+        if crl is not None:
+            self._revoked = {r.serial_number: (r.revocation_date_utc, _reason(r)) for r in crl}
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+            self._crl_number = max(self._crl_number, number)
+        if bci is not None:
+            self.bci = bci
+            self._bci_sequence = max(self._bci_sequence, int(bci["tbs"]["sequence_num"].native))
 
     def issue_crl(self, now: datetime) -> x509.CertificateRevocationList:
         """Sign a fresh CRL (next number) and have the Brand CA(s) re-issue their BCI."""
@@ -270,3 +298,10 @@ class CertificateAuthority:
     def _require(self, cert_type: str, why: str) -> None:
         if self.profile.cert_type != cert_type:
             raise WrongCertificateType(why)
+
+
+def _reason(entry) -> x509.ReasonFlags:
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return x509.ReasonFlags.unspecified

@@ -68,8 +68,10 @@ def save_ca(directory: Path, ca: CertificateAuthority) -> None:
 
 
 def load_ca(directory: Path, suite, profile, *, parent=None, brand=None) -> CertificateAuthority:
-    """Rebuild a CA object from ``save_ca`` files.  Its issued-serial index and CRL counter are
-    not persisted here (the CA role keeps its certified keys in its own store)."""
+    """Rebuild a CA object from ``save_ca`` files.  Its revocation state (revoked serials, CRL
+    number, BCI sequence) continues from the saved CRL and BCI (``CertificateAuthority.restore``);
+    the issued-serial index is not kept (the CA role keeps its certified keys in its own store,
+    and ``revoke`` accepts any certificate the CA's signature proves it issued)."""
     next_key = directory / "next.key.pem"
     ca = CertificateAuthority(suite=suite, profile=profile, key=load_key(directory / "sig.key.pem"),
                               certificate=load_cert(directory / "sig.cert.pem"),
@@ -78,11 +80,10 @@ def load_ca(directory: Path, suite, profile, *, parent=None, brand=None) -> Cert
     if (directory / "kex.key.pem").exists():
         ca.key_exchange_key = load_key(directory / "kex.key.pem")
         ca.key_exchange_certificate = load_cert(directory / "kex.cert.pem")
-    if (directory / "crl.pem").exists():
-        ca.crl = load_crl((directory / "crl.pem").read_bytes())
-    if (directory / "bci.pem").exists():
-        from setmail.pki.parse import load_bci
-        ca.bci = load_bci((directory / "bci.pem").read_bytes())
+    from setmail.pki.parse import load_bci
+    crl = load_crl((directory / "crl.pem").read_bytes()) if (directory / "crl.pem").exists() else None
+    bci = load_bci((directory / "bci.pem").read_bytes()) if (directory / "bci.pem").exists() else None
+    ca.restore(crl, bci)
     if parent is not None:
         parent.children.append(ca)
     return ca

@@ -29,3 +29,29 @@ def load_ca_tree(world: World) -> dict:
         cas[label] = load_ca(directory, suite, profile, parent=cas.get(parent),
                              brand=None if label == "root" else world.brand)
     return cas
+
+
+def ca_directory(world: World, label: str):
+    """Where the CA ``label`` (root, brand, cca, mca, pca) keeps its keys, CRL and BCI."""
+    return _ca_dir(world, label)
+
+
+def crls(world: World) -> tuple:
+    """Every CA's current CRL as saved on disk: what relying parties check paths against.
+
+    Read when an agent starts; a revocation (``setmail revoke``) reaches a running agent when it
+    restarts."""
+    from setmail.pki.parse import load_crl
+    out = []
+    for label, _, _ in CA_TREE:
+        path = _ca_dir(world, label) / "crl.pem"
+        if path.exists():
+            out.append(load_crl(path.read_bytes()))
+    return tuple(out)
+
+
+def brand_bci(world: World):
+    """The brand's current BrandCRLIdentifier (carried in PInitRes, PRes, AuthRes, CapRes)."""
+    from setmail.pki.parse import load_bci
+    path = _ca_dir(world, "brand") / "bci.pem"
+    return load_bci(path.read_bytes()) if path.exists() else None
