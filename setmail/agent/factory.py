@@ -40,23 +40,6 @@ def build_agent(world: World, name: str, **kwargs) -> Agent | None:
     return Agent(agent_config(world, name), factory(world, spec), **kwargs)
 
 
-@register_role("cardholder")
-def _cardholder(world: World, spec: AgentSpec) -> Role:
-    from setmail.crypto.suite import get_suite
-    from setmail.roles.cardholder_reg import CardholderRegConfig, CardholderRegistration
-    from setmail.world.keys import load_key
-    from setmail.world.trees import trust_store
-    keys = world.keys_dir(spec.name)
-
-    def key_lookup(key_id: str):
-        path = keys / f"{key_id}.key.pem"
-        return load_key(path) if path.exists() else None
-
-    return CardholderRegistration(CardholderRegConfig(
-        name=spec.address, trust=trust_store(world), suite=get_suite(world.suite),
-        key_lookup=key_lookup))
-
-
 @register_role("ca")
 def _ca(world: World, spec: AgentSpec) -> Role:
     from setmail.roles.ca import CAConfig, CARole

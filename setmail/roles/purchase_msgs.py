@@ -68,17 +68,69 @@ def trans_stain(xid: bytes, card_secret: bytes, suite: CryptoSuite = DEFAULT_SUI
 
 
 def pi_head(*, trans_ids_der: bytes, hod_dd: bytes, order: Order, merchant_id: str,
-            trans_stain_: bytes, sw_ident: str, pe_thumb: bytes) -> bytes:
-    """PIHead DER; ``pe_thumb`` names the gateway the cardholder chose (hardening, D-102)."""
-    return pu.PIHead({"trans_ids": TransIDs.load(trans_ids_der),
-                      "inputs": {"hod": pu.DetachedDigest.load(hod_dd), "purch_amt": order.purch_amt},
-                      "merchant_id": merchant_id, "trans_stain": trans_stain_, "sw_ident": sw_ident,
-                      "pe_thumb": pe_thumb}).dump()
+            trans_stain_: bytes, sw_ident: str, pe_thumb: bytes,
+            acq_back_key: bytes | None = None) -> bytes:
+    """PIHead DER; ``pe_thumb`` names the gateway the cardholder chose (hardening, D-102);
+    ``acq_back_key`` (AES-256 key wrap) lets that gateway answer us through the merchant
+    (AcqCardMsg)."""
+    value = {"trans_ids": TransIDs.load(trans_ids_der),
+             "inputs": {"hod": pu.DetachedDigest.load(hod_dd), "purch_amt": order.purch_amt},
+             "merchant_id": merchant_id, "trans_stain": trans_stain_, "sw_ident": sw_ident,
+             "pe_thumb": pe_thumb}
+    if acq_back_key is not None:
+        value["acq_back_key_data"] = {"back_alg_id": {"algorithm": "aes256_wrap"},
+                                      "back_key": acq_back_key}
+    return pu.PIHead(value).dump()
 
 
 def pan_data(*, pan: str, expiry: str, pan_secret: bytes, ex_nonce: bytes) -> bytes:
     return pu.PANData({"pan": pan, "card_expiry": expiry, "pan_secret": pan_secret,
                        "ex_nonce": ex_nonce}).dump()
+
+
+def ratio(part: int, whole: int) -> dict:
+    """Ratio (D-104) of ``part`` to ``whole``, e.g. AuthRatio = auth_amt / purch_amt."""
+    return {"numerator": part, "denominator": whole}
+
+
+def ratio_of(value, whole: int) -> int | None:
+    """The amount a Ratio (native dict) of ``whole`` stands for; None if it is meaningless."""
+    if not value or not value.get("denominator"):
+        return None
+    return whole * value["numerator"] // value["denominator"]
+
+
+def iso_response(text: str | None) -> tuple[str | None, str | None]:
+    """("05", "do not honour") from an AcqCardMsg text "<ISO code> <meaning>" (purchase.md);
+    (None, text) when the text does not start with a two-character code."""
+    if not text:
+        return None, None
+    code, _, meaning = text.strip().partition(" ")
+    if len(code) == 2 and code.isalnum():
+        return code, meaning.strip() or None
+    return None, text.strip()
+
+
+def status_fields(payload: pu.PResPayload, purch_amount: int) -> dict:
+    """What the cardholder records of one PResPayload (PRes or InqRes), JSON-ready: completion
+    code, authorisation and capture codes, dates and the amounts their ratios stand for."""
+    out: dict = {"completion": payload["completion_code"].native}
+    results = payload["results"]
+    if results.native is None:
+        return out
+    auth, cap = results["auth_status"].native, results["cap_status"].native
+    if auth is not None:
+        out.update(auth_code=auth["auth_code"], auth_date=_iso(auth["auth_date"]),
+                   auth_amt=ratio_of(auth["auth_ratio"], purch_amount))
+    if cap is not None:
+        out.update(cap_code=cap["cap_code"], cap_date=_iso(cap["cap_date"]),
+                   cap_amt=ratio_of(cap["cap_ratio"], purch_amount),
+                   captured=cap["cap_code"] == "success")
+    return out
+
+
+def _iso(when: dt.datetime) -> str:
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).isoformat()
 
 
 def mask_pan(pan: str) -> str:

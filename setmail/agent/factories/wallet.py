@@ -1,0 +1,87 @@
+"""The cardholder agent: registration and the purchase wallet as one role (``Dispatch``).
+
+The wallet's credentials are the files registration's effects write (``setmail.agent.effects``):
+``keys/<key_id>.key.pem``, ``.cert.pem``, ``.chain.pem``, ``.pansecret`` and the index
+``wallet.json`` ({key_id: {pan_last4, brand, not_after, ...}}).  ``WalletFiles`` reads them at
+each call, so a certificate obtained while the agent runs is found at once, and parses each file
+version once (cached by modification time): a purchase asks for its card twice.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from setmail.agent.factory import register_role
+from setmail.crypto.cms import Identity
+from setmail.errors import WorldError
+from setmail.roles.base import Role
+from setmail.roles.wallet import WalletCard
+from setmail.world.config import AgentSpec, World
+from setmail.world.keys import load_cert, load_chain, load_key
+
+_FILES = (".key.pem", ".cert.pem", ".chain.pem", ".pansecret")
+
+
+class WalletFiles:
+    """``credentials(pan_last4, brand)`` over an agent's wallet files: the newest certificate
+    (latest not_after) registered for that card and brand, or None."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self._cache: dict[str, tuple[tuple, WalletCard]] = {}
+
+    def __call__(self, pan_last4: str, brand: str) -> WalletCard | None:
+        index = self.home / "wallet.json"
+        try:
+            entries = json.loads(index.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise WorldError(f"cannot read {index}: {exc}") from exc
+        mine = [(str(e.get("not_after", "")), name) for name, e in entries.items()
+                if e.get("pan_last4") == pan_last4
+                and str(e.get("brand", "")).lower() == str(brand).lower()]
+        for _, name in sorted(mine, reverse=True):
+            card = self._load(name)
+            if card is not None:
+                return card
+        return None
+
+    def _load(self, name: str) -> WalletCard | None:
+        key, cert, chain, secret = (self.home / "keys" / (name + ext) for ext in _FILES)
+        if not (key.exists() and cert.exists() and secret.exists()):
+            return None  # registration not finished (the key comes before the certificate)
+        stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in (key, cert, chain, secret))
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        certs = load_chain(chain) if chain.exists() else []
+        try:
+            pan_secret = bytes.fromhex(secret.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise WorldError(f"cannot read PANSecret {secret}: {exc}") from exc
+        # the pinned root is never sent along: every verifier has it
+        card = WalletCard(Identity(load_key(key), load_cert(cert),
+                                   tuple(c for c in certs if c.issuer != c.subject)), pan_secret)
+        self._cache[name] = (stamp, card)
+        return card
+
+
+@register_role("cardholder")
+def cardholder(world: World, spec: AgentSpec) -> Role:
+    from setmail.crypto.suite import get_suite
+    from setmail.roles.cardholder_reg import CardholderRegConfig, CardholderRegistration
+    from setmail.roles.dispatch import Dispatch
+    from setmail.roles.wallet import Wallet, WalletConfig
+    from setmail.world.trees import trust_store
+    keys, suite, trust = world.keys_dir(spec.name), get_suite(world.suite), trust_store(world)
+
+    def key_lookup(key_id: str):
+        path = keys / f"{key_id}.key.pem"
+        return load_key(path) if path.exists() else None
+
+    registration = CardholderRegistration(CardholderRegConfig(
+        name=spec.address, trust=trust, suite=suite, key_lookup=key_lookup))
+    wallet = Wallet(WalletConfig(name=spec.address, trust=trust, suite=suite, agent=spec.name,
+                                 credentials=WalletFiles(world.agent_home(spec.name))))
+    return Dispatch([wallet, registration], name="cardholder")
