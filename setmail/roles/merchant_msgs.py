@@ -1,0 +1,152 @@
+"""The merchant's plaintexts (docs/purchase.md), built from its transaction state.
+
+Pure functions, plain values in, DER out, so ``roles/merchant.py`` keeps only the protocol logic:
+PInitResData, AuthReqData, CapReqData and the PResData that PRes and InqRes share.  The status a
+PResData reports is a function of the merchant's state alone (``COMPLETION``), which is why an
+InqRes can be answered in any state without asking anybody.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
+from setmail.asn1.base import TransIDs
+from setmail.asn1.certext import BrandCRLIdentifier
+from setmail.asn1.issuer import RESPONSE_CODES
+from setmail.crypto import der
+from setmail.errors import ProtocolError
+from setmail.roles.common import unh
+
+#: merchant state -> the CompletionCode a PRes/InqRes reports in it
+COMPLETION = {
+    "PINIT_SENT": "orderNotReceived",
+    "AUTH_SENT": "orderReceived",
+    "AUTHORIZED": "authorizationPerformed",
+    "CAP_SENT": "authorizationPerformed",
+    "CAPTURED": "capturePerformed",
+    "DECLINED": "authorizationDeclined",
+    "REJECTED": "orderRejected",
+}
+
+
+def utc(now: dt.datetime) -> dt.datetime:
+    """SET dates: UTC, second precision."""
+    return now.astimezone(dt.timezone.utc).replace(microsecond=0)
+
+
+def iso(now: dt.datetime) -> str:
+    return utc(now).isoformat()
+
+
+def amount(state: dict, minor: int | None = None) -> dict:
+    """CurrencyAmount in the order's currency (``minor`` defaults to the order amount)."""
+    return {"currency": state["currency"], "amount": state["amount"] if minor is None else minor,
+            "amt_exp10": state["amt_exp10"]}
+
+
+def check_order(args) -> dict:
+    """The order fields of an ``order`` command, checked (ProtocolError: the command fails)."""
+    description = args.get("description")
+    values = {k: args.get(k) for k in ("amount", "currency")}
+    values["amt_exp10"] = args.get("amt_exp10", -2)
+    if not isinstance(description, str) or not description.strip():
+        raise ProtocolError("order needs a description")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values.values()):
+        raise ProtocolError("order amount, currency and amt_exp10 must be integers")
+    if values["amount"] <= 0 or not 1 <= values["currency"] <= 999:
+        raise ProtocolError("order amount must be positive and currency an ISO 4217 number")
+    return {"description": description, **values}
+
+
+def xid_octets(key: str) -> bytes:
+    """The XID a transaction key names: 1..20 octets (it doubles as LID-M, a LocalID, D-131)."""
+    try:
+        xid = bytes.fromhex(key)
+    except ValueError:
+        xid = b""
+    if not 1 <= len(xid) <= 20:
+        raise ProtocolError(f"xid must be 1..20 octets in hex, not {key[:48]!r}", "unknownXID")
+    return xid
+
+
+def _bci(bci_der: bytes | None) -> dict:
+    return {} if bci_der is None else {"brand_crl_identifier": BrandCRLIdentifier.load(bci_der)}
+
+
+def rr_tags(rrpid: bytes, mer_id: str, now: dt.datetime) -> dict:
+    return {"rrpid": rrpid, "mer_term_ids": {"merchant_id": mer_id}, "date": utc(now)}
+
+
+def pinit_res_data(state: dict, *, chall_m: bytes, pe_thumb: bytes, bci_der: bytes | None) -> bytes:
+    pinit = state["pinit_req"]
+    return pu.PInitResData({
+        "trans_ids": TransIDs.load(unh(state["trans_ids"])), "rrpid": unh(pinit["rrpid"]),
+        "chall_c": unh(pinit["chall_c"]), "chall_m": chall_m, "pe_thumb": pe_thumb,
+        **_bci(bci_der)}).dump()
+
+
+def pi(pi_dual_signed: bytes) -> bytes:
+    """PI ::= [1] IMPLICIT PIDualSigned, around the cardholder's bytes, unchanged."""
+    return der.implicit_constructed(1, der.content_of(pi_dual_signed))
+
+
+def auth_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime, h_oi_data: bytes,
+                  hod2: bytes) -> bytes:
+    return gw.AuthReqData({"auth_req_item": {
+        "auth_tags": {"auth_rr_tags": rr_tags(rrpid, mer_id, now),
+                      "trans_ids": TransIDs.load(unh(state["trans_ids"]))},
+        "check_digests": {"h_oi_data": pu.DetachedDigest.load(h_oi_data),
+                          "hod2": pu.DetachedDigest.load(hod2)},
+        "auth_req_payload": {"subsequent_auth_ind": False, "auth_req_amt": amount(state),
+                             "request_card_type_ind": False,
+                             "merch_data": gw.MerchData.load(b"\x30\x00")}}}).dump()
+
+
+def cap_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime, minor: int) -> bytes:
+    return cap.CapReqData({
+        "cap_rr_tags": rr_tags(rrpid, mer_id, now),
+        "cap_item_seq": [{"trans_ids": TransIDs.load(unh(state["trans_ids"])),
+                          "auth_rrpid": unh(state["auth_rrpid"]),
+                          "cap_payload": {"cap_date": utc(now), "cap_req_amt": amount(state, minor)}}],
+    }).dump()
+
+
+def cap_token_seq(cap_token: bytes) -> bytes:
+    return gw.CapTokenSeq([gw.CapToken.load(cap_token)]).dump()
+
+
+def _ratio(part: int, state: dict) -> dict:
+    return {"numerator": part, "denominator": state["amount"]}
+
+
+def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | None) -> bytes:
+    """PResData for PRes and InqRes: the purchase's status as the merchant's state records it."""
+    results: dict = {}
+    if state.get("acq_card_msg"):
+        results["acq_card_msg"] = pu.AcqCardMsg.load(unh(state["acq_card_msg"]))
+    if state.get("auth_code"):
+        results["auth_status"] = {"auth_date": dt.datetime.fromisoformat(state["auth_date"]),
+                                  "auth_code": state["auth_code"],
+                                  "auth_ratio": _ratio(state["auth_amt"], state)}
+    if state["state"] == "CAPTURED":
+        results["cap_status"] = {"cap_date": dt.datetime.fromisoformat(state["cap_date"]),
+                                 "cap_code": state["cap_code"],
+                                 "cap_ratio": _ratio(state["cap_amt"], state)}
+    payload: dict = {"completion_code": COMPLETION[state["state"]]}
+    if results:
+        payload["results"] = results
+    return pu.PResData({"trans_ids": TransIDs.load(unh(state["trans_ids"])), "rrpid": rrpid,
+                        "chall_c": chall_c, "p_res_payload_seq": [payload],
+                        **_bci(bci_der)}).dump()
+
+
+def auth_result(data: gw.AuthResData) -> dict:
+    """What the merchant records of an AuthRes: AuthCode, amount, ISO code and its meaning."""
+    header = data["auth_res_payload"]["auth_header"]
+    response = header["response_data"]
+    codes = response["auth_val_codes"]
+    log_ref = response["log_ref_id"].native
+    iso_code = log_ref.decode("ascii", "replace") if log_ref is not None else None
+    return {"auth_code": header["auth_code"].native, "auth_amt": header["auth_amt"]["amount"].native,
+            "approval_code": None if codes.native is None else codes["approval_code"].native,
+            "iso_code": iso_code, "iso_text": RESPONSE_CODES.get(iso_code or "")}
