@@ -1,0 +1,606 @@
+"""The merchant role against the purchase contract (docs/purchase.md), with real crypto: a real
+PInitReq and dual-signed PReq from the vectors' cardholder, AuthRes/CapRes built by hand with the
+operators the contract names, and what the merchant refuses (tampered order, wrong challenge,
+another amount, replay, an answer for another merchant).  Nothing the merchant keeps or sends
+may contain the card number."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+import pytest
+from asn1crypto import cms
+
+from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
+from setmail.asn1.base import decode
+from setmail.asn1.error import Error, ErrorTBS
+from setmail.asn1.wrapper import decode_wrapper, message_body
+from setmail.crypto import dual
+from setmail.crypto.cms import Identity
+from setmail.crypto.operators import DD, Enc, EncB, EncK, S, open_Enc, open_EncB, open_EncK, verify_S
+from setmail.crypto.suite import DEFAULT_SUITE, fresh
+from setmail.errors import ProtocolError
+from setmail.pki import thumbprint, to_der, validate_path
+from setmail.pki.setext import read_merchant_data
+from setmail.roles.base import Command, Inbound, Send, SetTimer, TimerFired
+from setmail.roles.common import path_check, wrap
+from setmail.roles.merchant import Merchant, MerchantConfig
+from setmail.roles.purchase_msgs import (Order, hod, oi_data, pan_data, pi_head, trans_stain)
+from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
+
+T = NOW + dt.timedelta(minutes=10)
+SHOP, GATEWAY, ALICE = "shop@merchant.example", "gateway@gateway.example", "alice@cardholder.example"
+ORDER = Order("1 x teapot, blue", 1234, 840, -2)
+BACK_KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def parties():
+    return Parties(DEFAULT_SUITE)
+
+
+def merchant_of(p: Parties, **kw) -> Merchant:
+    return Merchant(MerchantConfig(
+        name=SHOP, sig=p.merchant_sig, kex=p.merchant_kex, mer_id=Parties.MER_ID, gateway=GATEWAY,
+        gateway_kex=p.gateway_kex.cert, gateway_chain=p.gateway_kex.chain, trust=p.tree.trust_store(),
+        bci=p.tree.brand.bci, **kw))
+
+
+def body_of(send: Send):
+    return message_body(decode_wrapper(send.wrapper_der))
+
+
+def header_ids(send: Send) -> dict:
+    return decode_wrapper(send.wrapper_der)["message_header"]["message_ids"].native
+
+
+def error_of(send: Send, p: Parties) -> str:
+    """The code of a merchant's Error, after checking it is signed by the merchant."""
+    assert send.message_type == "Error"
+    error = decode(Error, body_of(send).dump())
+    signed = verify_S(error.chosen.untag().dump(), "ErrorTBS")
+    assert signed.signer == p.merchant_sig.cert
+    return decode(ErrorTBS, signed.content)["error_code"].native
+
+
+@dataclass
+class Purchase:
+    """One purchase: the cardholder's side played by the test, the merchant's state kept here."""
+
+    p: Parties
+    merchant: Merchant
+    xid: bytes = field(default_factory=lambda: fresh(20))
+    lid_c: bytes = field(default_factory=lambda: fresh(16))
+    chall_c: bytes = field(default_factory=fresh)
+    state: dict | None = None
+    sent: list = field(default_factory=list)   # every Send the merchant made
+    states: list = field(default_factory=list)  # every state it went through
+
+    @property
+    def key(self) -> str:
+        return self.xid.hex()
+
+    def step(self, event, now=T):
+        out = self.merchant.step(self.state, event, now)
+        assert out.transaction == self.key
+        self.state = None if out.state is None else json.loads(json.dumps(out.state))  # JSON-able
+        self.states.append(self.state)
+        self.sent.extend(out.sends)
+        return out
+
+    def deliver(self, type_name: str, der: bytes, sender: str = ALICE, now=T):
+        return self.step(Inbound(type_name, der, sender, f"<{type_name}@test>"), now)
+
+    def ids(self) -> dict:
+        return {"lid_c": self.lid_c, "lid_m": self.xid, "xid": self.xid}
+
+    # -- cardholder ---------------------------------------------------------------------------------
+    def order(self, **kw):
+        args = {"xid": self.key, "description": ORDER.description, "amount": ORDER.amount,
+                "currency": ORDER.currency, "cardholder": ALICE, **kw}
+        return self.step(Command("order", args))
+
+    def pinit_req(self):
+        rrpid = fresh()
+        msg = pu.PInitReq({"rrpid": rrpid, "language": "en", "local_id_c": self.lid_c,
+                           "local_id_m": self.xid, "chall_c": self.chall_c, "brand_id": "Visa",
+                           "bin": PAN[:6]})
+        return self.deliver("PInitReq", wrap("PInitReq", msg, now=T, rrpid=rrpid, lid_c=self.lid_c,
+                                             lid_m=self.xid))
+
+    def pinit_res(self):
+        send = next(s for s in reversed(self.sent) if s.message_type == "PInitRes")
+        signed = verify_S(body_of(send).dump(), "PInitResData",
+                          validate=path_check(self.p.tree.trust_store(), T, "mer"))
+        return signed, decode(pu.PInitResData, signed.content)
+
+    def preq(self, *, order: Order = ORDER, chall_m: bytes | None = None, tamper=None):
+        """A real dual-signed PReq (as the wallet builds it); ``tamper`` edits OIDualSigned."""
+        _, res = self.pinit_res()
+        tids = res["trans_ids"].dump()
+        rrpid, salt = fresh(), fresh()
+        hod_dd = hod(order, salt)
+        oi = oi_data(trans_ids_der=tids, rrpid=rrpid, chall_c=self.chall_c, hod_dd=hod_dd,
+                     od_salt=salt, brand_id="Visa", bin_=PAN[:6],
+                     chall_m=chall_m or res["chall_m"].native)
+        head = pi_head(trans_ids_der=tids, hod_dd=hod_dd, order=order, merchant_id=Parties.MER_ID,
+                       trans_stain_=trans_stain(self.xid, self.p.pan_secret), sw_ident="test-wallet",
+                       pe_thumb=res["pe_thumb"].native)
+        pan = pan_data(pan=PAN, expiry=EXPIRY, pan_secret=self.p.pan_secret, ex_nonce=fresh())
+        ch = self.p.cardholder
+        signed = dual.dual_sign(ch, self.p.gateway_kex.cert, head, oi, pan, certs=(ch.cert, *ch.chain))
+        oi_ds = tamper(signed.oi_dual_signed) if tamper else signed.oi_dual_signed
+        value = pu.PReqDualSigned({"pi_dual_signed": pu.PIDualSigned.load(signed.pi_dual_signed),
+                                   "oi_dual_signed": pu.OIDualSigned.load(oi_ds)})
+        self.preq_der = wrap("PReq", pu.PReq(name="p_req_dual_signed", value=value), now=T,
+                             rrpid=rrpid, **self.ids())
+        self.preq_parts = (signed, oi, rrpid)
+        return self.deliver("PReq", self.preq_der)
+
+    def inquire(self, signer=None):
+        rrpid, chall = fresh(), fresh()
+        _, res = self.pinit_res()
+        data = pu.InqReqData({"trans_ids": res["trans_ids"], "rrpid": rrpid, "chall_c2": chall})
+        body = S(signer or self.p.cardholder, "InqReqData", data.dump())
+        msg = pu.InqReq(name="inq_req_signed", value=cms.ContentInfo.load(body))
+        out = self.deliver("InqReq", wrap("InqReq", msg, now=T, rrpid=rrpid, **self.ids()))
+        return out, rrpid, chall
+
+    def to_authorisation(self):
+        self.order()
+        self.pinit_req()
+        return self.preq()
+
+    # -- gateway --------------------------------------------------------------------------------------
+    def open_request(self, send: Send, tbe: str, tbs: str, bag: str, cls):
+        assert send.to == GATEWAY and send.message_type in ("AuthReq", "CapReq")
+        opened = open_EncB(body_of(send).dump(), self.p.gateway_kex, tbe, tbs, bag,
+                           validate=path_check(self.p.tree.trust_store(), T, "mer"))
+        return opened, decode(cls, opened.content)
+
+    def auth_res(self, auth_req: Send, *, code="approved", iso="00", amount=None, mer_thumb=None,
+                 acq_text="00 approved"):
+        _, req = self.open_request(auth_req, "AuthReqTBE", "AuthReqTBS", "PI", gw.AuthReqData)
+        tags = req["auth_req_item"]["auth_tags"]
+        approved = code == "approved"
+        held = (ORDER.amount if amount is None else amount) if approved else 0
+        amt = {"currency": 840, "amount": held, "amt_exp10": -2}
+        response = {"resp_reason": "issuer", "log_ref_id": iso.encode()}
+        if approved:
+            response["auth_val_codes"] = {"approval_code": "A1B2C3"}
+        data = gw.AuthResData({
+            "auth_tags": tags, "brand_crl_identifier": self.p.tree.brand.bci,
+            "auth_res_payload": {"auth_header": {"auth_amt": amt, "auth_code": code,
+                                                 "response_data": response}},
+            "mer_thumb": mer_thumb or thumbprint(self.p.merchant_sig.cert)})
+        acq = EncK(BACK_KEY, self.p.gateway_sig, "AcqCardCodeMsg", pu.AcqCardCodeMsg({
+            "acq_card_code": "accountInfo", "acq_card_msg_data": {"acq_card_text": acq_text}}).dump(),
+            "AcqCardCodeMsgTBE")
+        baggage = {"acq_card_msg": pu.AcqCardMsg.load(acq)}
+        if approved:
+            token = Enc(self.p.gateway_sig, self.p.gateway_kex.cert, "CapTokenData", gw.CapTokenData({
+                "auth_rrpid": tags["auth_rr_tags"]["rrpid"].native, "auth_amt": amt,
+                "token_opaque": self.xid}).dump(), "CapTokenTBE")
+            baggage["cap_token"] = gw.CapToken.load(token)
+        baggage = gw.AuthResBaggage(baggage).dump()
+        body = EncB(self.p.gateway_sig, self.p.merchant_kex.cert, "AuthResTBS", data.dump(),
+                    "AuthResBaggage", baggage, "AuthResTBE",
+                    certs=(self.p.gateway_sig.cert, *self.p.gateway_sig.chain))
+        rrpid = tags["auth_rr_tags"]["rrpid"].native
+        return wrap("AuthRes", body, now=T, rrpid=rrpid, **self.ids()), baggage
+
+    def cap_res(self, cap_req: Send, *, code="success", amount=None):
+        _, req = self.open_request(cap_req, "CapReqTBE", "CapReqTBS", "CapTokenSeq", cap.CapReqData)
+        item = req["cap_item_seq"][0]
+        asked = item["cap_payload"]["cap_req_amt"]["amount"].native
+        data = cap.CapResData({"cap_rr_tags": req["cap_rr_tags"], "cap_res_item_seq": [{
+            "trans_ids": item["trans_ids"], "auth_rrpid": item["auth_rrpid"],
+            "cap_res_payload": {"cap_code": code, "cap_amt": {
+                "currency": 840, "amount": asked if amount is None else amount, "amt_exp10": -2}}}]})
+        body = Enc(self.p.gateway_sig, self.p.merchant_kex.cert, "CapResData", data.dump(), "CapResTBE")
+        rrpid = req["cap_rr_tags"]["rrpid"].native
+        return wrap("CapRes", body, now=T, rrpid=rrpid, **self.ids())
+
+    def status(self, send: Send, type_name="PRes"):
+        """A PRes/InqRes as the wallet reads it: signed by the merchant (path mer)."""
+        assert send.message_type == type_name and send.to == ALICE
+        signed = verify_S(body_of(send).dump(), "PResData",
+                          validate=path_check(self.p.tree.trust_store(), T, "mer"))
+        assert signed.signer == self.p.merchant_sig.cert
+        return decode(pu.PResData, signed.content)
+
+
+def authorised(p, merchant=None, **auth):
+    """A purchase through AuthRes (approved unless told otherwise)."""
+    buy = Purchase(p, merchant or merchant_of(p))
+    auth_req = buy.to_authorisation().sends[0]
+    der, baggage = buy.auth_res(auth_req, **auth)
+    out = buy.deliver("AuthRes", der, sender=GATEWAY)
+    return buy, out, baggage
+
+
+# --- PInit ---------------------------------------------------------------------------------------------
+def test_pinit_res_content_and_certificates(parties):
+    p = parties
+    buy = Purchase(p, merchant_of(p))
+    assert buy.order().state["state"] == "ORDERED"
+    out = buy.pinit_req()
+    assert buy.state["state"] == "PINIT_SENT" and buy.state["cardholder"] == ALICE
+    (send,) = out.sends
+    assert (send.to, send.in_reply_to) == (ALICE, "<PInitReq@test>")
+    signed, data = buy.pinit_res()
+    assert signed.signer == p.merchant_sig.cert
+    tids = data["trans_ids"].native
+    assert (tids["lid_c"], tids["lid_m"], tids["xid"]) == (buy.lid_c, buy.xid, buy.xid)
+    assert tids["p_req_date"] == T and tids["language"] == "en"
+    assert data["chall_c"].native == buy.chall_c and len(data["chall_m"].native) == 32
+    assert data["rrpid"].native == decode_wrapper(send.wrapper_der)["message_header"]["rrpid"].native
+    assert data["brand_crl_identifier"].untag().dump() == to_der(p.tree.brand.bci)
+    assert data["pe_thumb"].native == thumbprint(p.gateway_kex.cert)
+    expected = {p.merchant_sig.cert, p.merchant_kex.cert, *p.merchant_sig.chain, p.gateway_kex.cert,
+                *p.gateway_kex.chain}
+    assert set(signed.certificates) == expected
+    assert p.tree.root.certificate not in signed.certificates
+    assert header_ids(send) == {"lid_c": buy.lid_c, "lid_m": buy.xid, "xid": buy.xid}
+    # what the wallet will name in PIHead
+    assert read_merchant_data(signed.signer).mer_id == Parties.MER_ID
+
+
+def test_pinit_req_before_the_order_is_parked(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    out = buy.pinit_req()
+    assert out.sends == () and buy.state["state"] == "PARKED"
+    out = buy.order()
+    assert buy.state["state"] == "PINIT_SENT"
+    (send,) = out.sends
+    assert (send.message_type, send.to, send.in_reply_to) == ("PInitRes", ALICE, "<PInitReq@test>")
+    assert buy.pinit_res()[1]["chall_c"].native == buy.chall_c
+
+
+def test_pinit_req_naming_another_xid_in_its_body_is_refused(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    buy.order()
+    rrpid = fresh()
+    msg = pu.PInitReq({"rrpid": rrpid, "language": "en", "local_id_c": buy.lid_c,
+                       "local_id_m": fresh(20), "chall_c": buy.chall_c, "brand_id": "Visa",
+                       "bin": "411111"})
+    out = buy.deliver("PInitReq", wrap("PInitReq", msg, now=T, rrpid=rrpid, lid_c=buy.lid_c,
+                                       lid_m=buy.xid))
+    assert error_of(out.sends[0], parties) == "unknownXID" and buy.state["state"] == "ORDERED"
+
+
+def test_bad_order_commands_fail(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    for args in ({"amount": 0}, {"amount": "12"}, {"description": ""}, {"xid": "zz"}):
+        with pytest.raises(ProtocolError):
+            buy.order(**args)
+    assert buy.state is None
+
+
+# --- PReq -> AuthReq -----------------------------------------------------------------------------------
+def test_preq_becomes_an_auth_req_with_the_pi_unchanged(parties):
+    p = parties
+    buy = Purchase(p, merchant_of(p))
+    out = buy.to_authorisation()
+    (send,) = out.sends
+    assert send.message_type == "AuthReq" and buy.state["state"] == "AUTH_SENT"
+    assert header_ids(send) == buy.ids()
+    assert decode_wrapper(send.wrapper_der)["message"].chosen.__class__ is gw.AuthReq
+    opened, req = buy.open_request(send, "AuthReqTBE", "AuthReqTBS", "PI", gw.AuthReqData)
+    signed, oi, preq_rrpid = buy.preq_parts
+    assert opened.signed.signer == p.merchant_sig.cert
+    assert set(opened.signed.certificates) == {p.merchant_sig.cert, p.merchant_kex.cert,
+                                               *p.merchant_sig.chain}
+    pi = decode(pu.PI, opened.baggage)
+    assert pi.name == "pi_dual_signed" and pi.chosen.untag().dump() == signed.pi_dual_signed
+    item = req["auth_req_item"]
+    assert item["check_digests"]["h_oi_data"].dump() == DD("OIData", oi)
+    view = dual.gateway_verify(signed.pi_dual_signed, p.gateway_kex,
+                               h_oi_data=item["check_digests"]["h_oi_data"].dump())
+    head = decode(pu.PIHead, view.pi_head)
+    assert item["check_digests"]["hod2"].dump() == head["inputs"]["hod"].dump()
+    assert item["auth_tags"]["trans_ids"].dump() == head["trans_ids"].dump()
+    tags = item["auth_tags"]["auth_rr_tags"]
+    assert tags["mer_term_ids"]["merchant_id"].native == Parties.MER_ID and tags["date"].native == T
+    assert tags["rrpid"].native == decode_wrapper(send.wrapper_der)["message_header"]["rrpid"].native
+    payload = item["auth_req_payload"].native
+    assert payload["auth_req_amt"] == ORDER.purch_amt and payload["subsequent_auth_ind"] is False
+    assert req["capture_now"].native is False
+    assert buy.state["preq_rrpid"] == preq_rrpid.hex()
+    assert any(isinstance(t, SetTimer) and t.name == "retry" for t in out.timers)
+
+
+@pytest.mark.parametrize("case, code", [
+    ("tampered OI", "signatureFailure"),
+    ("wrong Chall-M", "challengeMismatch"),
+    ("another amount", "unspecifiedFailure"),
+])
+def test_bad_preq_is_refused_without_auth_req(parties, case, code):
+    p = parties
+    buy = Purchase(p, merchant_of(p))
+    buy.order()
+    buy.pinit_req()
+    before = dict(buy.state)
+    if case == "tampered OI":
+        i = 40  # a byte inside OIData's TransIDs: still DER, no longer what was signed
+        out = buy.preq(tamper=lambda oi: oi[:i] + bytes([oi[i] ^ 1]) + oi[i + 1:])
+    elif case == "wrong Chall-M":
+        out = buy.preq(chall_m=fresh())
+    else:
+        out = buy.preq(order=Order(ORDER.description, ORDER.amount - 1, ORDER.currency))
+    (send,) = out.sends
+    assert send.to == ALICE and error_of(send, p) == code
+    assert buy.state["state"] == "PINIT_SENT" and "pi" not in buy.state
+    assert buy.state["refusals"][-1]["message"] == "PReq"
+    assert {k: v for k, v in buy.state.items() if k not in ("refused", "refusals")} == \
+        {k: v for k, v in before.items() if k not in ("refused", "refusals")}
+
+
+def test_replayed_preq_is_refused(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    buy.to_authorisation()
+    out = buy.deliver("PReq", buy.preq_der)
+    (send,) = out.sends
+    assert error_of(send, parties) == "challengeMismatch" and buy.state["state"] == "AUTH_SENT"
+    assert [s.message_type for s in buy.sent].count("AuthReq") == 1
+
+
+# --- AuthRes -> PRes -----------------------------------------------------------------------------------
+def test_approval_gives_a_pres_relaying_the_acq_card_msg(parties):
+    buy, out, baggage = authorised(parties)
+    assert buy.state["state"] == "AUTHORIZED"
+    s = buy.state
+    assert (s["auth_code"], s["auth_amt"], s["iso_code"], s["iso_text"], s["approval_code"]) == \
+        ("approved", ORDER.amount, "00", "approved", "A1B2C3")
+    assert s["completion"] == "authorizationPerformed" and "last" not in s
+    (send,) = out.sends
+    assert send.in_reply_to == "<PReq@test>" and header_ids(send) == buy.ids()
+    data = buy.status(send)
+    _, oi, preq_rrpid = buy.preq_parts
+    assert data["rrpid"].native == preq_rrpid and data["chall_c"].native == buy.chall_c
+    assert data["trans_ids"].dump() == buy.pinit_res()[1]["trans_ids"].dump()
+    assert data["brand_crl_identifier"].untag().dump() == to_der(parties.tree.brand.bci)
+    (payload,) = data["p_res_payload_seq"]
+    assert payload["completion_code"].native == "authorizationPerformed"
+    results = payload["results"]
+    sent_bag = decode(gw.AuthResBaggage, baggage)
+    assert results["acq_card_msg"].untag().dump() == sent_bag["acq_card_msg"].untag().dump()
+    opened = open_EncK(results["acq_card_msg"].untag().dump(), BACK_KEY, "AcqCardCodeMsgTBE",
+                       "AcqCardCodeMsg")
+    assert decode(pu.AcqCardCodeMsg, opened.content)["acq_card_msg_data"]["acq_card_text"].native \
+        == "00 approved"
+    status = results["auth_status"].native
+    assert status["auth_code"] == "approved" and status["auth_date"] == T
+    assert status["auth_ratio"] == {"numerator": ORDER.amount, "denominator": ORDER.amount}
+    assert results["cap_status"].native is None
+    assert s["cap_token"] == sent_bag["cap_token"].untag().dump().hex()
+
+
+def test_decline_gives_authorization_declined(parties):
+    buy, out, _ = authorised(parties, code="declined", iso="51", acq_text="51 insufficient funds")
+    s = buy.state
+    assert s["state"] == "DECLINED" and s["auth_code"] == "declined" and s["auth_amt"] == 0
+    assert (s["iso_code"], s["iso_text"]) == ("51", "insufficient funds") and "cap_token" not in s
+    (payload,) = buy.status(out.sends[0])["p_res_payload_seq"]
+    assert payload["completion_code"].native == "authorizationDeclined"
+    assert payload["results"]["auth_status"]["auth_ratio"].native == {
+        "numerator": 0, "denominator": ORDER.amount}
+    with pytest.raises(ProtocolError):
+        buy.step(Command("capture", {"xid": buy.key}))
+
+
+def test_auth_res_for_another_merchant_is_refused(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    auth_req = buy.to_authorisation().sends[0]
+    before = dict(buy.state)
+    der, _ = buy.auth_res(auth_req, mer_thumb=bytes(32))
+    out = buy.deliver("AuthRes", der, sender=GATEWAY)
+    (send,) = out.sends
+    assert send.to == GATEWAY and error_of(send, parties) == "thumbsMismatch"
+    assert buy.state["state"] == "AUTH_SENT" and "auth_code" not in buy.state
+    assert buy.state["last"] == before["last"] and out.timers == ()
+    # the genuine answer still goes through
+    der, _ = buy.auth_res(auth_req)
+    assert buy.deliver("AuthRes", der, sender=GATEWAY).sends[0].message_type == "PRes"
+
+
+# --- capture -------------------------------------------------------------------------------------------
+def test_auto_capture_sends_cap_req_with_the_pres(parties):
+    buy, out, baggage = authorised(parties, merchant_of(parties, auto_capture=True))
+    assert [s.message_type for s in out.sends] == ["PRes", "CapReq"]
+    assert buy.state["state"] == "CAP_SENT"
+    (payload,) = buy.status(out.sends[0])["p_res_payload_seq"]
+    assert payload["completion_code"].native == "authorizationPerformed"
+    opened, req = buy.open_request(out.sends[1], "CapReqTBE", "CapReqTBS", "CapTokenSeq",
+                                   cap.CapReqData)
+    assert [t.dump() for t in decode(gw.CapTokenSeq, opened.baggage)] == \
+        [decode(gw.AuthResBaggage, baggage)["cap_token"].untag().dump()]
+    (item,) = req["cap_item_seq"]
+    assert item["auth_rrpid"].native.hex() == buy.state["auth_rrpid"]
+    assert item["cap_payload"]["cap_req_amt"]["amount"].native == ORDER.amount
+    assert req["cap_rr_tags"]["mer_term_ids"]["merchant_id"].native == Parties.MER_ID
+    assert header_ids(out.sends[1]) == buy.ids()
+    out = buy.deliver("CapRes", buy.cap_res(out.sends[1]), sender=GATEWAY)
+    assert out.sends == () and buy.state["state"] == "CAPTURED"
+
+
+def test_capture_command_and_cap_res(parties):
+    p = parties
+    buy, _, _ = authorised(p)
+    out = buy.step(Command("capture", {"xid": buy.key, "amount": 1000}))
+    (cap_req,) = out.sends
+    assert buy.state["state"] == "CAP_SENT"
+    assert buy.open_request(cap_req, "CapReqTBE", "CapReqTBS", "CapTokenSeq", cap.CapReqData)[1][
+        "cap_item_seq"][0]["cap_payload"]["cap_req_amt"]["amount"].native == 1000
+    buy.deliver("CapRes", buy.cap_res(cap_req), sender=GATEWAY)
+    s = buy.state
+    assert (s["state"], s["cap_code"], s["cap_amt"], s["completion"]) == (
+        "CAPTURED", "success", 1000, "capturePerformed")
+    out, rrpid, chall = buy.inquire()
+    data = buy.status(out.sends[0], "InqRes")
+    assert data["rrpid"].native == rrpid and data["chall_c"].native == chall
+    cap_status = data["p_res_payload_seq"][0]["results"]["cap_status"].native
+    assert cap_status == {"cap_date": T, "cap_code": "success",
+                          "cap_ratio": {"numerator": 1000, "denominator": ORDER.amount}}
+
+
+def test_refused_capture_stays_authorized_and_may_be_retried(parties):
+    buy, _, _ = authorised(parties)
+    cap_req = buy.step(Command("capture", {"xid": buy.key, "amount": 99999})).sends[0]
+    buy.deliver("CapRes", buy.cap_res(cap_req, code="amountTooLarge", amount=0), sender=GATEWAY)
+    s = buy.state
+    assert s["state"] == "AUTHORIZED" and s["cap_code"] == "amountTooLarge"
+    assert s["refusals"][-1]["by"] == "gateway" and s["refusals"][-1]["code"] == "amountTooLarge"
+    cap_req = buy.step(Command("capture", {"xid": buy.key})).sends[0]
+    buy.deliver("CapRes", buy.cap_res(cap_req), sender=GATEWAY)
+    assert buy.state["state"] == "CAPTURED" and buy.state["cap_amt"] == ORDER.amount
+
+
+# --- InqReq --------------------------------------------------------------------------------------------
+def _inquired(buy) -> str:
+    out, rrpid, _ = buy.inquire()
+    data = buy.status(out.sends[0], "InqRes")
+    assert data["rrpid"].native == rrpid
+    return data["p_res_payload_seq"][0]["completion_code"].native
+
+
+def test_inq_res_in_each_state(parties):
+    p = parties
+    buy = Purchase(p, merchant_of(p))
+    buy.order()
+    early = pu.InqReq(name="inq_req_unsigned", value={
+        "trans_ids": {"lid_c": buy.lid_c, "xid": buy.xid, "p_req_date": T, "language": "en"},
+        "rrpid": fresh(), "chall_c2": fresh()})
+    with pytest.raises(ProtocolError):  # before PInitRes there is nothing to tell
+        buy.deliver("InqReq", wrap("InqReq", early, now=T, **buy.ids()))
+    buy.pinit_req()
+    assert _inquired(buy) == "orderNotReceived"
+    auth_req = buy.preq().sends[0]
+    assert _inquired(buy) == "orderReceived"
+    assert buy.state["state"] == "AUTH_SENT" and buy.state["inquiries"] == 2
+    buy.deliver("AuthRes", buy.auth_res(auth_req)[0], sender=GATEWAY)
+    assert _inquired(buy) == "authorizationPerformed"
+    cap_req = buy.step(Command("capture", {"xid": buy.key})).sends[0]
+    assert _inquired(buy) == "authorizationPerformed"
+    buy.deliver("CapRes", buy.cap_res(cap_req), sender=GATEWAY)
+    assert _inquired(buy) == "capturePerformed"
+    declined, _, _ = authorised(p, code="declined", iso="05")
+    assert _inquired(declined) == "authorizationDeclined"
+
+
+def test_inq_req_from_another_cardholder_is_refused(parties):
+    p = parties
+    buy, _, _ = authorised(p)
+    key = DEFAULT_SUITE.generate_key()
+    issued = p.tree.issue_cardholder(key.public_key(), pan="5500000000000004", expiry="203001",
+                                     card_secret=fresh(), now=NOW)
+    bob = Identity(key, issued.certificate, tuple(p.tree.cca.chain[:-1]))
+    out, _, _ = buy.inquire(signer=bob)
+    assert error_of(out.sends[0], p) == "invalidCertificate"
+    assert buy.state["refusals"][-1]["message"] == "InqReq"
+
+
+# --- Errors and retries --------------------------------------------------------------------------------
+def _gateway_error(buy, about: Send, code: str) -> bytes:
+    from setmail.roles.common import error_wrapper
+    return error_wrapper(code, about.wrapper_der, now=T, signer=buy.p.gateway_sig)
+
+
+def test_gateway_error_on_auth_req_rejects_the_order(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    auth_req = buy.to_authorisation().sends[0]
+    out = buy.deliver("Error", _gateway_error(buy, auth_req, "signatureFailure"), sender=GATEWAY)
+    s = buy.state
+    assert s["state"] == "REJECTED" and s["completion"] == "orderRejected" and "last" not in s
+    assert s["refusals"][-1]["code"] == "signatureFailure"
+    (payload,) = buy.status(out.sends[0])["p_res_payload_seq"]
+    assert payload["completion_code"].native == "orderRejected"
+    assert payload["results"].native is None
+    assert _inquired(buy) == "orderRejected"
+
+
+def test_cardholder_error_is_recorded(parties):
+    buy, out, _ = authorised(parties)
+    from setmail.roles.common import error_wrapper
+    err = error_wrapper("signatureFailure", out.sends[0].wrapper_der, now=T)
+    assert buy.deliver("Error", err).sends == ()
+    s = buy.state
+    assert s["state"] == "AUTHORIZED"
+    assert (s["refusals"][-1]["by"], s["refusals"][-1]["message"]) == (ALICE, "PRes")
+
+
+def test_retry_resends_the_same_bytes_then_gives_up(parties):
+    buy = Purchase(parties, merchant_of(parties, max_retries=2))
+    auth_req = buy.to_authorisation().sends[0]
+    tick = TimerFired("retry", {"transaction": buy.key})
+    for n in (1, 2):
+        (again,) = buy.step(tick).sends
+        assert again.wrapper_der == auth_req.wrapper_der and buy.state["attempts"] == n
+    out = buy.step(tick)
+    assert buy.state["state"] == "REJECTED" and buy.state["refusals"][-1]["code"] == "noReply"
+    assert buy.status(out.sends[0])["p_res_payload_seq"][0]["completion_code"].native == \
+        "orderRejected"
+    assert buy.step(tick).sends == ()  # stale
+
+
+def test_cap_req_given_up_returns_to_authorized(parties):
+    buy, _, _ = authorised(parties, merchant_of(parties, max_retries=0))
+    buy.step(Command("capture", {"xid": buy.key}))
+    buy.step(TimerFired("retry", {"transaction": buy.key}))
+    assert buy.state["state"] == "AUTHORIZED" and buy.state["refusals"][-1]["code"] == "noReply"
+
+
+# --- confidentiality -----------------------------------------------------------------------------------
+def test_no_pan_in_any_state_or_outgoing_message(parties):
+    p = parties
+    buy, _, _ = authorised(p, merchant_of(p, auto_capture=True))
+    buy.deliver("CapRes", buy.cap_res(buy.sent[-1]), sender=GATEWAY)
+    buy.inquire()
+    assert buy.state["state"] == "CAPTURED" and len(buy.sent) >= 5
+    needles = [PAN, PAN.encode().hex(), p.pan_secret.hex()]
+    for state in buy.states:
+        text = json.dumps(state)
+        assert not any(n in text for n in needles)
+    for send in buy.sent:
+        assert PAN.encode() not in send.wrapper_der and p.pan_secret not in send.wrapper_der
+        assert p.pan_secret.hex() not in send.wrapper_der.hex()
+    assert "secret" not in buy.state
+
+
+def test_transition_table_has_a_handler_for_every_event(parties):
+    role = merchant_of(parties)
+    for events in Merchant.TRANSITIONS.values():
+        for event in events:
+            assert callable(getattr(role, "on_" + "".join(c if c.isalnum() else "_" for c in event)))
+
+
+# --- the agent factory ------------------------------------------------------------------------------
+def test_factory_builds_the_merchant_from_a_world(tmp_path):
+    from setmail.agent.factory import ROLE_FACTORIES
+    from setmail.agent.factories import load_all
+    from setmail.errors import WorldError
+    from setmail.world.create import create_world
+    from setmail.world.keys import load_cert
+    from setmail.world.trees import trust_store
+    load_all()
+    world = create_world(tmp_path / "world", now=NOW)
+    spec = world.agent("shop")
+    role = ROLE_FACTORIES["merchant"](world, spec)
+    cfg = role.config
+    assert isinstance(role, Merchant)
+    assert (cfg.name, cfg.gateway, cfg.mer_id, cfg.auto_capture) == (
+        spec.address, world.agent("gateway").address, "SHOP-0001", True)
+    assert cfg.gateway_kex == load_cert(world.keys_dir("gateway") / "kex.cert.pem")
+    assert all(c.subject != c.issuer for c in (*cfg.sig.chain, *cfg.gateway_chain))
+    assert cfg.bci is not None
+    trust = trust_store(world)
+    for cert, kind, usage in ((cfg.sig.cert, "mer", "digital_signature"),
+                              (cfg.kex.cert, "mer", "key_encipherment"),
+                              (cfg.gateway_kex, "pgwy", "key_encipherment")):
+        chain = cfg.gateway_chain if kind == "pgwy" else cfg.sig.chain
+        validate_path(cert, chain, trust, now=NOW + dt.timedelta(hours=1), expected_type=kind,
+                      key_usage=usage)
+    bad = type(spec)(spec.name, spec.kind, spec.address, options={**spec.options, "mer_id": "OTHER"})
+    with pytest.raises(WorldError):
+        ROLE_FACTORIES["merchant"](world, bad)
