@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
+from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.asn1.error import Error, ErrorTBS
 from setmail.asn1.wrapper import decode_wrapper, message_body
@@ -295,3 +296,22 @@ def test_merchant_and_gateway_registration(hier, kind, ca_kind, cert_type, pend)
         assert spki(cert.public_key()) == spki(keys[usage].public_key())
         if kind == "merchant":
             assert read_merchant_data(cert).mer_id == "MER-0001"
+
+
+def test_ca_responses_carry_the_bci_and_omit_what_the_requester_holds(hier):
+    from setmail.crypto.operators import verify_S
+    from setmail.pki.thumbs import thumbprint
+    sent = []
+    net = cardholder_net(hier)
+    net.tamper = lambda to, send: sent.append(send) or send
+    net.run(ALICE, Command("register", register_args()), NOW)
+    init_res = next(s for s in sent if s.message_type == "CardCInitRes")
+    body = message_body(decode_wrapper(init_res.wrapper_der)).dump()
+    signed = verify_S(body, "CardCInitResTBS")
+    held = {thumbprint(c) for c in signed.certificates}
+    assert thumbprint(hier.root.certificate) not in held  # alice listed the root in her Thumbs
+    assert thumbprint(hier.brand.certificate) in held
+    tbs = decode(cm.CardCInitResTBS, signed.content)
+    assert tbs["brand_crl_identifier"].untag().dump() == hier.brand.bci.dump()
+    state = next(s for (a, _), s in net.states.items() if a == ALICE)
+    assert state["state"] == "DONE" and state["bci_sequence"] == hier.brand.bci["tbs"]["sequence_num"].native

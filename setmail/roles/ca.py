@@ -80,6 +80,11 @@ class CAConfig:
         return Identity(self.ca.key_exchange_key, self.ca.key_exchange_certificate, ())
 
     @property
+    def bci(self):
+        """The brand's current BrandCRLIdentifier, carried in every response (None: no brand)."""
+        return next((ca.bci for ca in self.ca.ancestors() if ca.profile.cert_type == "bca"), None)
+
+    @property
     def fields(self) -> tuple[FormField, ...]:
         return self.form if self.form is not None else DEFAULT_FORMS[self.kind]
 
@@ -141,10 +146,27 @@ class CARole(Role):
         der = wrap(type_name, body, now=now, rrpid=rrpid, **{self.lid_field: lid})
         return Send(event.sender, type_name, der, event.mail_id or None)
 
-    def _sign(self, content_type: str, value, extra_certs=()) -> bytes:
+    def _sign(self, content_type: str, value, state) -> bytes:
         sig = self.config.signature
-        certs = (*extra_certs, sig.cert, self.config.ca.key_exchange_certificate, *sig.chain)
+        certs = self._certs(state, sig.cert, self.config.ca.key_exchange_certificate, *sig.chain)
         return S(sig, content_type, value.dump(), certs=certs, suite=self.suite)
+
+    @staticmethod
+    def _certs(state, *certs) -> list:
+        """``certs`` less those the requester listed in its Thumbs (it holds them already)."""
+        held = set(state.get("peer_thumbs") or ())
+        return [c for c in certs if thumbprint(c).hex() not in held]
+
+    @staticmethod
+    def _peer_thumbs(thumbs) -> list[str]:
+        """The certificate thumbprints a request's Thumbs lists (hex, for the state)."""
+        if thumbs.native is None:
+            return []
+        return [t.hex() for t in (thumbs["cert_thumbs"].native or [])][:32]
+
+    def _with_bci(self, value: dict) -> dict:
+        bci = self.config.bci
+        return {**value, "brand_crl_identifier": bci} if bci is not None else value
 
     def _form(self):
         fields = [{"field_name": f.name, "field_len": f.length, "field_required": f.required}
@@ -169,12 +191,14 @@ class CARole(Role):
         if req["brand_id"].native.split(":")[0] != self.config.ca.brand:
             raise ProtocolError(f"this CA serves brand {self.config.ca.brand}", "unspecifiedFailure")
         lid_ca = unh(state["lid_ca"]) if state.get("lid_ca") else fresh(16)
-        tbs = cm.CardCInitResTBS({"rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native,
-                                  "lid_ca": lid_ca,
-                                  "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)})
-        send = self._reply(event, "CardCInitRes", self._sign("CardCInitResTBS", tbs), now, rrpid, lid)
-        return Outcome(key, {"state": "INIT_SENT", "lid": lid.hex(), "lid_ca": lid_ca.hex()},
-                       sends=(send,))
+        tbs = cm.CardCInitResTBS(self._with_bci({
+            "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native, "lid_ca": lid_ca,
+            "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)}))
+        new = {"state": "INIT_SENT", "lid": lid.hex(), "lid_ca": lid_ca.hex(),
+               "peer_thumbs": self._peer_thumbs(req["thumbs"])}
+        send = self._reply(event, "CardCInitRes", self._sign("CardCInitResTBS", tbs, new), now,
+                           rrpid, lid)
+        return Outcome(key, new, sends=(send,))
 
     @guarded
     def on_Me_AqCInitReq(self, state, event, now, shared) -> Outcome:
@@ -192,13 +216,16 @@ class CARole(Role):
             raise ProtocolError(f"IDData must be {expected_id} with an 8-digit BIN", "unspecifiedFailure")
         chall_ca, shared = self._new_challenge(shared, key)
         lid_ca = unh(state["lid_ca"]) if state.get("lid_ca") else fresh(16)
-        tbs = cm.MeAqCInitResTBS({
+        tbs = cm.MeAqCInitResTBS(self._with_bci({
             "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native, "lid_ca": lid_ca,
             "chall_ca": chall_ca, "request_type": wanted, "reg_form_or_referral": self._form(),
-            "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)})
-        send = self._reply(event, "Me-AqCInitRes", self._sign("MeAqCInitResTBS", tbs), now, rrpid, lid)
+            "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)}))
+        thumbs = self._peer_thumbs(req["thumbs"])
+        send = self._reply(event, "Me-AqCInitRes",
+                           self._sign("MeAqCInitResTBS", tbs, {"peer_thumbs": thumbs}), now, rrpid,
+                           lid)
         new = {"state": "FORM_SENT", "lid": lid.hex(), "lid_ca": lid_ca.hex(),
-               "chall_ca": chall_ca.hex(), "id_data": id_data.dump().hex()}
+               "chall_ca": chall_ca.hex(), "id_data": id_data.dump().hex(), "peer_thumbs": thumbs}
         return Outcome(key, new, sends=(send,), shared=shared)
 
     # -- RegFormReq (cardholders) -------------------------------------------------------------------
@@ -216,11 +243,12 @@ class CARole(Role):
         chall_ca, shared = self._new_challenge(shared, key)
         form = self._form() if luhn_ok(pan) else cm.RegFormOrReferral(
             name="referral_data", value={"reason": "card number not recognised; ask your bank"})
-        tbs = cm.RegFormResTBS({
+        tbs = cm.RegFormResTBS(self._with_bci({
             "rrpid": rrpid, "lid_ee": lid, "chall_ee2": data["chall_ee2"].native,
             "lid_ca": unh(state["lid_ca"]), "chall_ca": chall_ca, "request_type": "cardInitialSig",
-            "reg_form_or_referral": form})
-        send = self._reply(event, "RegFormRes", self._sign("RegFormResTBS", tbs), now, rrpid, lid)
+            "reg_form_or_referral": form}))
+        send = self._reply(event, "RegFormRes", self._sign("RegFormResTBS", tbs, state), now,
+                           rrpid, lid)
         return Outcome(key, {**state, "state": "FORM_SENT", "chall_ca": chall_ca.hex()},
                        sends=(send,), shared=shared)
 
@@ -260,7 +288,8 @@ class CARole(Role):
             back_key = back["back_key"].native
         # authentic and fresh from here on: the challenge is spent whatever the outcome
         shared = {**shared, "challenges": {**shared["challenges"], chall.hex(): {**record, "used": True}}}
-        reply = dict(rrpid=rrpid, lid=lid, chall_ee3=data["chall_ee3"].native, back_key=back_key)
+        reply = dict(rrpid=rrpid, lid=lid, chall_ee3=data["chall_ee3"].native, back_key=back_key,
+                     peer_thumbs=state.get("peer_thumbs"))
         try:
             result, shared = self._certify(data, acct, shared, now)
         except Refused as refused:
@@ -342,9 +371,9 @@ class CARole(Role):
                 value["cert_status"]["nonce_cca"] = unh(result["nonce_cca"])
         if message:
             value["cert_status"]["ee_message"] = message
-        tbs = cm.CertResData(value)
+        tbs = cm.CertResData(self._with_bci(value))
         sig = self.config.signature
-        all_certs = (*certs, sig.cert, *sig.chain)
+        all_certs = (*certs, *self._certs(reply, sig.cert, *sig.chain))
         if reply["back_key"] is not None:
             body = EncK(reply["back_key"], sig, "CertResData", tbs.dump(), "CertResTBE",
                         certs=all_certs, suite=self.suite)
@@ -365,7 +394,7 @@ class CARole(Role):
             raise ProtocolError("no certificate request to inquire about", "unspecifiedFailure")
         check_pop(signed.signer, _spki_of(result["certs"][0]))
         reply = dict(rrpid=rrpid, lid=lid, chall_ee3=tbs["chall_ee3"].native,
-                     back_key=unh(result.get("back_key")))
+                     back_key=unh(result.get("back_key")), peer_thumbs=state.get("peer_thumbs"))
         send = self._cert_res(event, "CertInqRes", now, reply, "requestComplete", result)
         return Outcome(key, {**state, "state": "ISSUED"}, sends=(send,))
 

@@ -89,7 +89,7 @@ class CardholderRegistration(Requester):
         rrpid, chall = fresh(), fresh()
         state["chall"] = h(chall)
         msg = cm.CardCInitReq({"rrpid": rrpid, "lid_ee": lid, "chall_ee": chall,
-                               "brand_id": state["brand"]})
+                               "brand_id": state["brand"], "thumbs": self.held_thumbs()})
         der = wrap("CardCInitReq", msg, now=now, rrpid=rrpid, lid_c=lid)
         return self.request(state, key, state["ca"], "CardCInitReq", der, now, rrpid)
 
@@ -102,6 +102,7 @@ class CardholderRegistration(Requester):
                           suite=self.config.suite)
         tbs = decode(cm.CardCInitResTBS, signed.content)
         self.echoed(state, parsed, tbs, "chall_ee")
+        self.take_bci(state, tbs, signed, now)
         kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, "cca")
         state.update(state="FORM_REQ_SENT", ca_sig=thumbprint(signed.signer).hex(),
                      ca_kex=cert_hex(kex), lid_ca=h(tbs["lid_ca"].native))
@@ -125,6 +126,7 @@ class CardholderRegistration(Requester):
         self.same_ca(state, signed)
         tbs = decode(cm.RegFormResTBS, signed.content)
         self.echoed(state, parsed, tbs, "chall_ee2")
+        self.take_bci(state, tbs, signed, now)
         form = tbs["reg_form_or_referral"]
         if form.name == "referral_data":
             ref = form.chosen.native
@@ -175,6 +177,7 @@ class CardholderRegistration(Requester):
         self.same_ca(state, opened.signed)
         data = decode(cm.CertResData, opened.content)
         self.echoed(state, parsed, data, "chall_ee3")
+        self.take_bci(state, data, opened.signed, now)
         decided = self.certificate_status(state, key, data, now)
         if decided is not None:
             return decided

@@ -102,7 +102,8 @@ class EERegistration(Requester):
         state.update(chall=h(chall), id_data=id_data.dump().hex(), mer_id=a.get("merchant_id"))
         msg = cm.MeAqCInitReq({"rrpid": rrpid, "lid_ee": lid, "chall_ee": chall,
                                "request_type": self.request_type, "id_data": id_data,
-                               "language": a.get("language") or self.config.language})
+                               "language": a.get("language") or self.config.language,
+                               "thumbs": self.held_thumbs()})
         der = wrap("Me-AqCInitReq", msg, now=now, rrpid=rrpid, lid_m=lid)
         return self.request(state, key, state["ca"], "Me-AqCInitReq", der, now, rrpid)
 
@@ -115,6 +116,7 @@ class EERegistration(Requester):
                           suite=self.config.suite)
         tbs = decode(cm.MeAqCInitResTBS, signed.content)
         self.echoed(state, parsed, tbs, "chall_ee")
+        self.take_bci(state, tbs, signed, now)
         if tbs["request_type"].native != self.request_type:
             raise ProtocolError("Me-AqCInitRes answers another request type", "challengeMismatch")
         kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, self.ca_type)
@@ -165,6 +167,7 @@ class EERegistration(Requester):
         self.same_ca(state, signed)
         data = decode(cm.CertResData, signed.content)
         self.echoed(state, parsed, data, "chall_ee3")
+        self.take_bci(state, data, signed, now)
         decided = self.certificate_status(state, key, data, now)
         if decided is not None:
             return decided

@@ -12,10 +12,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from asn1crypto import core
+
 from setmail.asn1.certmsgs import CertInqReqTBS
 from setmail.crypto.operators import S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError, SetmailError
+from setmail.pki.bci import verify_bci
+from setmail.pki.setext import read_certificate_type
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.pki.validate import validate_path
@@ -172,6 +176,26 @@ class Requester(Role):
         check_echo("LID-EE", tbs["lid_ee"].native, unh(state["lid"]))
         check_echo(chall_field, tbs[chall_field].native, unh(state["chall"]))
         check_header(parsed, unh(state["rrpid"]), unh(state["lid"]), self.LID_FIELD)
+
+    def held_thumbs(self) -> dict:
+        """Thumbs for a request: the pinned roots we hold, so the CA need not send them."""
+        return {"digest_algorithm": {"algorithm": "sha256"},
+                "cert_thumbs": [thumbprint(r) for r in self.config.trust.roots]}
+
+    def take_bci(self, state: dict, tbs, signed, now: dt.datetime) -> None:
+        """Check the BrandCRLIdentifier a response carries (signed by the brand CA on the signer's
+        validated path, in force now) and note its sequence number: the CRLs the brand says are
+        current (D-213)."""
+        if ("brand_crl_identifier" not in tbs._field_map
+                or isinstance(tbs["brand_crl_identifier"], core.Void)):
+            return
+        brand = [c for c in signed.certificates if "bca" in read_certificate_type(c)]
+        if not brand:
+            raise ProtocolError("BrandCRLIdentifier without the brand CA certificate",
+                                "missingCertificate")
+        bci = verify_bci(tbs["brand_crl_identifier"].untag().dump(), brand[0], now=now,
+                         suite=self.config.suite)
+        state["bci_sequence"] = bci["tbs"]["sequence_num"].native
 
     def same_ca(self, state, signed) -> None:
         if thumbprint(signed.signer).hex() != state["ca_sig"]:
