@@ -115,7 +115,7 @@ class Purchase:
                           validate=path_check(self.p.tree.trust_store(), T, "mer"))
         return signed, decode(pu.PInitResData, signed.content)
 
-    def preq(self, *, order: Order = ORDER, chall_m: bytes | None = None, tamper=None):
+    def preq(self, *, order: Order = ORDER, chall_m: bytes | None = None, tamper=None, card=None):
         """A real dual-signed PReq (as the wallet builds it); ``tamper`` edits OIDualSigned."""
         _, res = self.pinit_res()
         tids = res["trans_ids"].dump()
@@ -128,7 +128,7 @@ class Purchase:
                        trans_stain_=trans_stain(self.xid, self.p.pan_secret), sw_ident="test-wallet",
                        pe_thumb=res["pe_thumb"].native)
         pan = pan_data(pan=PAN, expiry=EXPIRY, pan_secret=self.p.pan_secret, ex_nonce=fresh())
-        ch = self.p.cardholder
+        ch = card or self.p.cardholder
         signed = dual.dual_sign(ch, self.p.gateway_kex.cert, head, oi, pan, certs=(ch.cert, *ch.chain))
         oi_ds = tamper(signed.oi_dual_signed) if tamper else signed.oi_dual_signed
         value = pu.PReqDualSigned({"pi_dual_signed": pu.PIDualSigned.load(signed.pi_dual_signed),
@@ -489,14 +489,29 @@ def test_inq_res_in_each_state(parties):
     assert _inquired(declined) == "authorizationDeclined"
 
 
-def test_inq_req_from_another_cardholder_is_refused(parties):
-    p = parties
-    buy, _, _ = authorised(p)
+def another_cardholder(p: Parties) -> Identity:
     key = DEFAULT_SUITE.generate_key()
     issued = p.tree.issue_cardholder(key.public_key(), pan="5500000000000004", expiry="203001",
                                      card_secret=fresh(), now=NOW)
-    bob = Identity(key, issued.certificate, tuple(p.tree.cca.chain[:-1]))
-    out, _, _ = buy.inquire(signer=bob)
+    return Identity(key, issued.certificate, tuple(p.tree.cca.chain[:-1]))
+
+
+def test_preq_signed_with_a_revoked_certificate_is_refused(parties):
+    p = parties
+    bob = another_cardholder(p)
+    p.tree.cca.revoke(bob.cert, NOW)
+    buy = Purchase(p, merchant_of(p, crls=tuple(p.tree.crls())))
+    buy.order()
+    buy.pinit_req()
+    out = buy.preq(card=bob)
+    assert error_of(out.sends[0], p) == "revokedCertificate" and buy.state["state"] == "PINIT_SENT"
+    assert buy.preq().sends[0].message_type == "AuthReq"  # alice's is fine
+
+
+def test_inq_req_from_another_cardholder_is_refused(parties):
+    p = parties
+    buy, _, _ = authorised(p)
+    out, _, _ = buy.inquire(signer=another_cardholder(p))
     assert error_of(out.sends[0], p) == "invalidCertificate"
     assert buy.state["refusals"][-1]["message"] == "InqReq"
 
@@ -593,7 +608,7 @@ def test_factory_builds_the_merchant_from_a_world(tmp_path):
         spec.address, world.agent("gateway").address, "SHOP-0001", True)
     assert cfg.gateway_kex == load_cert(world.keys_dir("gateway") / "kex.cert.pem")
     assert all(c.subject != c.issuer for c in (*cfg.sig.chain, *cfg.gateway_chain))
-    assert cfg.bci is not None
+    assert cfg.bci is not None and len(cfg.crls) == 5
     trust = trust_store(world)
     for cert, kind, usage in ((cfg.sig.cert, "mer", "digital_signature"),
                               (cfg.kex.cert, "mer", "key_encipherment"),

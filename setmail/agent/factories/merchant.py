@@ -1,0 +1,55 @@
+"""The merchant agent's role, built from a world on disk.
+
+world.toml options of a merchant: ``gateway`` (agent name, required), ``auto_capture`` (bool,
+default false), ``mer_id`` (must match the merchantData of its signature certificate, which is
+what the gateway checks; default: read from the certificate), ``retry_after`` (seconds, default
+1800) and ``max_retries`` (default 3).  Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
+``chain.pem``; the gateway's key-exchange certificate and chain from ``agents/<gateway>/keys``; the
+brand's BCI (omitted from messages if absent) and every CA's CRL (cardholder and gateway paths are
+checked against them) as ``setmail.world.trees`` reads them when the agent starts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from setmail.agent.factory import register_role
+from setmail.errors import WorldError
+from setmail.roles.base import Role
+from setmail.world.config import AgentSpec, World
+
+
+def _without_root(chain) -> tuple:
+    """SET messages carry the issuing CAs but never the root (everybody pins it)."""
+    return tuple(c for c in chain if c.subject != c.issuer)
+
+
+@register_role("merchant")
+def merchant(world: World, spec: AgentSpec) -> Role:
+    from setmail.crypto.cms import Identity
+    from setmail.crypto.suite import get_suite
+    from setmail.pki.setext import read_merchant_data
+    from setmail.roles.merchant import Merchant, MerchantConfig
+    from setmail.world.keys import load_cert, load_chain, load_key
+    from setmail.world.trees import brand_bci, crls, trust_store
+
+    opts = spec.options
+    if not opts.get("gateway"):
+        raise WorldError(f"merchant {spec.name} has no `gateway` option in world.toml")
+    gateway = world.agent(opts["gateway"])
+    keys, gateway_keys = world.keys_dir(spec.name), world.keys_dir(gateway.name)
+    chain = _without_root(load_chain(keys / "chain.pem"))
+    sig = Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem"), chain)
+    kex = Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem"), chain)
+    info = read_merchant_data(sig.cert)
+    mer_id = str(opts.get("mer_id") or (info.mer_id if info else ""))
+    if info is None or info.mer_id != mer_id:
+        raise WorldError(f"merchant {spec.name}: mer_id {mer_id!r} is not the one its signature "
+                         f"certificate carries ({info.mer_id if info else 'none'!r})")
+    return Merchant(MerchantConfig(
+        name=spec.address, sig=sig, kex=kex, mer_id=mer_id, gateway=gateway.address,
+        gateway_kex=load_cert(gateway_keys / "kex.cert.pem"),
+        gateway_chain=_without_root(load_chain(gateway_keys / "chain.pem")),
+        trust=trust_store(world), bci=brand_bci(world), crls=crls(world),
+        auto_capture=bool(opts.get("auto_capture", False)), suite=get_suite(world.suite),
+        retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
+        max_retries=int(opts.get("max_retries", 3))))
