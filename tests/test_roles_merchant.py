@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from asn1crypto import cms
@@ -18,7 +18,7 @@ from setmail.asn1.error import Error, ErrorTBS
 from setmail.asn1.wrapper import decode_wrapper, message_body
 from setmail.crypto import dual
 from setmail.crypto.cms import Identity
-from setmail.crypto.operators import DD, Enc, EncB, EncK, S, open_Enc, open_EncB, open_EncK, verify_S
+from setmail.crypto.operators import DD, Enc, EncB, EncK, S, open_EncB, open_EncK, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, to_der, validate_path
@@ -30,7 +30,8 @@ from setmail.roles.purchase_msgs import (Order, hod, oi_data, pan_data, pi_head,
 from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
 
 T = NOW + dt.timedelta(minutes=10)
-SHOP, GATEWAY, ALICE = "shop@merchant.example", "gateway@gateway.example", "alice@cardholder.example"
+SHOP, GATEWAY = "shop@merchant.example", "gateway@gateway.example"
+ALICE = "alice@cardholder.example"
 ORDER = Order("1 x teapot, blue", 1234, 840, -2)
 BACK_KEY = bytes(range(32))
 
@@ -43,12 +44,16 @@ def parties():
 def merchant_of(p: Parties, **kw) -> Merchant:
     return Merchant(MerchantConfig(
         name=SHOP, sig=p.merchant_sig, kex=p.merchant_kex, mer_id=Parties.MER_ID, gateway=GATEWAY,
-        gateway_kex=p.gateway_kex.cert, gateway_chain=p.gateway_kex.chain, trust=p.tree.trust_store(),
-        bci=p.tree.brand.bci, **kw))
+        gateway_kex=p.gateway_kex.cert, gateway_chain=p.gateway_kex.chain,
+        trust=p.tree.trust_store(), bci=p.tree.brand.bci, **kw))
 
 
 def body_of(send: Send):
     return message_body(decode_wrapper(send.wrapper_der))
+
+
+def rrpid_of(send: Send) -> bytes:
+    return decode_wrapper(send.wrapper_der)["message_header"]["rrpid"].native
 
 
 def header_ids(send: Send) -> dict:
@@ -95,7 +100,7 @@ class Purchase:
     def ids(self) -> dict:
         return {"lid_c": self.lid_c, "lid_m": self.xid, "xid": self.xid}
 
-    # -- cardholder ---------------------------------------------------------------------------------
+    # -- cardholder --------------------------------------------------------------------------------
     def order(self, **kw):
         args = {"xid": self.key, "description": ORDER.description, "amount": ORDER.amount,
                 "currency": ORDER.currency, "cardholder": ALICE, **kw}
@@ -125,11 +130,12 @@ class Purchase:
                      od_salt=salt, brand_id="Visa", bin_=PAN[:6],
                      chall_m=chall_m or res["chall_m"].native)
         head = pi_head(trans_ids_der=tids, hod_dd=hod_dd, order=order, merchant_id=Parties.MER_ID,
-                       trans_stain_=trans_stain(self.xid, self.p.pan_secret), sw_ident="test-wallet",
-                       pe_thumb=res["pe_thumb"].native)
+                       trans_stain_=trans_stain(self.xid, self.p.pan_secret),
+                       sw_ident="test-wallet", pe_thumb=res["pe_thumb"].native)
         pan = pan_data(pan=PAN, expiry=EXPIRY, pan_secret=self.p.pan_secret, ex_nonce=fresh())
         ch = card or self.p.cardholder
-        signed = dual.dual_sign(ch, self.p.gateway_kex.cert, head, oi, pan, certs=(ch.cert, *ch.chain))
+        signed = dual.dual_sign(ch, self.p.gateway_kex.cert, head, oi, pan,
+                                certs=(ch.cert, *ch.chain))
         oi_ds = tamper(signed.oi_dual_signed) if tamper else signed.oi_dual_signed
         value = pu.PReqDualSigned({"pi_dual_signed": pu.PIDualSigned.load(signed.pi_dual_signed),
                                    "oi_dual_signed": pu.OIDualSigned.load(oi_ds)})
@@ -152,7 +158,7 @@ class Purchase:
         self.pinit_req()
         return self.preq()
 
-    # -- gateway --------------------------------------------------------------------------------------
+    # -- gateway -----------------------------------------------------------------------------------
     def open_request(self, send: Send, tbe: str, tbs: str, bag: str, cls):
         assert send.to == GATEWAY and send.message_type in ("AuthReq", "CapReq")
         opened = open_EncB(body_of(send).dump(), self.p.gateway_kex, tbe, tbs, bag,
@@ -174,14 +180,16 @@ class Purchase:
             "auth_res_payload": {"auth_header": {"auth_amt": amt, "auth_code": code,
                                                  "response_data": response}},
             "mer_thumb": mer_thumb or thumbprint(self.p.merchant_sig.cert)})
-        acq = EncK(BACK_KEY, self.p.gateway_sig, "AcqCardCodeMsg", pu.AcqCardCodeMsg({
-            "acq_card_code": "accountInfo", "acq_card_msg_data": {"acq_card_text": acq_text}}).dump(),
-            "AcqCardCodeMsgTBE")
+        acq_msg = pu.AcqCardCodeMsg({"acq_card_code": "accountInfo",
+                                     "acq_card_msg_data": {"acq_card_text": acq_text}})
+        acq = EncK(BACK_KEY, self.p.gateway_sig, "AcqCardCodeMsg", acq_msg.dump(),
+                   "AcqCardCodeMsgTBE")
         baggage = {"acq_card_msg": pu.AcqCardMsg.load(acq)}
         if approved:
-            token = Enc(self.p.gateway_sig, self.p.gateway_kex.cert, "CapTokenData", gw.CapTokenData({
-                "auth_rrpid": tags["auth_rr_tags"]["rrpid"].native, "auth_amt": amt,
-                "token_opaque": self.xid}).dump(), "CapTokenTBE")
+            token_data = gw.CapTokenData({"auth_rrpid": tags["auth_rr_tags"]["rrpid"].native,
+                                          "auth_amt": amt, "token_opaque": self.xid})
+            token = Enc(self.p.gateway_sig, self.p.gateway_kex.cert, "CapTokenData",
+                        token_data.dump(), "CapTokenTBE")
             baggage["cap_token"] = gw.CapToken.load(token)
         baggage = gw.AuthResBaggage(baggage).dump()
         body = EncB(self.p.gateway_sig, self.p.merchant_kex.cert, "AuthResTBS", data.dump(),
@@ -194,11 +202,12 @@ class Purchase:
         _, req = self.open_request(cap_req, "CapReqTBE", "CapReqTBS", "CapTokenSeq", cap.CapReqData)
         item = req["cap_item_seq"][0]
         asked = item["cap_payload"]["cap_req_amt"]["amount"].native
+        cap_amt = {"currency": 840, "amount": asked if amount is None else amount, "amt_exp10": -2}
         data = cap.CapResData({"cap_rr_tags": req["cap_rr_tags"], "cap_res_item_seq": [{
             "trans_ids": item["trans_ids"], "auth_rrpid": item["auth_rrpid"],
-            "cap_res_payload": {"cap_code": code, "cap_amt": {
-                "currency": 840, "amount": asked if amount is None else amount, "amt_exp10": -2}}}]})
-        body = Enc(self.p.gateway_sig, self.p.merchant_kex.cert, "CapResData", data.dump(), "CapResTBE")
+            "cap_res_payload": {"cap_code": code, "cap_amt": cap_amt}}]})
+        body = Enc(self.p.gateway_sig, self.p.merchant_kex.cert, "CapResData", data.dump(),
+                   "CapResTBE")
         rrpid = req["cap_rr_tags"]["rrpid"].native
         return wrap("CapRes", body, now=T, rrpid=rrpid, **self.ids())
 
@@ -220,7 +229,7 @@ def authorised(p, merchant=None, **auth):
     return buy, out, baggage
 
 
-# --- PInit ---------------------------------------------------------------------------------------------
+# --- PInit ----------------------------------------------------------------------------------------
 def test_pinit_res_content_and_certificates(parties):
     p = parties
     buy = Purchase(p, merchant_of(p))
@@ -235,7 +244,7 @@ def test_pinit_res_content_and_certificates(parties):
     assert (tids["lid_c"], tids["lid_m"], tids["xid"]) == (buy.lid_c, buy.xid, buy.xid)
     assert tids["p_req_date"] == T and tids["language"] == "en"
     assert data["chall_c"].native == buy.chall_c and len(data["chall_m"].native) == 32
-    assert data["rrpid"].native == decode_wrapper(send.wrapper_der)["message_header"]["rrpid"].native
+    assert data["rrpid"].native == rrpid_of(send)
     assert data["brand_crl_identifier"].untag().dump() == to_der(p.tree.brand.bci)
     assert data["pe_thumb"].native == thumbprint(p.gateway_kex.cert)
     expected = {p.merchant_sig.cert, p.merchant_kex.cert, *p.merchant_sig.chain, p.gateway_kex.cert,
@@ -278,7 +287,7 @@ def test_bad_order_commands_fail(parties):
     assert buy.state is None
 
 
-# --- PReq -> AuthReq -----------------------------------------------------------------------------------
+# --- PReq -> AuthReq ------------------------------------------------------------------------------
 def test_preq_becomes_an_auth_req_with_the_pi_unchanged(parties):
     p = parties
     buy = Purchase(p, merchant_of(p))
@@ -303,7 +312,7 @@ def test_preq_becomes_an_auth_req_with_the_pi_unchanged(parties):
     assert item["auth_tags"]["trans_ids"].dump() == head["trans_ids"].dump()
     tags = item["auth_tags"]["auth_rr_tags"]
     assert tags["mer_term_ids"]["merchant_id"].native == Parties.MER_ID and tags["date"].native == T
-    assert tags["rrpid"].native == decode_wrapper(send.wrapper_der)["message_header"]["rrpid"].native
+    assert tags["rrpid"].native == rrpid_of(send)
     payload = item["auth_req_payload"].native
     assert payload["auth_req_amt"] == ORDER.purch_amt and payload["subsequent_auth_ind"] is False
     assert req["capture_now"].native is False
@@ -346,7 +355,7 @@ def test_replayed_preq_is_refused(parties):
     assert [s.message_type for s in buy.sent].count("AuthReq") == 1
 
 
-# --- AuthRes -> PRes -----------------------------------------------------------------------------------
+# --- AuthRes -> PRes ------------------------------------------------------------------------------
 def test_approval_gives_a_pres_relaying_the_acq_card_msg(parties):
     buy, out, baggage = authorised(parties)
     assert buy.state["state"] == "AUTHORIZED"
@@ -405,7 +414,7 @@ def test_auth_res_for_another_merchant_is_refused(parties):
     assert buy.deliver("AuthRes", der, sender=GATEWAY).sends[0].message_type == "PRes"
 
 
-# --- capture -------------------------------------------------------------------------------------------
+# --- capture --------------------------------------------------------------------------------------
 def test_auto_capture_sends_cap_req_with_the_pres(parties):
     buy, out, baggage = authorised(parties, merchant_of(parties, auto_capture=True))
     assert [s.message_type for s in out.sends] == ["PRes", "CapReq"]
@@ -457,7 +466,7 @@ def test_refused_capture_stays_authorized_and_may_be_retried(parties):
     assert buy.state["state"] == "CAPTURED" and buy.state["cap_amt"] == ORDER.amount
 
 
-# --- InqReq --------------------------------------------------------------------------------------------
+# --- InqReq ---------------------------------------------------------------------------------------
 def _inquired(buy) -> str:
     out, rrpid, _ = buy.inquire()
     data = buy.status(out.sends[0], "InqRes")
@@ -516,7 +525,7 @@ def test_inq_req_from_another_cardholder_is_refused(parties):
     assert buy.state["refusals"][-1]["message"] == "InqReq"
 
 
-# --- Errors and retries --------------------------------------------------------------------------------
+# --- Errors and retries ---------------------------------------------------------------------------
 def _gateway_error(buy, about: Send, code: str) -> bytes:
     from setmail.roles.common import error_wrapper
     return error_wrapper(code, about.wrapper_der, now=T, signer=buy.p.gateway_sig)
@@ -566,7 +575,7 @@ def test_cap_req_given_up_returns_to_authorized(parties):
     assert buy.state["state"] == "AUTHORIZED" and buy.state["refusals"][-1]["code"] == "noReply"
 
 
-# --- confidentiality -----------------------------------------------------------------------------------
+# --- confidentiality ------------------------------------------------------------------------------
 def test_no_pan_in_any_state_or_outgoing_message(parties):
     p = parties
     buy, _, _ = authorised(p, merchant_of(p, auto_capture=True))
@@ -587,10 +596,11 @@ def test_transition_table_has_a_handler_for_every_event(parties):
     role = merchant_of(parties)
     for events in Merchant.TRANSITIONS.values():
         for event in events:
-            assert callable(getattr(role, "on_" + "".join(c if c.isalnum() else "_" for c in event)))
+            name = "on_" + "".join(c if c.isalnum() else "_" for c in event)
+            assert callable(getattr(role, name))
 
 
-# --- the agent factory ------------------------------------------------------------------------------
+# --- the agent factory ----------------------------------------------------------------------------
 def test_factory_builds_the_merchant_from_a_world(tmp_path):
     from setmail.agent.factory import ROLE_FACTORIES
     from setmail.agent.factories import load_all
@@ -616,6 +626,6 @@ def test_factory_builds_the_merchant_from_a_world(tmp_path):
         chain = cfg.gateway_chain if kind == "pgwy" else cfg.sig.chain
         validate_path(cert, chain, trust, now=NOW + dt.timedelta(hours=1), expected_type=kind,
                       key_usage=usage)
-    bad = type(spec)(spec.name, spec.kind, spec.address, options={**spec.options, "mer_id": "OTHER"})
+    bad = replace(spec, options={**spec.options, "mer_id": "OTHER"})
     with pytest.raises(WorldError):
         ROLE_FACTORIES["merchant"](world, bad)

@@ -50,12 +50,9 @@ from setmail.roles import merchant_msgs as msgs
 from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Send, TimerFired
 from setmail.roles.common import (check_echo, check_header, error_code, guarded, h, path_check,
                                   read_error, refusal, unh, unwrap, wrap)
-from setmail.roles.merchant_msgs import COMPLETION, iso, utc
+from setmail.roles.merchant_msgs import enter, iso, opened, record, utc
 from setmail.roles.purchase_msgs import Order, hod, trans_ids
 from setmail.roles.requester import Requester
-
-#: at most this many refusals are kept per purchase (a peer must not grow our state forever)
-MAX_REFUSALS = 20
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,8 @@ class Merchant(Requester):
         "ORDERED": {"PInitReq": ("PINIT_SENT", "ORDERED"), "Error": "ORDERED"},
         "PARKED": {"order": "PINIT_SENT", "PInitReq": "PARKED", "Error": "PARKED"},
         "PINIT_SENT": _after_pinit("PINIT_SENT", PReq=("AUTH_SENT", "PINIT_SENT")),
-        "AUTH_SENT": _after_pinit("AUTH_SENT", AuthRes=("AUTHORIZED", "DECLINED", "CAP_SENT", "AUTH_SENT"),
+        "AUTH_SENT": _after_pinit("AUTH_SENT",
+                                  AuthRes=("AUTHORIZED", "DECLINED", "CAP_SENT", "AUTH_SENT"),
                                   Error=("AUTH_SENT", "REJECTED"),
                                   **{"timer:retry": ("AUTH_SENT", "REJECTED")}),
         "AUTHORIZED": _after_pinit("AUTHORIZED", capture="CAP_SENT"),
@@ -131,28 +129,11 @@ class Merchant(Requester):
             return str(event.payload.get("transaction", ""))
         return str(event.args.get("xid", "")).strip().lower()
 
-    # -- helpers ----------------------------------------------------------------------------------
+    # -- helpers -----------------------------------------------------------------------------------
     def _ids(self, state: dict, key: str) -> dict:
         """Header message ids of every purchase message: {lid_c, lid_m, xid} (LID-M = XID)."""
         xid = unh(key)
         return {"lid_c": unh(state["pinit_req"]["lid_c"]), "lid_m": xid, "xid": xid}
-
-    @staticmethod
-    def _opened(state: dict, key: str, now: dt.datetime) -> dict:
-        """The fields a purchase gets when it starts, by order or by PInitReq."""
-        return {"xid": key, "created": iso(now), "refusals": [], **state}
-
-    @staticmethod
-    def _enter(state: dict, name: str, now: dt.datetime) -> dict:
-        state = {**state, "state": name, "completion": COMPLETION.get(name)}
-        state["dates"] = {**state.get("dates", {}), name.lower(): iso(now)}
-        return state
-
-    @staticmethod
-    def _record(state: dict, now: dt.datetime, by: str, message: str, code: str | None,
-                reason: str) -> dict:
-        entry = {"at": iso(now), "by": by, "message": message, "code": code, "reason": reason[:200]}
-        return {**state, "refusals": [*state.get("refusals", []), entry][-MAX_REFUSALS:]}
 
     def _check(self, now: dt.datetime, cert_type: str):
         return path_check(self.config.trust, now, cert_type, crls=self.config.crls)
@@ -160,7 +141,8 @@ class Merchant(Requester):
     @staticmethod
     def _same_rrpid(parsed, rrpid: bytes) -> None:
         if parsed.rrpid != rrpid:
-            raise ProtocolError("MessageHeader RRPID disagrees with the payload", "badMessageHeader")
+            raise ProtocolError("MessageHeader RRPID disagrees with the payload",
+                                "badMessageHeader")
 
     @staticmethod
     def _same_trans_ids(state: dict, found) -> None:
@@ -173,32 +155,33 @@ class Merchant(Requester):
                       signer=self.config.sig, suite=self.config.suite)
         if out.state is None:
             return out
-        return replace(out, state=self._record(dict(out.state), now, "merchant", event.message_type,
-                                               error_code(exc), str(exc)))
+        return replace(out, state=record(dict(out.state), now, "merchant", event.message_type,
+                                         error_code(exc), str(exc)))
 
     def _status(self, type_name: str, state: dict, key: str, now: dt.datetime, *, to: str,
                 rrpid: bytes, chall_c: bytes, in_reply_to: str | None) -> Send:
         """PRes or InqRes: S(M, PResData) with the status the state records."""
         data = msgs.p_res_data(state, rrpid=rrpid, chall_c=chall_c, bci_der=self._bci_der)
         body = S(self.config.sig, "PResData", data, suite=self.config.suite)
-        return Send(to, type_name, wrap(type_name, body, now=now, rrpid=rrpid, **self._ids(state, key)),
-                    in_reply_to or None)
+        wrapper = wrap(type_name, body, now=now, rrpid=rrpid, **self._ids(state, key))
+        return Send(to, type_name, wrapper, in_reply_to or None)
 
     def _pres(self, state: dict, key: str, now: dt.datetime) -> Send:
         return self._status("PRes", state, key, now, to=state["cardholder"],
-                            rrpid=unh(state["preq_rrpid"]), chall_c=unh(state["pinit_req"]["chall_c"]),
+                            rrpid=unh(state["preq_rrpid"]),
+                            chall_c=unh(state["pinit_req"]["chall_c"]),
                             in_reply_to=state.get("preq_mail_id"))
 
-    # -- order and PInitReq, in either order ------------------------------------------------------
+    # -- order and PInitReq, in either order -------------------------------------------------------
     def on_order(self, state, event, now, shared) -> Outcome:
         key = self.transaction_key(event)
         msgs.xid_octets(key)
-        state = self._opened({**state, **msgs.check_order(event.args)}, key, now)
+        state = opened({**state, **msgs.check_order(event.args)}, key, now)
         if event.args.get("cardholder") and not state.get("cardholder"):
             state["cardholder"] = str(event.args["cardholder"])
         if state["state"] == "PARKED":
             return self._answer_pinit(state, key, now)
-        return Outcome(key, self._enter(state, "ORDERED", now))
+        return Outcome(key, enter(state, "ORDERED", now))
 
     @guarded
     def on_PInitReq(self, state, event, now, shared) -> Outcome:
@@ -215,26 +198,29 @@ class Merchant(Requester):
             "mail_id": event.mail_id}}
         if state["state"] == "ORDERED":
             return self._answer_pinit(state, key, now)
-        return Outcome(key, self._enter(self._opened(state, key, now), "PARKED", now))
+        return Outcome(key, enter(opened(state, key, now), "PARKED", now))
 
     def _answer_pinit(self, state: dict, key: str, now: dt.datetime) -> Outcome:
         pinit, xid, chall_m = state["pinit_req"], unh(key), fresh()
         tids = trans_ids(lid_c=unh(pinit["lid_c"]), lid_m=xid, xid=xid, p_req_date=utc(now),
                          language=pinit["language"])
-        state = self._enter({**state, "trans_ids": tids.hex(), "chall_m": h(chall_m)}, "PINIT_SENT", now)
-        data = msgs.pinit_res_data(state, chall_m=chall_m, pe_thumb=self._pe_thumb, bci_der=self._bci_der)
+        state = enter({**state, "trans_ids": tids.hex(), "chall_m": h(chall_m)}, "PINIT_SENT", now)
+        data = msgs.pinit_res_data(state, chall_m=chall_m, pe_thumb=self._pe_thumb,
+                                   bci_der=self._bci_der)
         body = S(self.config.sig, "PInitResData", data, certs=self.config.pinit_certs,
                  suite=self.config.suite)
-        wrapper = wrap("PInitRes", body, now=now, rrpid=unh(pinit["rrpid"]), **self._ids(state, key))
+        wrapper = wrap("PInitRes", body, now=now, rrpid=unh(pinit["rrpid"]),
+                       **self._ids(state, key))
         return Outcome(key, state, sends=(Send(state["cardholder"], "PInitRes", wrapper,
                                                pinit["mail_id"] or None),))
 
-    # -- PReq -> AuthReq ----------------------------------------------------------------------------
+    # -- PReq -> AuthReq ---------------------------------------------------------------------------
     @guarded
     def on_PReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         if state["state"] != "PINIT_SENT":  # Chall-M is spent: never authorise twice
-            raise ProtocolError(f"purchase is already {state['state']}; PReq refused", "challengeMismatch")
+            raise ProtocolError(f"purchase is already {state['state']}; PReq refused",
+                                "challengeMismatch")
         cfg = self.config
         outer = Reader(parsed.body, "PReq")
         if outer.peek() != 0xA0:
@@ -243,8 +229,8 @@ class Merchant(Requester):
         outer.done()
         pi_dual_signed, oi_dual_signed = pair.raw(0x30), pair.raw(0x30)
         pair.done()
-        view = dual.merchant_verify(pi_dual_signed, oi_dual_signed, validate=self._check(now, "card"),
-                                    suite=cfg.suite)
+        view = dual.merchant_verify(pi_dual_signed, oi_dual_signed,
+                                    validate=self._check(now, "card"), suite=cfg.suite)
         oi = decode(pu.OIData, view.oi_data)
         rrpid = oi["rrpid"].native
         self._same_rrpid(parsed, rrpid)
@@ -258,44 +244,45 @@ class Merchant(Requester):
         auth_rrpid = fresh()
         state = {**state, "cardholder": event.sender, "preq_rrpid": h(rrpid),
                  "preq_mail_id": event.mail_id, "card_thumb": thumbprint(view.signed.signer).hex(),
-                 "oi_data": view.oi_data.hex(), "pi": pi_dual_signed.hex(), "auth_rrpid": h(auth_rrpid)}
+                 "oi_data": view.oi_data.hex(), "pi": pi_dual_signed.hex(),
+                 "auth_rrpid": h(auth_rrpid)}
         data = msgs.auth_req_data(state, rrpid=auth_rrpid, mer_id=cfg.mer_id, now=now,
                                   h_oi_data=DD("OIData", view.oi_data, cfg.suite), hod2=hod2)
         body = EncB(cfg.sig, cfg.gateway_kex, "AuthReqTBS", data, "PI", msgs.pi(pi_dual_signed),
                     "AuthReqTBE", certs=cfg.request_certs, suite=cfg.suite)
         wrapper = wrap("AuthReq", body, now=now, rrpid=auth_rrpid, **self._ids(state, key))
-        return self.request(self._enter(state, "AUTH_SENT", now), key, cfg.gateway, "AuthReq",
+        return self.request(enter(state, "AUTH_SENT", now), key, cfg.gateway, "AuthReq",
                             wrapper, now, auth_rrpid)
 
-    # -- AuthRes -> PRes (+ CapReq) -----------------------------------------------------------------
+    # -- AuthRes -> PRes (+ CapReq) ----------------------------------------------------------------
     @guarded
     def on_AuthRes(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         cfg = self.config
-        opened = open_EncB(parsed.body, cfg.kex, "AuthResTBE", "AuthResTBS", "AuthResBaggage",
-                           validate=self._check(now, "pgwy"), suite=cfg.suite)
-        data = decode(gw.AuthResData, opened.content)
+        env = open_EncB(parsed.body, cfg.kex, "AuthResTBE", "AuthResTBS", "AuthResBaggage",
+                        validate=self._check(now, "pgwy"), suite=cfg.suite)
+        data = decode(gw.AuthResData, env.content)
         auth_rrpid = unh(state["auth_rrpid"])
         self._same_rrpid(parsed, auth_rrpid)
         check_echo("AuthTags RRPID", data["auth_tags"]["auth_rr_tags"]["rrpid"].native, auth_rrpid)
         self._same_trans_ids(state, data["auth_tags"]["trans_ids"])
         if data["mer_thumb"].native != self._mer_thumb:
             raise ProtocolError("AuthRes names another merchant certificate", "thumbsMismatch")
-        baggage = decode(gw.AuthResBaggage, opened.baggage)
+        baggage = decode(gw.AuthResBaggage, env.baggage)
         state = {**state, **msgs.auth_result(data), "auth_date": iso(now)}
         state.pop("last", None)
         for name in ("cap_token", "acq_card_msg"):  # opaque: only the gateway/cardholder opens them
             if baggage[name].native is not None:
                 state[name] = baggage[name].untag().dump().hex()
         approved = state["auth_code"] == "approved"
-        state = self._enter(state, "AUTHORIZED" if approved else "DECLINED", now)
+        state = enter(state, "AUTHORIZED" if approved else "DECLINED", now)
         pres = self._pres(state, key, now)
         if approved and cfg.auto_capture and state.get("cap_token"):
             out = self._capture(state, key, now, state["auth_amt"], cancel=("retry",))
             return replace(out, sends=(pres, *out.sends))
         return Outcome(key, state, sends=(pres,), timers=(CancelTimer("retry"),))
 
-    # -- capture -> CapReq; CapRes ------------------------------------------------------------------
+    # -- capture -> CapReq; CapRes -----------------------------------------------------------------
     def on_capture(self, state, event, now, shared) -> Outcome:
         minor = event.args.get("amount")
         minor = state["auth_amt"] if minor is None else minor
@@ -313,15 +300,15 @@ class Merchant(Requester):
                     msgs.cap_token_seq(unh(state["cap_token"])), "CapReqTBE",
                     certs=cfg.request_certs, suite=cfg.suite)
         wrapper = wrap("CapReq", body, now=now, rrpid=rrpid, **self._ids(state, key))
-        return self.request(self._enter(state, "CAP_SENT", now), key, cfg.gateway, "CapReq", wrapper,
-                            now, rrpid, cancel=cancel)
+        return self.request(enter(state, "CAP_SENT", now), key, cfg.gateway, "CapReq",
+                            wrapper, now, rrpid, cancel=cancel)
 
     @guarded
     def on_CapRes(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
-        opened = open_Enc(parsed.body, self.config.kex, "CapResTBE", "CapResData",
-                          validate=self._check(now, "pgwy"), suite=self.config.suite)
-        data = decode(cap.CapResData, opened.content)
+        env = open_Enc(parsed.body, self.config.kex, "CapResTBE", "CapResData",
+                       validate=self._check(now, "pgwy"), suite=self.config.suite)
+        data = decode(cap.CapResData, env.content)
         cap_rrpid = unh(state["cap_rrpid"])
         self._same_rrpid(parsed, cap_rrpid)
         check_echo("CapRRTags RRPID", data["cap_rr_tags"]["rrpid"].native, cap_rrpid)
@@ -334,24 +321,25 @@ class Merchant(Requester):
         state = {**state, "cap_code": code, "cap_amt": payload["cap_amt"]["amount"].native}
         state.pop("last", None)
         if code == "success":
-            state = self._enter({**state, "cap_date": iso(now)}, "CAPTURED", now)
+            state = enter({**state, "cap_date": iso(now)}, "CAPTURED", now)
         else:
-            state = self._enter(self._record(state, now, "gateway", "CapRes", code,
-                                             f"capture refused: {code}"), "AUTHORIZED", now)
+            state = enter(record(state, now, "gateway", "CapRes", code, f"capture refused: {code}"),
+                          "AUTHORIZED", now)
         return Outcome(key, state, timers=(CancelTimer("retry"),))
 
-    # -- InqReq -> InqRes ---------------------------------------------------------------------------
+    # -- InqReq -> InqRes --------------------------------------------------------------------------
     @guarded
     def on_InqReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         outer = Reader(parsed.body, "InqReq")
         if outer.peek() != 0xA0:
             raise ProtocolError("InqReq must be signed by the cardholder", "signatureRequired")
-        signed = verify_S(der.seq(outer.value(0xA0)), "InqReqData", validate=self._check(now, "card"),
-                          suite=self.config.suite)
+        signed = verify_S(der.seq(outer.value(0xA0)), "InqReqData",
+                          validate=self._check(now, "card"), suite=self.config.suite)
         outer.done()
         if state.get("card_thumb") not in (None, thumbprint(signed.signer).hex()):
-            raise ProtocolError("InqReq signed by another cardholder than the PReq", "invalidCertificate")
+            raise ProtocolError("InqReq signed by another cardholder than the PReq",
+                                "invalidCertificate")
         data = decode(pu.InqReqData, signed.content)
         rrpid = data["rrpid"].native
         self._same_rrpid(parsed, rrpid)
@@ -360,7 +348,7 @@ class Merchant(Requester):
                             chall_c=data["chall_c2"].native, in_reply_to=event.mail_id)
         return Outcome(key, {**state, "inquiries": state.get("inquiries", 0) + 1}, sends=(send,))
 
-    # -- Error, retries ------------------------------------------------------------------------------
+    # -- Error, retries ----------------------------------------------------------------------------
     def on_Error(self, state, event, now, shared) -> Outcome:
         """An Error naming our outstanding AuthReq/CapReq settles it; any other is recorded."""
         key = self.transaction_key(event)
@@ -378,8 +366,8 @@ class Merchant(Requester):
         named = {state.get(f): m for f, m in (("auth_rrpid", "AuthReq"), ("cap_rrpid", "CapReq"),
                                               ("preq_rrpid", "PRes"))}
         about = named.get(h(err.rrpid), "?") if err.rrpid is not None else "?"
-        return Outcome(key, self._record(dict(state), now, event.sender, about, err.code,
-                                         f"{about} refused"))
+        return Outcome(key, record(dict(state), now, event.sender, about, err.code,
+                                   f"{about} refused"))
 
     def on_timer_retry(self, state, event, now, shared) -> Outcome:
         last = state.get("last")
@@ -394,9 +382,9 @@ class Merchant(Requester):
         """No authorisation: PRes orderRejected to the cardholder.  No capture: AUTHORIZED again
         (the merchant may ask again with ``capture``)."""
         message = state.pop("last")["type"]
-        state = self._record({**state, "failure": reason}, now, by, message, code, reason)
+        state = record({**state, "failure": reason}, now, by, message, code, reason)
         timers = (CancelTimer("retry"),)
         if message == "CapReq":
-            return Outcome(key, self._enter(state, "AUTHORIZED", now), timers=timers)
-        state = self._enter(state, "REJECTED", now)
+            return Outcome(key, enter(state, "AUTHORIZED", now), timers=timers)
+        state = enter(state, "REJECTED", now)
         return Outcome(key, state, sends=(self._pres(state, key, now),), timers=timers)

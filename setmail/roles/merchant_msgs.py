@@ -1,9 +1,11 @@
-"""The merchant's plaintexts (docs/purchase.md), built from its transaction state.
+"""The merchant's plaintexts (docs/purchase.md), built from its transaction state, and the
+bookkeeping of that state.
 
-Pure functions, plain values in, DER out, so ``roles/merchant.py`` keeps only the protocol logic:
-PInitResData, AuthReqData, CapReqData and the PResData that PRes and InqRes share.  The status a
-PResData reports is a function of the merchant's state alone (``COMPLETION``), which is why an
-InqRes can be answered in any state without asking anybody.
+Pure functions, plain values in, DER (or a new state) out, so ``roles/merchant.py`` keeps only the
+protocol logic: PInitResData, AuthReqData, CapReqData and the PResData that PRes and InqRes share;
+``opened``/``enter``/``record`` keep what ``setmail tx show`` prints (dates, completion,
+refusals).  The status a PResData reports is a function of the merchant's state alone
+(``COMPLETION``), which is why an InqRes can be answered in any state without asking anybody.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from setmail.asn1.issuer import RESPONSE_CODES
 from setmail.crypto import der
 from setmail.errors import ProtocolError
 from setmail.roles.common import unh
+from setmail.roles.purchase_msgs import ratio
 
 #: merchant state -> the CompletionCode a PRes/InqRes reports in it
 COMPLETION = {
@@ -27,6 +30,8 @@ COMPLETION = {
     "DECLINED": "authorizationDeclined",
     "REJECTED": "orderRejected",
 }
+#: at most this many refusals are kept per purchase (a peer must not grow our state forever)
+MAX_REFUSALS = 20
 
 
 def utc(now: dt.datetime) -> dt.datetime:
@@ -36,6 +41,25 @@ def utc(now: dt.datetime) -> dt.datetime:
 
 def iso(now: dt.datetime) -> str:
     return utc(now).isoformat()
+
+
+def opened(state: dict, key: str, now: dt.datetime) -> dict:
+    """The fields a purchase gets when it starts, by order or by PInitReq."""
+    return {"xid": key, "created": iso(now), "refusals": [], **state}
+
+
+def enter(state: dict, name: str, now: dt.datetime) -> dict:
+    """``state`` moved to ``name``: its completion code and the date it was entered."""
+    state = {**state, "state": name, "completion": COMPLETION.get(name)}
+    state["dates"] = {**state.get("dates", {}), name.lower(): iso(now)}
+    return state
+
+
+def record(state: dict, now: dt.datetime, by: str, message: str, code: str | None,
+           reason: str) -> dict:
+    """``state`` with one more refusal (ours or a peer's) noted, the oldest dropped past 20."""
+    entry = {"at": iso(now), "by": by, "message": message, "code": code, "reason": reason[:200]}
+    return {**state, "refusals": [*state.get("refusals", []), entry][-MAX_REFUSALS:]}
 
 
 def amount(state: dict, minor: int | None = None) -> dict:
@@ -107,16 +131,13 @@ def cap_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime, mi
         "cap_rr_tags": rr_tags(rrpid, mer_id, now),
         "cap_item_seq": [{"trans_ids": TransIDs.load(unh(state["trans_ids"])),
                           "auth_rrpid": unh(state["auth_rrpid"]),
-                          "cap_payload": {"cap_date": utc(now), "cap_req_amt": amount(state, minor)}}],
+                          "cap_payload": {"cap_date": utc(now),
+                                          "cap_req_amt": amount(state, minor)}}],
     }).dump()
 
 
 def cap_token_seq(cap_token: bytes) -> bytes:
     return gw.CapTokenSeq([gw.CapToken.load(cap_token)]).dump()
-
-
-def _ratio(part: int, state: dict) -> dict:
-    return {"numerator": part, "denominator": state["amount"]}
 
 
 def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | None) -> bytes:
@@ -127,11 +148,11 @@ def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | No
     if state.get("auth_code"):
         results["auth_status"] = {"auth_date": dt.datetime.fromisoformat(state["auth_date"]),
                                   "auth_code": state["auth_code"],
-                                  "auth_ratio": _ratio(state["auth_amt"], state)}
+                                  "auth_ratio": ratio(state["auth_amt"], state["amount"])}
     if state["state"] == "CAPTURED":
         results["cap_status"] = {"cap_date": dt.datetime.fromisoformat(state["cap_date"]),
                                  "cap_code": state["cap_code"],
-                                 "cap_ratio": _ratio(state["cap_amt"], state)}
+                                 "cap_ratio": ratio(state["cap_amt"], state["amount"])}
     payload: dict = {"completion_code": COMPLETION[state["state"]]}
     if results:
         payload["results"] = results
@@ -147,6 +168,7 @@ def auth_result(data: gw.AuthResData) -> dict:
     codes = response["auth_val_codes"]
     log_ref = response["log_ref_id"].native
     iso_code = log_ref.decode("ascii", "replace") if log_ref is not None else None
-    return {"auth_code": header["auth_code"].native, "auth_amt": header["auth_amt"]["amount"].native,
+    return {"auth_code": header["auth_code"].native,
+            "auth_amt": header["auth_amt"]["amount"].native,
             "approval_code": None if codes.native is None else codes["approval_code"].native,
             "iso_code": iso_code, "iso_text": RESPONSE_CODES.get(iso_code or "")}
