@@ -281,6 +281,15 @@ def test_bad_pinit_res_is_refused_and_changes_nothing(p, rogue, what, code):
     assert role.step(bad.state, shop.pinit_res(out.sends[0]), NOW).state["state"] == "PREQ_SENT"
 
 
+def test_revoked_merchant_is_refused(p, rogue):
+    crl = p.tree.mca.revoke(rogue.cert, ISSUED)
+    role = Wallet(dataclasses.replace(wallet(p).config, crls=(crl,)))
+    out = role.step(None, Command("buy", buy_args()), NOW)
+    bad = role.step(out.state, Shop(p, rogue).pinit_res(out.sends[0]), NOW)
+    assert error_code(bad.sends[0]) == "revokedCertificate" and bad.state["state"] == "PINIT_SENT"
+    assert role.step(out.state, Shop(p).pinit_res(out.sends[0]), NOW).state["state"] == "PREQ_SENT"
+
+
 @pytest.mark.parametrize("what, code", [
     ("chall", "challengeMismatch"), ("rrpid", "challengeMismatch"),
     ("other merchant", "invalidCertificate"), ("trans_ids", "unknownXID")])
@@ -360,6 +369,9 @@ def test_local_failures_are_clear(p):
     assert out.state["state"] == "FAILED" and out.sends == ()
     assert out.state["failure"] == ("alice has no certificate for card ending 1111: "
                                     "run `setmail register alice` first")
+    _, _, preq, shop = start(p)  # a PRes for a purchase that never started is refused
+    late = nobody.step(out.state, shop.result(preq, "authorizationPerformed"), NOW)
+    assert late.sends[0].message_type == "Error" and late.state["state"] == "FAILED"
     other_card = wallet(p).step(None, Command("buy", buy_args(pan="4111111111111111", expiry="203001")),
                                 NOW)
     assert "does not certify" in other_card.state["failure"]
@@ -484,11 +496,13 @@ def test_factory_builds_the_composite(p, tmp_path):
     from setmail.world.config import AgentSpec, World
     (tmp_path / "pki" / "trust").mkdir(parents=True)
     (tmp_path / "pki" / "trust" / "root.cert.pem").write_bytes(to_pem(p.tree.root.certificate))
-    spec = AgentSpec("alice", "cardholder", ALICE)
+    spec = AgentSpec("alice", "cardholder", ALICE, options={"retry_after": 60, "max_retries": 5})
     world = World(tmp_path, "w", "rsa2048", "Visa", "localhost", 25, tmp_path / "mail",
                   {"alice": spec}, {})
     role = cardholder(world, spec)
     assert isinstance(role, Dispatch) and [r.name for r in role.roles] == ["wallet",
                                                                             "cardholder-registration"]
+    config = role.roles[0].config
+    assert (config.retry_after, config.max_retries, config.agent) == (dt.timedelta(minutes=1), 5, "alice")
     out = role.step(None, Command("buy", buy_args()), NOW)
     assert out.state["failure"].startswith("alice has no certificate for card ending 1111")

@@ -254,7 +254,7 @@ class Wallet(Requester):
     # -- 3. PRes / InqRes -> the purchase's status ------------------------------------------------
     @guarded
     def on_PRes(self, state, event, now, shared) -> Outcome:
-        return self._status(dict(state), event, now, unh(state["rrpid"]),
+        return self._status(dict(state), event, now, unh(state.get("rrpid")),
                             unh(state.get("_chall_c")), "chall_c")
 
     @guarded

@@ -5,9 +5,15 @@ The wallet's credentials are the files registration's effects write (``setmail.a
 ``wallet.json`` ({key_id: {pan_last4, brand, not_after, ...}}).  ``WalletFiles`` reads them at
 each call, so a certificate obtained while the agent runs is found at once, and parses each file
 version once (cached by modification time): a purchase asks for its card twice.
+
+The wallet checks the merchant's and the gateway's certificate paths against every CA's CRL
+(``setmail.world.trees.crls``, read when the agent starts).  world.toml options of a cardholder:
+``retry_after`` (seconds, default 1800) and ``max_retries`` (default 3) for PInitReq, PReq and
+InqReq.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -73,8 +79,9 @@ def cardholder(world: World, spec: AgentSpec) -> Role:
     from setmail.roles.cardholder_reg import CardholderRegConfig, CardholderRegistration
     from setmail.roles.dispatch import Dispatch
     from setmail.roles.wallet import Wallet, WalletConfig
-    from setmail.world.trees import trust_store
+    from setmail.world.trees import crls, trust_store
     keys, suite, trust = world.keys_dir(spec.name), get_suite(world.suite), trust_store(world)
+    opts = spec.options
 
     def key_lookup(key_id: str):
         path = keys / f"{key_id}.key.pem"
@@ -82,6 +89,9 @@ def cardholder(world: World, spec: AgentSpec) -> Role:
 
     registration = CardholderRegistration(CardholderRegConfig(
         name=spec.address, trust=trust, suite=suite, key_lookup=key_lookup))
-    wallet = Wallet(WalletConfig(name=spec.address, trust=trust, suite=suite, agent=spec.name,
-                                 credentials=WalletFiles(world.agent_home(spec.name))))
+    wallet = Wallet(WalletConfig(
+        name=spec.address, trust=trust, suite=suite, agent=spec.name, crls=crls(world),
+        retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
+        max_retries=int(opts.get("max_retries", 3)),
+        credentials=WalletFiles(world.agent_home(spec.name))))
     return Dispatch([wallet, registration], name="cardholder")
