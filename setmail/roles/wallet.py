@@ -70,6 +70,8 @@ class WalletCard:
 
 @dataclass(frozen=True)
 class WalletConfig(RequesterConfig):
+    """The requester fields, plus where the card's credentials come from (see module docstring)."""
+
     credentials: Callable[[str, str], WalletCard | None] | None = None
     agent: str = ""
     sw_ident: str = SW_IDENT
