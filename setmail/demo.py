@@ -2,7 +2,7 @@
 
 Creates a world in a temporary directory (or ``--home``), starts the SMTP server and every agent
 (``setmail run``), then, through the same commands a user types: registers alice's card with the
-cardholder CA, buys 12.34 USD at the shop (approved, captured automatically), tries 9,999.00 USD
+cardholder CA, buys 12.34 EUR at the shop (approved, captured automatically), tries 9,999.00 EUR
 (declined by the issuer: insufficient funds), inquires about the first purchase, prints its trace
 and the issuer's ledger, and stops the agents.  Every outcome is checked; exit 0 only if all hold.
 """
@@ -101,7 +101,7 @@ def run(home: Path) -> int:
         check(code == 0 and first.get("state") == "APPROVED", "approved by the issuer")
         check(bool(first.get("captured")), "captured by the merchant (auto-capture)")
 
-        _say("\n4. alice tries 9,999.00 USD: more than her credit limit")
+        _say("\n4. alice tries 9,999.00 EUR: more than her credit limit of 5,000.00")
         code, out = setmail("buy", "--cardholder", "alice", "--merchant", "shop", "--amount",
                             "9999.00", "--description", "a golden teapot", "--wait", "60",
                             "--json", *h)

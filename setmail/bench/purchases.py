@@ -119,10 +119,10 @@ class BenchWorld:
         shop, alice = self.world.agent("shop"), self.world.agent("alice")
         for name, command, args in (
                 ("shop", "order", {"xid": xid, "description": "benchmark order", "amount": 1000,
-                                   "currency": 840, "amt_exp10": -2, "cardholder": alice.address}),
+                                   "currency": 978, "amt_exp10": -2, "cardholder": alice.address}),
                 ("alice", "buy", {"xid": xid, "merchant": shop.address, "pan": card.pan,
                                   "expiry": card.expiry, "description": "benchmark order",
-                                  "amount": 1000, "currency": 840, "amt_exp10": -2,
+                                  "amount": 1000, "currency": 978, "amt_exp10": -2,
                                   "brand": self.world.brand})):
             store = self._stores[name]
             cmdq.submit(store, command, args)

@@ -77,7 +77,8 @@ def _summary(state: dict) -> dict:
 def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder agent, e.g. alice"),
         merchant: str = typer.Option(..., "--merchant", help="merchant agent, e.g. shop"),
         amount: str = typer.Option(..., "--amount", help="amount in currency units, e.g. 12.34"),
-        currency: str = typer.Option("USD", "--currency", help="ISO 4217 code"),
+        currency: str = typer.Option(None, "--currency",
+                                     help="ISO 4217 code (default: the card's currency)"),
         description: str = typer.Option("setmail order", "--description",
                                          help="order description (only the merchant sees it)"),
         card: str = typer.Option(None, "--card", help="card name in world.toml "
@@ -91,7 +92,6 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
     world = load(home)
     holder = _agent_of_kind(world, cardholder, "cardholder")
     shop = _agent_of_kind(world, merchant, "merchant")
-    minor, number, exp10 = parse_amount(amount, currency)
     if not description.strip() or len(description) > 1000:
         _fail("--description must be 1..1000 characters")
     cards = [world.cards[card]] if card in world.cards else world.cards_of(cardholder)
@@ -99,6 +99,7 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
         _fail(f"no card {card!r} in the world")
     if not cards:
         _fail(f"{cardholder} has no card in the world")
+    minor, number, exp10 = parse_amount(amount, currency or cards[0].currency)
     xid = fresh(20).hex()
     order = {"xid": xid, "description": description, "amount": minor, "currency": number,
              "amt_exp10": exp10, "cardholder": holder.address}
