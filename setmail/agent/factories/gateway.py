@@ -1,0 +1,48 @@
+"""The payment gateway agent's role, built from a world on disk.
+
+world.toml options of a gateway: ``issuer`` (agent name; default: the world's only issuer),
+``acquirer_id`` (DE 32, default "41111111"), ``retry_after`` (seconds, default 1800) and
+``max_retries`` (default 3).  Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
+``chain.pem`` (the PCA chain; the root is never sent); the issuer's pinned certificates from
+``agents/<issuer>/keys/{sig,kex}.cert.pem``; the brand's BCI (omitted from AuthRes/CapRes if
+absent) and every CA's CRL (merchant and cardholder paths are checked against them) as
+``setmail.world.trees`` reads them when the agent starts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from setmail.agent.factory import register_role
+from setmail.errors import WorldError
+from setmail.roles.base import Role
+from setmail.world.config import AgentSpec, World
+
+
+@register_role("gateway")
+def gateway(world: World, spec: AgentSpec) -> Role:
+    from setmail.crypto.cms import Identity
+    from setmail.crypto.suite import get_suite
+    from setmail.roles.gateway import Gateway, GatewayConfig
+    from setmail.world.keys import load_cert, load_chain, load_key
+    from setmail.world.trees import brand_bci, crls, trust_store
+
+    opts = spec.options
+    issuers = [opts["issuer"]] if opts.get("issuer") else [
+        a.name for a in world.agents_of_kind("issuer")]
+    if len(issuers) != 1:
+        raise WorldError(f"gateway {spec.name} needs an `issuer` option in world.toml")
+    issuer = world.agent(issuers[0])
+    keys, issuer_keys = world.keys_dir(spec.name), world.keys_dir(issuer.name)
+    chain = tuple(c for c in load_chain(keys / "chain.pem") if c.subject != c.issuer)
+    return Gateway(GatewayConfig(
+        name=spec.address,
+        signature=Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem"), chain),
+        key_exchange=Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem"),
+                              chain),
+        trust=trust_store(world), issuer=issuer.address,
+        issuer_sig=load_cert(issuer_keys / "sig.cert.pem"),
+        issuer_kex=load_cert(issuer_keys / "kex.cert.pem"), bci=brand_bci(world),
+        crls=crls(world), acquirer_id=str(opts.get("acquirer_id", "41111111")),
+        suite=get_suite(world.suite),
+        retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
+        max_retries=int(opts.get("max_retries", 3))))

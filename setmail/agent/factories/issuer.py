@@ -1,0 +1,54 @@
+"""The issuer agent's role, built from a world on disk.
+
+Accounts come from the ``issuer_accounts`` table of the issuer's own store (``setmail init`` fills
+it from world.toml; the currency's alphabetic code becomes ISO numeric and exponent, ``money``),
+read once when the agent starts; the pinned gateway certificates from
+``agents/<gateway>/keys/{sig,kex}.cert.pem`` of every gateway of the world; the issuer's own keys
+from ``agents/<name>/keys/{sig,kex}.{key,cert}.pem``.
+Importing this module registers the ledger effects (``setmail.agent.ledger``).
+"""
+from __future__ import annotations
+
+import setmail.agent.ledger  # noqa: F401  (registers ledger.hold/post/decline)
+from setmail.agent.factory import register_role
+from setmail.roles.base import Role
+from setmail.world.config import AgentSpec, World
+
+
+def load_accounts(world: World, name: str) -> dict:
+    """{pan: Account} from the issuer's store (an issuer without the table has no accounts)."""
+    from setmail.agent.commands import open_store
+    from setmail.money import currency_number
+    from setmail.roles.issuer import Account
+    store = open_store(world.store_path(name))
+    try:
+        if not store.query("SELECT 1 FROM sqlite_master WHERE name = 'issuer_accounts'"):
+            return {}
+        rows = store.query("SELECT pan, expiry, holder, credit_limit_minor, currency, status "
+                           "FROM issuer_accounts")
+    finally:
+        store.close()
+    accounts = {}
+    for pan, expiry, holder, limit, currency, status in rows:
+        number, exp10 = currency_number(currency)
+        accounts[pan] = Account(expiry=expiry, limit=int(limit), currency=number, status=status,
+                                holder=holder, amt_exp10=exp10)
+    return accounts
+
+
+@register_role("issuer")
+def issuer(world: World, spec: AgentSpec) -> Role:
+    from setmail.crypto.cms import Identity
+    from setmail.crypto.suite import get_suite
+    from setmail.roles.issuer import Issuer, IssuerConfig
+    from setmail.world.keys import load_cert, load_key
+
+    keys = world.keys_dir(spec.name)
+    gateways = {g.address: (load_cert(world.keys_dir(g.name) / "sig.cert.pem"),
+                            load_cert(world.keys_dir(g.name) / "kex.cert.pem"))
+                for g in world.agents_of_kind("gateway")}
+    return Issuer(IssuerConfig(
+        name=spec.address,
+        signature=Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem")),
+        key_exchange=Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem")),
+        gateways=gateways, accounts=load_accounts(world, spec.name), suite=get_suite(world.suite)))

@@ -1,0 +1,248 @@
+"""What the payment gateway verifies and builds (docs/purchase.md), kept apart from its state
+machine (``roles/gateway.py``).
+
+Two kinds of refusal, because they go to different people: input we cannot authenticate as a
+merchant's gets a SET Error (a ``SetmailError`` raised here, turned into an Error by ``@guarded``);
+an authenticated merchant request whose *payment* is wrong gets a real AuthRes or CapRes with a
+refusing code (``Decline``), which the merchant relays to the cardholder.  The PI checks run in
+the contract's order and the first failure decides the code, so each failing step sits in an
+``answer(code)`` block.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+
+from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
+from setmail.asn1.base import RRTags, TransIDs, decode
+from setmail.crypto import der, dual
+from setmail.crypto.operators import DD, Enc, EncB, EncK, open_Enc, open_EncB, open_EX, verify_SO
+from setmail.crypto.reader import split_pair
+from setmail.errors import DigestMismatch, ProtocolError, SetmailError
+from setmail.pki.cardholder import verify_cardholder_id
+from setmail.pki.setext import read_merchant_data
+from setmail.pki.validate import validate_path
+from setmail.roles.base import Send
+from setmail.roles.common import Parsed, cert_hex, h, load_cert_hex, path_check, unh, wrap
+from setmail.roles.network_msgs import RESPONSE_CODES, message_ids
+
+
+class Decline(Exception):
+    """An authenticated request refused with a code in the response (AuthCode or CapCode)."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
+
+
+@contextmanager
+def answer(code: str) -> Iterator[None]:
+    """Inside the block, any SetmailError means: answer with ``code``."""
+    try:
+        yield
+    except SetmailError as exc:
+        raise Decline(code, str(exc)) from exc
+
+
+def amount_ok(asked: Mapping, limit: Mapping) -> bool:
+    """Same currency and exponent, more than nothing, not more than ``limit``."""
+    return ((asked["currency"], asked["amt_exp10"]) == (limit["currency"], limit["amt_exp10"])
+            and 0 < asked["amount"] <= limit["amount"])
+
+
+# --- the merchant's envelope ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class MerchantRequest:
+    """An opened EncB from an authenticated merchant: its data, baggage and certificates."""
+
+    content: bytes
+    baggage: bytes
+    signer: x509.Certificate
+    kex: x509.Certificate
+    mer_id: str
+
+
+def open_merchant_request(cfg, parsed: Parsed, tbe: str, tbs: str, baggage: str,
+                          now: dt.datetime) -> MerchantRequest:
+    """Open AuthReq/CapReq: our kex key, merchant signature with a ``mer`` path, and the
+    merchant's own key-exchange certificate among the certificates (for the answer)."""
+    opened = open_EncB(parsed.body, cfg.key_exchange, tbe, tbs, baggage,
+                       validate=path_check(cfg.trust, now, "mer", crls=cfg.crls), suite=cfg.suite)
+    signer, certs = opened.signed.signer, opened.signed.certificates
+    info = read_merchant_data(signer)
+    if info is None:
+        raise ProtocolError("merchant signature certificate has no merchantData",
+                            "invalidCertificate")
+    for cert in certs:
+        if cert == signer or cert.subject != signer.subject:
+            continue
+        try:
+            validate_path(cert, certs, cfg.trust, now=now, expected_type="mer",
+                          key_usage="key_encipherment", crls=cfg.crls)
+        except SetmailError:
+            continue
+        return MerchantRequest(opened.content, opened.baggage, signer, cert, info.mer_id)
+    raise ProtocolError("no key-exchange certificate of the signing merchant", "missingCertificate")
+
+
+def reply_to(event, parsed: Parsed, req: MerchantRequest, **fields) -> dict:
+    """What answering a merchant request later needs, as JSON-able state."""
+    return {"to": event.sender, "mail": event.mail_id or None, "rrpid": h(parsed.rrpid),
+            "ids": {k: h(v) for k, v in message_ids(parsed).items()}, "mer_kex": cert_hex(req.kex),
+            **fields}
+
+
+# --- AuthReq: the payment instruction ------------------------------------------------------------
+@dataclass(frozen=True)
+class Payment:
+    """What a PI that passed every check lets the gateway ask the issuer for."""
+
+    pan: str
+    expiry: str
+    amount: dict
+    back_key: bytes | None
+
+
+def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: gw.AuthReqData,
+                  now: dt.datetime) -> Payment:
+    """The contract's PI checks, in order; ``Decline`` with the AuthCode of the first failure."""
+    item = data["auth_req_item"]
+    tags, digests = item["auth_tags"], item["check_digests"]
+    with answer("wrongGateway"):
+        if req.baggage[:1] != b"\xa1":
+            raise ProtocolError("PI is not pi_dual_signed")
+        signature, ex_pi_data = dual.split_pi_dual_signed(b"\x30" + req.baggage[1:])
+        link = open_EX(ex_pi_data, cfg.key_exchange, "PIDualSignedTBE", "PANData", suite=cfg.suite)
+        head_der, h_oi = split_pair(link.content, "PI-OILink")
+        head = decode(pu.PIHead, head_der)
+        if head["pe_thumb"].native != cfg.kex_thumb:
+            raise ProtocolError("the PI names another gateway (PIHead.peThumb)")
+    with answer("piAuthMismatch"):
+        if digests.native is None or h_oi != digests["h_oi_data"].dump():
+            raise DigestMismatch("merchant's DD(OIData) differs from the cardholder's")
+        h_pi = DD("PIData", der.seq(head_der, link.extra), cfg.suite)
+        signed = verify_SO(signature, "PI-TBS", dual.pi_tbs(h_pi, h_oi),
+                           validate=path_check(cfg.trust, now, "card", crls=cfg.crls),
+                           suite=cfg.suite)
+        pan_data = decode(pu.PANData, link.extra)
+        pan, expiry = pan_data["pan"].native, pan_data["card_expiry"].native
+        verify_cardholder_id(signed.signer, pan_data["pan_secret"].native, pan, expiry, cfg.suite)
+        if head["inputs"]["hod"].dump() != digests["hod2"].dump():
+            raise DigestMismatch("merchant's HOD differs from the cardholder's")
+        if (head["trans_ids"].dump() != tags["trans_ids"].dump()
+                or parsed.message_id("xid") != tags["trans_ids"]["xid"].native):
+            raise ProtocolError("PIHead.TransIDs differ from the AuthReq's")
+        if head["merchant_id"].native != req.mer_id:
+            raise ProtocolError("the PI names another merchant")
+    amount = item["auth_req_payload"]["auth_req_amt"].native
+    if not amount_ok(amount, head["inputs"]["purch_amt"].native):
+        raise Decline("amountError", "AuthReqAmt is not the purchase amount or less")
+    if tags["trans_ids"]["p_req_date"].native < now - cfg.max_pi_age:
+        raise Decline("invalidTransaction", "the purchase request is too old")
+    back = head["acq_back_key_data"]
+    back_key = back["back_key"].native if back.native is not None else None
+    return Payment(pan, expiry, amount, back_key if back_key and len(back_key) == 32 else None)
+
+
+# --- CapReq: the capture token ------------------------------------------------------------------
+def cap_token(cfg, *, auth_rrpid: bytes, amount: Mapping, xid: bytes) -> bytes:
+    """Enc(P, P, CapTokenData): only we can open it; it carries no certificate (we know ours)."""
+    data = gw.CapTokenData({"auth_rrpid": auth_rrpid, "auth_amt": dict(amount),
+                            "token_opaque": xid})
+    return Enc(cfg.signature, cfg.key_exchange.cert, "CapTokenData", data.dump(), "CapTokenTBE",
+               certs=(), suite=cfg.suite)
+
+
+def check_capture(cfg, state: Mapping, req: MerchantRequest, item) -> dict:
+    """The contract's CapReq checks, in order; returns the amount to capture or raises
+    ``Decline`` with the CapCode of the first failure."""
+    with answer("invalidCapToken"):
+        tokens = decode(gw.CapTokenSeq, req.baggage)
+        if len(tokens) != 1:
+            raise ProtocolError("CapReq must carry exactly one CapToken")
+        opened = open_Enc(tokens[0].dump(), cfg.key_exchange, "CapTokenTBE", "CapTokenData",
+                          certs=(cfg.signature.cert,), suite=cfg.suite)
+        if opened.signed.signer != cfg.signature.cert:
+            raise ProtocolError("CapToken is not signed by this gateway")
+        token = decode(gw.CapTokenData, opened.content)
+    if state["state"] not in ("AUTHORIZED", "ISSUER_CAP", "CAPTURED"):
+        raise Decline("unknownXID", "no authorisation for this XID")
+    auth_rrpid = unh(state["reply"]["rrpid"])
+    if (token["token_opaque"].native != unh(state["xid"])
+            or token["auth_rrpid"].native != auth_rrpid or item["auth_rrpid"].native != auth_rrpid):
+        raise Decline("invalidCapToken", "CapToken or AuthRRPID is not this XID's authorisation")
+    if item["trans_ids"].dump() != unh(state["trans_ids"]):
+        raise Decline("unknownXID", "TransIDs are not this XID's")
+    if req.mer_id != state["mer_id"]:
+        raise Decline("invalidCapToken", "another merchant than the one authorised")
+    if state["state"] != "AUTHORIZED":
+        raise Decline("duplicateRequest", "this authorisation is captured or being captured")
+    asked, authorised = item["cap_payload"]["cap_req_amt"].native, token["auth_amt"].native
+    if not amount_ok(asked, authorised):
+        raise Decline("amountTooLarge", "CapReqAmt exceeds the authorised amount")
+    return asked
+
+
+# --- answers to the merchant (and, through it, the cardholder) -----------------------------------
+def acq_card_msg(cfg, back_key: bytes, iso: str) -> bytes:
+    """EncK(back key, P, AcqCardCodeMsg): the issuer's verdict for the cardholder's eyes only."""
+    msg = pu.AcqCardCodeMsg({"acq_card_code": "accountInfo", "acq_card_msg_data": {
+        "acq_card_text": f"{iso} {RESPONSE_CODES.get(iso, 'unknown response')}"}})
+    return EncK(back_key, cfg.signature, "AcqCardCodeMsg", msg.dump(), "AcqCardCodeMsgTBE",
+                suite=cfg.suite)
+
+
+def _send(reply: Mapping, type_name: str, body: bytes, now: dt.datetime) -> Send:
+    ids = {k: unh(v) for k, v in reply["ids"].items()}
+    der_ = wrap(type_name, body, now=now, rrpid=unh(reply["rrpid"]), **ids)
+    return Send(reply["to"], type_name, der_, reply["mail"])
+
+
+_EMPTY_RESPONSE = gw.ResponseData.load(b"\x30\x00")  # asn1crypto reads {} as "not set"
+
+
+def auth_res(cfg, reply: Mapping, now: dt.datetime, *, code: str, amount: Mapping,
+             iso: str | None = None, approval: str | None = None, token: bytes | None = None,
+             acq: bytes | None = None) -> Send:
+    """EncB(P, M, AuthResData, AuthResBaggage) echoing the AuthReq's AuthTags."""
+    response: dict[str, Any] = {}
+    if approval:
+        response["auth_val_codes"] = {"approval_code": approval}
+    if iso:
+        response.update(resp_reason="issuer", log_ref_id=iso.encode())
+    data = gw.AuthResData({
+        "auth_tags": gw.AuthTags.load(unh(reply["auth_tags"])),
+        "auth_res_payload": {"auth_header": {
+            "auth_amt": dict(amount), "auth_code": code,
+            "response_data": gw.ResponseData(response) if response else _EMPTY_RESPONSE}},
+        "mer_thumb": unh(reply["mer_thumb"])})
+    if cfg.bci is not None:
+        data["brand_crl_identifier"] = cfg.bci
+    baggage = {}
+    if token is not None:
+        baggage["cap_token"] = gw.CapToken.load(token)
+    if acq is not None:
+        baggage["acq_card_msg"] = pu.AcqCardMsg.load(acq)
+    body = EncB(cfg.signature, load_cert_hex(reply["mer_kex"]), "AuthResTBS", data.dump(),
+                "AuthResBaggage", gw.AuthResBaggage(baggage).dump() if baggage else b"\x30\x00",
+                "AuthResTBE", suite=cfg.suite)
+    return _send(reply, "AuthRes", body, now)
+
+
+def cap_res(cfg, reply: Mapping, now: dt.datetime, *, code: str, amount: Mapping) -> Send:
+    """Enc(P, M, CapResData) with one item for the CapReq's one item."""
+    data = cap.CapResData({
+        "cap_rr_tags": RRTags.load(unh(reply["cap_rr_tags"])),
+        "cap_res_item_seq": [{"trans_ids": TransIDs.load(unh(reply["trans_ids"])),
+                              "auth_rrpid": unh(reply["auth_rrpid"]),
+                              "cap_res_payload": {"cap_code": code, "cap_amt": dict(amount)}}]})
+    if cfg.bci is not None:
+        data["brand_crl_identifier"] = cfg.bci
+    body = Enc(cfg.signature, load_cert_hex(reply["mer_kex"]), "CapResData", data.dump(),
+               "CapResTBE", suite=cfg.suite)
+    return _send(reply, "CapRes", body, now)

@@ -1,0 +1,104 @@
+"""The gateway <-> issuer messages (D-130) as the two roles build and open them.
+
+Every one is ``Enc(sender sig, receiver kex, <X>Data, <X>TBE)`` and carries only the sender's
+signature certificate: the receiver trusts a signer solely because its certificate is one it
+pinned (``pki.pinned.pinned_check``), never because of a chain.  The wrapper header carries a fresh
+RRPID on requests, echoed by the response, and the purchase's ids (lid_c, lid_m, xid), so the
+agents' dedupe answers a re-sent request with the stored response and both sides key the exchange
+by XID.  STAN and RRN are derived from the XID (docs/purchase.md) so a re-sent request and its
+answer can be matched without extra state.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cryptography import x509
+
+from setmail.asn1 import issuer as iss
+from setmail.asn1.base import decode
+from setmail.crypto.cms import Identity, Signed
+from setmail.crypto.operators import Enc, open_Enc
+from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
+from setmail.errors import ProtocolError
+from setmail.pki.pinned import pinned_check
+from setmail.roles.common import Parsed, wrap
+
+#: message type -> (ISO 8583 MTI, class of its signed content)
+KINDS: dict[str, tuple[str, type]] = {
+    "IssAuthReq": ("0100", iss.IssAuthReqData), "IssAuthRes": ("0110", iss.IssAuthResData),
+    "IssCapReq": ("0220", iss.IssCapReqData), "IssCapRes": ("0230", iss.IssCapResData),
+}
+#: issuer response code (DE 39) -> SET AuthCode in AuthRes; anything else is systemError
+AUTH_CODES = {"00": "approved", "05": "declined", "51": "declined", "14": "invalidTransaction",
+              "54": "expiredCard"}
+#: issuer response code -> SET CapCode in CapRes; anything else is unspecifiedFailure
+CAP_CODES = {"00": "success", "13": "amountTooLarge", "12": "invalidAuthData",
+             "94": "duplicateRequest"}
+RESPONSE_CODES = iss.RESPONSE_CODES
+
+
+def auth_code(response_code: str) -> str:
+    return AUTH_CODES.get(response_code, "systemError")
+
+
+def cap_code(response_code: str) -> str:
+    return CAP_CODES.get(response_code, "unspecifiedFailure")
+
+
+def stan(xid: bytes, *, capture: bool = False) -> int:
+    """DE 11: from the XID's first three octets; the completion advice uses the next number."""
+    return (int.from_bytes(xid[:3], "big") + (1 if capture else 0)) % 1_000_000
+
+
+def rrn(xid: bytes) -> str:
+    """DE 37: the XID's first twelve hex digits."""
+    return xid.hex()[:12]
+
+
+def zero(amount: Mapping[str, Any]) -> dict:
+    """The same currency and exponent, nothing in it (declines carry amount 0)."""
+    return {"currency": amount["currency"], "amount": 0, "amt_exp10": amount["amt_exp10"]}
+
+
+def message_ids(parsed: Parsed) -> dict[str, bytes]:
+    """lid_c, lid_m, xid of a received header (those present), to echo in the answer."""
+    ids = parsed.header["message_ids"].native or {}
+    return {k: v for k, v in ids.items() if v is not None}
+
+
+def seal(kind: str, fields: Mapping[str, Any], signer: Identity, recipient: x509.Certificate, *,
+         now: dt.datetime, rrpid: bytes, ids: Mapping[str, bytes],
+         suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
+    """The wrapper DER of an Iss* message: ``fields`` (without ``mti``) signed and enveloped."""
+    mti, cls = KINDS[kind]
+    data = cls({"mti": mti, **fields})
+    body = Enc(signer, recipient, kind + "Data", data.dump(), kind + "TBE", certs=(signer.cert,),
+               suite=suite)
+    return wrap(kind, body, now=now, rrpid=rrpid, **ids)
+
+
+def open_network(parsed: Parsed, recipient: Identity, pinned: Iterable[x509.Certificate | bytes],
+                 now: dt.datetime, suite: CryptoSuite = DEFAULT_SUITE) -> tuple[Any, Signed]:
+    """Open an Iss* message addressed to ``recipient``: signer pinned, right MTI, header XID =
+    payload XID.  Any failure is a SetmailError (answered with an Error)."""
+    mti, cls = KINDS[parsed.type]
+    opened = open_Enc(parsed.body, recipient, parsed.type + "TBE", parsed.type + "Data",
+                      validate=pinned_check(pinned, now), suite=suite)
+    data = decode(cls, opened.content)
+    if data["mti"].native != mti:
+        raise ProtocolError(f"{parsed.type} carries MTI {data['mti'].native}, not {mti}",
+                            "messageNotSupported")
+    if parsed.message_id("xid") != data["xid"].native:
+        raise ProtocolError("MessageHeader XID disagrees with the payload", "badMessageHeader")
+    return data, opened.signed
+
+
+def check_answer(data, *, rrpid: bytes, parsed: Parsed, xid: bytes, capture: bool) -> None:
+    """An issuer response must answer our request: header RRPID, STAN, RRN and XID echoed."""
+    if parsed.rrpid != rrpid:
+        raise ProtocolError("response RRPID does not name our request", "badMessageHeader")
+    if (data["stan"].native != stan(xid, capture=capture) or data["rrn"].native != rrn(xid)
+            or data["xid"].native != xid):
+        raise ProtocolError("STAN/RRN/XID do not match our request", "unknownXID")

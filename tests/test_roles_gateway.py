@@ -1,0 +1,436 @@
+"""The payment gateway against docs/purchase.md: every row of the AuthReq check table provokes
+exactly its answer; the approval and capture paths produce what merchant and cardholder open;
+capture refusals, retries and give-ups.  Real crypto on the vectors' cast, the real issuer role
+behind the gateway (tests/roles_net.py), the merchant's messages built by hand (gateway_cast)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
+from setmail.asn1.base import decode
+from setmail.asn1.error import Error
+from setmail.asn1.issuer import IssAuthReqData
+from setmail.asn1.wrapper import decode_wrapper, message_body
+from setmail.crypto import dual
+from setmail.crypto.operators import DD, Enc, open_Enc, open_EncK
+from setmail.crypto.suite import DEFAULT_SUITE, fresh
+from setmail.errors import DecryptionFailed
+from setmail.pki.thumbs import thumbprint
+from setmail.roles.base import Inbound, TimerFired
+from setmail.roles.common import error_wrapper, path_check
+from setmail.store import Store
+from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
+from tests.gateway_cast import (BANK, GW, OD, SHOP, Purchase, eur, gateway, issuer,
+                                open_auth_res)
+from tests.roles_net import Net
+
+
+@pytest.fixture(scope="module")
+def p():
+    return Parties(DEFAULT_SUITE)
+
+
+def network(p, *, with_issuer=True, **kw) -> Net:
+    roles = {GW: gateway(p, **kw)}
+    if with_issuer:
+        roles[BANK] = issuer(p)
+    return Net(roles)
+
+
+def to_shop(done, message_type):
+    (send,) = [s for _, out in done for s in out.sends if s.to == SHOP]
+    assert send.message_type == message_type, send.message_type
+    return send
+
+
+def auth(net, der):
+    return net.run(GW, Inbound("AuthReq", der, SHOP, "<authreq@shop>"), NOW)
+
+
+def auth_res(p, done):
+    """(AuthCode, AuthResData, AuthResBaggage) of the AuthRes the merchant got."""
+    data, baggage = open_auth_res(p, to_shop(done, "AuthRes").wrapper_der)
+    return data["auth_res_payload"]["auth_header"]["auth_code"].native, data, baggage
+
+
+def error_code(send) -> str:
+    assert send.message_type == "Error"
+    error = decode(Error, message_body(decode_wrapper(send.wrapper_der)).dump())
+    assert error.name == "unsigned_error"
+    return error.chosen["error_code"].native
+
+
+def gw_state(net, pur):
+    return net.states.get((GW, pur.xid.hex()))
+
+
+def approved(p, net=None):
+    """An authorised purchase: (net, purchase, its CapToken as the merchant keeps it)."""
+    net = net or network(p)
+    pur = Purchase(p)
+    code, _, baggage = auth_res(p, auth(net, pur.auth_req()))
+    assert code == "approved"
+    return net, pur, baggage["cap_token"].untag().dump()
+
+
+def open_acq(p, baggage, back_key) -> str:
+    """The AcqCardMsg text, opened as the wallet does (its back key, signer path pgwy)."""
+    opened = open_EncK(baggage["acq_card_msg"].untag().dump(), back_key, "AcqCardCodeMsgTBE",
+                       "AcqCardCodeMsg", validate=path_check(p.tree.trust_store(), NOW, "pgwy"))
+    return decode(pu.AcqCardCodeMsg, opened.content)["acq_card_msg_data"]["acq_card_text"].native
+
+
+# --- approval -----------------------------------------------------------------------------------
+def test_approval_reaches_the_merchant_with_token_and_cardholder_message(p):
+    net = network(p)
+    pur = Purchase(p)
+    done = auth(net, pur.auth_req())
+    assert [t for _, _, t in net.log] == ["IssAuthReq", "IssAuthRes", "AuthRes"]
+    send = to_shop(done, "AuthRes")
+    assert send.in_reply_to == "<authreq@shop>"
+    header = decode_wrapper(send.wrapper_der)["message_header"]
+    assert header["rrpid"].native == pur.auth_rrpid
+    assert header["message_ids"].native == {"lid_c": pur.lid_c, "lid_m": pur.xid, "xid": pur.xid}
+    data, baggage = open_auth_res(p, send.wrapper_der)
+    head = data["auth_res_payload"]["auth_header"]
+    assert head["auth_code"].native == "approved" and head["auth_amt"].native == eur(1234)
+    response = head["response_data"]
+    assert response["log_ref_id"].native == b"00" and response["resp_reason"].native == "issuer"
+    bank = net.states[(BANK, pur.xid.hex())]
+    assert response["auth_val_codes"]["approval_code"].native == bank["approval_code"]
+    assert data["auth_tags"]["auth_rr_tags"]["rrpid"].native == pur.auth_rrpid
+    assert data["auth_tags"]["trans_ids"].dump() == pur.trans_ids
+    assert data["mer_thumb"].native == thumbprint(p.merchant_sig.cert)
+    assert data["brand_crl_identifier"].untag().dump() == p.tree.brand.bci.dump()
+    # the CapToken is the gateway's own memory: the merchant cannot open it, the gateway can
+    token = baggage["cap_token"].untag().dump()
+    with pytest.raises(DecryptionFailed):
+        open_Enc(token, p.merchant_kex, "CapTokenTBE", "CapTokenData")
+    inner = decode(gw.CapTokenData, open_Enc(token, p.gateway_kex, "CapTokenTBE", "CapTokenData",
+                                             certs=(p.gateway_sig.cert,)).content)
+    assert inner["token_opaque"].native == pur.xid and inner["auth_rrpid"].native == pur.auth_rrpid
+    assert inner["auth_amt"].native == eur(1234)
+    assert open_acq(p, baggage, pur.back_key) == "00 approved"
+    state = gw_state(net, pur)
+    assert (state["state"], state["auth_code"]) == ("AUTHORIZED", "approved")
+    assert state["iso_code"] == "00"
+    assert (state["mer_id"], state["amount"], state["auth_amt"]) == (Parties.MER_ID, 1234, 1234)
+    assert state["approval_code"] == bank["approval_code"]
+    assert state["secret"] == {"pan": PAN, "expiry": EXPIRY}  # for the capture, nowhere else
+    assert PAN not in json.dumps({k: v for k, v in state.items() if k != "secret"})
+    assert not [k for k in net.timers if k[0] == GW]
+
+
+def test_issuer_request_carries_the_payment_and_stan_rrn_from_the_xid(p):
+    net = network(p, with_issuer=False)
+    pur = Purchase(p)
+    out = net.step(GW, Inbound("AuthReq", pur.auth_req(), SHOP), NOW)
+    (send,) = out.sends
+    assert (send.to, send.message_type, out.state["state"]) == (BANK, "IssAuthReq", "ISSUER_AUTH")
+    opened = open_Enc(message_body(decode_wrapper(send.wrapper_der)).dump(), p.issuer_kex,
+                      "IssAuthReqTBE", "IssAuthReqData")
+    assert opened.signed.signer == p.gateway_sig.cert
+    data = decode(IssAuthReqData, opened.content).native
+    assert (data["mti"], data["pan"], data["card_expiry"]) == ("0100", PAN, EXPIRY)
+    assert data["stan"] == int.from_bytes(pur.xid[:3], "big") % 1_000_000
+    assert (data["rrn"], data["xid"]) == (pur.xid.hex()[:12], pur.xid)
+    assert (data["amount"], data["merchant_id"]) == (eur(1234), Parties.MER_ID)
+    assert (data["acquirer_id"], data["processing_code"]) == ("41111111", "000000")
+
+
+def test_a_smaller_authorisation_than_the_purchase_is_allowed(p):
+    pur = Purchase(p)
+    code, data, _ = auth_res(p, auth(network(p), pur.auth_req(amount=eur(1000))))
+    assert code == "approved"
+    assert data["auth_res_payload"]["auth_header"]["auth_amt"]["amount"].native == 1000
+
+
+def test_issuer_decline_is_relayed_with_its_iso_code(p):
+    net = network(p)
+    pur = Purchase(p, amount=600000)  # over alice's limit
+    code, data, baggage = auth_res(p, auth(net, pur.auth_req()))
+    head = data["auth_res_payload"]["auth_header"]
+    assert code == "declined" and head["response_data"]["log_ref_id"].native == b"51"
+    assert head["auth_amt"]["amount"].native == 0 and baggage["cap_token"].native is None
+    assert open_acq(p, baggage, pur.back_key) == "51 insufficient funds"
+    state = gw_state(net, pur)
+    assert (state["state"], state["iso_code"]) == ("DECLINED", "51") and "secret" not in state
+
+
+# --- the AuthReq check table, row by row ---------------------------------------------------------
+def refused(p, der) -> str:
+    """The SET Error code the gateway answers ``der`` with; no transaction is created."""
+    net = network(p)
+    out = net.step(GW, Inbound("AuthReq", der, SHOP), NOW)
+    assert out.state is None and not net.states and out.sends[0].to == SHOP
+    return error_code(out.sends[0])
+
+
+def test_error_when_the_envelope_is_for_another_key(p):
+    assert refused(p, Purchase(p).auth_req(recipient=p.merchant_kex.cert)) == "unspecifiedFailure"
+
+
+def test_error_when_the_signer_is_no_merchant(p):
+    der = Purchase(p).auth_req(signer=p.gateway_sig,
+                               certs=[p.gateway_sig.cert, *p.gateway_sig.chain])
+    assert refused(p, der) == "invalidCertificate"
+
+
+def test_error_when_the_merchant_signature_does_not_cover_the_pi(p):
+    der = bytearray(Purchase(p).auth_req())
+    der[len(der) - 400] ^= 0x01  # inside the PI baggage, which the signature binds by DD
+    assert refused(p, bytes(der)) == "unspecifiedFailure"
+
+
+def test_error_missing_certificate_without_the_merchant_kex_cert(p):
+    der = Purchase(p).auth_req(certs=[p.merchant_sig.cert, *p.merchant_sig.chain])
+    assert refused(p, der) == "missingCertificate"
+
+
+def declined(p, net, pur, der, expected):
+    """The AuthRes code for ``der``: nothing authorised, the issuer never asked."""
+    code, data, baggage = auth_res(p, auth(net, der))
+    assert code == expected
+    assert data["auth_res_payload"]["auth_header"]["auth_amt"]["amount"].native == 0
+    assert baggage["cap_token"].native is None and baggage["acq_card_msg"].native is None
+    assert not [t for _, to, t in net.log if to == BANK]
+    state = gw_state(net, pur)
+    assert state is None or "secret" not in state
+    return state
+
+
+def wrong_pi(p, pur, change) -> bytes:
+    if change == "not dual signed":
+        token = pu.PANToken({"pan": PAN, "card_expiry": EXPIRY, "ex_nonce": fresh()}).dump()
+        unsigned = dual.unsigned_purchase(p.gateway_kex.cert, pur.head, pur.oi, token)
+        return b"\xa0" + unsigned.pi_dual_signed[1:]  # PI [0] pi_unsigned
+    pi = bytearray(pur.pi)
+    pi[-20] ^= 0x01  # in the GCM tag of exPIData
+    return bytes(pi)
+
+
+@pytest.mark.parametrize("change", ["other gateway's key", "pe_thumb", "not dual signed",
+                                    "tampered envelope"])
+def test_wrong_gateway(p, change):
+    net = network(p)
+    pur = Purchase(p, pi_for=p.merchant_kex.cert if change == "other gateway's key" else None,
+                   pe_thumb=bytes(32) if change == "pe_thumb" else None)
+    pi = wrong_pi(p, pur, change) if change in ("not dual signed", "tampered envelope") else None
+    state = declined(p, net, pur, pur.auth_req(pi=pi), "wrongGateway")
+    assert (state["state"], state["auth_code"]) == ("DECLINED", "wrongGateway")
+
+
+def tampered_signature(pur) -> bytes:
+    pi = bytearray(pur.pi)
+    at = pi.find(b"\x04\x82\x01\x00") + 4  # the cardholder's 256-octet signature value
+    pi[at + 10] ^= 0x01
+    return bytes(pi)
+
+
+@pytest.mark.parametrize("change", ["h_oi_data", "cardholder signature", "card not the cert's",
+                                    "hod2", "trans_ids", "merchant_id"])
+def test_pi_auth_mismatch(p, change):
+    net = network(p)
+    pur = Purchase(p, pan="4012888888881881" if change == "card not the cert's" else PAN,
+                   merchant_id="other-shop" if change == "merchant_id" else Parties.MER_ID)
+    kw = {"h_oi_data": {"h_oi": DD("OIData", pur.oi + b"\x00")},
+          "hod2": {"hod2": DD("HODInput", b"\x30\x00")},
+          "trans_ids": {"trans_ids": Purchase(p, xid=pur.xid).trans_ids},  # another LID-C
+          "cardholder signature": {"pi": tampered_signature(pur)}}.get(change, {})
+    state = declined(p, net, pur, pur.auth_req(**kw), "piAuthMismatch")
+    assert (state["state"], state["auth_code"]) == ("DECLINED", "piAuthMismatch")
+
+
+def test_pi_auth_mismatch_on_header_xid_creates_no_transaction(p):
+    net = network(p)
+    pur = Purchase(p)
+    assert declined(p, net, pur, pur.auth_req(header_xid=fresh(20)), "piAuthMismatch") is None
+    assert not net.states
+
+
+@pytest.mark.parametrize("amount", [eur(1235), eur(0), eur(1234, currency=840)],
+                         ids=["more", "nothing", "other currency"])
+def test_amount_error(p, amount):
+    net = network(p)
+    pur = Purchase(p)
+    assert declined(p, net, pur, pur.auth_req(amount=amount), "amountError")["amount"] == \
+        amount["amount"]
+
+
+def test_invalid_transaction_when_the_purchase_request_is_old(p):
+    net = network(p)
+    pur = Purchase(p, p_req_date=NOW - dt.timedelta(days=31))
+    declined(p, net, pur, pur.auth_req(), "invalidTransaction")
+    recent = Purchase(p, p_req_date=NOW - dt.timedelta(days=29))
+    assert auth_res(p, auth(net, recent.auth_req()))[0] == "approved"
+
+
+def test_reused_xid_is_pi_previously_used_and_changes_nothing(p):
+    net, pur, _ = approved(p)
+    before, log = dict(gw_state(net, pur)), len(net.log)
+    assert auth_res(p, auth(net, pur.auth_req()))[0] == "piPreviouslyUsed"  # a new RRPID
+    assert gw_state(net, pur) == before and [t for _, _, t in net.log[log:]] == ["AuthRes"]
+    net = network(p)
+    over = Purchase(p, amount=600000)
+    assert auth_res(p, auth(net, over.auth_req()))[0] == "declined"
+    assert auth_res(p, auth(net, over.auth_req()))[0] == "piPreviouslyUsed"
+
+
+def test_the_first_failing_row_decides(p):
+    """A wrong peThumb (row 4) and more than the cardholder signed (row 9): wrongGateway."""
+    net = network(p)
+    pur = Purchase(p, pe_thumb=bytes(32))
+    declined(p, net, pur, pur.auth_req(amount=eur(9999)), "wrongGateway")
+
+
+# --- capture ------------------------------------------------------------------------------------
+def capture(net, der):
+    return net.run(GW, Inbound("CapReq", der, SHOP, "<capreq@shop>"), NOW)
+
+
+def open_cap_res(p, send):
+    opened = open_Enc(message_body(decode_wrapper(send.wrapper_der)).dump(), p.merchant_kex,
+                      "CapResTBE", "CapResData",
+                      validate=path_check(p.tree.trust_store(), NOW, "pgwy"))
+    return decode(cap.CapResData, opened.content)
+
+
+def cap_code(p, done) -> tuple[str, int]:
+    item = open_cap_res(p, to_shop(done, "CapRes"))["cap_res_item_seq"][0]["cap_res_payload"]
+    return item["cap_code"].native, item["cap_amt"]["amount"].native
+
+
+def test_capture_posts_and_forgets_the_card(p):
+    net, pur, token = approved(p)
+    done = capture(net, pur.cap_req(token, amount=eur(1000)))
+    assert [t for _, _, t in net.log][-3:] == ["IssCapReq", "IssCapRes", "CapRes"]
+    send = to_shop(done, "CapRes")
+    assert send.in_reply_to == "<capreq@shop>"
+    (item,) = open_cap_res(p, send)["cap_res_item_seq"]
+    assert item["cap_res_payload"]["cap_code"].native == "success"
+    assert item["cap_res_payload"]["cap_amt"].native == eur(1000)
+    assert item["trans_ids"].dump() == pur.trans_ids and item["auth_rrpid"].native == pur.auth_rrpid
+    state = gw_state(net, pur)
+    assert (state["state"], state["cap_code"], state["cap_amt"]) == ("CAPTURED", "success", 1000)
+    assert "secret" not in state and PAN not in json.dumps(state)
+    assert net.states[(BANK, pur.xid.hex())]["state"] == "POSTED"
+    log = len(net.log)  # a second capture: duplicateRequest, the issuer is not asked
+    assert cap_code(p, capture(net, pur.cap_req(token))) == ("duplicateRequest", 0)
+    assert [t for _, _, t in net.log[log:]] == ["CapRes"]
+
+
+def test_capture_above_the_authorisation_is_amount_too_large(p):
+    net, pur, token = approved(p)
+    assert cap_code(p, capture(net, pur.cap_req(token, amount=eur(1235)))) == ("amountTooLarge", 0)
+    assert gw_state(net, pur)["state"] == "AUTHORIZED"
+    assert cap_code(p, capture(net, pur.cap_req(token))) == ("success", 1234)
+
+
+def test_invalid_cap_tokens(p):
+    net, pur, token = approved(p)
+    _, other, other_token = approved(p, net)
+    forged = Enc(p.merchant_sig, p.gateway_kex.cert, "CapTokenData", gw.CapTokenData({
+        "auth_rrpid": pur.auth_rrpid, "auth_amt": eur(99999), "token_opaque": pur.xid}).dump(),
+        "CapTokenTBE")
+    for der in (pur.cap_req(other_token),              # another authorisation's token
+                pur.cap_req(forged),                   # made by the merchant, not by us
+                pur.cap_req(token, tokens=[token, token]),
+                pur.cap_req(token, auth_rrpid=fresh())):
+        assert cap_code(p, capture(net, der)) == ("invalidCapToken", 0)
+    assert gw_state(net, pur)["state"] == gw_state(net, other)["state"] == "AUTHORIZED"
+
+
+def test_capture_of_an_unknown_xid(p):
+    net, pur, token = approved(p)
+    stranger = Purchase(p)
+    stranger.auth_rrpid = pur.auth_rrpid
+    assert cap_code(p, capture(net, stranger.cap_req(token))) == ("unknownXID", 0)
+    assert gw_state(net, stranger) is None
+
+
+# --- retries, give-ups and the issuer's Errors --------------------------------------------------
+def fire_retry(net):
+    ((_, timer),) = [(k, t) for k, t in net.timers.items() if k[0] == GW and k[2] == "retry"]
+    return net.run(GW, TimerFired("retry", timer.payload), timer.due)
+
+
+def test_silent_issuer_gets_the_same_bytes_then_no_reply(p):
+    net = network(p, with_issuer=False, max_retries=2)
+    pur = Purchase(p)
+    first = net.step(GW, Inbound("AuthReq", pur.auth_req(), SHOP), NOW).sends[0]
+    for _ in range(2):
+        (again,) = [s for _, out in fire_retry(net) for s in out.sends]
+        assert (again.to, again.wrapper_der) == (BANK, first.wrapper_der)
+    code, _, baggage = auth_res(p, fire_retry(net))
+    assert code == "noReply" and baggage["cap_token"].native is None
+    state = gw_state(net, pur)
+    assert state["state"] == "DECLINED" and "secret" not in state and "last" not in state
+    assert not [k for k in net.timers if k[0] == GW]
+
+
+def test_issuer_error_gives_system_error(p):
+    net = network(p, with_issuer=False)
+    pur = Purchase(p)
+    request = net.step(GW, Inbound("AuthReq", pur.auth_req(), SHOP), NOW).sends[0]
+    other = error_wrapper("signatureFailure", pur.auth_req(), now=NOW)  # same XID, not our RRPID
+    assert net.step(GW, Inbound("Error", other, SHOP), NOW).sends == ()
+    assert gw_state(net, pur)["state"] == "ISSUER_AUTH"
+    err = error_wrapper("signatureFailure", request.wrapper_der, now=NOW)
+    assert auth_res(p, net.run(GW, Inbound("Error", err, BANK), NOW))[0] == "systemError"
+    assert gw_state(net, pur)["state"] == "DECLINED"
+
+
+def test_capture_give_up_returns_to_authorized(p):
+    net, pur, token = approved(p)
+    del net.roles[BANK]
+    net.roles[GW] = gateway(p, max_retries=1)
+    capture(net, pur.cap_req(token))
+    assert gw_state(net, pur)["state"] == "ISSUER_CAP"
+    fire_retry(net)
+    assert cap_code(p, fire_retry(net)) == ("unspecifiedFailure", 0)
+    state = gw_state(net, pur)
+    assert state["state"] == "AUTHORIZED" and state["secret"]["pan"] == PAN
+
+
+def test_late_issuer_answer_changes_nothing(p):
+    net = network(p, with_issuer=False, max_retries=0)
+    pur = Purchase(p)
+    request = net.step(GW, Inbound("AuthReq", pur.auth_req(), SHOP), NOW).sends[0]
+    fire_retry(net)  # gives up: noReply
+    answer = issuer(p).step(None, Inbound("IssAuthReq", request.wrapper_der, GW), NOW, {})
+    out = net.step(GW, Inbound("IssAuthRes", answer.sends[0].wrapper_der, BANK), NOW)
+    assert out.sends == () and out.state["state"] == "DECLINED"
+
+
+def test_answer_signed_by_an_unpinned_key_is_refused(p):
+    net = network(p, with_issuer=False)
+    pur = Purchase(p)
+    request = net.step(GW, Inbound("AuthReq", pur.auth_req(), SHOP), NOW).sends[0]
+    impostor = issuer(p)
+    impostor.config = type(impostor.config)(BANK, p.merchant_sig, p.issuer_kex,
+                                            impostor.config.gateways, impostor.config.accounts)
+    forged = impostor.step(None, Inbound("IssAuthReq", request.wrapper_der, GW), NOW, {})
+    out = net.step(GW, Inbound("IssAuthRes", forged.sends[0].wrapper_der, BANK), NOW)
+    assert error_code(out.sends[0]) == "invalidCertificate" and out.sends[0].to == BANK
+    assert out.state["state"] == "ISSUER_AUTH"
+
+
+# --- confidentiality ----------------------------------------------------------------------------
+def test_gateway_files_never_hold_the_order_and_drop_the_card(p, tmp_path):
+    net, sent = network(p), []
+    net.tamper = lambda frm, send: sent.append((frm, send)) or send
+    net, pur, token = approved(p, net)
+    capture(net, pur.cap_req(token))
+    store = Store(tmp_path / "gateway.db")
+    with store.transaction(now=0) as tx:
+        for (address, key), state in net.states.items():
+            if address == GW:
+                tx.put_state("tx/" + key, state)
+    store.close()
+    files = b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    mails = b"".join(s.wrapper_der for frm, s in sent if frm == GW)
+    assert b"SECRET-ORDER-TEXT" not in files + mails and OD.encode() not in files
+    assert PAN.encode() not in files + mails  # captured: forgotten; in mail: always enveloped

@@ -1,0 +1,318 @@
+"""The issuer against docs/purchase.md: every response code in the contract's order, holds and
+postings in the shared totals, repeat answers, who may ask; and the ledger effects on a real Store
+whose rows always add up to the role's shared totals."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import replace
+
+import pytest
+
+from setmail.agent.effects import EffectContext, stage
+from setmail.agent.ledger import ledger_report
+from setmail.asn1.base import decode
+from setmail.asn1.error import Error
+from setmail.asn1.issuer import IssAuthResData, IssCapResData
+from setmail.asn1.wrapper import decode_wrapper, message_body
+from setmail.crypto.suite import DEFAULT_SUITE, fresh
+from setmail.roles.base import Inbound
+from setmail.roles.network_msgs import open_network, rrn, seal, stan
+from setmail.roles.common import unwrap
+from setmail.store import Store
+from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
+from setmail.world.create import ACCOUNTS_DDL
+from tests.gateway_cast import BANK, EUR, GW, MER_ID, accounts, issuer
+
+LIMIT = 500000
+
+
+@pytest.fixture(scope="module")
+def p():
+    return Parties(DEFAULT_SUITE)
+
+
+def money(amount, currency=EUR, exp10=-2):
+    return {"currency": currency, "amount": amount, "amt_exp10": exp10}
+
+
+class Bank:
+    """The issuer role with its transaction states, shared totals and effects, as an agent keeps
+    them; requests are built as the gateway builds them."""
+
+    def __init__(self, p, accts=None, signer=None):
+        self.p, self.role = p, issuer(p, accts)
+        self.signer = signer or p.gateway_sig
+        self.states, self.shared, self.effects = {}, {}, []
+
+    def ask(self, kind, xid, fields, *, now=NOW, recipient=None):
+        rrpid = fresh()
+        der = seal(kind, {**fields, "transmitted": now, "xid": xid}, self.signer,
+                   recipient or self.p.issuer_kex.cert, now=now, rrpid=rrpid,
+                   ids={"lid_m": xid, "xid": xid})
+        event = Inbound(kind, der, GW)
+        key = self.role.transaction_key(event)
+        out = self.role.step(self.states.get(key), event, now, self.shared)
+        if out.state is None:
+            self.states.pop(key, None)
+        else:
+            self.states[key] = dict(out.state)
+        if out.shared is not None:
+            self.shared = dict(out.shared)
+        self.effects.extend(out.effects)
+        (send,) = out.sends
+        assert send.to == GW
+        if send.message_type == "Error":
+            return send, None
+        answer = unwrap(Inbound(send.message_type, send.wrapper_der, BANK), now)
+        assert answer.rrpid == rrpid
+        data, signed = open_network(answer, self.p.gateway_kex, [self.p.issuer_sig.cert], now)
+        assert signed.signer == self.p.issuer_sig.cert
+        return send, data
+
+    def authorise(self, xid=None, amount=1234, *, pan=PAN, expiry=EXPIRY, currency=EUR, now=NOW):
+        xid = xid or fresh(20)
+        _, data = self.ask("IssAuthReq", xid, {
+            "stan": stan(xid), "rrn": rrn(xid), "processing_code": "000000", "pan": pan,
+            "card_expiry": expiry, "amount": money(amount, currency), "acquirer_id": "41111111",
+            "merchant_id": MER_ID}, now=now)
+        assert isinstance(data, IssAuthResData) and data["mti"].native == "0110"
+        assert (data["stan"].native, data["rrn"].native, data["xid"].native) == (
+            stan(xid), rrn(xid), xid)
+        return xid, data
+
+    def capture(self, xid, amount, approval, *, pan=PAN):
+        _, data = self.ask("IssCapReq", xid, {
+            "stan": stan(xid, capture=True), "rrn": rrn(xid), "pan": pan, "amount": money(amount),
+            "approval_code": approval, "merchant_id": MER_ID})
+        assert isinstance(data, IssCapResData) and data["stan"].native == stan(xid, capture=True)
+        return data["response_code"].native, data["amount"]["amount"].native
+
+    def totals(self, pan=PAN):
+        return self.shared.get(pan, {"held": 0, "posted": 0})
+
+
+# --- authorisation decisions, in the contract's order ---------------------------------------------
+DECISIONS = [
+    ("00", {}, {}),
+    ("14", {"pan": "4000000000000002"}, {}),
+    ("05", {}, {"status": "blocked"}),
+    ("54", {"expiry": "203001"}, {}),                      # not the account's expiry
+    ("54", {"expiry": "202510"}, {"expiry": "202510"}),    # the account's, but over
+    ("05", {"currency": 840}, {}),                          # not the account's currency
+    ("13", {"amount": 0}, {}),
+    ("51", {"amount": LIMIT + 1}, {}),
+    ("05", {"expiry": "203001"}, {"status": "blocked"}),    # blocked decides before expiry
+    ("14", {"pan": "4000000000000002", "amount": LIMIT + 1}, {}),
+]
+
+
+@pytest.mark.parametrize("iso, request_changes, account_changes", DECISIONS,
+                         ids=[f"{d[0]}-{i}" for i, d in enumerate(DECISIONS)])
+def test_decision(p, iso, request_changes, account_changes):
+    bank = Bank(p, {PAN: replace(accounts()[PAN], **account_changes)})
+    xid, data = bank.authorise(**request_changes)
+    state = bank.states[xid.hex()]
+    assert data["response_code"].native == iso == state["response_code"]
+    (effect,) = bank.effects
+    if iso == "00":
+        assert state["state"] == "HELD" and data["amount"]["amount"].native == 1234
+        assert data["approval_code"].native == state["approval_code"]
+        assert len(state["approval_code"]) == 6
+        assert effect.kind == "ledger.hold" and effect.data["amount"] == 1234
+        assert bank.totals() == {"held": 1234, "posted": 0}
+    else:
+        assert state["state"] == "DECLINED" and data["amount"]["amount"].native == 0
+        assert data["approval_code"].native is None and effect.kind == "ledger.decline"
+        assert effect.data["code"] == iso and bank.shared == {}
+    pan = request_changes.get("pan", PAN)
+    assert effect.data["pan_last4"] == pan[-4:] and effect.data["secret"] == {"pan": pan}
+    assert pan not in json.dumps({k: v for k, v in state.items() if k != "secret"})
+
+
+def test_available_credit_counts_holds_and_postings(p):
+    bank = Bank(p)
+    first, auth = bank.authorise(amount=300000)
+    assert bank.capture(first, 250000, auth["approval_code"].native) == ("00", 250000)
+    assert bank.totals() == {"held": 0, "posted": 250000}
+    _, held = bank.authorise(amount=200000)
+    assert held["response_code"].native == "00" and bank.totals()["held"] == 200000
+    _, over = bank.authorise(amount=50001)      # 500000 - 250000 - 200000 = 50000 left
+    assert over["response_code"].native == "51"
+    _, exact = bank.authorise(amount=50000)
+    assert exact["response_code"].native == "00"
+    assert bank.totals() == {"held": 250000, "posted": 250000}
+
+
+def test_a_decided_xid_gets_the_same_answer_and_no_second_hold(p):
+    bank = Bank(p)
+    xid, first = bank.authorise(amount=1000)
+    effects, shared = len(bank.effects), dict(bank.shared)
+    _, again = bank.authorise(xid, amount=9999)  # a new request for the same XID
+    assert again["response_code"].native == "00" and again["amount"]["amount"].native == 1000
+    assert again["approval_code"].native == first["approval_code"].native
+    assert len(bank.effects) == effects and bank.shared == shared
+    declined, _ = bank.authorise(amount=LIMIT * 2)
+    _, repeat = bank.authorise(declined, amount=1)
+    assert repeat["response_code"].native == "51" and len(bank.effects) == effects + 1
+    assert bank.states[declined.hex()]["state"] == "DECLINED"
+
+
+# --- completion -----------------------------------------------------------------------------------
+def test_capture_posts_the_amount_and_releases_the_whole_hold(p):
+    bank = Bank(p)
+    xid, auth = bank.authorise(amount=5000)
+    approval = auth["approval_code"].native
+    assert bank.capture(xid, 5001, approval) == ("13", 0)          # more than the hold
+    assert bank.states[xid.hex()]["state"] == "HELD"
+    assert bank.capture(xid, 4000, "ZZZZZZ") == ("12", 0)          # not the approval code
+    assert bank.capture(xid, 4000, approval, pan="4012888888881881") == ("12", 0)
+    assert bank.capture(xid, 4000, approval) == ("00", 4000)
+    assert bank.totals() == {"held": 0, "posted": 4000}
+    state = bank.states[xid.hex()]
+    assert state["state"] == "POSTED" and state["posted"] == 4000 and state["held"] == 0
+    post = bank.effects[-1]
+    assert post.kind == "ledger.post"
+    assert (post.data["amount"], post.data["released"]) == (4000, 5000)
+    assert bank.capture(xid, 4000, approval) == ("94", 0)          # already posted
+    assert bank.totals() == {"held": 0, "posted": 4000}
+    _, repeat = bank.authorise(xid)                                 # still the same decision
+    assert repeat["response_code"].native == "00" and repeat["amount"]["amount"].native == 5000
+
+
+def test_capture_without_an_approved_hold_is_12(p):
+    bank = Bank(p)
+    assert bank.capture(fresh(20), 100, "ABCDEF") == ("12", 0)
+    assert bank.states == {}
+    declined, _ = bank.authorise(amount=LIMIT * 2)
+    assert bank.capture(declined, 100, "ABCDEF") == ("12", 0)
+    assert bank.shared == {}
+
+
+def test_capture_by_another_pinned_gateway_is_12(p):
+    from setmail.crypto.cms import Identity
+    from setmail.pki.pinned import pinned_certificate
+    key = DEFAULT_SUITE.generate_key()
+    other = Identity(key, pinned_certificate(key, "Gateway 2", NOW))
+    bank = Bank(p)
+    bank.role.config = replace(bank.role.config, gateways={
+        **bank.role.config.gateways, "gw2@gateway.example": (other.cert, p.gateway_kex.cert)})
+    xid, auth = bank.authorise()
+    bank.signer = other
+    assert bank.capture(xid, 1234, auth["approval_code"].native) == ("12", 0)
+
+
+# --- who may ask ----------------------------------------------------------------------------------
+def error_of(send) -> tuple[str, str]:
+    error = decode(Error, message_body(decode_wrapper(send.wrapper_der)).dump())
+    return error.name, error.chosen["error_code"].native
+
+
+def test_unpinned_signer_gets_an_unsigned_error_and_changes_nothing(p):
+    bank = Bank(p, signer=p.merchant_sig)
+    xid = fresh(20)
+    send, data = bank.ask("IssAuthReq", xid, {
+        "stan": 1, "rrn": rrn(xid), "processing_code": "000000", "pan": PAN,
+        "card_expiry": EXPIRY, "amount": money(100), "acquirer_id": "41111111",
+        "merchant_id": MER_ID})
+    assert data is None and error_of(send) == ("unsigned_error", "invalidCertificate")
+    assert bank.states == {} and bank.shared == {} and bank.effects == []
+
+
+def test_request_for_another_key_gets_an_error(p):
+    bank = Bank(p)
+    xid = fresh(20)
+    send, data = bank.ask("IssAuthReq", xid, {
+        "stan": 1, "rrn": rrn(xid), "processing_code": "000000", "pan": PAN,
+        "card_expiry": EXPIRY, "amount": money(100), "acquirer_id": "41111111",
+        "merchant_id": MER_ID}, recipient=p.gateway_kex.cert)
+    assert data is None and error_of(send)[0] == "unsigned_error" and bank.states == {}
+
+
+# --- the ledger on a real store -------------------------------------------------------------------
+def test_ledger_rows_add_up_to_the_shared_totals(p, tmp_path):
+    bank = Bank(p, {**accounts(), "4012888888881881": replace(
+        accounts()[PAN], expiry="202806", limit=150000, holder="bob")})
+    a1, r1 = bank.authorise(amount=10000)
+    a2, _ = bank.authorise(amount=20000)
+    bank.authorise(amount=LIMIT)                                       # 51
+    bank.authorise(pan="4000000000000002")                             # 14
+    b1, rb = bank.authorise(amount=150000, pan="4012888888881881", expiry="202806")
+    bank.capture(a1, 9000, r1["approval_code"].native)
+    bank.capture(b1, 150000, rb["approval_code"].native, pan="4012888888881881")
+    bank.capture(b1, 150000, rb["approval_code"].native, pan="4012888888881881")  # 94: no effect
+    store = Store(tmp_path / "bank.db")
+    try:
+        with store.transaction(now=NOW.timestamp()) as tx:
+            for statement in ACCOUNTS_DDL:
+                tx.execute(statement)
+            tx.execute("INSERT INTO issuer_accounts VALUES (?, ?, 'alice', ?, 'EUR', 0, 'active')",
+                       (PAN, EXPIRY, LIMIT))
+            tx.execute("INSERT INTO issuer_accounts VALUES (?, '202806', 'bob', 150000, 'EUR', 0, "
+                       "'active')", ("4012888888881881",))
+        for effect in bank.effects:  # one agent commit per step, as the runtime does
+            with store.transaction(now=NOW.timestamp()) as tx:
+                stage(EffectContext(BANK, tmp_path), tx, [effect])
+        report = {r["holder"]: r for r in ledger_report(store)}
+    finally:
+        store.close()
+    alice, bob, unknown = report["alice"], report["bob"], report["(unknown)"]
+    assert (alice["held"], alice["posted"]) == (20000, 9000) == (
+        bank.totals()["held"], bank.totals()["posted"])
+    assert alice["available"] == LIMIT - 29000 and alice["limit"] == LIMIT
+    assert (alice["currency"], alice["currency_number"], alice["amt_exp10"]) == ("EUR", 978, -2)
+    assert [e["kind"] for e in alice["entries"]] == ["hold", "hold", "decline", "release", "post"]
+    assert [e["xid"] for e in alice["entries"]][:2] == [a1.hex(), a2.hex()]
+    assert alice["entries"][2]["code"] == "51"
+    assert (bob["held"], bob["posted"], bob["available"]) == (0, 150000, 0)
+    assert bank.totals("4012888888881881") == {"held": 0, "posted": 150000}
+    assert unknown["pan_last4"] == "0002" and [e["code"] for e in unknown["entries"]] == ["14"]
+    for pan, totals in bank.shared.items():  # the invariant, card by card
+        assert totals["held"] + totals["posted"] <= bank.role.config.accounts[pan].limit
+
+
+def test_ledger_report_of_an_empty_store(tmp_path):
+    store = Store(tmp_path / "empty.db")
+    try:
+        assert ledger_report(store) == []
+    finally:
+        store.close()
+
+
+def test_expiry_is_checked_against_now(p):
+    bank = Bank(p, {PAN: replace(accounts()[PAN], expiry="202611")})
+    _, data = bank.authorise(expiry="202611")                            # NOW is 2026-11-27
+    assert data["response_code"].native == "00"
+    _, data = bank.authorise(expiry="202611", now=NOW + dt.timedelta(days=5))
+    assert data["response_code"].native == "54"
+
+
+# --- the factories: both roles built from a world on disk talk to each other ---------------------
+def test_world_factories_wire_gateway_and_issuer(tmp_path):
+    from setmail.agent.factories.gateway import gateway as gateway_factory
+    from setmail.agent.factories.issuer import issuer as issuer_factory
+    from setmail.agent.effects import HANDLERS
+    from setmail.world.create import create_world
+    world = create_world(tmp_path / "w", now=NOW)
+    gw_role = gateway_factory(world, world.agent("gateway"))
+    bank_role = issuer_factory(world, world.agent("bank"))
+    assert {"ledger.hold", "ledger.post", "ledger.decline"} <= set(HANDLERS)
+    cfg, bank_cfg = gw_role.config, bank_role.config
+    assert cfg.issuer == world.agent("bank").address and cfg.bci is not None and cfg.crls
+    assert cfg.issuer_kex == bank_cfg.key_exchange.cert
+    assert cfg.issuer_sig == bank_cfg.signature.cert
+    assert all(c.subject != c.issuer for c in cfg.signature.chain)  # no root in what we send
+    assert set(bank_cfg.gateways) == {world.agent("gateway").address}
+    alice = bank_cfg.accounts["4111111111111111"]
+    assert (alice.holder, alice.limit, alice.currency, alice.amt_exp10, alice.status) == (
+        "alice", 500000, 978, -2, "active")
+    xid = fresh(20)
+    der = seal("IssAuthReq", {
+        "stan": stan(xid), "rrn": rrn(xid), "processing_code": "000000", "pan": PAN,
+        "card_expiry": EXPIRY, "amount": money(2500), "transmitted": NOW,
+        "acquirer_id": cfg.acquirer_id, "merchant_id": "SHOP-0001", "xid": xid},
+        cfg.signature, cfg.issuer_kex, now=NOW, rrpid=fresh(), ids={"xid": xid})
+    out = bank_role.step(None, Inbound("IssAuthReq", der, cfg.name), NOW, {})
+    answer = unwrap(Inbound("IssAuthRes", out.sends[0].wrapper_der, bank_cfg.name), NOW)
+    data, _ = open_network(answer, cfg.key_exchange, cfg.issuer_pinned, NOW)
+    assert data["response_code"].native == "00" and out.shared == {PAN: {"held": 2500, "posted": 0}}
