@@ -434,3 +434,31 @@ def test_gateway_files_never_hold_the_order_and_drop_the_card(p, tmp_path):
     mails = b"".join(s.wrapper_der for frm, s in sent if frm == GW)
     assert b"SECRET-ORDER-TEXT" not in files + mails and OD.encode() not in files
     assert PAN.encode() not in files + mails  # captured: forgotten; in mail: always enveloped
+
+
+# --- with the real wallet and merchant roles ------------------------------------------------------
+def test_real_wallet_and_merchant_complete_a_purchase_through_gateway_and_issuer(p):
+    from setmail.roles.base import Command
+    from setmail.roles.merchant import Merchant, MerchantConfig
+    from setmail.roles.wallet import Wallet, WalletCard, WalletConfig
+    alice, now, xid = "alice@wallet.example", NOW + dt.timedelta(hours=1), fresh(20).hex()
+    net = network(p)
+    net.roles[SHOP] = Merchant(MerchantConfig(
+        SHOP, p.merchant_sig, p.merchant_kex, Parties.MER_ID, GW, p.gateway_kex.cert,
+        p.tree.trust_store(), gateway_chain=p.gateway_kex.chain, bci=p.tree.brand.bci,
+        auto_capture=True))
+    net.roles[alice] = Wallet(WalletConfig(alice, p.tree.trust_store(), agent="alice",
+                                           credentials=lambda *_: WalletCard(p.cardholder,
+                                                                             p.pan_secret)))
+    order = {"xid": xid, "description": OD, "amount": 1234, "currency": 978}
+    net.run(SHOP, Command("order", order), now)
+    net.run(alice, Command("buy", {**order, "merchant": SHOP, "pan": PAN, "expiry": EXPIRY,
+                                   "brand": "Visa"}), now)
+    assert [t for _, _, t in net.log] == [
+        "PInitReq", "PInitRes", "PReq", "AuthReq", "IssAuthReq", "IssAuthRes", "AuthRes", "PRes",
+        "CapReq", "IssCapReq", "IssCapRes", "CapRes"]
+    states = {a: s for (a, k), s in net.states.items() if k == xid}
+    assert {a: s["state"] for a, s in states.items()} == {
+        alice: "APPROVED", SHOP: "CAPTURED", GW: "CAPTURED", BANK: "POSTED"}
+    assert states[alice]["iso_code"] == "00" and states[SHOP]["cap_code"] == "success"
+    assert OD not in json.dumps(states[GW]) and net.shared[BANK][PAN] == {"held": 0, "posted": 1234}

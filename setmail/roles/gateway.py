@@ -21,7 +21,8 @@ unspecifiedFailure), and a SET Error from the issuer naming the request gives sy
 ``max_retries``, ``crls`` (None: no revocation check), ``max_pi_age``.  Transaction key: the
 header XID (hex).
 State for ``setmail tx show``: state, xid, merchant, mer_id, amount/currency/amt_exp10, auth_code,
-iso_code, approval_code, auth_amt, cap_code, cap_amt and the dates.
+iso_code, approval_code, auth_amt, cap_code, cap_amt, reason and the dates; what answering needs
+later (the merchant's AuthTags, kex certificate, ids) is bookkeeping under "_" keys.
 """
 from __future__ import annotations
 
@@ -120,8 +121,8 @@ class Gateway(Requester):
         reply = reply_to(event, parsed, req, auth_tags=h(tags.dump()),
                          mer_thumb=h(thumbprint(req.signer)))
         record = {"xid": key, "merchant": event.sender, "mer_id": req.mer_id, **amount,
-                  "trans_ids": h(tags["trans_ids"].dump()), "auth_req_date": now.isoformat(),
-                  "reply": reply}
+                  "_trans_ids": h(tags["trans_ids"].dump()), "auth_req_date": now.isoformat(),
+                  "_reply": reply}
         try:
             pay = check_payment(cfg, parsed, req, data, now)
             if state["state"] != START:
@@ -146,7 +147,7 @@ class Gateway(Requester):
     def _ask_issuer(self, state: dict, kind: str, fields: dict, now) -> Outcome:
         """Send IssAuthReq/IssCapReq (fresh RRPID, the purchase's ids) and wait for the answer."""
         cfg, rrpid = self.config, fresh()
-        ids = {k: unh(v) for k, v in state["reply"]["ids"].items()}
+        ids = {k: unh(v) for k, v in state["_reply"]["ids"].items()}
         der = seal(kind, {**fields, "transmitted": now.replace(microsecond=0),
                           "xid": unh(state["xid"])},
                    cfg.signature, cfg.issuer_kex, now=now, rrpid=rrpid, ids=ids, suite=cfg.suite)
@@ -177,13 +178,13 @@ class Gateway(Requester):
             held = data["amount"].native
             if not (approval and len(approval) == 6 and amount_ok(held, asked)):
                 raise ProtocolError("approval without a code or for another amount")
-            token = cap_token(cfg, auth_rrpid=unh(state["reply"]["rrpid"]), amount=held, xid=xid)
+            token = cap_token(cfg, auth_rrpid=unh(state["_reply"]["rrpid"]), amount=held, xid=xid)
         state = dict(state)
         state.pop("last", None)
         secret = state.pop("secret")
         back_key = unh(secret.get("back_key"))
         acq = acq_card_msg(cfg, back_key, iso) if back_key else None
-        send = auth_res(cfg, state["reply"], now, code=code, amount=held, iso=iso,
+        send = auth_res(cfg, state["_reply"], now, code=code, amount=held, iso=iso,
                         approval=approval if token else None, token=token, acq=acq)
         state.update(state="AUTHORIZED" if token else "DECLINED", auth_code=code, iso_code=iso,
                      approval_code=approval if token else None, auth_amt=held["amount"],
@@ -214,7 +215,7 @@ class Gateway(Requester):
             send = cap_res(cfg, reply, now, code=declined.code,
                            amount=zero(item["cap_payload"]["cap_req_amt"].native))
             return Outcome(key, None if state["state"] == START else dict(state), sends=(send,))
-        new = {**state, "state": "ISSUER_CAP", "cap_reply": reply, "cap_req_amt": amount["amount"],
+        new = {**state, "state": "ISSUER_CAP", "_cap_reply": reply, "cap_req_amt": amount["amount"],
                "cap_date": item["cap_payload"]["cap_date"].native.isoformat(),
                "cap_req_date": now.isoformat()}
         return self._ask_issuer(new, "IssCapReq", {
@@ -235,7 +236,7 @@ class Gateway(Requester):
             posted = data["amount"].native
             if not amount_ok(posted, asked):
                 raise ProtocolError("the issuer posted another amount than asked")
-        send = cap_res(cfg, state["cap_reply"], now, code=code, amount=posted)
+        send = cap_res(cfg, state["_cap_reply"], now, code=code, amount=posted)
         state = dict(state)
         state.pop("last", None)
         state.update(state="CAPTURED" if code == "success" else "AUTHORIZED", cap_code=code,
@@ -267,11 +268,11 @@ class Gateway(Requester):
         timers = (CancelTimer("retry"),)
         if state["state"] == "ISSUER_AUTH":
             code = "noReply" if failed.get("error_code") is None else "systemError"
-            send = auth_res(cfg, state["reply"], now, code=code, amount=zero(_money(state)))
+            send = auth_res(cfg, state["_reply"], now, code=code, amount=zero(_money(state)))
             new.update(state="DECLINED", auth_code=code, auth_amt=0)
             self.forget_secrets(new)
         elif state["state"] == "ISSUER_CAP":
-            send = cap_res(cfg, state["cap_reply"], now, code="unspecifiedFailure",
+            send = cap_res(cfg, state["_cap_reply"], now, code="unspecifiedFailure",
                            amount=zero(_money(state)))
             new.update(state="AUTHORIZED", cap_code="unspecifiedFailure", cap_amt=0)
         else:

@@ -172,11 +172,11 @@ def check_capture(cfg, state: Mapping, req: MerchantRequest, item) -> dict:
         token = decode(gw.CapTokenData, opened.content)
     if state["state"] not in ("AUTHORIZED", "ISSUER_CAP", "CAPTURED"):
         raise Decline("unknownXID", "no authorisation for this XID")
-    auth_rrpid = unh(state["reply"]["rrpid"])
+    auth_rrpid = unh(state["_reply"]["rrpid"])
     if (token["token_opaque"].native != unh(state["xid"])
             or token["auth_rrpid"].native != auth_rrpid or item["auth_rrpid"].native != auth_rrpid):
         raise Decline("invalidCapToken", "CapToken or AuthRRPID is not this XID's authorisation")
-    if item["trans_ids"].dump() != unh(state["trans_ids"]):
+    if item["trans_ids"].dump() != unh(state["_trans_ids"]):
         raise Decline("unknownXID", "TransIDs are not this XID's")
     if req.mer_id != state["mer_id"]:
         raise Decline("invalidCapToken", "another merchant than the one authorised")
