@@ -107,19 +107,20 @@ class Gateway(Requester):
 
     def __init__(self, config: GatewayConfig):
         self.config = config
+        self._merchants: dict = {}  # signature certificate DER -> (merID, thumbprint)
 
     # -- AuthReq ---------------------------------------------------------------------------------
     @guarded
     def on_AuthReq(self, state, event, now, shared) -> Outcome:
         key, parsed, cfg = self.transaction_key(event), unwrap(event, now), self.config
-        req = open_merchant_request(cfg, parsed, "AuthReqTBE", "AuthReqTBS", "PI", now)
+        req = open_merchant_request(cfg, parsed, "AuthReqTBE", "AuthReqTBS", "PI", now,
+                                    self._merchants)
         data = decode(gw.AuthReqData, req.content)
         tags = data["auth_req_item"]["auth_tags"]
         if parsed.rrpid != tags["auth_rr_tags"]["rrpid"].native:
             raise ProtocolError("MessageHeader RRPID disagrees with AuthRRTags", "badMessageHeader")
         amount = data["auth_req_item"]["auth_req_payload"]["auth_req_amt"].native
-        reply = reply_to(event, parsed, req, auth_tags=h(tags.dump()),
-                         mer_thumb=h(thumbprint(req.signer)))
+        reply = reply_to(event, parsed, req, auth_tags=h(tags.dump()), mer_thumb=h(req.thumb))
         record = {"xid": key, "merchant": event.sender, "mer_id": req.mer_id, **amount,
                   "_trans_ids": h(tags["trans_ids"].dump()), "auth_req_date": now.isoformat(),
                   "_reply": reply}
@@ -197,7 +198,8 @@ class Gateway(Requester):
     @guarded
     def on_CapReq(self, state, event, now, shared) -> Outcome:
         key, parsed, cfg = self.transaction_key(event), unwrap(event, now), self.config
-        req = open_merchant_request(cfg, parsed, "CapReqTBE", "CapReqTBS", "CapTokenSeq", now)
+        req = open_merchant_request(cfg, parsed, "CapReqTBE", "CapReqTBS", "CapTokenSeq", now,
+                                    self._merchants)
         data = decode(cap.CapReqData, req.content)
         tags, items = data["cap_rr_tags"], data["cap_item_seq"]
         if parsed.rrpid != tags["rrpid"].native:

@@ -21,11 +21,13 @@ from cryptography import x509
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
 from setmail.asn1.base import RRTags, TransIDs, decode
 from setmail.crypto import der, dual
+from setmail.crypto.cms import cert_der
 from setmail.crypto.operators import DD, Enc, EncB, EncK, open_Enc, open_EncB, open_EX, verify_SO
 from setmail.crypto.reader import split_pair
 from setmail.errors import DigestMismatch, ProtocolError, SetmailError
 from setmail.pki.cardholder import verify_cardholder_id
 from setmail.pki.setext import read_merchant_data
+from setmail.pki.thumbs import thumbprint
 from setmail.pki.validate import validate_path
 from setmail.roles.base import Send
 from setmail.roles.common import Parsed, cert_hex, h, load_cert_hex, path_check, unh, wrap
@@ -65,19 +67,32 @@ class MerchantRequest:
     signer: x509.Certificate
     kex: x509.Certificate
     mer_id: str
+    thumb: bytes  # of the signature certificate (AuthResData.merThumb)
+
+
+def merchant_facts(signer: x509.Certificate, known: dict) -> tuple[str, bytes]:
+    """(merID, thumbprint) of a merchant signature certificate, read once per certificate."""
+    der = cert_der(signer)
+    facts = known.get(der)
+    if facts is None:
+        info = read_merchant_data(signer)
+        if info is None:
+            raise ProtocolError("merchant signature certificate has no merchantData",
+                                "invalidCertificate")
+        if len(known) >= 1024:
+            known.clear()
+        facts = known[der] = (info.mer_id, thumbprint(der))
+    return facts
 
 
 def open_merchant_request(cfg, parsed: Parsed, tbe: str, tbs: str, baggage: str,
-                          now: dt.datetime) -> MerchantRequest:
+                          now: dt.datetime, known: dict) -> MerchantRequest:
     """Open AuthReq/CapReq: our kex key, merchant signature with a ``mer`` path, and the
     merchant's own key-exchange certificate among the certificates (for the answer)."""
     opened = open_EncB(parsed.body, cfg.key_exchange, tbe, tbs, baggage,
                        validate=path_check(cfg.trust, now, "mer", crls=cfg.crls), suite=cfg.suite)
     signer, certs = opened.signed.signer, opened.signed.certificates
-    info = read_merchant_data(signer)
-    if info is None:
-        raise ProtocolError("merchant signature certificate has no merchantData",
-                            "invalidCertificate")
+    mer_id, thumb = merchant_facts(signer, known)
     for cert in certs:
         if cert == signer or cert.subject != signer.subject:
             continue
@@ -86,7 +101,7 @@ def open_merchant_request(cfg, parsed: Parsed, tbe: str, tbs: str, baggage: str,
                           key_usage="key_encipherment", crls=cfg.crls)
         except SetmailError:
             continue
-        return MerchantRequest(opened.content, opened.baggage, signer, cert, info.mer_id)
+        return MerchantRequest(opened.content, opened.baggage, signer, cert, mer_id, thumb)
     raise ProtocolError("no key-exchange certificate of the signing merchant", "missingCertificate")
 
 
