@@ -46,7 +46,7 @@ from setmail.roles.gateway_checks import (Decline, acq_card_msg, amount_ok, auth
                                           cap_token, check_capture, check_payment,
                                           open_merchant_request, reply_to)
 from setmail.roles.network_msgs import (auth_code, cap_code, check_answer, open_network, rrn, seal,
-                                        stan, zero)
+                                        stan, when, zero)
 from setmail.roles.requester import Requester
 
 
@@ -122,7 +122,7 @@ class Gateway(Requester):
         amount = data["auth_req_item"]["auth_req_payload"]["auth_req_amt"].native
         reply = reply_to(event, parsed, req, auth_tags=h(tags.dump()), mer_thumb=h(req.thumb))
         record = {"xid": key, "merchant": event.sender, "mer_id": req.mer_id, **amount,
-                  "_trans_ids": h(tags["trans_ids"].dump()), "auth_req_date": now.isoformat(),
+                  "_trans_ids": h(tags["trans_ids"].dump()), "auth_req_date": when(now),
                   "_reply": reply}
         try:
             pay = check_payment(cfg, parsed, req, data, now)
@@ -138,7 +138,7 @@ class Gateway(Requester):
             return Outcome(key, new, sends=(send,))
         xid = unh(key)
         new = {**record, "state": "ISSUER_AUTH", "stan": stan(xid), "rrn": rrn(xid),
-               "p_req_date": tags["trans_ids"]["p_req_date"].native.isoformat(),
+               "p_req_date": when(tags["trans_ids"]["p_req_date"].native),
                "secret": {"pan": pay.pan, "expiry": pay.expiry, "back_key": h(pay.back_key)}}
         return self._ask_issuer(new, "IssAuthReq", {
             "stan": new["stan"], "rrn": new["rrn"], "processing_code": "000000", "pan": pay.pan,
@@ -189,7 +189,7 @@ class Gateway(Requester):
                         approval=approval if token else None, token=token, acq=acq)
         state.update(state="AUTHORIZED" if token else "DECLINED", auth_code=code, iso_code=iso,
                      approval_code=approval if token else None, auth_amt=held["amount"],
-                     authorized_at=now.isoformat())
+                     authorized_at=when(now))
         if token:  # kept for the capture only
             state["secret"] = {"pan": secret["pan"], "expiry": secret["expiry"]}
         return Outcome(key, state, sends=(send,), timers=(CancelTimer("retry"),))
@@ -218,8 +218,8 @@ class Gateway(Requester):
                            amount=zero(item["cap_payload"]["cap_req_amt"].native))
             return Outcome(key, None if state["state"] == START else dict(state), sends=(send,))
         new = {**state, "state": "ISSUER_CAP", "_cap_reply": reply, "cap_req_amt": amount["amount"],
-               "cap_date": item["cap_payload"]["cap_date"].native.isoformat(),
-               "cap_req_date": now.isoformat()}
+               "cap_date": when(item["cap_payload"]["cap_date"].native),
+               "cap_req_date": when(now)}
         return self._ask_issuer(new, "IssCapReq", {
             "stan": stan(unh(key), capture=True), "rrn": state["rrn"], "amount": amount,
             "pan": state["secret"]["pan"], "approval_code": state["approval_code"],
@@ -244,7 +244,7 @@ class Gateway(Requester):
         state.update(state="CAPTURED" if code == "success" else "AUTHORIZED", cap_code=code,
                      cap_iso_code=iso, cap_amt=posted["amount"])
         if code == "success":
-            state["captured_at"] = now.isoformat()
+            state["captured_at"] = when(now)
             self.forget_secrets(state)
         return Outcome(key, state, sends=(send,), timers=(CancelTimer("retry"),))
 

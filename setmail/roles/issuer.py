@@ -37,7 +37,7 @@ from setmail.errors import ProtocolError, SetmailError
 from setmail.pki.thumbs import thumbprint
 from setmail.roles.base import START, Effect, Outcome, Role, Send
 from setmail.roles.common import guarded, refusal, unwrap
-from setmail.roles.network_msgs import message_ids, open_network, seal, zero
+from setmail.roles.network_msgs import message_ids, open_network, seal, when, zero
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class Issuer(Role):
                      "pan_last4": pan_last4(pan), **amount, "response_code": code,
                      "authorized": held, "held": held,
                      "approval_code": fresh(3).hex().upper() if held else None,
-                     "decided_at": now.isoformat(), "secret": {"pan": pan}}
+                     "decided_at": when(now), "secret": {"pan": pan}}
             if held:
                 new_shared = moved(shared, pan, held=held)
             effects = (ledger_effect("ledger.hold" if held else "ledger.decline", state, code,
@@ -191,7 +191,7 @@ class Issuer(Role):
         if code == "00":
             posted, hold = data["amount"].native["amount"], state["held"]
             new_shared = moved(shared, state["secret"]["pan"], held=-hold, posted=posted)
-            new_state.update(state="POSTED", posted=posted, held=0, posted_at=now.isoformat())
+            new_state.update(state="POSTED", posted=posted, held=0, posted_at=when(now))
             effects = (ledger_effect("ledger.post", state, code, amount=posted, released=hold),)
         send = self._answer(event, parsed, kex, data, code, posted, now)
         return Outcome(key, new_state, sends=(send,), effects=effects, shared=new_shared)

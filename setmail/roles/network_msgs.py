@@ -62,6 +62,11 @@ def zero(amount: Mapping[str, Any]) -> dict:
     return {"currency": amount["currency"], "amount": 0, "amt_exp10": amount["amt_exp10"]}
 
 
+def when(moment: dt.datetime) -> str:
+    """A date as both roles record it in state: UTC, second precision, ISO 8601."""
+    return moment.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
 def message_ids(parsed: Parsed) -> dict[str, bytes]:
     """lid_c, lid_m, xid of a received header (those present), to echo in the answer."""
     ids = parsed.header["message_ids"].native or {}
