@@ -4,141 +4,14 @@ Types are asn1crypto classes named as in the SET 1.0 ASN.1 (``Chall-C`` becomes 
 hyphens become nothing or underscores in field names).  Field names are the spec's, in
 snake_case: ``lid-C`` -> ``lid_c``, ``xID`` -> ``xid``.
 
-``decode`` is the one entry point for untrusted bytes: it refuses oversize input before parsing,
-parses strictly (no trailing data), forces the lazy asn1crypto parser through the whole tree so a
-fault deep inside surfaces here, and turns every failure into ``MalformedMessage``.
+``decode`` (defined in ``strict``, re-exported here) is the one entry point for untrusted bytes.
 """
 from __future__ import annotations
-
-from typing import TypeVar
 
 from asn1crypto import algos, cms, core
 
 from setmail.asn1 import pkcs7plus as _pkcs7plus  # noqa: F401  registers SET's algorithm OIDs (D-11)
-from setmail.errors import MalformedMessage, MessageTooLarge
-
-#: default limit for any single SET message or structure read from outside (1 MiB)
-MAX_MESSAGE_SIZE = 1 << 20
-
-T = TypeVar("T", bound=core.Asn1Value)
-
-
-def check_der(data: bytes, what: str = "value") -> None:
-    """Refuse BER that asn1crypto tolerates but DER forbids.
-
-    Why: SET signs and digests DER, and a parser that accepts two encodings of one value lets a
-    flipped length bit (long-form length, empty INTEGER) pass unnoticed.  Walks every TLV: one
-    top-level value, definite minimal lengths, low tag numbers only, non-empty minimal INTEGERs,
-    BOOLEAN 00/FF.  Primitive contents (OCTET STRINGs holding DER) are not descended into.
-    """
-    end = _check_tlv(data, 0, len(data), what)
-    if end != len(data):
-        raise MalformedMessage(f"{what}: {len(data) - end} bytes of trailing data")
-
-
-def read_length(data: bytes, pos: int, limit: int, what: str) -> tuple[int, int]:
-    """(length, offset after the length octets) of the DER length at ``pos``.
-
-    Definite form only, minimal (short form below 0x80, no leading zero octet), and the value must
-    end by ``limit``: the rules every DER reader in setmail shares.
-    """
-    if pos >= limit:
-        raise MalformedMessage(f"{what}: truncated TLV at offset {pos}")
-    n = data[pos]
-    pos += 1
-    if n & 0x80:
-        k = n & 0x7F
-        if k == 0 or k > 4 or pos + k > limit:
-            raise MalformedMessage(f"{what}: bad length encoding at offset {pos - 1}")
-        length = int.from_bytes(data[pos:pos + k], "big")
-        if length < 0x80 or data[pos] == 0:
-            raise MalformedMessage(f"{what}: non-minimal length at offset {pos - 1}")
-        pos += k
-    else:
-        length = n
-    if pos + length > limit:
-        raise MalformedMessage(f"{what}: length runs past the end at offset {pos}")
-    return length, pos
-
-
-def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
-    stack = [(pos, limit)]
-    first_end = None
-    while stack:
-        pos, limit = stack.pop()
-        while pos < limit:
-            if limit - pos < 2:
-                raise MalformedMessage(f"{what}: truncated TLV at offset {pos}")
-            tag = data[pos]
-            pos += 1
-            if tag & 0x1F == 0x1F:  # high tag number (Error is [999]): minimal base-128, >= 31
-                number, k = 0, 0
-                while True:
-                    if pos >= limit - 1 or k == 3 or (k == 0 and data[pos] == 0x80):
-                        raise MalformedMessage(f"{what}: bad high tag number at offset {pos}")
-                    number, k, pos = number << 7 | data[pos] & 0x7F, k + 1, pos + 1
-                    if not data[pos - 1] & 0x80:
-                        break
-                if number < 31:
-                    raise MalformedMessage(f"{what}: non-minimal tag number at offset {pos}")
-            length, pos = read_length(data, pos, limit, what)
-            end = pos + length
-            if tag == 0x02 and (length == 0 or (length > 1 and (
-                    (data[pos] == 0 and data[pos + 1] < 0x80) or (data[pos] == 0xFF and data[pos + 1] >= 0x80)))):
-                raise MalformedMessage(f"{what}: non-minimal INTEGER at offset {pos}")
-            if tag == 0x01 and (length != 1 or data[pos] not in (0, 0xFF)):
-                raise MalformedMessage(f"{what}: non-DER BOOLEAN at offset {pos}")
-            if tag == 0x06 and not _minimal_oid(data[pos:end]):
-                raise MalformedMessage(f"{what}: non-minimal OBJECT IDENTIFIER at offset {pos}")
-            if tag & 0x20:
-                stack.append((end, limit))
-                limit = end
-                if first_end is None:
-                    first_end = end
-                continue
-            if first_end is None:
-                first_end = end
-            pos = end
-    return first_end if first_end is not None else 0
-
-
-def _minimal_oid(body: bytes) -> bool:
-    """Every subidentifier base-128 without a leading 0x80 octet, the last one complete."""
-    return bool(body) and body[-1] < 0x80 and all(
-        b != 0x80 for i, b in enumerate(body) if i == 0 or body[i - 1] < 0x80)
-
-
-def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
-           what: str | None = None, canonical: bool = True) -> T:
-    """Parse ``data`` as ``cls``; any failure is a MalformedMessage naming ``what``.
-
-    ``canonical``: also require that re-encoding gives back ``data`` exactly — asn1crypto silently
-    accepts (and drops) elements beyond a SEQUENCE's declared fields and non-minimal forms that
-    ``check_der`` does not look for (D-126)."""
-    name = what or cls.__name__
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MalformedMessage(f"{name}: expected bytes, got {type(data).__name__}")
-    if len(data) > max_size:
-        raise MessageTooLarge(f"{name}: {len(data)} bytes exceeds the limit of {max_size}")
-    check_der(bytes(data), name)
-    try:
-        value = cls.load(bytes(data), strict=True)
-        value.native  # force the lazy parser through every nested value
-    except MalformedMessage:
-        raise
-    except Exception as exc:  # asn1crypto raises ValueError, TypeError, KeyError, OverflowError...
-        raise MalformedMessage(f"{name}: not valid DER ({exc.__class__.__name__}: {exc})") from exc
-    if canonical and _reencode(value) != bytes(data):
-        raise MalformedMessage(f"{name}: not canonical DER (undeclared trailing fields, an encoded "
-                               "DEFAULT value or another non-DER form)")
-    return value
-
-
-def _reencode(value: core.Asn1Value) -> bytes | None:
-    try:
-        return value.dump(force=True)  # in place: on a mismatch the value is discarded anyway
-    except Exception:  # an accepted value asn1crypto cannot re-encode is not canonical either
-        return None
+from setmail.asn1.strict import MAX_MESSAGE_SIZE, check_der, decode, read_length  # noqa: F401
 
 
 def encode(value: core.Asn1Value) -> bytes:
