@@ -91,7 +91,8 @@ class Purchase:
         self.pi = b"\xa1" + signed.pi_dual_signed[1:]  # PI [1] pi_dual_signed
 
     def auth_req(self, *, amount=None, h_oi=None, hod2=None, trans_ids=None, header_xid=None,
-                 pi=None, signer=None, certs=None, recipient=None, now=NOW) -> bytes:
+                 header_rrpid=None, pi=None, signer=None, certs=None, recipient=None,
+                 now=NOW) -> bytes:
         p = self.p
         self.auth_rrpid = rrpid = fresh()
         payload = {"subsequent_auth_ind": False, "auth_req_amt": amount or self.order.purch_amt,
@@ -106,8 +107,8 @@ class Purchase:
         body = EncB(signer or p.merchant_sig, recipient or p.gateway_kex.cert, "AuthReqTBS",
                     data.dump(), "PI", pi or self.pi, "AuthReqTBE",
                     certs=merchant_certs(p) if certs is None else certs)
-        return wrap("AuthReq", body, now=now, rrpid=rrpid, lid_c=self.lid_c, lid_m=self.xid,
-                    xid=header_xid or self.xid)
+        return wrap("AuthReq", body, now=now, rrpid=header_rrpid or rrpid, lid_c=self.lid_c,
+                    lid_m=self.xid, xid=header_xid or self.xid)
 
     def cap_req(self, token: bytes, *, amount=None, auth_rrpid=None, tokens=None,
                 now=NOW) -> bytes:

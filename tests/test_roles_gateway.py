@@ -190,6 +190,10 @@ def test_error_missing_certificate_without_the_merchant_kex_cert(p):
     assert refused(p, der) == "missingCertificate"
 
 
+def test_error_when_the_header_names_another_request(p):
+    assert refused(p, Purchase(p).auth_req(header_rrpid=fresh())) == "badMessageHeader"
+
+
 def declined(p, net, pur, der, expected):
     """The AuthRes code for ``der``: nothing authorised, the issuer never asked."""
     code, data, baggage = auth_res(p, auth(net, der))

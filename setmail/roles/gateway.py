@@ -33,8 +33,6 @@ from typing import Any
 
 from cryptography import x509
 
-from setmail.asn1 import capture as cap, gateway as gw
-from setmail.asn1.base import decode
 from setmail.crypto.cms import Identity
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError
@@ -112,13 +110,9 @@ class Gateway(Requester):
     # -- AuthReq ---------------------------------------------------------------------------------
     @guarded
     def on_AuthReq(self, state, event, now, shared) -> Outcome:
-        key, parsed, cfg = self.transaction_key(event), unwrap(event, now), self.config
-        req = open_merchant_request(cfg, parsed, "AuthReqTBE", "AuthReqTBS", "PI", now,
-                                    self._merchants)
-        data = decode(gw.AuthReqData, req.content)
+        key, cfg = self.transaction_key(event), self.config
+        parsed, req, data = open_merchant_request(cfg, event, now, self._merchants)
         tags = data["auth_req_item"]["auth_tags"]
-        if parsed.rrpid != tags["auth_rr_tags"]["rrpid"].native:
-            raise ProtocolError("MessageHeader RRPID disagrees with AuthRRTags", "badMessageHeader")
         amount = data["auth_req_item"]["auth_req_payload"]["auth_req_amt"].native
         reply = reply_to(event, parsed, req, auth_tags=h(tags.dump()), mer_thumb=h(req.thumb))
         record = {"xid": key, "merchant": event.sender, "mer_id": req.mer_id, **amount,
@@ -197,13 +191,9 @@ class Gateway(Requester):
     # -- CapReq ----------------------------------------------------------------------------------
     @guarded
     def on_CapReq(self, state, event, now, shared) -> Outcome:
-        key, parsed, cfg = self.transaction_key(event), unwrap(event, now), self.config
-        req = open_merchant_request(cfg, parsed, "CapReqTBE", "CapReqTBS", "CapTokenSeq", now,
-                                    self._merchants)
-        data = decode(cap.CapReqData, req.content)
+        key, cfg = self.transaction_key(event), self.config
+        parsed, req, data = open_merchant_request(cfg, event, now, self._merchants)
         tags, items = data["cap_rr_tags"], data["cap_item_seq"]
-        if parsed.rrpid != tags["rrpid"].native:
-            raise ProtocolError("MessageHeader RRPID disagrees with CapRRTags", "badMessageHeader")
         if len(items) != 1:
             raise ProtocolError("a CapReq captures exactly one authorisation here",
                                 "messageNotSupported")

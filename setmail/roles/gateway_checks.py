@@ -30,7 +30,7 @@ from setmail.pki.setext import read_merchant_data
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.validate import validate_path
 from setmail.roles.base import Send
-from setmail.roles.common import Parsed, cert_hex, h, load_cert_hex, path_check, unh, wrap
+from setmail.roles.common import Parsed, cert_hex, h, load_cert_hex, path_check, unh, unwrap, wrap
 from setmail.roles.network_msgs import RESPONSE_CODES, message_ids
 
 
@@ -85,14 +85,29 @@ def merchant_facts(signer: x509.Certificate, known: dict) -> tuple[str, bytes]:
     return facts
 
 
-def open_merchant_request(cfg, parsed: Parsed, tbe: str, tbs: str, baggage: str,
-                          now: dt.datetime, known: dict) -> MerchantRequest:
-    """Open AuthReq/CapReq: our kex key, merchant signature with a ``mer`` path, and the
-    merchant's own key-exchange certificate among the certificates (for the answer)."""
+#: message type -> (envelope type, signed type, baggage type, data class, where its RRTags are)
+_REQUESTS = {
+    "AuthReq": ("AuthReqTBE", "AuthReqTBS", "PI", gw.AuthReqData,
+                lambda data: data["auth_req_item"]["auth_tags"]["auth_rr_tags"]),
+    "CapReq": ("CapReqTBE", "CapReqTBS", "CapTokenSeq", cap.CapReqData,
+               lambda data: data["cap_rr_tags"]),
+}
+
+
+def open_merchant_request(cfg, event, now: dt.datetime, known: dict):
+    """(parsed, MerchantRequest, decoded data) of an AuthReq/CapReq: our kex key, merchant
+    signature with a ``mer`` path, the merchant's own key-exchange certificate among the
+    certificates (for the answer), and the header RRPID = the request's RRTags RRPID."""
+    tbe, tbs, baggage, cls, rr_tags = _REQUESTS[event.message_type]
+    parsed = unwrap(event, now)
     opened = open_EncB(parsed.body, cfg.key_exchange, tbe, tbs, baggage,
                        validate=path_check(cfg.trust, now, "mer", crls=cfg.crls), suite=cfg.suite)
     signer, certs = opened.signed.signer, opened.signed.certificates
     mer_id, thumb = merchant_facts(signer, known)
+    data = decode(cls, opened.content)
+    if parsed.rrpid != rr_tags(data)["rrpid"].native:
+        raise ProtocolError("MessageHeader RRPID disagrees with the request's RRTags",
+                            "badMessageHeader")
     for cert in certs:
         if cert == signer or cert.subject != signer.subject:
             continue
@@ -101,7 +116,8 @@ def open_merchant_request(cfg, parsed: Parsed, tbe: str, tbs: str, baggage: str,
                           key_usage="key_encipherment", crls=cfg.crls)
         except SetmailError:
             continue
-        return MerchantRequest(opened.content, opened.baggage, signer, cert, mer_id, thumb)
+        return parsed, MerchantRequest(opened.content, opened.baggage, signer, cert, mer_id,
+                                       thumb), data
     raise ProtocolError("no key-exchange certificate of the signing merchant", "missingCertificate")
 
 
