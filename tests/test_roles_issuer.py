@@ -263,7 +263,7 @@ def test_ledger_rows_add_up_to_the_shared_totals(p, tmp_path):
     assert (alice["currency"], alice["currency_number"], alice["amt_exp10"]) == ("EUR", 978, -2)
     assert [e["kind"] for e in alice["entries"]] == ["hold", "hold", "decline", "release", "post"]
     assert [e["xid"] for e in alice["entries"]][:2] == [a1.hex(), a2.hex()]
-    assert alice["entries"][2]["code"] == "51"
+    assert alice["entries"][2]["code"] == "51" and alice["entries"][0]["at"] == NOW.isoformat()
     assert (bob["held"], bob["posted"], bob["available"]) == (0, 150000, 0)
     assert bank.totals("4012888888881881") == {"held": 0, "posted": 150000}
     assert unknown["pan_last4"] == "0002" and [e["code"] for e in unknown["entries"]] == ["14"]

@@ -14,6 +14,7 @@ join them to the account, and ``pan_last4`` for display.  Nothing here logs a PA
 """
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,10 @@ register_effect("ledger.post", in_tx=post)
 register_effect("ledger.decline", in_tx=decline)
 
 
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
 def _table(store, name: str) -> bool:
     return bool(store.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                             (name,)))
@@ -65,7 +70,8 @@ def _card(holder, last4, limit, currency, number, exp10, status) -> dict[str, An
 
 def ledger_report(store) -> list[dict[str, Any]]:
     """Per card: holder, pan_last4, limit, currency (alphabetic, and ``currency_number``/
-    ``amt_exp10``), status, held, posted, available (minor units) and its entries (oldest first).
+    ``amt_exp10``), status, held, posted, available (minor units) and its entries (oldest first:
+    xid, kind, amount, code, at as ISO 8601 UTC).
     Cards the issuer does not know (declined 14) appear as holder "(unknown)" with limit 0."""
     from setmail.money import currency_code, currency_number
     cards: dict[str, dict[str, Any]] = {}
@@ -86,7 +92,7 @@ def ledger_report(store) -> list[dict[str, Any]]:
                 total, factor = sign[kind]
                 card[total] += factor * amount
             card["entries"].append({"xid": xid, "kind": kind, "amount": amount, "code": code,
-                                    "at": at})
+                                    "at": _iso(at)})
     for card in cards.values():
         card["available"] = card["limit"] - card["held"] - card["posted"]
     return list(cards.values())

@@ -141,7 +141,11 @@ class Payment:
 
 def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: gw.AuthReqData,
                   now: dt.datetime) -> Payment:
-    """The contract's PI checks, in order; ``Decline`` with the AuthCode of the first failure."""
+    """The contract's PI checks, in order; ``Decline`` with the AuthCode of the first failure.
+
+    ``dual.gateway_verify``'s steps, split where the contract splits its answers: whatever fails
+    while opening the PI's envelope (or reading the peThumb inside) is wrongGateway, the dual
+    signature and everything after it piAuthMismatch; one RSA decryption either way."""
     item = data["auth_req_item"]
     tags, digests = item["auth_tags"], item["check_digests"]
     with answer("wrongGateway"):
