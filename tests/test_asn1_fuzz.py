@@ -243,6 +243,41 @@ def test_non_canonical_header_date_is_malformed(date):
         decode_wrapper(tlv(0, 16, bad, tlv(2, 0, tlv(2, 1, ci))))
 
 
+
+def _beside_opaque(case: str) -> tuple[bytes, bytes]:
+    """(good, bad) wrappers: one fault in a field next to (or above) an opaque layer."""
+    if case == "unknown-alternative":  # PI [1] -> [3] inside AuthReq, beside auth_req_enc
+        message = MESSAGE_SAMPLES["AuthReq"]()
+        pi = message["pi"].dump()
+        good = wrapper_for("AuthReq", message).dump()
+        return good, good.replace(pi, b"\xa3" + pi[1:])
+    if case == "bad-enumerated":  # ErrorCode 99 in an unsigned Error (the CHOICE also holds S())
+        message = MESSAGE_SAMPLES["Error"]()
+        tbs = message.chosen.dump()
+        code = message.chosen["error_code"].dump()
+        good = wrapper_for("Error", message).dump()
+        return good, good.replace(tbs, tbs.replace(code, code[:2] + b"\x63", 1))
+    ci = MESSAGE_SAMPLES["PInitRes"]().dump()
+    good = p_init_res_wrapper(ci)
+    if case == "wrong-type":  # MessageHeader version as OCTET STRING
+        return good, good.replace(HEADER, HEADER.replace(b"\x02\x01\x01", b"\x04\x01\x01", 1))
+    fields, pos = [], 2 if HEADER[1] < 0x80 else 2 + (HEADER[1] & 0x7F)
+    while pos < len(HEADER):
+        size = parser.peek(HEADER[pos:])
+        fields.append(HEADER[pos:pos + size])
+        pos += size
+    assert case == "missing-field" and fields[-1].startswith(b"\x1a")  # sw_ident
+    return good, tlv(0, 16, tlv(0, 16, *fields[:-1]), tlv(2, 0, tlv(2, 1, ci)))
+
+
+@pytest.mark.parametrize("case", ["wrong-type", "missing-field", "unknown-alternative",
+                                  "bad-enumerated"])
+def test_fields_beside_opaque_layers_are_parsed_strictly(case):
+    good, bad = _beside_opaque(case)
+    assert reencoded_outside_opaque(decode_wrapper(good)) == good and bad != good
+    with pytest.raises(MalformedMessage):
+        decode_wrapper(bad)
+
 # --- flipped bytes inside a real SignedData: decode may pass them, verify_S refuses -------------
 @pytest.fixture(scope="module")
 def merchant():
