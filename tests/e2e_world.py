@@ -128,11 +128,13 @@ class RunningWorld:
 
     def wait_mail(self, agent: str, message_type: str, *, count: int = 1,
                   timeout: float = 30) -> list:
-        """Maildir entries of ``agent`` holding ``message_type`` (new or cur), once ``count`` exist."""
+        """Maildir entries of ``agent`` holding ``message_type`` (new, cur or quarantined), once
+        ``count`` exist."""
         deadline = time.monotonic() + timeout
         found: list = []
         while time.monotonic() < deadline:
-            found = [e for e in maildir.list_messages(self.world.maildir(agent))
+            found = [e for e in maildir.list_messages(self.world.maildir(agent),
+                                                      include_quarantine=True)
                      if self.mail(agent, e.key).header("X-SET-Message-Type") == message_type]
             if len(found) >= count:
                 return found

@@ -219,6 +219,7 @@ def tx_show(xid: str = typer.Argument(..., help="the purchase's XID"),
 def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
             amount: str = typer.Option(None, "--amount", help="amount to capture "
                                        "(default: the authorised amount)"),
+            wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the CapRes"),
             home: Path = home_option()) -> None:
     """Ask the merchant's agent to capture an authorised purchase (CapReq to the gateway)."""
     from setmail.money import currency_code, parse_amount
@@ -227,11 +228,28 @@ def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
     xid = normalise_xid(xid)
     merchant = _holder_of(world, xid, "merchant")
     args: dict = {"xid": xid}
+    before = _state(world, merchant, xid)
     if amount is not None:
-        state = _state(world, merchant, xid)
-        args["amount"], _, _ = parse_amount(amount, currency_code(state.get("currency", 840)))
+        args["amount"], _, _ = parse_amount(amount, currency_code(before.get("currency", 840)))
     command_id = _submit(world, merchant, "capture", args)
     typer.echo(f"queued capture of {xid} for {merchant} as command #{command_id}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        failure = _command_failure(world, merchant, command_id)
+        if failure:
+            _fail(f"capture refused by {merchant}: {failure}", EXIT_FAILED)
+        state = _state(world, merchant, xid)
+        if state.get("state") != "CAP_SENT" and state.get("cap_rrpid") not in (
+                None, before.get("cap_rrpid")):
+            code = state.get("cap_code")
+            typer.echo(f"{xid[:16]}…  {state.get('state')}  cap_code={code}  "
+                       f"cap_amt={state.get('cap_amt')}")
+            if code != "success":
+                raise typer.Exit(EXIT_FAILED)
+            return
+        time.sleep(0.1)
+    if wait > 0:
+        _fail(f"no CapRes within {wait:g} s", EXIT_FAILED)
 
 
 def inquire(xid: str = typer.Argument(..., help="the purchase's XID"),

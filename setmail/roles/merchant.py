@@ -35,6 +35,8 @@ from functools import cached_property
 
 from cryptography import x509
 
+from asn1crypto import core
+
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
 from setmail.asn1.base import decode
 from setmail.asn1.certext import BrandCRLIdentifier
@@ -272,7 +274,7 @@ class Merchant(Requester):
         state = {**state, **msgs.auth_result(data), "auth_date": iso(now)}
         state.pop("last", None)
         for name in ("cap_token", "acq_card_msg"):  # opaque: only the gateway/cardholder opens them
-            if baggage[name].native is not None:
+            if not isinstance(baggage[name], core.Void):
                 state[name] = baggage[name].untag().dump().hex()
         approved = state["auth_code"] == "approved"
         state = enter(state, "AUTHORIZED" if approved else "DECLINED", now)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from asn1crypto import core
+
 from setmail.asn1 import purchase as pu
 from setmail.asn1.base import TransIDs
 from setmail.crypto.operators import DD, HMAC
@@ -116,7 +118,7 @@ def status_fields(payload: pu.PResPayload, purch_amount: int) -> dict:
     code, authorisation and capture codes, dates and the amounts their ratios stand for."""
     out: dict = {"completion": payload["completion_code"].native}
     results = payload["results"]
-    if results.native is None:
+    if isinstance(results, core.Void):  # never .native here: Results holds an AcqCardMsg
         return out
     auth, cap = results["auth_status"].native, results["cap_status"].native
     if auth is not None:

@@ -41,7 +41,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Callable
 
-from asn1crypto import cms
+from asn1crypto import cms, core
 
 from setmail.asn1 import purchase as pu
 from setmail.asn1.base import TransIDs, decode
@@ -306,7 +306,7 @@ class Wallet(Requester):
     def _acq_card(self, payload, state: dict, now: dt.datetime) -> dict:
         """The gateway's AcqCardMsg, opened with our back key (signer path ``pgwy``)."""
         results = payload["results"]
-        if results.native is None or results["acq_card_msg"].native is None:
+        if isinstance(results, core.Void) or isinstance(results["acq_card_msg"], core.Void):
             return {}
         back_key = (state.get("secret") or {}).get("back_key")
         if back_key is None:
