@@ -33,9 +33,8 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from cryptography import x509
-
 from asn1crypto import core
+from cryptography import x509
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
 from setmail.asn1.base import decode
