@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -38,7 +39,7 @@ def setmail(*args: str, show: bool = True) -> tuple[int, str]:
             code = exc.code if isinstance(exc.code, int) else 0
     if show:
         shown = [a for i, a in enumerate(args) if a != "--home" and (i == 0 or args[i - 1] != "--home")]
-        _say("$ setmail " + " ".join(shown))
+        _say("$ setmail " + shlex.join(shown))
         for line in (out.getvalue() + err.getvalue()).rstrip().splitlines():
             _say("  " + line)
     return code, out.getvalue()
