@@ -183,3 +183,16 @@ def test_openssl_parses_every_wrapper(label, name, build, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "Error in encoding" not in out.stdout + out.stderr
+
+
+def test_wrapper_der_is_make_wrapper_without_reserialising():
+    from setmail.asn1.base import MessageHeader, MsgExtensions
+    from setmail.asn1.wrapper import make_wrapper, wrapper_der
+    from tests.asn1_samples import extensions, header as header_sample
+    header, exts = MessageHeader(header_sample()), extensions()
+    for name in MESSAGE_TYPES:
+        message = MESSAGE_SAMPLES[name]()
+        expected = make_wrapper(header, name, message, mw_extensions=exts).dump()
+        got = wrapper_der(header, name, message.dump(), MsgExtensions(exts, implicit=1).dump())
+        assert got == expected, name
+        assert decode_wrapper(got).dump(force=True) == got

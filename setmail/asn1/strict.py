@@ -9,6 +9,8 @@ them strictly when a role opens them.  Imports nothing from setmail but ``setmai
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from typing import TypeVar
 
 from asn1crypto import cms, core, parser
@@ -168,8 +170,13 @@ def _reencode(value: core.Asn1Value, name: str) -> bytes:
     """
     if isinstance(value, cms.ContentInfo):
         return _tagged(value, _opaque_content_info(value.contents, name))
+    original = value.dump()  # the bytes as received (nothing is re-encoded until forced)
+    key = (type(value), original)  # the same bytes as another type prove nothing
+    if _MEMO_MIN <= len(original) <= _MEMO_MAX and key in _CANONICAL:
+        _CANONICAL.move_to_end(key)
+        return original
     if not _may_hold_opaque(type(value)):
-        return value.dump(force=True)
+        return _remember(key, value.dump(force=True))
     if isinstance(value, core.Choice):
         return _explicit(value, _reencode(value.chosen, name))
     if isinstance(value, core.SequenceOf):
@@ -179,7 +186,22 @@ def _reencode(value: core.Asn1Value, name: str) -> bytes:
         encoded = _reencode(value[index], name)
         if "default" not in params or encoded != spec(**params).dump():
             parts.append(encoded)
-    return _tagged(value, b"".join(parts))
+    return _remember(key, _tagged(value, b"".join(parts)))
+
+
+#: (type, encoding) of subtrees already parsed as that type and found canonical, most recent last
+#: (an LRU).  Messages repeat large parts verbatim (the brand's BrandCRLIdentifier rides in every
+#: response); the same bytes as the same type need neither parsing nor re-encoding again.
+_CANONICAL: OrderedDict[tuple[type, bytes], None] = OrderedDict()
+_MEMO_MIN, _MEMO_MAX, _MEMO_SIZE = 256, 16384, 256  # bytes, bytes, entries (<= 4 MiB)
+
+
+def _remember(key: tuple[type, bytes], encoded: bytes) -> bytes:
+    if encoded == key[1] and _MEMO_MIN <= len(encoded) <= _MEMO_MAX:
+        _CANONICAL[key] = None
+        if len(_CANONICAL) > _MEMO_SIZE:
+            _CANONICAL.popitem(last=False)
+    return encoded
 
 
 def _tagged(value: core.Asn1Value, contents: bytes) -> bytes:

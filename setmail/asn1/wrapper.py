@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from asn1crypto import cms, core
+from asn1crypto import cms, core, parser
 
 from . import capture as cap
 from . import certmsgs as cm
@@ -106,6 +106,20 @@ def make_wrapper(header, type_name: str, message, mw_extensions=None) -> Message
     if mw_extensions is not None:
         value["mw_extensions"] = mw_extensions
     return MessageWrapper(value)
+
+
+_MESSAGE_TAGS = {n: params["explicit"] for n, (_, _, params) in zip(MESSAGE_TYPES, Message._alternatives)}
+
+
+def wrapper_der(header: MessageHeader, type_name: str, message_der: bytes,
+                mw_extensions_der: bytes = b"") -> bytes:
+    """DER of a MessageWrapper from parts already encoded: the same bytes as
+    ``make_wrapper(...).dump()``, without asn1crypto loading and re-serialising a message that is
+    often 10 KB of certificates and envelopes.  ``mw_extensions_der``: the [1] IMPLICIT field as
+    encoded (or empty)."""
+    inner = parser.emit(2, 1, _MESSAGE_TAGS[type_name], bytes(message_der))  # the CHOICE's [n]
+    body = header.dump() + parser.emit(2, 1, 0, inner) + mw_extensions_der    # message [0]
+    return parser.emit(0, 1, 16, body)
 
 
 def decode_wrapper(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> MessageWrapper:

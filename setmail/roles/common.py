@@ -24,11 +24,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from setmail.asn1.base import MessageHeader, decode
+from setmail.asn1.base import MessageHeader, MsgExtensions, decode
 from setmail.asn1.codes import ErrorCode
 from setmail.asn1.error import MAX_BAD_WRAPPER, Error, ErrorTBS
 from setmail.asn1.oids import PROFILE_MODERN_2026
-from setmail.asn1.wrapper import decode_wrapper, make_wrapper, message_body, message_type, MESSAGE_TYPES
+from setmail.asn1.wrapper import decode_wrapper, message_body, message_type, wrapper_der
 from setmail.crypto.cms import Identity, cert_der, load_cert
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
@@ -46,6 +46,8 @@ MAX_AGE = dt.timedelta(days=30)
 MAX_SKEW = dt.timedelta(hours=1)
 _ERROR_CODES = frozenset(ErrorCode._map.values())
 _PROFILE_EXT = [{"ext_id": PROFILE_MODERN_2026, "critical": True, "ext_value": b"\x05\x00"}]
+#: the MessageWrapper's [1] IMPLICIT mwExtensions field carrying _PROFILE_EXT, encoded once
+_PROFILE_EXT_DER = MsgExtensions(_PROFILE_EXT, implicit=1).dump()
 
 
 def h(b: bytes | None) -> str | None:
@@ -67,9 +69,9 @@ def error_code(exc: BaseException) -> str:
 def wrap(type_name: str, message, *, now: dt.datetime, rrpid: bytes | None = None,
          lid_c: bytes | None = None, lid_m: bytes | None = None, xid: bytes | None = None,
          sw_ident: str = SW_IDENT) -> bytes:
-    """DER MessageWrapper around ``message`` (DER bytes or an instance of its MESSAGE_TYPES class)."""
-    if isinstance(message, (bytes, bytearray)):
-        message = MESSAGE_TYPES[type_name].load(bytes(message))
+    """DER MessageWrapper around ``message`` (its DER, or an instance of its MESSAGE_TYPES class)."""
+    if not isinstance(message, (bytes, bytearray)):
+        message = message.dump()
     header: dict[str, Any] = {"version": 1, "date": now.astimezone(dt.timezone.utc).replace(
         microsecond=0), "sw_ident": sw_ident}
     ids = {k: v for k, v in (("lid_c", lid_c), ("lid_m", lid_m), ("xid", xid)) if v is not None}
@@ -77,7 +79,7 @@ def wrap(type_name: str, message, *, now: dt.datetime, rrpid: bytes | None = Non
         header["message_ids"] = ids
     if rrpid is not None:
         header["rrpid"] = rrpid
-    return make_wrapper(header, type_name, message, mw_extensions=_PROFILE_EXT).dump()
+    return wrapper_der(MessageHeader(header), type_name, message, _PROFILE_EXT_DER)
 
 
 @dataclass(frozen=True)
