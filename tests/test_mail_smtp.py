@@ -220,3 +220,13 @@ def test_drain_outbox_sends_retries_and_gives_up(tmp_path, boxes):
         assert store.query("SELECT message_id, attempts, sent_at FROM sent_log") == [
             ("m1@c", 2, 11.0)]
     assert len(new_files(boxes[MERCHANT])) == 1
+
+
+def test_fast_address_parsing_agrees_with_aiosmtpd():
+    from aiosmtpd.smtp import SMTP
+    from setmail.mail.smtpd import MaildirHandler, _SMTP
+    fast, slow = _SMTP(MaildirHandler({})), SMTP(MaildirHandler({}))
+    for arg in ("<alice@cardholder.example>", "<shop@merchant.example> SIZE=12000 BODY=8BITMIME",
+                "<>", " <a.b+c@x-y.example>", "bob@example.org", '<"odd local"@example.org>',
+                "<no-at-sign>", "<a@b> <c@d>", ""):
+        assert fast._getaddr(arg) == slow._getaddr(arg), arg

@@ -91,8 +91,9 @@ class BenchWorld:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    def cpu(self) -> float:
-        return sum(_cpu(p.pid) for p in self.procs.values() if p.poll() is None)
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each running process (agents and the SMTP server)."""
+        return {k: _cpu(p.pid) for k, p in self.procs.items() if p.poll() is None}
 
     def prepare(self, purchases: int) -> None:
         from setmail.cli.world_cmds import register  # noqa: F401  (import check)
@@ -172,9 +173,12 @@ def run_batch(bw: BenchWorld, n: int, window: int, timeout: float) -> dict:
             raise SystemExit(f"only {len(finished)} of {n} purchases completed in {timeout:g} s; "
                              f"logs in {bw.home / 'logs'}")
     wall = max(finished.values()) - t0
-    cpu = bw.cpu() - cpu0
+    cpu1 = bw.cpu()
+    per_process = {k: (cpu1[k] - cpu0.get(k, 0.0)) / n for k in cpu1}
+    cpu_per = sum(per_process.values())
     latencies = sorted(finished[x] - submitted[x] for x in finished)
-    return {"n": n, "wall": wall, "rate": n / wall, "cpu_per": cpu / n,
+    return {"n": n, "wall": wall, "rate": n / wall, "cpu_per": cpu_per,
+            "cpu_per_process": {k: v for k, v in per_process.items() if v > 0.0005},
             "p50": latencies[len(latencies) // 2],
             "p95": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]}
 
@@ -218,6 +222,9 @@ def _print(r: dict) -> None:
     for e in r["end_to_end"]:
         print(f"| {e['n']:,} | {e['rate']:.1f} | {e['p50']:.2f} s | {e['p95']:.2f} s | "
               f"{e['cpu_per'] * 1000:.1f} ms |")
+    last = r["end_to_end"][-1]["cpu_per_process"]
+    print("\nCPU per purchase by process: " + ", ".join(
+        f"{k} {v * 1000:.1f} ms" for k, v in sorted(last.items(), key=lambda kv: -kv[1])))
     c = r["crypto_only"]
     print(f"\ncrypto only (same operations, one core): {c['rate']:.1f} purchases/s, "
           f"{c['cpu_per'] * 1000:.1f} ms CPU/purchase ({c['private_ops']} RSA private-key and "
