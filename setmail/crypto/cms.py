@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from setmail.crypto.reader import Reader
 from setmail.crypto import der
 from setmail.crypto.suite import CEK_SIZE, GCM_NONCE_SIZE, GCM_TAG_SIZE, CryptoSuite, fresh
-from setmail.errors import (DecryptionFailed, MalformedMessage, MissingCertificate, SignatureInvalid,
-                            WrongContentType)
+from setmail.errors import (DecryptionFailed, MalformedCertificate, MalformedMessage,
+                            MissingCertificate, SignatureInvalid, WrongContentType)
 
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 OID_AUTH_ENVELOPED_DATA = "1.2.840.113549.1.9.16.1.23"
@@ -87,13 +87,15 @@ def cert_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
-@lru_cache(maxsize=2048)
 def load_cert(data: bytes) -> x509.Certificate:
-    """Parse (and cache) a DER certificate taken from a message."""
+    """A DER certificate taken from a message, parsed in full and cached (pki.parse): cryptography
+    parses lazily, so a bad name, key or extension would otherwise escape later, mid-validation,
+    as a library exception.  Raises MalformedMessage, like any other bad byte of the message."""
+    from setmail.pki.parse import load_der_certificate  # not at the top: pki imports this module
     try:
-        return x509.load_der_x509_certificate(data)
-    except Exception as exc:
-        raise MalformedMessage(f"embedded certificate does not parse: {exc}") from exc
+        return load_der_certificate(data)
+    except MalformedCertificate as exc:
+        raise MalformedMessage(f"embedded certificate: {exc}") from exc
 
 
 def _content(data: bytes, oid_body: bytes, what: str) -> Reader:
@@ -167,11 +169,14 @@ def open_signed(suite: CryptoSuite, data: bytes, content_type: str, *, detached_
     encap.done()
     included = ()
     if sd.peek() == 0xA0:
-        pool = sd.enter(0xA0)
-        found_certs = []
+        pool, found, previous = sd.enter(0xA0), [], b""
         while pool.peek() is not None:
-            found_certs.append(load_cert(pool.raw(0x30)))
-        included = tuple(found_certs)
+            cert = pool.raw(0x30)
+            if cert < previous:  # bytes order is DER's SET OF order for whole TLVs (X.690 11.6)
+                raise MalformedMessage("SignedData: certificates are not in DER SET OF order")
+            found.append(load_cert(cert))
+            previous = cert
+        included = tuple(found)
     if sd.peek() == 0xA1:
         raise MalformedMessage("SignedData: unexpected crls field")
     infos = sd.enter(0x31)

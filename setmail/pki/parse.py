@@ -7,6 +7,7 @@ SET extensions and public key) here, where a fault can still be reported as malf
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 
 from asn1crypto import pem as _pem
 from cryptography import x509
@@ -39,20 +40,38 @@ def load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
     if isinstance(data, x509.Certificate):
         return data
     raw = _bytes(data, "certificate")
+    cert = (_forced(x509.load_pem_x509_certificate, raw) if raw.lstrip().startswith(b"-----")
+            else _load_der(raw))
+    for read in _SET_EXT_READERS:  # surface malformed SET extensions now, not mid-validation
+        read(cert)
+    return cert
+
+
+def load_der_certificate(data: bytes) -> x509.Certificate:
+    """A DER certificate with every X.509 part parsed (cached by its bytes: the same ones arrive in
+    message after message).  SET extensions are left to their readers, which raise
+    MalformedCertificate themselves: decoding them all costs 20x the parse, and a path check
+    reads the ones it needs anyway."""
+    return _load_der(_bytes(data, "certificate"))
+
+
+@lru_cache(maxsize=2048)
+def _load_der(raw: bytes) -> x509.Certificate:
+    return _forced(x509.load_der_x509_certificate, raw)
+
+
+def _forced(loader, raw: bytes) -> x509.Certificate:
     try:
         with warnings.catch_warnings():
             # a non-positive serial (RFC 5280 forbids it) only warns in cryptography: refuse it
             warnings.simplefilter("error", CryptographyDeprecationWarning)
-            cert = (x509.load_pem_x509_certificate(raw) if raw.lstrip().startswith(b"-----")
-                    else x509.load_der_x509_certificate(raw))
+            cert = loader(raw)
             # parsing is lazy: force every part validation reads, so faults surface here
             cert.extensions, cert.subject, cert.issuer, cert.serial_number  # noqa: B018
             cert.public_key(), cert.signature_algorithm_oid, cert.signature  # noqa: B018
             cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
     except Exception as exc:  # cryptography raises ValueError, UnsupportedAlgorithm, ...
         raise MalformedCertificate(f"certificate does not parse: {exc}") from exc
-    for read in _SET_EXT_READERS:  # surface malformed SET extensions now, not mid-validation
-        read(cert)
     return cert
 
 
