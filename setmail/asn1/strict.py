@@ -140,7 +140,10 @@ def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
     opaque: ``crypto.reader`` parses it strictly when a role opens it (D-126).  ``canonical``: also
     require that re-encoding the parsed values (opaque layers as received) gives back ``data``
     exactly — asn1crypto silently accepts (and drops) elements beyond a SEQUENCE's declared fields,
-    encoded DEFAULT values and non-minimal forms that ``check_der`` does not look for."""
+    encoded DEFAULT values and non-minimal forms that ``check_der`` does not look for.
+    ``canonical=False`` is for content a signature or an authenticated envelope already vouches
+    for, byte for byte (digests are taken over the bytes received, never over a re-encoding): every
+    value is still parsed, strictly, but not re-encoded, which costs several times the parse."""
     name = what or cls.__name__
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedMessage(f"{name}: expected bytes, got {type(data).__name__}")
@@ -150,7 +153,7 @@ def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
     check_der(data, name)
     try:
         value = cls.load(data, strict=True)
-        encoded = _reencode(value, name)
+        encoded = _reencode(value, name) if canonical else _force(value, name)
     except MalformedMessage:
         raise
     except Exception as exc:  # asn1crypto raises ValueError, TypeError, KeyError, OverflowError...
@@ -159,6 +162,28 @@ def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE_SIZE,
         raise MalformedMessage(f"{name}: not canonical DER (undeclared trailing fields, an encoded "
                                "DEFAULT value or another non-DER form)")
     return value
+
+
+def _force(value: core.Asn1Value, name: str) -> None:
+    """Parse every value of the tree (what ``canonical=False`` does instead of re-encoding):
+    each field is built and each primitive read, so a fault anywhere surfaces now, as
+    MalformedMessage; ContentInfo layers stay opaque as in ``_reencode``."""
+    if isinstance(value, cms.ContentInfo):
+        _opaque_content_info(value.contents, name)
+        return
+    original = value.dump()
+    key = (type(value), original)
+    if _MEMO_MIN <= len(original) <= _MEMO_MAX and key in _SEEN:
+        _SEEN.move_to_end(key)
+        return
+    if isinstance(value, core.Choice):
+        _force(value.chosen, name)
+    elif isinstance(value, (core.Sequence, core.SequenceOf, core.Set, core.SetOf)):
+        for index in range(len(value)):
+            _force(value[index], name)
+    elif not isinstance(value, core.Void):
+        value.native  # noqa: B018  (parses the contents)
+    _remember(key, None, parsed_only=True)
 
 
 def _reencode(value: core.Asn1Value, name: str) -> bytes:
@@ -172,8 +197,8 @@ def _reencode(value: core.Asn1Value, name: str) -> bytes:
         return _tagged(value, _opaque_content_info(value.contents, name))
     original = value.dump()  # the bytes as received (nothing is re-encoded until forced)
     key = (type(value), original)  # the same bytes as another type prove nothing
-    if _MEMO_MIN <= len(original) <= _MEMO_MAX and key in _CANONICAL:
-        _CANONICAL.move_to_end(key)
+    if _MEMO_MIN <= len(original) <= _MEMO_MAX and _SEEN.get(key):
+        _SEEN.move_to_end(key)
         return original
     if not _may_hold_opaque(type(value)):
         return _remember(key, value.dump(force=True))
@@ -189,18 +214,20 @@ def _reencode(value: core.Asn1Value, name: str) -> bytes:
     return _remember(key, _tagged(value, b"".join(parts)))
 
 
-#: (type, encoding) of subtrees already parsed as that type and found canonical, most recent last
-#: (an LRU).  Messages repeat large parts verbatim (the brand's BrandCRLIdentifier rides in every
-#: response); the same bytes as the same type need neither parsing nor re-encoding again.
-_CANONICAL: OrderedDict[tuple[type, bytes], None] = OrderedDict()
+#: (type, encoding) of subtrees already parsed as that type -> True if also found canonical; most
+#: recent last (an LRU).  Messages repeat large parts verbatim (the brand's BrandCRLIdentifier
+#: rides in every response); the same bytes as the same type need no second parse.
+_SEEN: OrderedDict[tuple[type, bytes], bool] = OrderedDict()
 _MEMO_MIN, _MEMO_MAX, _MEMO_SIZE = 256, 16384, 256  # bytes, bytes, entries (<= 4 MiB)
 
 
-def _remember(key: tuple[type, bytes], encoded: bytes) -> bytes:
-    if encoded == key[1] and _MEMO_MIN <= len(encoded) <= _MEMO_MAX:
-        _CANONICAL[key] = None
-        if len(_CANONICAL) > _MEMO_SIZE:
-            _CANONICAL.popitem(last=False)
+def _remember(key: tuple[type, bytes], encoded: bytes | None, *, parsed_only: bool = False
+              ) -> bytes | None:
+    if _MEMO_MIN <= len(key[1]) <= _MEMO_MAX and (parsed_only or encoded == key[1]):
+        _SEEN[key] = _SEEN.get(key, False) or not parsed_only
+        _SEEN.move_to_end(key)
+        if len(_SEEN) > _MEMO_SIZE:
+            _SEEN.popitem(last=False)
     return encoded
 
 

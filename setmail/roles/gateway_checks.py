@@ -104,7 +104,7 @@ def open_merchant_request(cfg, event, now: dt.datetime, known: dict):
                        validate=path_check(cfg.trust, now, "mer", crls=cfg.crls), suite=cfg.suite)
     signer, certs = opened.signed.signer, opened.signed.certificates
     mer_id, thumb = merchant_facts(signer, known)
-    data = decode(cls, opened.content)
+    data = decode(cls, opened.content, canonical=False)
     if parsed.rrpid != rr_tags(data)["rrpid"].native:
         raise ProtocolError("MessageHeader RRPID disagrees with the request's RRTags",
                             "badMessageHeader")
@@ -154,7 +154,7 @@ def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: gw.AuthReqDat
         signature, ex_pi_data = dual.split_pi_dual_signed(b"\x30" + req.baggage[1:])
         link = open_EX(ex_pi_data, cfg.key_exchange, "PIDualSignedTBE", "PANData", suite=cfg.suite)
         head_der, h_oi = split_pair(link.content, "PI-OILink")
-        head = decode(pu.PIHead, head_der)
+        head = decode(pu.PIHead, head_der, canonical=False)
         if head["pe_thumb"].native != cfg.kex_thumb:
             raise ProtocolError("the PI names another gateway (PIHead.peThumb)")
     with answer("piAuthMismatch"):
@@ -164,7 +164,7 @@ def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: gw.AuthReqDat
         signed = verify_SO(signature, "PI-TBS", dual.pi_tbs(h_pi, h_oi),
                            validate=path_check(cfg.trust, now, "card", crls=cfg.crls),
                            suite=cfg.suite)
-        pan_data = decode(pu.PANData, link.extra)
+        pan_data = decode(pu.PANData, link.extra, canonical=False)
         pan, expiry = pan_data["pan"].native, pan_data["card_expiry"].native
         verify_cardholder_id(signed.signer, pan_data["pan_secret"].native, pan, expiry, cfg.suite)
         if head["inputs"]["hod"].dump() != digests["hod2"].dump():
@@ -204,7 +204,7 @@ def check_capture(cfg, state: Mapping, req: MerchantRequest, item) -> dict:
                           certs=(cfg.signature.cert,), suite=cfg.suite)
         if opened.signed.signer != cfg.signature.cert:
             raise ProtocolError("CapToken is not signed by this gateway")
-        token = decode(gw.CapTokenData, opened.content)
+        token = decode(gw.CapTokenData, opened.content, canonical=False)
     if state["state"] not in ("AUTHORIZED", "ISSUER_CAP", "CAPTURED"):
         raise Decline("unknownXID", "no authorisation for this XID")
     auth_rrpid = unh(state["_reply"]["rrpid"])

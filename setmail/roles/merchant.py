@@ -232,7 +232,7 @@ class Merchant(Requester):
         pair.done()
         view = dual.merchant_verify(pi_dual_signed, oi_dual_signed,
                                     validate=self._check(now, "card"), suite=cfg.suite)
-        oi = decode(pu.OIData, view.oi_data)
+        oi = decode(pu.OIData, view.oi_data, canonical=False)
         rrpid = oi["rrpid"].native
         self._same_rrpid(parsed, rrpid)
         self._same_trans_ids(state, oi["trans_ids"])
@@ -262,7 +262,7 @@ class Merchant(Requester):
         cfg = self.config
         env = open_EncB(parsed.body, cfg.kex, "AuthResTBE", "AuthResTBS", "AuthResBaggage",
                         validate=self._check(now, "pgwy"), suite=cfg.suite)
-        data = decode(gw.AuthResData, env.content)
+        data = decode(gw.AuthResData, env.content, canonical=False)
         auth_rrpid = unh(state["auth_rrpid"])
         self._same_rrpid(parsed, auth_rrpid)
         check_echo("AuthTags RRPID", data["auth_tags"]["auth_rr_tags"]["rrpid"].native, auth_rrpid)
@@ -309,7 +309,7 @@ class Merchant(Requester):
         key, parsed = self.transaction_key(event), unwrap(event, now)
         env = open_Enc(parsed.body, self.config.kex, "CapResTBE", "CapResData",
                        validate=self._check(now, "pgwy"), suite=self.config.suite)
-        data = decode(cap.CapResData, env.content)
+        data = decode(cap.CapResData, env.content, canonical=False)
         cap_rrpid = unh(state["cap_rrpid"])
         self._same_rrpid(parsed, cap_rrpid)
         check_echo("CapRRTags RRPID", data["cap_rr_tags"]["rrpid"].native, cap_rrpid)
@@ -341,7 +341,7 @@ class Merchant(Requester):
         if state.get("card_thumb") not in (None, thumbprint(signed.signer).hex()):
             raise ProtocolError("InqReq signed by another cardholder than the PReq",
                                 "invalidCertificate")
-        data = decode(pu.InqReqData, signed.content)
+        data = decode(pu.InqReqData, signed.content, canonical=False)
         rrpid = data["rrpid"].native
         self._same_rrpid(parsed, rrpid)
         self._same_trans_ids(state, data["trans_ids"])

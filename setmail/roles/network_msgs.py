@@ -91,7 +91,7 @@ def open_network(parsed: Parsed, recipient: Identity, pinned: Iterable[x509.Cert
     mti, cls = KINDS[parsed.type]
     opened = open_Enc(parsed.body, recipient, parsed.type + "TBE", parsed.type + "Data",
                       validate=pinned_check(pinned, now), suite=suite)
-    data = decode(cls, opened.content)
+    data = decode(cls, opened.content, canonical=False)
     if data["mti"].native != mti:
         raise ProtocolError(f"{parsed.type} carries MTI {data['mti'].native}, not {mti}",
                             "messageNotSupported")

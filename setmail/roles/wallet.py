@@ -212,7 +212,7 @@ class Wallet(Requester):
         key, state = self.transaction_key(event), dict(state)
         parsed = unwrap(event, now)
         signed = self._signed(parsed, "PInitResData", now)
-        data = decode(pu.PInitResData, signed.content)
+        data = decode(pu.PInitResData, signed.content, canonical=False)
         chall_c, xid = unh(state["_chall_c"]), unh(state["xid"])
         self._echoed(state, parsed, data, unh(state["rrpid"]), chall_c, "chall_c")
         ids = data["trans_ids"]
@@ -274,7 +274,7 @@ class Wallet(Requester):
         signed = self._signed(parsed, "PResData", now)
         if thumbprint(signed.signer).hex() != state.get("_merchant_cert"):
             raise ProtocolError("signed by another certificate than PInitRes", "invalidCertificate")
-        data = decode(pu.PResData, signed.content)
+        data = decode(pu.PResData, signed.content, canonical=False)
         self._echoed(state, parsed, data, rrpid, chall, chall_field)
         if data["trans_ids"].dump().hex() != state.get("_trans_ids"):
             raise ProtocolError("TransIDs differ from the ones PInitRes signed", "unknownXID")
@@ -314,7 +314,7 @@ class Wallet(Requester):
         opened = open_EncK(results["acq_card_msg"].untag().dump(), unh(back_key), "AcqCardCodeMsgTBE",
                            "AcqCardCodeMsg", suite=self.config.suite, validate=path_check(
                                self.config.trust, now, "pgwy", crls=self.config.crls))
-        msg = decode(pu.AcqCardCodeMsg, opened.content)
+        msg = decode(pu.AcqCardCodeMsg, opened.content, canonical=False)
         iso_code, iso_text = iso_response(msg["acq_card_msg_data"]["acq_card_text"].native)
         return {"acq_card_code": msg["acq_card_code"].native, "iso_code": iso_code,
                 "iso_text": iso_text}
