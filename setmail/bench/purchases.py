@@ -71,7 +71,7 @@ class BenchWorld:
             with open(logs / f"{key}.log", "w") as log:
                 self.procs[key] = subprocess.Popen(
                     [sys.executable, "-m", "setmail.cli.main", "run", "--home", str(self.home),
-                     "--poll", "0.05", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+                     "--poll", "0.25", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
         import socket
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -111,7 +111,7 @@ class BenchWorld:
         with open(self.home / "logs" / "bank.log", "a") as log:
             self.procs["bank"] = subprocess.Popen(
                 [sys.executable, "-m", "setmail.cli.main", "run", "--home", str(self.home),
-                 "--poll", "0.05", "--agents", "bank", "--no-smtp"], stdout=log,
+                 "--poll", "0.25", "--agents", "bank", "--no-smtp"], stdout=log,
                 stderr=subprocess.STDOUT)
 
     def submit(self, xid: str) -> None:
