@@ -506,3 +506,10 @@ def test_factory_builds_the_composite(p, tmp_path):
     assert (config.retry_after, config.max_retries, config.agent) == (dt.timedelta(minutes=1), 5, "alice")
     out = role.step(None, Command("buy", buy_args()), NOW)
     assert out.state["failure"].startswith("alice has no certificate for card ending 1111")
+
+
+def test_state_diagrams_in_the_docs_are_drawn_from_the_tables():
+    from pathlib import Path
+    from setmail.roles.diagram import document
+    docs = Path(__file__).resolve().parents[1] / "docs" / "states.md"
+    assert docs.read_text() == document(), "regenerate: python -m setmail.roles.diagram > docs/states.md"
