@@ -85,7 +85,14 @@ def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
             if first_end is None:
                 first_end = end
             if tag & 0x20:
-                stack.append(limit)
+                key = None
+                if _DER_MEMO_MIN <= length <= _DER_MEMO_MAX:  # e.g. a certificate seen before
+                    key = data[pos:end]
+                    if key in _CHECKED:
+                        _CHECKED.move_to_end(key)
+                        pos = end
+                        continue
+                stack.append((limit, key))
                 limit = end
                 continue
             if tag <= 0x06 and tag in _CHECKED_PRIMITIVES:
@@ -93,7 +100,18 @@ def _check_tlv(data: bytes, pos: int, limit: int, what: str) -> int:
             pos = end
         if not stack:
             return first_end if first_end is not None else 0
-        limit = stack.pop()
+        limit, key = stack.pop()
+        if key is not None:  # the whole constructed value checked out: remember its contents
+            _CHECKED[key] = None
+            if len(_CHECKED) > _DER_MEMO_SIZE:
+                _CHECKED.popitem(last=False)
+
+
+#: contents of constructed values that passed ``check_der`` lately (an LRU): messages repeat the
+#: same certificates (merchant, gateway, CA chains) over and over, and DER validity of a value's
+#: contents does not depend on where it appears
+_CHECKED: OrderedDict[bytes, None] = OrderedDict()
+_DER_MEMO_MIN, _DER_MEMO_MAX, _DER_MEMO_SIZE = 512, 65536, 512
 
 
 def _high_tag_number(data: bytes, pos: int, limit: int, what: str) -> int:
