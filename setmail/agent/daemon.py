@@ -10,7 +10,10 @@ is in the outbox until the next hop's 250.
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import functools
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterable, Mapping
@@ -22,6 +25,7 @@ from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT, SMTPServer
 from setmail.mail.watch import MaildirWatcher
 
 log = logging.getLogger("setmail.agent")
+PROFILE_ENV = "SETMAIL_PROFILE"
 
 
 class AgentRunner:
@@ -32,8 +36,14 @@ class AgentRunner:
         self._work = ThreadPoolExecutor(1, thread_name_prefix=f"{agent.name}-work")
         self._send = ThreadPoolExecutor(1, thread_name_prefix=f"{agent.name}-send")
         self._kick = asyncio.Event()
+        #: SETMAIL_PROFILE=DIR: profile every unit of work (cProfile), written to DIR/<agent>.prof
+        #: when the agent stops (how the benchmark's costs were found; docs/runtime.md)
+        self.profiles = ((cProfile.Profile(), cProfile.Profile()) if os.environ.get(PROFILE_ENV)
+                         else None)
 
     async def _call(self, pool, fn, *args):
+        if self.profiles is not None:  # one profiler per thread: cProfile is per-thread state
+            fn = functools.partial(self.profiles[pool is self._send].runcall, fn)
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     async def _worker(self, stop: asyncio.Event, watcher: MaildirWatcher) -> None:
@@ -86,6 +96,11 @@ class AgentRunner:
             self._work.shutdown(wait=True)
             self._send.shutdown(wait=True)
             self.agent.close()
+            if self.profiles is not None:
+                directory = Path(os.environ[PROFILE_ENV])
+                directory.mkdir(parents=True, exist_ok=True)
+                for part, profile in zip(("work", "send"), self.profiles):
+                    profile.dump_stats(str(directory / f"{self.agent.name}.{part}.prof"))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

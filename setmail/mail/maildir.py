@@ -136,12 +136,15 @@ def _locate(root: Path, key: str) -> Path:
 
 
 def claim(path: str | os.PathLike, key: str) -> None:
-    """Move ``new/K`` to ``cur/K:2,``: this consumer now owns the message until ``mark_done``."""
+    """Move ``new/K`` to ``cur/K:2,``: this consumer now owns the message until ``mark_done``.
+
+    Not fsynced, nor is ``mark_done``: the agent's store, not the folder, records whether a mail
+    was processed, so a rename lost in a power cut only makes the mail pending again, and the
+    store's processed-mail record then finishes it without processing it twice."""
     root = Path(path)
     _check_key(key)
     try:
         os.rename(root / "new" / key, root / "cur" / f"{key}{_INFO}")
-        _fsync_dir(root / "cur")
     except FileNotFoundError as exc:
         raise MaildirKeyError(f"no message {key!r} in {root}/new") from exc
     except OSError as exc:
@@ -160,7 +163,6 @@ def mark_done(path: str | os.PathLike, key: str) -> None:
         return
     try:
         os.rename(src, src.parent / f"{key}{_INFO}{''.join(sorted(flags + 'S'))}")
-        _fsync_dir(src.parent)
     except OSError as exc:
         raise MaildirError(f"mark_done of {key!r} in {root} failed: {exc}") from exc
 
