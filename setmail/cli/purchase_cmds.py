@@ -233,23 +233,33 @@ def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
         args["amount"], _, _ = parse_amount(amount, currency_code(before.get("currency", 840)))
     command_id = _submit(world, merchant, "capture", args)
     typer.echo(f"queued capture of {xid} for {merchant} as command #{command_id}")
+    state = _await(world, merchant, xid, command_id, wait, "capture", "a CapRes",
+                   lambda s: s.get("state") != "CAP_SENT"
+                   and s.get("cap_rrpid") not in (None, before.get("cap_rrpid")))
+    if state is not None:
+        code = state.get("cap_code")
+        typer.echo(f"{xid[:16]}…  {state.get('state')}  cap_code={code}  "
+                   f"cap_amt={state.get('cap_amt')}")
+        if code != "success":
+            raise typer.Exit(EXIT_FAILED)
+
+
+def _await(world, agent: str, xid: str, command_id: int, wait: float, what: str, answer: str,
+           done) -> dict | None:
+    """Poll ``agent``'s state of ``xid`` until ``done(state)`` (returned), the command is refused
+    (exit 1 with the reason) or ``wait`` seconds pass (exit 1); None when not asked to wait."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        failure = _command_failure(world, merchant, command_id)
+        failure = _command_failure(world, agent, command_id)
         if failure:
-            _fail(f"capture refused by {merchant}: {failure}", EXIT_FAILED)
-        state = _state(world, merchant, xid)
-        if state.get("state") != "CAP_SENT" and state.get("cap_rrpid") not in (
-                None, before.get("cap_rrpid")):
-            code = state.get("cap_code")
-            typer.echo(f"{xid[:16]}…  {state.get('state')}  cap_code={code}  "
-                       f"cap_amt={state.get('cap_amt')}")
-            if code != "success":
-                raise typer.Exit(EXIT_FAILED)
-            return
+            _fail(f"{what} refused by {agent}: {failure}", EXIT_FAILED)
+        state = _state(world, agent, xid)
+        if done(state):
+            return state
         time.sleep(0.1)
     if wait > 0:
-        _fail(f"no CapRes within {wait:g} s", EXIT_FAILED)
+        _fail(f"no {answer} within {wait:g} s", EXIT_FAILED)
+    return None
 
 
 def inquire(xid: str = typer.Argument(..., help="the purchase's XID"),
@@ -263,18 +273,10 @@ def inquire(xid: str = typer.Argument(..., help="the purchase's XID"),
     before = _state(world, holder, xid).get("inquiries", 0)
     command_id = _submit(world, holder, "inquire", {"xid": xid})
     typer.echo(f"queued inquiry of {xid} for {holder} as command #{command_id}")
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        failure = _command_failure(world, holder, command_id)
-        if failure:
-            _fail(f"inquiry refused: {failure}", EXIT_FAILED)
-        state = _state(world, holder, xid)
-        if state.get("inquiries", 0) > before and not state.get("inquiry_pending"):
-            typer.echo(_outcome_line({"xid": xid, **_summary(state)}))
-            return
-        time.sleep(0.1)
-    if wait > 0:
-        _fail(f"no InqRes within {wait:g} s", EXIT_FAILED)
+    state = _await(world, holder, xid, command_id, wait, "inquiry", "InqRes",
+                   lambda s: s.get("inquiries", 0) > before and not s.get("inquiry_pending"))
+    if state is not None:
+        typer.echo(_outcome_line({"xid": xid, **_summary(state)}))
 
 
 def trace(xid: str = typer.Argument(..., help="the purchase's XID"),
