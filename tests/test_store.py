@@ -206,3 +206,22 @@ def test_threads_share_a_store(store):
     for t in threads:
         t.join()
     assert len(store.state_keys()) == 80 and len(store.outbox()) == 80
+
+
+def test_a_transaction_waits_for_another_writer_instead_of_failing(tmp_path):
+    import sqlite3
+    import threading
+    import time as _time
+    from setmail.store import Store
+    path = tmp_path / "state.db"
+    store = Store(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a CLI command, say, holding the write lock
+    threading.Timer(0.6, lambda: other.execute("COMMIT")).start()
+    start = _time.monotonic()
+    with store.transaction(now=1.0) as tx:
+        tx.put_state("tx/k", {"state": "DONE"})
+    assert _time.monotonic() - start >= 0.5
+    assert store.get_state("tx/k") == {"state": "DONE"}
+    other.close()
+    store.close()

@@ -47,29 +47,51 @@ class AgentRunner:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     async def _worker(self, stop: asyncio.Event, watcher: MaildirWatcher) -> None:
+        """Mail, then commands, then due timers, then wait; a unit of work that fails for a
+        reason outside the mail (a locked or full disk) is logged and the pending mail is taken up
+        again after a pause, so the agent never silently stops working."""
         keys = await self._call(self._work, self.agent.recover)
-        while True:
-            for key in keys:
-                if stop.is_set():
-                    return
-                await self._call(self._work, self.agent.process_mail, key)
-                self._kick.set()
-            if stop.is_set():
-                return
-            if await self._call(self._work, self.agent.process_commands):
-                self._kick.set()
-            if await self._call(self._work, self.agent.fire_due_timers):
-                self._kick.set()
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._round(stop, keys)
+                failures = 0
+            except Exception:  # the unit rolled back; its mail is still pending
+                failures += 1
+                pause = min(0.5 * 2 ** failures, 30.0)
+                log.exception("%s: work failed, retrying in %.1f s", self.agent.name, pause)
+                try:
+                    await asyncio.wait_for(stop.wait(), pause)
+                except asyncio.TimeoutError:
+                    pass
+                keys = [] if stop.is_set() else await self._call(self._work, self.agent.recover)
+                continue
             timeout = self.poll
             nxt = self.agent.next_timer_at()
             if nxt is not None:
                 timeout = max(0.0, min(timeout, nxt - time.time()))
             keys = await watcher.wait(timeout) if not stop.is_set() else []
 
+    async def _round(self, stop: asyncio.Event, keys) -> None:
+        for key in keys:
+            if stop.is_set():
+                return
+            await self._call(self._work, self.agent.process_mail, key)
+            self._kick.set()
+        if stop.is_set():
+            return
+        if await self._call(self._work, self.agent.process_commands):
+            self._kick.set()
+        if await self._call(self._work, self.agent.fire_due_timers):
+            self._kick.set()
+
     async def _sender(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._kick.clear()
-            await self._call(self._send, self.agent.send_due)
+            try:
+                await self._call(self._send, self.agent.send_due)
+            except Exception:  # rows stay in the outbox; the next round sends them
+                log.exception("%s: sending failed, retrying", self.agent.name)
             nxt = self.agent.next_send_at()
             timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.time()))
             if timeout > 0:

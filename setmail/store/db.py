@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -167,6 +168,10 @@ class Transaction(_Reads):
                      (maildir_key, reason, message_id, self.now))
 
 
+#: how often a transaction's BEGIN is tried against a locked database (about 20 s in all)
+BEGIN_ATTEMPTS = 48
+
+
 class Store(_Reads):
     """The SQLite database of one agent (created and migrated on open)."""
 
@@ -218,10 +223,7 @@ class Store(_Reads):
             if self._in_tx:
                 raise StoreError("nested transactions are not supported")
             conn = self._conn()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot begin transaction: {exc}") from exc
+            self._begin(conn)
             self._in_tx = True
             tx = Transaction(conn, now)
             try:
@@ -236,6 +238,23 @@ class Store(_Reads):
             finally:
                 tx._connection = None
                 self._in_tx = False
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retried while another connection holds the write lock: sqlite's busy
+        timeout does not cover every case (a read snapshot that must be upgraded returns BUSY at
+        once), and a CLI command or a reader must never make the agent give up a mail."""
+        for attempt in range(BEGIN_ATTEMPTS):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc).lower() \
+                        or attempt == BEGIN_ATTEMPTS - 1:
+                    raise StoreError(f"cannot begin transaction: {exc}") from exc
+                time.sleep(min(0.01 * 2 ** attempt, 0.5))
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin transaction: {exc}") from exc
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
