@@ -121,8 +121,37 @@ def test_run_refuses_a_busy_port(world_home, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [[], ["init"], ["run"], ["agent"], ["register"], ["mailbox"],
-                                  ["mailbox", "list"], ["mailbox", "show"], ["decode"]])
+                                  ["mailbox", "list"], ["mailbox", "show"], ["decode"], ["buy"],
+                                  ["tx"], ["tx", "list"], ["tx", "show"], ["capture"],
+                                  ["inquire"], ["trace"], ["ledger"], ["revoke"]])
 def test_every_command_has_help(argv, capsys):
     code = run_main([*argv, "--help"])
     out = capsys.readouterr().out
     assert code == 0 and "Usage:" in out
+
+
+def test_purchase_commands_refuse_bad_input_in_one_line(world_home, capsys):
+    home = str(world_home)
+    cases = [
+        (["buy", "--cardholder", "alice", "--merchant", "shop", "--amount", "-3"], 2, "positive"),
+        (["buy", "--cardholder", "alice", "--merchant", "shop", "--amount", "1.234"], 2,
+         "decimal places"),
+        (["buy", "--cardholder", "alice", "--merchant", "shop", "--amount", "1", "--currency",
+          "XYZ"], 2, "unknown currency"),
+        (["buy", "--cardholder", "shop", "--merchant", "shop", "--amount", "1"], 2,
+         "not a cardholder"),
+        (["buy", "--cardholder", "alice", "--merchant", "bob", "--amount", "1"], 2,
+         "not a merchant"),
+        (["tx", "show", "0000"], 2, "not an XID"),
+        (["tx", "show", "ab" * 20], 1, "no agent knows"),
+        (["capture", "ab" * 20], 1, "no merchant knows"),
+        (["inquire", "ab" * 20], 1, "no cardholder knows"),
+        (["trace", "ab" * 20], 1, "no mail"),
+    ]
+    for argv, code, words in cases:
+        got, out, err = cli(capsys, *argv, "--home", home)
+        assert got == code and words in err and "Traceback" not in err, (argv, got, err)
+    got, out, _ = cli(capsys, "tx", "list", "--json", "--home", home)
+    assert got == 0 and isinstance(json.loads(out), list)
+    got, out, _ = cli(capsys, "ledger", "--json", "--home", home)
+    assert got == 0 and {a["holder"] for a in json.loads(out)} == {"alice", "bob"}

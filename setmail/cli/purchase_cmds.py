@@ -213,7 +213,26 @@ def tx_show(xid: str = typer.Argument(..., help="the purchase's XID"),
         typer.echo(f"  {name} ({state.pop('kind')}): {state.pop('state', '?')}")
         for key, value in sorted(state.items()):
             if value not in (None, "", [], {}):
-                typer.echo(f"      {key:<14} {value}")
+                typer.echo(f"      {key:<15} {_shown(key, value, state)}")
+
+
+_AMOUNTS = ("amount", "auth_amt", "cap_amt", "cap_req_amt")
+
+
+def _shown(key: str, value, state: dict) -> str:
+    """A state value for people: amounts with their currency, DER blobs by size (--json has
+    everything as stored)."""
+    from setmail.money import format_amount
+    if key in _AMOUNTS and isinstance(value, int) and isinstance(state.get("currency"), int):
+        return format_amount(value, state["currency"], state.get("amt_exp10", -2))
+    if isinstance(value, str) and len(value) > 64 and all(c in "0123456789abcdef" for c in value):
+        return f"({len(value) // 2} octets, --json shows them)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(_shown(key, v, state) if not isinstance(v, dict) else
+                         ", ".join(f"{k}={w}" for k, w in v.items()) for v in value)
+    return str(value)
 
 
 def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
