@@ -1,8 +1,8 @@
 """Which role an agent of a world runs: a registry keyed by the agent's ``kind`` (world.toml).
 
-Other issues add their roles with ``register_role("merchant")`` etc.  ``build_agent`` returns
-None for a kind without a role yet; ``setmail run`` then still accepts that agent's mail (it
-waits in the Maildir) but does not process it.
+The modules of ``setmail.agent.factories`` register the purchase parties (``register_role
+("merchant")`` …); ``build_agent`` returns None for a kind without a role; ``setmail run`` then
+still accepts that agent's mail (it waits in the Maildir) but does not process it.
 """
 from __future__ import annotations
 
