@@ -271,6 +271,7 @@ class Merchant(Requester):
             raise ProtocolError("AuthRes names another merchant certificate", "thumbsMismatch")
         baggage = decode(gw.AuthResBaggage, env.baggage)
         state = {**state, **msgs.auth_result(data), "auth_date": iso(now)}
+        self.take_bci(state, data, env.signed, now)
         state.pop("last", None)
         for name in ("cap_token", "acq_card_msg"):  # opaque: only the gateway/cardholder opens them
             if not isinstance(baggage[name], core.Void):

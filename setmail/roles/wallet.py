@@ -215,6 +215,7 @@ class Wallet(Requester):
         data = decode(pu.PInitResData, signed.content, canonical=False)
         chall_c, xid = unh(state["_chall_c"]), unh(state["xid"])
         self._echoed(state, parsed, data, unh(state["rrpid"]), chall_c, "chall_c")
+        self.take_bci(state, data, signed, now)  # the brand's CRL list, before trusting a gateway
         ids = data["trans_ids"]
         if (ids["lid_c"].native, ids["lid_m"].native, ids["xid"].native) != (
                 unh(state["lid_c"]), xid, xid):
