@@ -6,6 +6,7 @@ SET extensions and public key) here, where a fault can still be reported as malf
 """
 from __future__ import annotations
 
+
 import warnings
 from functools import lru_cache
 
@@ -109,7 +110,16 @@ def to_der(obj) -> bytes:
     """DER of a certificate, CRL or BrandCRLIdentifier."""
     if isinstance(obj, BrandCRLIdentifier):
         return obj.dump()
+    if isinstance(obj, x509.Certificate):
+        return _certificate_der(obj)
     return obj.public_bytes(Encoding.DER)
+
+
+@lru_cache(maxsize=4096)
+def _certificate_der(cert: x509.Certificate) -> bytes:
+    """Certificates are immutable and hashed by their DER; exporting them again for every
+    thumbprint was a few percent of an agent's CPU."""
+    return cert.public_bytes(Encoding.DER)
 
 
 def to_pem(obj) -> bytes:

@@ -6,6 +6,7 @@ receiver then finds them by thumbprint here.  Thumbprint = SHA-256 of the DER (D
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -19,8 +20,16 @@ from setmail.pki.parse import load_bci, load_certificate, load_crl, to_der
 
 def thumbprint(obj) -> bytes:
     """SHA-256 of the DER of a certificate, CRL, BrandCRLIdentifier, or of raw DER bytes."""
+    if isinstance(obj, x509.Certificate):
+        return _certificate_thumbprint(obj)
     der = bytes(obj) if isinstance(obj, (bytes, bytearray, memoryview)) else to_der(obj)
     return hashlib.sha256(der).digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _certificate_thumbprint(cert: x509.Certificate) -> bytes:
+    """Certificates are immutable; path building and Thumbs ask for the same ones all the time."""
+    return hashlib.sha256(to_der(cert)).digest()
 
 
 class CertCache:
