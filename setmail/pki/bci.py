@@ -6,6 +6,7 @@ thumbprint), so it can tell a missing CRL from "no revocations" even when workin
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from asn1crypto import algos
 from asn1crypto import x509 as ax509
@@ -16,7 +17,7 @@ from setmail.crypto.suite import PSS_SALT_LENGTH, CryptoSuite
 from setmail.errors import (BadChain, BadSignature, CryptoError, Expired, MalformedCertificate,
                             NotYetValid, WrongCertificateType, WrongKeyUsage)
 from setmail.pki import setext
-from setmail.pki.parse import load_bci, load_certificate
+from setmail.pki.parse import load_bci, load_certificate, to_der
 from setmail.pki.signatures import key_usage, subject_key_id
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.timeutil import utc
@@ -56,9 +57,24 @@ def verify_bci(bci, brand_cert: x509.Certificate, *, now: datetime,
     """Check a BCI's signature under the Brand CA certificate and its validity at ``now``.
 
     The brand certificate itself must have been validated (validate_path, expected_type="bca").
+    Everything but the time check is remembered per (BCI, brand certificate): every response of a
+    world carries the same BCI until the brand issues the next one.
     """
-    bci = load_bci(bci)
-    brand_cert = load_certificate(brand_cert)
+    bci_der = bytes(bci) if isinstance(bci, (bytes, bytearray, memoryview)) else to_der(bci)
+    brand_der = to_der(load_certificate(brand_cert))
+    bci, not_before, not_after = _verified(bci_der, brand_der, suite)
+    now = utc(now)
+    if now < not_before:
+        raise NotYetValid(f"BrandCRLIdentifier valid from {not_before}")
+    if now > not_after:
+        raise Expired(f"BrandCRLIdentifier expired at {not_after}")
+    return bci
+
+
+@lru_cache(maxsize=64)
+def _verified(bci_der: bytes, brand_der: bytes, suite: CryptoSuite):
+    bci = load_bci(bci_der)
+    brand_cert = load_certificate(brand_der)
     if "bca" not in setext.read_certificate_type(brand_cert):
         raise WrongCertificateType("a BrandCRLIdentifier must be signed by a Brand CA")
     ku = key_usage(brand_cert)
@@ -83,12 +99,7 @@ def verify_bci(bci, brand_cert: x509.Certificate, *, now: datetime,
         suite.verify(brand_cert.public_key(), bci["signature"].native, tbs.dump())
     except CryptoError as exc:
         raise BadSignature("BrandCRLIdentifier signature does not verify") from exc
-    now = utc(now)
-    if now < not_before:
-        raise NotYetValid(f"BrandCRLIdentifier valid from {not_before}")
-    if now > not_after:
-        raise Expired(f"BrandCRLIdentifier expired at {not_after}")
-    return bci
+    return bci, not_before, not_after
 
 
 def listed_crl_thumbs(bci: BrandCRLIdentifier) -> set[bytes]:
