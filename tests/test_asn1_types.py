@@ -196,3 +196,24 @@ def test_wrapper_der_is_make_wrapper_without_reserialising():
         got = wrapper_der(header, name, message.dump(), MsgExtensions(exts, implicit=1).dump())
         assert got == expected, name
         assert decode_wrapper(got).dump(force=True) == got
+
+
+def test_header_der_is_the_message_header_encoding():
+    import datetime as dt
+    import itertools
+    from setmail.asn1.base import MessageHeader
+    from setmail.asn1.wrapper import header_der
+    when = dt.datetime(2026, 11, 27, 9, 5, 7, tzinfo=dt.timezone.utc)
+    values = {"lid_c": b"c" * 16, "lid_m": b"m" * 20, "xid": b"x" * 20, "rrpid": b"r" * 200}
+    for present in itertools.product((False, True), repeat=4):
+        chosen = {k: v for (k, v), p in zip(values.items(), present) if p}
+        expected = {"version": 1, "date": when, "sw_ident": "setmail/0.1"}
+        ids = {k: chosen[k] for k in ("lid_c", "lid_m", "xid") if k in chosen}
+        if ids:
+            expected["message_ids"] = ids
+        if "rrpid" in chosen:
+            expected["rrpid"] = chosen["rrpid"]
+        assert header_der(date=when, sw_ident="setmail/0.1", **chosen) == \
+            MessageHeader(expected).dump(), present
+    with pytest.raises(ValueError):
+        header_der(date=when.replace(microsecond=5), sw_ident="x")

@@ -8,6 +8,7 @@ class decodes the content carried under each SET content type (D-107).
 from __future__ import annotations
 
 import re
+from datetime import timezone
 
 from asn1crypto import cms, core, parser
 
@@ -111,14 +112,36 @@ def make_wrapper(header, type_name: str, message, mw_extensions=None) -> Message
 _MESSAGE_TAGS = {n: params["explicit"] for n, (_, _, params) in zip(MESSAGE_TYPES, Message._alternatives)}
 
 
-def wrapper_der(header: MessageHeader, type_name: str, message_der: bytes,
+def header_der(*, date, sw_ident: str, lid_c: bytes | None = None, lid_m: bytes | None = None,
+               xid: bytes | None = None, rrpid: bytes | None = None) -> bytes:
+    """DER of a SET 1.0 MessageHeader (version 1, revision 0 omitted as DEFAULT) written directly:
+    the same bytes as ``MessageHeader({...}).dump()`` (tested), for the header every outgoing
+    message needs.  ``date`` is an aware datetime without microseconds."""
+    def tlv(tag: int, contents: bytes) -> bytes:
+        return parser.emit(tag >> 6, (tag >> 5) & 1, tag & 0x1F, contents)
+    when = date.astimezone(timezone.utc)
+    if when.microsecond:
+        raise ValueError("MessageHeader dates carry whole seconds")
+    parts = [b"\x02\x01\x01", tlv(0x18, when.strftime("%Y%m%d%H%M%SZ").encode())]
+    ids = b"".join(tlv(tag, value) for tag, value in ((0x80, lid_c), (0x81, lid_m), (0x82, xid))
+                   if value is not None)
+    if ids:
+        parts.append(tlv(0xA0, ids))
+    if rrpid is not None:
+        parts.append(tlv(0x81, rrpid))
+    parts.append(tlv(0x1A, sw_ident.encode("ascii")))
+    return tlv(0x30, b"".join(parts))
+
+
+def wrapper_der(header: MessageHeader | bytes, type_name: str, message_der: bytes,
                 mw_extensions_der: bytes = b"") -> bytes:
     """DER of a MessageWrapper from parts already encoded: the same bytes as
     ``make_wrapper(...).dump()``, without asn1crypto loading and re-serialising a message that is
     often 10 KB of certificates and envelopes.  ``mw_extensions_der``: the [1] IMPLICIT field as
     encoded (or empty)."""
     inner = parser.emit(2, 1, _MESSAGE_TAGS[type_name], bytes(message_der))  # the CHOICE's [n]
-    body = header.dump() + parser.emit(2, 1, 0, inner) + mw_extensions_der    # message [0]
+    head = header if isinstance(header, bytes) else header.dump()
+    body = head + parser.emit(2, 1, 0, inner) + mw_extensions_der             # message [0]
     return parser.emit(0, 1, 16, body)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -28,7 +28,8 @@ from setmail.asn1.base import MessageHeader, MsgExtensions, decode
 from setmail.asn1.codes import ErrorCode
 from setmail.asn1.error import MAX_BAD_WRAPPER, Error, ErrorTBS
 from setmail.asn1.oids import PROFILE_MODERN_2026
-from setmail.asn1.wrapper import decode_wrapper, message_body, message_type, wrapper_der
+from setmail.asn1.wrapper import (decode_wrapper, header_der, message_body, message_type,
+                                  wrapper_der)
 from setmail.crypto.cms import Identity, cert_der, load_cert
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
@@ -72,14 +73,9 @@ def wrap(type_name: str, message, *, now: dt.datetime, rrpid: bytes | None = Non
     """DER MessageWrapper around ``message`` (its DER, or an instance of its MESSAGE_TYPES class)."""
     if not isinstance(message, (bytes, bytearray)):
         message = message.dump()
-    header: dict[str, Any] = {"version": 1, "date": now.astimezone(dt.timezone.utc).replace(
-        microsecond=0), "sw_ident": sw_ident}
-    ids = {k: v for k, v in (("lid_c", lid_c), ("lid_m", lid_m), ("xid", xid)) if v is not None}
-    if ids:
-        header["message_ids"] = ids
-    if rrpid is not None:
-        header["rrpid"] = rrpid
-    return wrapper_der(MessageHeader(header), type_name, message, _PROFILE_EXT_DER)
+    header = header_der(date=now.astimezone(dt.timezone.utc).replace(microsecond=0),
+                        sw_ident=sw_ident, lid_c=lid_c, lid_m=lid_m, xid=xid, rrpid=rrpid)
+    return wrapper_der(header, type_name, message, _PROFILE_EXT_DER)
 
 
 @dataclass(frozen=True)
