@@ -142,7 +142,9 @@ def test_crash_and_restart_completes_exactly_once(template, tmp_path, fault):
     if fault == "after_commit:alice:4":  # CertRes committed, wallet files still in the journal
         assert alice_state(world, command_id).get("state") == "DONE"
         assert not list(world.keys_dir("alice").glob("*.cert.pem"))
-    else:
+    elif not fault.startswith("mid_send"):
+        # (mid_send: the receiver got the mail before the 250, and in this one-process world its
+        # own thread may finish it before the sender reaches the fault point: either is right)
         assert alice_state(world, command_id).get("state") != "DONE"
     proc = start_run(world.home)
     try:
