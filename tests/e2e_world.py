@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from setmail.agent.factory import build_agent  # noqa: F401  (imports every role factory)
 from setmail.cli.main import main
 from setmail.mail import maildir
 from setmail.mail.mime import build_mail, parse_mail

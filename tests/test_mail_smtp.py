@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 import pytest
 
 from setmail.errors import TransportError
-from setmail.mail import maildir as md
 from setmail.mail.mime import build_mail, parse_mail
 from setmail.mail.sender import Backoff, SMTPClientPool, close_connections, drain_outbox, send
 from setmail.mail.smtpd import BACKLOG, SMTPServer, pick_free_port

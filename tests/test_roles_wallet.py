@@ -7,7 +7,6 @@ import datetime as dt
 import json
 
 import pytest
-from asn1crypto import cms
 
 from setmail.agent import effects as fx
 from setmail.asn1 import purchase as pu

@@ -95,8 +95,8 @@ class BenchWorld:
         """CPU seconds so far of each running process (agents and the SMTP server)."""
         return {k: _cpu(p.pid) for k, p in self.procs.items() if p.poll() is None}
 
-    def prepare(self, purchases: int) -> None:
-        from setmail.cli.world_cmds import register  # noqa: F401  (import check)
+    def prepare(self) -> None:
+        """Register alice by mail and give her card room for every purchase."""
         from setmail.demo import setmail
         code, _ = setmail("register", "alice", "--wait", "60", "--home", str(self.home),
                           show=False)
@@ -191,7 +191,7 @@ def run(n: int, *, sizes: list[int] | None = None, window: int = 16, seconds: fl
     results = []
     try:
         bw.start()
-        bw.prepare(sum(sizes) + 20)
+        bw.prepare()
         bw.open()
         run_batch(bw, 20, window, 120)  # warm-up: imports, caches, SQLite pages
         for size in sizes:

@@ -146,15 +146,15 @@ class CARole(Role):
         der = wrap(type_name, body, now=now, rrpid=rrpid, **{self.lid_field: lid})
         return Send(event.sender, type_name, der, event.mail_id or None)
 
-    def _sign(self, content_type: str, value, state) -> bytes:
+    def _sign(self, content_type: str, value, held=()) -> bytes:
         sig = self.config.signature
-        certs = self._certs(state, sig.cert, self.config.ca.key_exchange_certificate, *sig.chain)
+        certs = self._certs(held, sig.cert, self.config.ca.key_exchange_certificate, *sig.chain)
         return S(sig, content_type, value.dump(), certs=certs, suite=self.suite)
 
     @staticmethod
-    def _certs(state, *certs) -> list:
+    def _certs(held, *certs) -> list:
         """``certs`` less those the requester listed in its Thumbs (it holds them already)."""
-        held = set(state.get("peer_thumbs") or ())
+        held = set(held or ())
         return [c for c in certs if thumbprint(c).hex() not in held]
 
     @staticmethod
@@ -194,9 +194,10 @@ class CARole(Role):
         tbs = cm.CardCInitResTBS(self._with_bci({
             "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native, "lid_ca": lid_ca,
             "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)}))
+        thumbs = self._peer_thumbs(req["thumbs"])
         new = {"state": "INIT_SENT", "lid": lid.hex(), "lid_ca": lid_ca.hex(),
-               "peer_thumbs": self._peer_thumbs(req["thumbs"])}
-        send = self._reply(event, "CardCInitRes", self._sign("CardCInitResTBS", tbs, new), now,
+               "peer_thumbs": thumbs}
+        send = self._reply(event, "CardCInitRes", self._sign("CardCInitResTBS", tbs, thumbs), now,
                            rrpid, lid)
         return Outcome(key, new, sends=(send,))
 
@@ -221,9 +222,8 @@ class CARole(Role):
             "chall_ca": chall_ca, "request_type": wanted, "reg_form_or_referral": self._form(),
             "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)}))
         thumbs = self._peer_thumbs(req["thumbs"])
-        send = self._reply(event, "Me-AqCInitRes",
-                           self._sign("MeAqCInitResTBS", tbs, {"peer_thumbs": thumbs}), now, rrpid,
-                           lid)
+        send = self._reply(event, "Me-AqCInitRes", self._sign("MeAqCInitResTBS", tbs, thumbs), now,
+                           rrpid, lid)
         new = {"state": "FORM_SENT", "lid": lid.hex(), "lid_ca": lid_ca.hex(),
                "chall_ca": chall_ca.hex(), "id_data": id_data.dump().hex(), "peer_thumbs": thumbs}
         return Outcome(key, new, sends=(send,), shared=shared)
@@ -247,7 +247,8 @@ class CARole(Role):
             "rrpid": rrpid, "lid_ee": lid, "chall_ee2": data["chall_ee2"].native,
             "lid_ca": unh(state["lid_ca"]), "chall_ca": chall_ca, "request_type": "cardInitialSig",
             "reg_form_or_referral": form}))
-        send = self._reply(event, "RegFormRes", self._sign("RegFormResTBS", tbs, state), now,
+        send = self._reply(event, "RegFormRes",
+                           self._sign("RegFormResTBS", tbs, state.get("peer_thumbs")), now,
                            rrpid, lid)
         return Outcome(key, {**state, "state": "FORM_SENT", "chall_ca": chall_ca.hex()},
                        sends=(send,), shared=shared)
@@ -373,7 +374,7 @@ class CARole(Role):
             value["cert_status"]["ee_message"] = message
         tbs = cm.CertResData(self._with_bci(value))
         sig = self.config.signature
-        all_certs = (*certs, *self._certs(reply, sig.cert, *sig.chain))
+        all_certs = (*certs, *self._certs(reply["peer_thumbs"], sig.cert, *sig.chain))
         if reply["back_key"] is not None:
             body = EncK(reply["back_key"], sig, "CertResData", tbs.dump(), "CertResTBE",
                         certs=all_certs, suite=self.suite)

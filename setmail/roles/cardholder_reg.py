@@ -31,7 +31,7 @@ import hashlib
 from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.asn1.purchase import PANOnly
-from setmail.crypto.operators import EXH, EncX, open_EncK, verify_S
+from setmail.crypto.operators import EXH, EncX, open_EncK
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, validate_path
@@ -97,12 +97,8 @@ class CardholderRegistration(Requester):
     @guarded
     def on_CardCInitRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        parsed = unwrap(event, now)
-        signed = verify_S(parsed.body, "CardCInitResTBS", validate=self._validate_ca(now),
-                          suite=self.config.suite)
-        tbs = decode(cm.CardCInitResTBS, signed.content)
-        self.echoed(state, parsed, tbs, "chall_ee")
-        self.take_bci(state, tbs, signed, now)
+        _, signed, tbs = self.signed_by_ca(state, event, now, "CardCInitResTBS", cm.CardCInitResTBS,
+                                           "chall_ee", same_ca=False)
         kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, "cca")
         state.update(state="FORM_REQ_SENT", ca_sig=thumbprint(signed.signer).hex(),
                      ca_kex=cert_hex(kex), lid_ca=h(tbs["lid_ca"].native))
@@ -120,13 +116,8 @@ class CardholderRegistration(Requester):
     @guarded
     def on_RegFormRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        parsed = unwrap(event, now)
-        signed = verify_S(parsed.body, "RegFormResTBS", validate=self._validate_ca(now),
-                          suite=self.config.suite)
-        self.same_ca(state, signed)
-        tbs = decode(cm.RegFormResTBS, signed.content)
-        self.echoed(state, parsed, tbs, "chall_ee2")
-        self.take_bci(state, tbs, signed, now)
+        _, _, tbs = self.signed_by_ca(state, event, now, "RegFormResTBS", cm.RegFormResTBS,
+                                      "chall_ee2")
         form = tbs["reg_form_or_referral"]
         if form.name == "referral_data":
             ref = form.chosen.native
@@ -176,8 +167,7 @@ class CardholderRegistration(Requester):
                            validate=self._validate_ca(now), suite=self.config.suite)
         self.same_ca(state, opened.signed)
         data = decode(cm.CertResData, opened.content)
-        self.echoed(state, parsed, data, "chall_ee3")
-        self.take_bci(state, data, opened.signed, now)
+        self.answered(state, parsed, data, "chall_ee3", opened.signed, now)
         decided = self.certificate_status(state, key, data, now)
         if decided is not None:
             return decided

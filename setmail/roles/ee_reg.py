@@ -29,8 +29,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from setmail.asn1 import certmsgs as cm
-from setmail.asn1.base import decode
-from setmail.crypto.operators import Enc, verify_S
+from setmail.crypto.operators import Enc
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, validate_path
@@ -38,7 +37,7 @@ from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import Effect, Outcome
 from setmail.roles.common import (cert_hex, cert_pem,
                                   fill_form, find_certificate, guarded, h, path_check, pop_identity,
-                                  private_pem, public_key_info, spki, unh, unwrap, wrap)
+                                  private_pem, public_key_info, spki, unh, wrap)
 from setmail.roles.requester import CERTIFICATE_STATES, Requester, RequesterConfig, waiting
 
 KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)
@@ -111,12 +110,8 @@ class EERegistration(Requester):
     @guarded
     def on_Me_AqCInitRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        parsed = unwrap(event, now)
-        signed = verify_S(parsed.body, "MeAqCInitResTBS", validate=self._validate_ca(now),
-                          suite=self.config.suite)
-        tbs = decode(cm.MeAqCInitResTBS, signed.content)
-        self.echoed(state, parsed, tbs, "chall_ee")
-        self.take_bci(state, tbs, signed, now)
+        _, signed, tbs = self.signed_by_ca(state, event, now, "MeAqCInitResTBS", cm.MeAqCInitResTBS,
+                                           "chall_ee", same_ca=False)
         if tbs["request_type"].native != self.request_type:
             raise ProtocolError("Me-AqCInitRes answers another request type", "challengeMismatch")
         kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, self.ca_type)
@@ -161,13 +156,8 @@ class EERegistration(Requester):
     @guarded
     def on_CertRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        parsed = unwrap(event, now)
-        signed = verify_S(parsed.body, "CertResData", validate=self._validate_ca(now),
-                          suite=self.config.suite)
-        self.same_ca(state, signed)
-        data = decode(cm.CertResData, signed.content)
-        self.echoed(state, parsed, data, "chall_ee3")
-        self.take_bci(state, data, signed, now)
+        _, signed, data = self.signed_by_ca(state, event, now, "CertResData", cm.CertResData,
+                                            "chall_ee3")
         decided = self.certificate_status(state, key, data, now)
         if decided is not None:
             return decided

@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from asn1crypto import core
 
+from setmail.asn1.base import decode
 from setmail.asn1.certmsgs import CertInqReqTBS
-from setmail.crypto.operators import S
+from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError, SetmailError
 from setmail.pki.bci import verify_bci
@@ -171,11 +172,28 @@ class Requester(Role):
             return Outcome(key, dict(state))
         return self.fail(dict(state), key, f"{last.get('type')} refused by peer", err.code)
 
-    def echoed(self, state, parsed, tbs, chall_field) -> None:
+    def signed_by_ca(self, state, event, now: dt.datetime, tbs_type: str, cls, chall_field: str,
+                     *, same_ca: bool = True):
+        """(parsed, signed, tbs) of a CA response signed with S(CA, <tbs_type>): the signature
+        validates to a CA of our kind, comes from the CA that answered first (``same_ca``) and the
+        content answers our outstanding request (``answered``)."""
+        parsed = unwrap(event, now)
+        signed = verify_S(parsed.body, tbs_type, validate=self._validate_ca(now),
+                          suite=self.config.suite)
+        if same_ca:
+            self.same_ca(state, signed)
+        tbs = decode(cls, signed.content)
+        self.answered(state, parsed, tbs, chall_field, signed, now)
+        return parsed, signed, tbs
+
+    def answered(self, state, parsed, tbs, chall_field, signed, now: dt.datetime) -> None:
+        """A response must echo our RRPID, LID-EE and challenge, in the payload and the header;
+        the brand's BrandCRLIdentifier it may carry is checked and noted (``take_bci``)."""
         check_echo("RRPID", tbs["rrpid"].native, unh(state["rrpid"]))
         check_echo("LID-EE", tbs["lid_ee"].native, unh(state["lid"]))
         check_echo(chall_field, tbs[chall_field].native, unh(state["chall"]))
         check_header(parsed, unh(state["rrpid"]), unh(state["lid"]), self.LID_FIELD)
+        self.take_bci(state, tbs, signed, now)
 
     def held_thumbs(self) -> dict:
         """Thumbs for a request: the pinned roots we hold, so the CA need not send them."""
