@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from setmail.cli.main import main as cli_main
@@ -66,14 +65,9 @@ def _start(home: Path) -> subprocess.Popen:
 
 
 def _wait_listening(home: Path, port: int, proc: subprocess.Popen) -> None:
-    import socket
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit("the agents did not start:\n" + (home / "agents.log").read_text())
+    from setmail.mail.smtpd import wait_listening
+    if not wait_listening("127.0.0.1", port, alive=lambda: proc.poll() is None):
+        raise SystemExit("the agents did not start:\n" + (home / "agents.log").read_text())
 
 
 def run(home: Path) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from setmail.cli.main import main
 from setmail.mail import maildir
 from setmail.mail.mime import build_mail, parse_mail
-from setmail.mail.smtpd import pick_free_port
+from setmail.mail.smtpd import pick_free_port, wait_listening
 from setmail.world import load_world
 from setmail.world.config import AgentSpec, Card
 from setmail.world.create import create_world
@@ -68,14 +68,8 @@ class RunningWorld:
 
     def start_smtp(self) -> None:
         self._spawn("smtp", ["--agents", "none"])
-        deadline = time.monotonic() + 20
-        import socket
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex((self.world.smtp_host, self.world.smtp_port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise AssertionError("SMTP server did not start: " + self.log("smtp"))
+        if not wait_listening(self.world.smtp_host, self.world.smtp_port, 20):
+            raise AssertionError("SMTP server did not start: " + self.log("smtp"))
 
     def start(self, *names: str, fault: str | None = None) -> None:
         for name in names or tuple(self.world.agents):

@@ -61,25 +61,23 @@ class BenchWorld:
         self.world = load_world(home)
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self) -> None:
+    def _spawn(self, key: str, args: list[str]) -> None:
+        """``setmail run ARGS`` as process ``key``, logging to ``logs/<key>.log`` (appended)."""
         env = {**os.environ}
         env.pop("SETMAIL_FAULT", None)
-        logs = self.home / "logs"
-        logs.mkdir(exist_ok=True)
-        for key, args in [("smtp", ["--agents", "none"])] + [
-                (n, ["--agents", n, "--no-smtp"]) for n in self.world.agents]:
-            with open(logs / f"{key}.log", "w") as log:
-                self.procs[key] = subprocess.Popen(
-                    [sys.executable, "-m", "setmail.cli.main", "run", "--home", str(self.home),
-                     "--poll", "0.25", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-        import socket
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex((self.world.smtp_host, self.world.smtp_port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise SystemExit("SMTP server did not start")
+        (self.home / "logs").mkdir(exist_ok=True)
+        with open(self.home / "logs" / f"{key}.log", "a") as log:
+            self.procs[key] = subprocess.Popen(
+                [sys.executable, "-m", "setmail.cli.main", "run", "--home", str(self.home),
+                 "--poll", "0.25", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def start(self) -> None:
+        self._spawn("smtp", ["--agents", "none"])
+        for name in self.world.agents:
+            self._spawn(name, ["--agents", name, "--no-smtp"])
+        from setmail.mail.smtpd import wait_listening
+        if not wait_listening(self.world.smtp_host, self.world.smtp_port):
+            raise SystemExit("SMTP server did not start")
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -108,11 +106,7 @@ class BenchWorld:
         con.close()
         self.procs["bank"].send_signal(signal.SIGINT)
         self.procs["bank"].wait(timeout=30)
-        with open(self.home / "logs" / "bank.log", "a") as log:
-            self.procs["bank"] = subprocess.Popen(
-                [sys.executable, "-m", "setmail.cli.main", "run", "--home", str(self.home),
-                 "--poll", "0.25", "--agents", "bank", "--no-smtp"], stdout=log,
-                stderr=subprocess.STDOUT)
+        self._spawn("bank", ["--agents", "bank", "--no-smtp"])
 
     def submit(self, xid: str) -> None:
         from setmail.agent import commands as cmdq

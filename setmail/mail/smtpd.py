@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import time
 import weakref
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,19 @@ def pick_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def wait_listening(host: str, port: int, timeout: float = 30.0, alive=lambda: True) -> bool:
+    """Whether a server accepts connections on ``host:port`` within ``timeout`` seconds (giving up
+    early once ``alive()`` is false, e.g. the server process exited): for whoever starts
+    ``setmail run`` in another process and must wait for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def _local_copy(raw: bytes, mail_from: str, rcpt: str) -> bytes:
