@@ -168,8 +168,9 @@ class Transaction(_Reads):
                      (maildir_key, reason, message_id, self.now))
 
 
-#: how often a transaction's BEGIN is tried against a locked database (about 20 s in all)
-BEGIN_ATTEMPTS = 48
+#: seconds a transaction's BEGIN keeps trying against a locked database (each try may itself wait
+#: up to the connection's busy timeout)
+BEGIN_PATIENCE = 30.0
 
 
 class Store(_Reads):
@@ -244,17 +245,19 @@ class Store(_Reads):
         """BEGIN IMMEDIATE, retried while another connection holds the write lock: sqlite's busy
         timeout does not cover every case (a read snapshot that must be upgraded returns BUSY at
         once), and a CLI command or a reader must never make the agent give up a mail."""
-        for attempt in range(BEGIN_ATTEMPTS):
+        deadline, attempt = time.monotonic() + BEGIN_PATIENCE, 0
+        while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc).lower() \
-                        or attempt == BEGIN_ATTEMPTS - 1:
+                busy = "locked" in str(exc) or "busy" in str(exc).lower()
+                if not busy or time.monotonic() >= deadline:
                     raise StoreError(f"cannot begin transaction: {exc}") from exc
-                time.sleep(min(0.01 * 2 ** attempt, 0.5))
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot begin transaction: {exc}") from exc
+            time.sleep(min(0.01 * 2 ** attempt, 0.5))
+            attempt += 1
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
