@@ -189,10 +189,8 @@ def _force(value: core.Asn1Value, name: str) -> None:
     if isinstance(value, cms.ContentInfo):
         _opaque_content_info(value.contents, name)
         return
-    original = value.dump()
-    key = (type(value), original)
-    if _MEMO_MIN <= len(original) <= _MEMO_MAX and key in _SEEN:
-        _SEEN.move_to_end(key)
+    key, known = _seen(value, canonical=False)
+    if known:
         return
     if isinstance(value, core.Choice):
         _force(value.chosen, name)
@@ -213,11 +211,9 @@ def _reencode(value: core.Asn1Value, name: str) -> bytes:
     """
     if isinstance(value, cms.ContentInfo):
         return _tagged(value, _opaque_content_info(value.contents, name))
-    original = value.dump()  # the bytes as received (nothing is re-encoded until forced)
-    key = (type(value), original)  # the same bytes as another type prove nothing
-    if _MEMO_MIN <= len(original) <= _MEMO_MAX and _SEEN.get(key):
-        _SEEN.move_to_end(key)
-        return original
+    key, known = _seen(value, canonical=True)
+    if known:
+        return key[1]
     if not _may_hold_opaque(type(value)):
         return _remember(key, value.dump(force=True))
     if isinstance(value, core.Choice):
@@ -237,6 +233,18 @@ def _reencode(value: core.Asn1Value, name: str) -> bytes:
 #: rides in every response); the same bytes as the same type need no second parse.
 _SEEN: OrderedDict[tuple[type, bytes], bool] = OrderedDict()
 _MEMO_MIN, _MEMO_MAX, _MEMO_SIZE = 256, 16384, 256  # bytes, bytes, entries (<= 4 MiB)
+
+
+def _seen(value: core.Asn1Value, *, canonical: bool) -> tuple[tuple[type, bytes], bool]:
+    """(memo key, whether ``value`` was already parsed — and found canonical, if asked — as its
+    type).  The key is the type with the bytes as received (``dump()`` re-encodes nothing until
+    forced); the same bytes as another type prove nothing."""
+    key = (type(value), value.dump())
+    known = key in _SEEN and (_SEEN[key] or not canonical) \
+        if _MEMO_MIN <= len(key[1]) <= _MEMO_MAX else False
+    if known:
+        _SEEN.move_to_end(key)
+    return key, known
 
 
 def _remember(key: tuple[type, bytes], encoded: bytes | None, *, parsed_only: bool = False
