@@ -134,3 +134,17 @@ def test_disk_failure_is_a_maildir_error(tmp_path):
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(MaildirError):
         md.ensure_maildir(tmp_path / "file" / "box")
+
+
+def test_deliver_many_isolates_a_failing_maildir(box, tmp_path):
+    """A group-committed batch: each item stands alone; a broken Maildir fails only its items."""
+    other = md.ensure_maildir(tmp_path / "mailboxes" / "gateway")
+    results = md.deliver_many([(box, b"one"), (tmp_path / "missing", b"lost"), (other, b"two"),
+                               (box, b"three")])
+    assert isinstance(results[1], MaildirError)
+    keys = [results[0], results[2], results[3]]
+    assert all(isinstance(k, str) for k in keys)
+    assert [md.read(box, results[0]), md.read(other, results[2]), md.read(box, results[3])] == [
+        b"one", b"two", b"three"]
+    assert sorted(os.listdir(box / "new")) == sorted([results[0], results[3]])
+    assert os.listdir(box / "tmp") == [] and os.listdir(other / "tmp") == []

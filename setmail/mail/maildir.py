@@ -75,25 +75,52 @@ def deliver(path: str | os.PathLike, raw: bytes) -> str:
     Only when this returns is the message on disk (file and directory entry fsynced), so an
     SMTP server may answer 250 afterwards and not before.
     """
-    root = Path(path)
+    result = deliver_many([(path, raw)])[0]
+    if isinstance(result, MaildirError):
+        raise result
+    return result
+
+
+def deliver_many(items: list[tuple[str | os.PathLike, bytes]]) -> list[str | MaildirError]:
+    """``deliver`` for several messages at once: each file is written and fsynced, and each
+    ``new/`` directory is fsynced once after all its links (group commit: the directory fsync of
+    a batch covers every entry made before it).  One result per item, in order: its key, or the
+    MaildirError that item met; an item counts as delivered only if its directory's fsync, done
+    after its link, succeeded too."""
+    results: list[str | MaildirError] = []
+    dirs: dict[Path, list[int]] = {}
+    for index, (path, raw) in enumerate(items):
+        root = Path(path)
+        try:
+            results.append(_write_linked(root, raw))
+            dirs.setdefault(root / "new", []).append(index)
+        except OSError as exc:
+            results.append(MaildirError(f"delivery into {root} failed: {exc}"))
+    for directory, indexes in dirs.items():
+        try:
+            _fsync_dir(directory)
+        except OSError as exc:
+            for index in indexes:
+                results[index] = MaildirError(f"delivery into {directory.parent} failed: {exc}")
+    return results
+
+
+def _write_linked(root: Path, raw: bytes) -> str:
+    """Write ``raw`` to ``tmp/``, fsync it and link it into ``new/``; its key."""
     name = _unique_name()
     tmp, new = root / "tmp" / name, root / "new" / name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, new)
-        finally:
-            os.unlink(tmp)
-        _fsync_dir(new.parent)
-    except OSError as exc:
-        raise MaildirError(f"delivery into {root} failed: {exc}") from exc
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, new)
+    finally:
+        os.unlink(tmp)
     return name
 
 
