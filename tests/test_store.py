@@ -124,6 +124,22 @@ def test_outbox_due_sent_failed(store):
     assert store.mark_failed(a, "550 no such user", None)  # give up: row kept, never due
     assert store.due_outbox(1e9) == [] and store.outbox()[0].last_error == "550 no such user"
     assert store.outbox(include_dead=False) == []
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+
+
+def test_a_non_durable_commit_commits_and_restores_full_sync(store, tmp_path):
+    """mark_sent's kind of commit: atomic and visible to other connections, no fsync of its own,
+    and the connection is back at synchronous=FULL afterwards, even when the body fails."""
+    with store.transaction(now=1.0, durable=False) as tx:
+        tx.put_state("k", 1)
+    with pytest.raises(RuntimeError):
+        with store.transaction(now=2.0, durable=False) as tx:
+            tx.put_state("k", 2)
+            raise RuntimeError("boom")
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2
+    other = sqlite3.connect(store.path)
+    assert other.execute("SELECT value FROM role_state WHERE txkey = 'k'").fetchone()[0] == "1"
+    other.close()
 
 
 def test_timers(store):

@@ -218,27 +218,38 @@ class Store(_Reads):
         return self._conn().execute("PRAGMA user_version").fetchone()[0]
 
     @contextmanager
-    def transaction(self, *, now: float) -> Iterator[Transaction]:
-        """All writes inside the ``with`` commit together; any exception rolls all back."""
+    def transaction(self, *, now: float, durable: bool = True) -> Iterator[Transaction]:
+        """All writes inside the ``with`` commit together; any exception rolls all back.
+
+        ``durable=False`` commits without an fsync of its own (``synchronous=NORMAL`` for this
+        commit): the change is atomic and survives a crash of the process, and it becomes
+        durable against power loss with the next durable commit or checkpoint.  Only for changes
+        whose loss merely repeats work that is idempotent anyway (``mark_sent``)."""
         with self._lock:
             if self._in_tx:
                 raise StoreError("nested transactions are not supported")
             conn = self._conn()
-            self._begin(conn)
-            self._in_tx = True
-            tx = Transaction(conn, now)
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield tx
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"transaction failed: {exc}") from exc
-                raise
+                self._begin(conn)
+                self._in_tx = True
+                tx = Transaction(conn, now)
+                try:
+                    yield tx
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.Error):
+                        raise StoreError(f"transaction failed: {exc}") from exc
+                    raise
+                finally:
+                    tx._connection = None
+                    self._in_tx = False
             finally:
-                tx._connection = None
-                self._in_tx = False
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
 
     @staticmethod
     def _begin(conn: sqlite3.Connection) -> None:
@@ -276,8 +287,10 @@ class Store(_Reads):
                                                    "ORDER BY id")]
 
     def mark_sent(self, outbox_id: int, *, now: float | None = None) -> bool:
-        """The next hop answered 250: drop the row, keep a line in ``sent_log``."""
-        with self.transaction(now=now or 0.0) as tx:
+        """The next hop answered 250: drop the row, keep a line in ``sent_log``.  Not fsynced on
+        its own (``durable=False``): if power fails before the next durable commit the mail is
+        sent again, and the receiver answers the repeat from its dedupe record."""
+        with self.transaction(now=now or 0.0, durable=False) as tx:
             tx.execute("INSERT INTO sent_log (message_id, recipient, attempts, sent_at) "
                        "SELECT message_id, recipient, attempts + 1, ? FROM outbox WHERE id = ?",
                        (now, outbox_id))
