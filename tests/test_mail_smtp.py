@@ -377,3 +377,23 @@ def test_body_check_decides_a_partial_line_only_when_sure():
     assert check.feed(data, len(data)) == "552 Error: Too much mail data"
     data = bytearray(b"x" * 1003)
     assert _BodyCheck(1002, 1001).feed(data, len(data)).startswith("500 Line too long")
+
+
+def test_plain_addresses_are_written_as_smtplib_would():
+    """The client's shortcut for plain addr-specs gives smtplib's own ``quoteaddr`` result."""
+    import random
+    import string
+
+    from setmail.mail.sender import _PLAIN_ADDRESS
+    rng = random.Random(7)
+    local_chars, domain_chars = string.ascii_letters + string.digits + "._+=-", \
+        string.ascii_lowercase + string.digits + ".-"
+    checked = 0
+    for _ in range(2000):
+        addr = ("".join(rng.choice(local_chars) for _ in range(rng.randint(1, 12))) + "@"
+                + "".join(rng.choice(domain_chars) for _ in range(rng.randint(1, 12))))
+        if _PLAIN_ADDRESS.match(addr):
+            assert f"<{addr}>" == smtplib.quoteaddr(addr), addr
+            checked += 1
+    assert checked > 1000
+    assert not _PLAIN_ADDRESS.match("José@example.org")  # SMTPUTF8 goes through smtplib
