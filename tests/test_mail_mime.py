@@ -145,3 +145,13 @@ def test_arbitrary_bytes_never_raise_anything_but_mail_format_error(raw):
 def test_build_refuses_broken_arguments(kw, error):
     with pytest.raises(error):
         make(**kw)
+
+
+def test_body_lines_are_exactly_base64_encodebytes_with_crlf():
+    import base64
+    import os
+
+    from setmail.mail.mime import _base64_lines
+    for n in [*range(0, 200), 4096, 11022, 57 * 100, 57 * 100 + 1]:
+        data = os.urandom(n)
+        assert _base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n"), n

@@ -29,3 +29,7 @@ def setup_logging(verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+    # the format uses none of these; the logging HOWTO's "Optimization" switches skip collecting
+    # them (caller frame, thread, process) for every record: a daemon logs several per mail
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

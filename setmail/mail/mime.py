@@ -160,7 +160,14 @@ def build_mail(
     out = _CRLF.join(head) + _CRLF
     if refs:
         out += _fold_ids("References", refs)
-    return out + _CRLF + base64.encodebytes(der).replace(b"\n", _CRLF)
+    return out + _CRLF + _base64_lines(der)
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """``base64.encodebytes(data)`` with CRLF line ends (76 characters a line), encoded in one
+    call instead of encodebytes' Python loop over 57-octet chunks."""
+    text = binascii.b2a_base64(data, newline=False)
+    return b"".join(text[i:i + 76] + _CRLF for i in range(0, len(text), 76))
 
 
 def _text(value: object) -> str:
