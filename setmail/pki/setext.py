@@ -6,6 +6,7 @@ classes of ``setmail.asn1.certext``.  Readers turn every decoding fault into Mal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -109,6 +110,13 @@ def set_policy():
 
 
 # --- readers -------------------------------------------------------------------------------------
+# The public readers return immutable values and are cached per certificate (certificates are
+# immutable and hashable): every signed message asks for its signer's certificateType and
+# merchantData again, and decoding them each time was ~5 % of the wallet's CPU.  Failures are
+# not cached; they raise again on every call.
+_cached = lru_cache(maxsize=1024)
+
+
 def raw_extension(cert: x509.Certificate, oid: str) -> bytes | None:
     try:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid))
@@ -129,6 +137,7 @@ def _read(cert, oid, cls, what):
         raise MalformedCertificate(str(exc)) from exc
 
 
+@_cached
 def read_certificate_type(cert: x509.Certificate) -> frozenset[str]:
     """The certificateType bits set; empty when the extension is absent (not a SET cert)."""
     value = _read(cert, oids.CERTIFICATE_TYPE, certext.CertificateType, "certificateType")
@@ -136,6 +145,7 @@ def read_certificate_type(cert: x509.Certificate) -> frozenset[str]:
                                                        if isinstance(b, str))
 
 
+@_cached
 def read_hashed_root_key(cert: x509.Certificate) -> bytes | None:
     """The committed next-root key digest, after checking the DigestedData's shape."""
     value = _read(cert, oids.HASHED_ROOT_KEY, certext.HashedRootKey, "hashedRootKey")
@@ -148,6 +158,7 @@ def read_hashed_root_key(cert: x509.Certificate) -> bytes | None:
     return dd["digest"].native
 
 
+@_cached
 def read_merchant_data(cert: x509.Certificate) -> MerchantInfo | None:
     value = _read(cert, oids.MERCHANT_DATA, certext.MerchantData, "merchantData")
     if value is None:
@@ -160,11 +171,13 @@ def read_merchant_data(cert: x509.Certificate) -> MerchantInfo | None:
                         v["mer_auth_flag"])
 
 
+@_cached
 def read_card_cert_required(cert: x509.Certificate) -> bool | None:
     value = _read(cert, oids.CARD_CERT_REQUIRED, certext.CardCertRequired, "cardCertRequired")
     return None if value is None else value.native
 
 
+@_cached
 def read_tunneling(cert: x509.Certificate) -> tuple[str, ...] | None:
     """The tunnel cipher OIDs when tunneling is enabled, () when disabled, None when absent."""
     value = _read(cert, oids.TUNNELING, certext.Tunneling, "tunneling")
