@@ -19,7 +19,8 @@ from typing import Any
 from cryptography import x509
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
-from setmail.asn1.base import RRTags, TransIDs, decode
+from setmail.asn1.base import decode
+from setmail.asn1.fastder import Raw, encode
 from setmail.crypto import der, dual
 from setmail.crypto.cms import cert_der
 from setmail.crypto.operators import DD, Enc, EncB, EncK, open_Enc, open_EncB, open_EX, verify_SO
@@ -187,10 +188,15 @@ def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: gw.AuthReqDat
 # --- CapReq: the capture token ------------------------------------------------------------------
 def cap_token(cfg, *, auth_rrpid: bytes, amount: Mapping, xid: bytes) -> bytes:
     """Enc(P, P, CapTokenData): only we can open it; it carries no certificate (we know ours)."""
-    data = gw.CapTokenData({"auth_rrpid": auth_rrpid, "auth_amt": dict(amount),
-                            "token_opaque": xid})
-    return Enc(cfg.signature, cfg.key_exchange.cert, "CapTokenData", data.dump(), "CapTokenTBE",
+    return Enc(cfg.signature, cfg.key_exchange.cert, "CapTokenData",
+               cap_token_data(auth_rrpid=auth_rrpid, amount=amount, xid=xid), "CapTokenTBE",
                certs=(), suite=cfg.suite)
+
+
+def cap_token_data(*, auth_rrpid: bytes, amount: Mapping, xid: bytes) -> bytes:
+    """What the CapToken remembers: the authorisation's RRPID and amount, the XID as opaque."""
+    return encode(gw.CapTokenData, {"auth_rrpid": auth_rrpid, "auth_amt": dict(amount),
+                                    "token_opaque": xid})
 
 
 def check_capture(cfg, state: Mapping, req: MerchantRequest, item) -> dict:
@@ -226,10 +232,14 @@ def check_capture(cfg, state: Mapping, req: MerchantRequest, item) -> dict:
 # --- answers to the merchant (and, through it, the cardholder) -----------------------------------
 def acq_card_msg(cfg, back_key: bytes, iso: str) -> bytes:
     """EncK(back key, P, AcqCardCodeMsg): the issuer's verdict for the cardholder's eyes only."""
-    msg = pu.AcqCardCodeMsg({"acq_card_code": "accountInfo", "acq_card_msg_data": {
+    return EncK(back_key, cfg.signature, "AcqCardCodeMsg", acq_card_code_msg(iso),
+                "AcqCardCodeMsgTBE", suite=cfg.suite)
+
+
+def acq_card_code_msg(iso: str) -> bytes:
+    """AcqCardCodeMsg: "<ISO code> <meaning>" as accountInfo text (the wallet reads it back)."""
+    return encode(pu.AcqCardCodeMsg, {"acq_card_code": "accountInfo", "acq_card_msg_data": {
         "acq_card_text": f"{iso} {RESPONSE_CODES.get(iso, 'unknown response')}"}})
-    return EncK(back_key, cfg.signature, "AcqCardCodeMsg", msg.dump(), "AcqCardCodeMsgTBE",
-                suite=cfg.suite)
 
 
 def _send(reply: Mapping, type_name: str, body: bytes, now: dt.datetime) -> Send:
@@ -238,46 +248,67 @@ def _send(reply: Mapping, type_name: str, body: bytes, now: dt.datetime) -> Send
     return Send(reply["to"], type_name, der_, reply["mail"])
 
 
-_EMPTY_RESPONSE = gw.ResponseData.load(b"\x30\x00")  # asn1crypto reads {} as "not set"
+_BCI_DER: dict[int, tuple[Any, bytes]] = {}
+
+
+def _bci(bci) -> dict:
+    """The BrandCRLIdentifier field of an answer: the configured one (an asn1crypto value), if
+    any, dumped once: a value whose fields were read re-checks them all at every dump()."""
+    if bci is None:
+        return {}
+    held = _BCI_DER.get(id(bci))
+    if held is None or held[0] is not bci:
+        if len(_BCI_DER) >= 8:
+            _BCI_DER.clear()
+        held = _BCI_DER[id(bci)] = (bci, bci.dump())
+    return {"brand_crl_identifier": Raw(held[1])}
+
+
+def auth_res_data(bci, reply: Mapping, *, code: str, amount: Mapping, iso: str | None = None,
+                  approval: str | None = None) -> bytes:
+    """AuthResData echoing the AuthReq's AuthTags (as received) and naming the merchant's
+    certificate; ``iso``/``approval``: the issuer's response code and approval code."""
+    response: dict[str, Any] = {}
+    if approval:
+        response["auth_val_codes"] = {"approval_code": approval}
+    if iso:
+        response.update(resp_reason="issuer", log_ref_id=iso.encode())
+    return encode(gw.AuthResData, {
+        "auth_tags": Raw(unh(reply["auth_tags"])), **_bci(bci),
+        "auth_res_payload": {"auth_header": {"auth_amt": dict(amount), "auth_code": code,
+                                             "response_data": response}},
+        "mer_thumb": unh(reply["mer_thumb"])})
+
+
+def auth_res_baggage(token: bytes | None = None, acq: bytes | None = None) -> bytes:
+    """AuthResBaggage: the CapToken and the AcqCardMsg, as the gateway sealed them."""
+    baggage = {name: Raw(der) for name, der in (("cap_token", token), ("acq_card_msg", acq))
+               if der is not None}
+    return encode(gw.AuthResBaggage, baggage)
 
 
 def auth_res(cfg, reply: Mapping, now: dt.datetime, *, code: str, amount: Mapping,
              iso: str | None = None, approval: str | None = None, token: bytes | None = None,
              acq: bytes | None = None) -> Send:
     """EncB(P, M, AuthResData, AuthResBaggage) echoing the AuthReq's AuthTags."""
-    response: dict[str, Any] = {}
-    if approval:
-        response["auth_val_codes"] = {"approval_code": approval}
-    if iso:
-        response.update(resp_reason="issuer", log_ref_id=iso.encode())
-    data = gw.AuthResData({
-        "auth_tags": gw.AuthTags.load(unh(reply["auth_tags"])),
-        "auth_res_payload": {"auth_header": {
-            "auth_amt": dict(amount), "auth_code": code,
-            "response_data": gw.ResponseData(response) if response else _EMPTY_RESPONSE}},
-        "mer_thumb": unh(reply["mer_thumb"])})
-    if cfg.bci is not None:
-        data["brand_crl_identifier"] = cfg.bci
-    baggage = {}
-    if token is not None:
-        baggage["cap_token"] = gw.CapToken.load(token)
-    if acq is not None:
-        baggage["acq_card_msg"] = pu.AcqCardMsg.load(acq)
-    body = EncB(cfg.signature, load_cert_hex(reply["mer_kex"]), "AuthResTBS", data.dump(),
-                "AuthResBaggage", gw.AuthResBaggage(baggage).dump() if baggage else b"\x30\x00",
-                "AuthResTBE", suite=cfg.suite)
+    data = auth_res_data(cfg.bci, reply, code=code, amount=amount, iso=iso, approval=approval)
+    body = EncB(cfg.signature, load_cert_hex(reply["mer_kex"]), "AuthResTBS", data,
+                "AuthResBaggage", auth_res_baggage(token, acq), "AuthResTBE", suite=cfg.suite)
     return _send(reply, "AuthRes", body, now)
+
+
+def cap_res_data(bci, reply: Mapping, *, code: str, amount: Mapping) -> bytes:
+    """CapResData with one item for the CapReq's one item (its RRTags and TransIDs as received)."""
+    return encode(cap.CapResData, {
+        "cap_rr_tags": Raw(unh(reply["cap_rr_tags"])), **_bci(bci),
+        "cap_res_item_seq": [{"trans_ids": Raw(unh(reply["trans_ids"])),
+                              "auth_rrpid": unh(reply["auth_rrpid"]),
+                              "cap_res_payload": {"cap_code": code, "cap_amt": dict(amount)}}]})
 
 
 def cap_res(cfg, reply: Mapping, now: dt.datetime, *, code: str, amount: Mapping) -> Send:
     """Enc(P, M, CapResData) with one item for the CapReq's one item."""
-    data = cap.CapResData({
-        "cap_rr_tags": RRTags.load(unh(reply["cap_rr_tags"])),
-        "cap_res_item_seq": [{"trans_ids": TransIDs.load(unh(reply["trans_ids"])),
-                              "auth_rrpid": unh(reply["auth_rrpid"]),
-                              "cap_res_payload": {"cap_code": code, "cap_amt": dict(amount)}}]})
-    if cfg.bci is not None:
-        data["brand_crl_identifier"] = cfg.bci
-    body = Enc(cfg.signature, load_cert_hex(reply["mer_kex"]), "CapResData", data.dump(),
-               "CapResTBE", suite=cfg.suite)
+    body = Enc(cfg.signature, load_cert_hex(reply["mer_kex"]), "CapResData",
+               cap_res_data(cfg.bci, reply, code=code, amount=amount), "CapResTBE",
+               suite=cfg.suite)
     return _send(reply, "CapRes", body, now)

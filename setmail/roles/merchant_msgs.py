@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
-from setmail.asn1.base import TransIDs
-from setmail.asn1.certext import BrandCRLIdentifier
+from setmail.asn1.fastder import Raw, encode
 from setmail.asn1.issuer import RESPONSE_CODES
 from setmail.crypto import der
 from setmail.errors import ProtocolError
@@ -94,7 +93,7 @@ def xid_octets(key: str) -> bytes:
 
 
 def _bci(bci_der: bytes | None) -> dict:
-    return {} if bci_der is None else {"brand_crl_identifier": BrandCRLIdentifier.load(bci_der)}
+    return {} if bci_der is None else {"brand_crl_identifier": Raw(bci_der)}
 
 
 def rr_tags(rrpid: bytes, mer_id: str, now: dt.datetime) -> dict:
@@ -103,10 +102,10 @@ def rr_tags(rrpid: bytes, mer_id: str, now: dt.datetime) -> dict:
 
 def pinit_res_data(state: dict, *, chall_m: bytes, pe_thumb: bytes, bci_der: bytes | None) -> bytes:
     pinit = state["pinit_req"]
-    return pu.PInitResData({
-        "trans_ids": TransIDs.load(unh(state["trans_ids"])), "rrpid": unh(pinit["rrpid"]),
+    return encode(pu.PInitResData, {
+        "trans_ids": Raw(unh(state["trans_ids"])), "rrpid": unh(pinit["rrpid"]),
         "chall_c": unh(pinit["chall_c"]), "chall_m": chall_m, "pe_thumb": pe_thumb,
-        **_bci(bci_der)}).dump()
+        **_bci(bci_der)})
 
 
 def pi(pi_dual_signed: bytes) -> bytes:
@@ -116,35 +115,32 @@ def pi(pi_dual_signed: bytes) -> bytes:
 
 def auth_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime, h_oi_data: bytes,
                   hod2: bytes) -> bytes:
-    return gw.AuthReqData({"auth_req_item": {
+    return encode(gw.AuthReqData, {"auth_req_item": {
         "auth_tags": {"auth_rr_tags": rr_tags(rrpid, mer_id, now),
-                      "trans_ids": TransIDs.load(unh(state["trans_ids"]))},
-        "check_digests": {"h_oi_data": pu.DetachedDigest.load(h_oi_data),
-                          "hod2": pu.DetachedDigest.load(hod2)},
+                      "trans_ids": Raw(unh(state["trans_ids"]))},
+        "check_digests": {"h_oi_data": Raw(h_oi_data), "hod2": Raw(hod2)},
         "auth_req_payload": {"subsequent_auth_ind": False, "auth_req_amt": amount(state),
-                             "request_card_type_ind": False,
-                             "merch_data": gw.MerchData.load(b"\x30\x00")}}}).dump()
+                             "request_card_type_ind": False, "merch_data": {}}}})
 
 
 def cap_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime, minor: int) -> bytes:
-    return cap.CapReqData({
+    return encode(cap.CapReqData, {
         "cap_rr_tags": rr_tags(rrpid, mer_id, now),
-        "cap_item_seq": [{"trans_ids": TransIDs.load(unh(state["trans_ids"])),
+        "cap_item_seq": [{"trans_ids": Raw(unh(state["trans_ids"])),
                           "auth_rrpid": unh(state["auth_rrpid"]),
                           "cap_payload": {"cap_date": utc(now),
-                                          "cap_req_amt": amount(state, minor)}}],
-    }).dump()
+                                          "cap_req_amt": amount(state, minor)}}]})
 
 
 def cap_token_seq(cap_token: bytes) -> bytes:
-    return gw.CapTokenSeq([gw.CapToken.load(cap_token)]).dump()
+    return encode(gw.CapTokenSeq, [Raw(cap_token)])
 
 
 def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | None) -> bytes:
     """PResData for PRes and InqRes: the purchase's status as the merchant's state records it."""
     results: dict = {}
     if state.get("acq_card_msg"):
-        results["acq_card_msg"] = pu.AcqCardMsg.load(unh(state["acq_card_msg"]))
+        results["acq_card_msg"] = Raw(unh(state["acq_card_msg"]))
     if state.get("auth_code"):
         results["auth_status"] = {"auth_date": dt.datetime.fromisoformat(state["auth_date"]),
                                   "auth_code": state["auth_code"],
@@ -156,9 +152,9 @@ def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | No
     payload: dict = {"completion_code": COMPLETION[state["state"]]}
     if results:
         payload["results"] = results
-    return pu.PResData({"trans_ids": TransIDs.load(unh(state["trans_ids"])), "rrpid": rrpid,
-                        "chall_c": chall_c, "p_res_payload_seq": [payload],
-                        **_bci(bci_der)}).dump()
+    return encode(pu.PResData, {"trans_ids": Raw(unh(state["trans_ids"])), "rrpid": rrpid,
+                                "chall_c": chall_c, "p_res_payload_seq": [payload],
+                                **_bci(bci_der)})
 
 
 def auth_result(data: gw.AuthResData) -> dict:

@@ -18,6 +18,7 @@ from cryptography import x509
 
 from setmail.asn1 import issuer as iss
 from setmail.asn1.base import decode
+from setmail.asn1.fastder import encode
 from setmail.crypto.cms import Identity, Signed
 from setmail.crypto.operators import Enc, open_Enc
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
@@ -73,14 +74,18 @@ def message_ids(parsed: Parsed) -> dict[str, bytes]:
     return {k: v for k, v in ids.items() if v is not None}
 
 
+def payload(kind: str, fields: Mapping[str, Any]) -> bytes:
+    """DER of an Iss* message's signed content: its MTI and ``fields``."""
+    mti, cls = KINDS[kind]
+    return encode(cls, {"mti": mti, **fields})
+
+
 def seal(kind: str, fields: Mapping[str, Any], signer: Identity, recipient: x509.Certificate, *,
          now: dt.datetime, rrpid: bytes, ids: Mapping[str, bytes],
          suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
     """The wrapper DER of an Iss* message: ``fields`` (without ``mti``) signed and enveloped."""
-    mti, cls = KINDS[kind]
-    data = cls({"mti": mti, **fields})
-    body = Enc(signer, recipient, kind + "Data", data.dump(), kind + "TBE", certs=(signer.cert,),
-               suite=suite)
+    body = Enc(signer, recipient, kind + "Data", payload(kind, fields), kind + "TBE",
+               certs=(signer.cert,), suite=suite)
     return wrap(kind, body, now=now, rrpid=rrpid, **ids)
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from asn1crypto import core
+from asn1crypto import algos, core
 
 from setmail.asn1 import purchase as pu
 from setmail.asn1.base import TransIDs
+from setmail.asn1.fastder import Raw, encode
 from setmail.crypto.operators import DD, HMAC
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
 
@@ -40,13 +41,13 @@ def trans_ids(*, lid_c: bytes, xid: bytes, p_req_date: dt.datetime, lid_m: bytes
              "language": language}
     if lid_m is not None:
         value["lid_m"] = lid_m
-    return TransIDs(value).dump()
+    return encode(TransIDs, value)
 
 
 def hod_input(order: Order, od_salt: bytes) -> bytes:
     """HODInput DER: the order description and amount, salted against dictionary attacks."""
-    return pu.HODInput({"od": order.description.encode(), "purch_amt": order.purch_amt,
-                        "od_salt": od_salt}).dump()
+    return encode(pu.HODInput, {"od": order.description.encode(), "purch_amt": order.purch_amt,
+                                "od_salt": od_salt})
 
 
 def hod(order: Order, od_salt: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
@@ -56,12 +57,11 @@ def hod(order: Order, od_salt: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> byt
 
 def oi_data(*, trans_ids_der: bytes, rrpid: bytes, chall_c: bytes, hod_dd: bytes, od_salt: bytes,
             brand_id: str, bin_: str, chall_m: bytes | None = None) -> bytes:
-    value = {"trans_ids": TransIDs.load(trans_ids_der), "rrpid": rrpid, "chall_c": chall_c,
-             "hod": pu.DetachedDigest.load(hod_dd), "od_salt": od_salt, "brand_id": brand_id,
-             "bin": bin_}
+    value = {"trans_ids": Raw(trans_ids_der), "rrpid": rrpid, "chall_c": chall_c,
+             "hod": Raw(hod_dd), "od_salt": od_salt, "brand_id": brand_id, "bin": bin_}
     if chall_m is not None:
         value["chall_m"] = chall_m
-    return pu.OIData(value).dump()
+    return encode(pu.OIData, value)
 
 
 def trans_stain(xid: bytes, card_secret: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
@@ -75,19 +75,45 @@ def pi_head(*, trans_ids_der: bytes, hod_dd: bytes, order: Order, merchant_id: s
     """PIHead DER; ``pe_thumb`` names the gateway the cardholder chose (hardening, D-102);
     ``acq_back_key`` (AES-256 key wrap) lets that gateway answer us through the merchant
     (AcqCardMsg)."""
-    value = {"trans_ids": TransIDs.load(trans_ids_der),
-             "inputs": {"hod": pu.DetachedDigest.load(hod_dd), "purch_amt": order.purch_amt},
+    value = {"trans_ids": Raw(trans_ids_der),
+             "inputs": {"hod": Raw(hod_dd), "purch_amt": order.purch_amt},
              "merchant_id": merchant_id, "trans_stain": trans_stain_, "sw_ident": sw_ident,
              "pe_thumb": pe_thumb}
     if acq_back_key is not None:
-        value["acq_back_key_data"] = {"back_alg_id": {"algorithm": "aes256_wrap"},
-                                      "back_key": acq_back_key}
-    return pu.PIHead(value).dump()
+        value["acq_back_key_data"] = {"back_alg_id": _AES256_WRAP, "back_key": acq_back_key}
+    return encode(pu.PIHead, value)
+
+
+#: AlgorithmIdentifier of AES-256 key wrap (an OID-dependent type fastder leaves to asn1crypto)
+_AES256_WRAP = Raw(algos.EncryptionAlgorithm({"algorithm": "aes256_wrap"}).dump())
 
 
 def pan_data(*, pan: str, expiry: str, pan_secret: bytes, ex_nonce: bytes) -> bytes:
-    return pu.PANData({"pan": pan, "card_expiry": expiry, "pan_secret": pan_secret,
-                       "ex_nonce": ex_nonce}).dump()
+    return encode(pu.PANData, {"pan": pan, "card_expiry": expiry, "pan_secret": pan_secret,
+                               "ex_nonce": ex_nonce})
+
+
+def pinit_req(*, rrpid: bytes, language: str, lid_c: bytes, xid: bytes, chall_c: bytes,
+              brand_id: str, bin_: str) -> bytes:
+    """PInitReq (clear): the purchase's XID doubles as LID-M (D-131)."""
+    return encode(pu.PInitReq, {"rrpid": rrpid, "language": language, "local_id_c": lid_c,
+                                "local_id_m": xid, "chall_c": chall_c, "brand_id": brand_id,
+                                "bin": bin_})
+
+
+def p_req(p_req_dual_signed: bytes) -> bytes:
+    """PReq ::= [0] IMPLICIT PReqDualSigned, around the dual signature's bytes."""
+    return encode(pu.PReq, ("p_req_dual_signed", Raw(p_req_dual_signed)))
+
+
+def inq_req_data(*, trans_ids_der: bytes, rrpid: bytes, chall_c2: bytes) -> bytes:
+    return encode(pu.InqReqData, {"trans_ids": Raw(trans_ids_der), "rrpid": rrpid,
+                                  "chall_c2": chall_c2})
+
+
+def inq_req(signed: bytes) -> bytes:
+    """InqReq ::= [0] IMPLICIT S(C, InqReqData) (the signed form, D-106)."""
+    return encode(pu.InqReq, ("inq_req_signed", Raw(signed)))
 
 
 def ratio(part: int, whole: int) -> dict:

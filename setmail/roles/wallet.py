@@ -41,10 +41,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Callable
 
-from asn1crypto import cms, core
+from asn1crypto import core
 
 from setmail.asn1 import purchase as pu
-from setmail.asn1.base import TransIDs, decode
+from setmail.asn1.base import decode
 from setmail.crypto.cms import Identity
 from setmail.crypto.dual import dual_sign
 from setmail.crypto.operators import S, open_EncK, verify_S
@@ -55,8 +55,9 @@ from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import CancelTimer, Outcome, Send, SetTimer
 from setmail.roles.common import (SW_IDENT, check_echo, check_header, find_certificate, guarded, h,
                                   luhn_ok, path_check, read_error, unh, unwrap, wrap)
-from setmail.roles.purchase_msgs import (Order, hod, iso_response, oi_data, pan_data, pi_head,
-                                         status_fields, trans_stain)
+from setmail.roles.purchase_msgs import (Order, hod, inq_req, inq_req_data, iso_response, oi_data,
+                                         p_req, pan_data, pi_head, pinit_req, status_fields,
+                                         trans_stain)
 from setmail.roles.requester import Requester, RequesterConfig, waiting
 
 
@@ -199,9 +200,8 @@ class Wallet(Requester):
             return self.fail(state, key, f"the certificate for card ending {pan[-4:]} does not "
                              "certify this card number and expiry")
         lid_c, chall_c, rrpid, xid = fresh(16), fresh(), fresh(), unh(key)
-        msg = pu.PInitReq({"rrpid": rrpid, "language": state["language"], "local_id_c": lid_c,
-                           "local_id_m": xid, "chall_c": chall_c, "brand_id": state["brand"],
-                           "bin": pan[:6]})
+        msg = pinit_req(rrpid=rrpid, language=state["language"], lid_c=lid_c, xid=xid,
+                        chall_c=chall_c, brand_id=state["brand"], bin_=pan[:6])
         state.update(lid_c=h(lid_c), _chall_c=h(chall_c), secret={"pan": pan, "expiry": expiry})
         der = wrap("PInitReq", msg, now=now, rrpid=rrpid, lid_c=lid_c, lid_m=xid)
         return self.request(state, key, state["merchant"], "PInitReq", der, now, rrpid)
@@ -244,8 +244,7 @@ class Wallet(Requester):
         pan = pan_data(pan=secret["pan"], expiry=secret["expiry"], pan_secret=card.pan_secret,
                        ex_nonce=fresh())
         signed_pi = dual_sign(card.identity, gateway, head, oi, pan, suite=suite)
-        msg = pu.PReq(name="p_req_dual_signed",
-                      value=pu.PReqDualSigned.load(signed_pi.p_req_dual_signed))
+        msg = p_req(signed_pi.p_req_dual_signed)
         der = wrap("PReq", msg, now=now, rrpid=rrpid, lid_c=unh(state["lid_c"]), lid_m=xid, xid=xid)
         state.update(state="PREQ_SENT", mer_id=merchant.mer_id,
                      p_req_date=_when(ids["p_req_date"].native),
@@ -329,10 +328,8 @@ class Wallet(Requester):
         if card is None:
             raise ProtocolError(self._no_card(state))
         rrpid, chall, xid = fresh(), fresh(), unh(key)
-        data = pu.InqReqData({"trans_ids": TransIDs.load(unh(state["_trans_ids"])), "rrpid": rrpid,
-                              "chall_c2": chall})
-        body = S(card.identity, "InqReqData", data.dump(), suite=self.config.suite)
-        msg = pu.InqReq(name="inq_req_signed", value=cms.ContentInfo.load(body))
+        data = inq_req_data(trans_ids_der=unh(state["_trans_ids"]), rrpid=rrpid, chall_c2=chall)
+        msg = inq_req(S(card.identity, "InqReqData", data, suite=self.config.suite))
         der = wrap("InqReq", msg, now=now, rrpid=rrpid, lid_c=unh(state["lid_c"]), lid_m=xid, xid=xid)
         state.update(inquiries=state.get("inquiries", 0) + 1, inquiry_pending=True,
                      inquired=_when(now), _inquiry={"rrpid": h(rrpid), "chall": h(chall),
