@@ -1,0 +1,209 @@
+"""Contents checks of DER primitives for the strict decoder's walker (``walk``, D-126).
+
+Each check accepts exactly the contents that asn1crypto reads (``.native``) *and* re-encodes to
+the same bytes (``dump(force=True)``): what the earlier parse-and-re-encode decoder accepted in its
+canonical mode, minus the forms its lazy parse let through elsewhere.  Rules come from
+asn1crypto 1.5's classes: INTEGER/ENUMERATED minimal, ENUMERATED in its map, BOOLEAN 00/FF, NULL
+empty, OBJECT IDENTIFIER minimal, BIT STRING with zero unused bits (a named bit list also without
+trailing zero bits or unnamed bits), strings decodable in asn1crypto's codec (ASCII for IA5String,
+UTF-8 for UTF8String; the others are latin-1 in asn1crypto, so any octet), GeneralizedTime as
+``YYYYMMDDHHMMSS[.fff]Z`` naming a real instant.  ``checker`` returns None for a type it does not
+know; the walker then lets asn1crypto itself judge that value (``strict.reference_check``).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Callable
+
+from asn1crypto import core
+
+from .der import Invalid, check_primitive, minimal_oid
+
+Check = Callable[[bytes, int, int], None]
+
+
+def nothing(data: bytes, start: int, end: int) -> None:
+    """OCTET STRING and latin-1 strings: every octet string is valid and re-encodes as is."""
+
+
+def _integer(data: bytes, start: int, end: int) -> None:
+    if end == start:
+        raise Invalid("empty INTEGER")
+    if end - start > 1:
+        b0, b1 = data[start], data[start + 1]
+        if (b0 == 0 and b1 < 0x80) or (b0 == 0xFF and b1 >= 0x80):
+            raise Invalid("non-minimal INTEGER")
+
+
+def _boolean(data: bytes, start: int, end: int) -> None:
+    if end - start != 1 or data[start] not in (0, 0xFF):
+        raise Invalid("BOOLEAN other than 00 or FF")
+
+
+def _null(data: bytes, start: int, end: int) -> None:
+    if end != start:
+        raise Invalid("NULL with contents")
+
+
+def oid_check(data: bytes, start: int, end: int) -> None:
+    if end == start or data[end - 1] & 0x80 or (
+            data.find(b"\x80", start, end) >= 0 and not minimal_oid(data[start:end])):
+        raise Invalid("non-minimal OBJECT IDENTIFIER")
+
+
+def _ascii(data: bytes, start: int, end: int) -> None:
+    if not data[start:end].isascii():
+        raise Invalid("IA5String with a non-ASCII octet")
+
+
+def _utf8(data: bytes, start: int, end: int) -> None:
+    try:
+        data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid("UTF8String that is not UTF-8") from None
+
+
+def _bit_octets(data: bytes, start: int, end: int) -> None:
+    """OctetBitString and an unparsed (Parsable)OctetBitString: whole octets only."""
+    if end == start or data[start] != 0:
+        raise Invalid("BIT STRING of octets with unused bits")
+
+
+_TIME = re.compile(rb"([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})"
+                   rb"(?:\.([0-9]{0,5}[1-9]))?Z")
+
+
+def _generalized_time(data: bytes, start: int, end: int) -> None:
+    """Only the form asn1crypto writes: seconds present, UTC "Z", a fraction without trailing
+    zeros; year 1000..9999 (asn1crypto re-encodes earlier years with fewer digits)."""
+    text = data[start:end]
+    if len(text) == 15 and text[14] == 0x5A and text[:14].isdigit():  # the usual form, fast
+        fields = (text[0:4], text[4:6], text[6:8], text[8:10], text[10:12], text[12:14])
+    else:
+        found = _TIME.fullmatch(text)
+        if found is None:
+            raise Invalid("GeneralizedTime not in DER form YYYYMMDDHHMMSS[.f]Z")
+        fields = found.groups()[:6]
+    year, month, day, hour, minute, second = map(int, fields)
+    if year < 1000:
+        raise Invalid("GeneralizedTime before year 1000")
+    try:
+        datetime(year, month, day, hour, minute, second)
+    except ValueError as exc:
+        raise Invalid(f"GeneralizedTime {exc}") from None
+
+
+def oid_dotted(body: bytes) -> str:
+    """Dotted form of minimal OBJECT IDENTIFIER contents (as asn1crypto's ``dotted``)."""
+    parts, part = [], 0
+    for byte in body:
+        part = part << 7 | byte & 0x7F
+        if not byte & 0x80:
+            if not parts:
+                first = 2 if part >= 80 else part // 40
+                parts += [first, part - 40 * first]
+            else:
+                parts.append(part)
+            part = 0
+    return ".".join(map(str, parts))
+
+
+class _Ambiguous:
+    """Keys of a class's ``_map`` whose name maps back to another key: asn1crypto reads them and
+    then writes the other one, so they never re-encode identically.  Recomputed when the map
+    grows (setmail and asn1crypto modules extend maps when imported)."""
+
+    def __init__(self, cls):
+        self.cls, self.size, self.keys = cls, -1, frozenset()
+
+    def __call__(self) -> frozenset:
+        mapping = self.cls._map
+        if len(mapping) != self.size:
+            reverse = {name: key for key, name in mapping.items()}  # last wins, as ValueMap._setup
+            self.keys = frozenset(k for k, name in mapping.items() if reverse[name] != k)
+            self.size = len(mapping)
+        return self.keys
+
+
+def _mapped_oid(cls) -> Check:
+    ambiguous = _Ambiguous(cls)
+
+    def check(data: bytes, start: int, end: int) -> None:
+        oid_check(data, start, end)
+        if ambiguous() and oid_dotted(data[start:end]) in ambiguous():
+            raise Invalid("OBJECT IDENTIFIER that re-encodes as another with the same name")
+    return check
+
+
+def _mapped_integer(cls, enumerated: bool) -> Check:
+    ambiguous = _Ambiguous(cls)
+
+    def check(data: bytes, start: int, end: int) -> None:
+        _integer(data, start, end)
+        value = int.from_bytes(data[start:end], "big", signed=True)
+        if enumerated and value not in cls._map:
+            raise Invalid(f"ENUMERATED value {value} not defined for {cls.__name__}")
+        if value in ambiguous():
+            raise Invalid(f"{cls.__name__} value {value} re-encodes as another")
+    return check
+
+
+def _named_bits(cls) -> Check:
+    """A named bit list (BitString with ``_map``): asn1crypto reads the names and writes only
+    the named bits up to the last one set."""
+    def check(data: bytes, start: int, end: int) -> None:
+        _bit_string(data, start, end)
+        unused = data[start]
+        nbits = (end - start - 1) * 8 - unused
+        if not nbits:
+            return
+        value = int.from_bytes(data[start + 1:end], "big") >> unused
+        named = cls._map
+        if not value & 1:
+            raise Invalid("named bit list with trailing zero bits")
+        if any(value >> (nbits - 1 - i) & 1 and i not in named for i in range(nbits)):
+            raise Invalid("named bit list with a bit that has no name")
+    return check
+
+
+def _bit_string(data: bytes, start: int, end: int) -> None:
+    if end == start:
+        raise Invalid("empty BIT STRING")
+    unused = data[start]
+    if unused and (end - start == 1 or unused > 7 or data[end - 1] & ((1 << unused) - 1)):
+        raise Invalid("BIT STRING with bad unused bits")
+
+
+_BY_BASE = {
+    core.OctetString: nothing, core.ParsableOctetString: nothing,
+    core.OctetBitString: _bit_octets, core.ParsableOctetBitString: _bit_octets,
+    core.Boolean: _boolean, core.Null: _null, core.GeneralizedTime: _generalized_time,
+    core.UTF8String: _utf8, core.IA5String: _ascii,
+}
+for _latin1 in (core.NumericString, core.PrintableString, core.VisibleString, core.GraphicString,
+                core.GeneralString, core.CharacterString):
+    _BY_BASE[_latin1] = nothing
+_TAG_OF = {core.Boolean: 0x01, core.Integer: 0x02, core.ObjectIdentifier: 0x06}
+
+
+def checker(spec: type, base: type, ident: int) -> Check | None:
+    """The contents check for a primitive of class ``spec`` (its asn1crypto base ``base``)
+    tagged ``ident``, or None if this module does not know the type."""
+    if base in (core.Integer, core.Enumerated):
+        check = _mapped_integer(spec, base is core.Enumerated) if spec._map is not None \
+            else None if base is core.Enumerated else _integer
+    elif base is core.ObjectIdentifier:
+        check = oid_check if spec._map is None else _mapped_oid(spec)
+    elif base is core.BitString:  # (two bits of one name: asn1crypto's own judgement)
+        check = _bit_string if spec._map is None else _named_bits(spec) \
+            if len(set(spec._map.values())) == len(spec._map) else None
+    else:
+        check = _BY_BASE.get(base)
+    if check is not None and ident in _TAG_OF.values() and _TAG_OF.get(base) != ident:
+        inner = check  # a universal BOOLEAN/INTEGER/OID tag on another type: check_der's rules too
+
+        def check(data: bytes, start: int, end: int) -> None:
+            inner(data, start, end)
+            check_primitive(ident, data, start, end)
+    return check
