@@ -125,7 +125,6 @@ class Agent:
             if mail.content_type != MIME_TYPES[mtype]:
                 raise WrongMailContentType(f"{mtype} must travel as {MIME_TYPES[mtype]}, "
                                            f"not {mail.content_type}")
-            header.native  # force the lazy parse of the header now
         except SetmailError as exc:
             return self._quarantine(key, exc, mail, header, mtype)
         fault.hit("after_decode", self.name)
