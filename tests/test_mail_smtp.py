@@ -397,3 +397,65 @@ def test_plain_addresses_are_written_as_smtplib_would():
             checked += 1
     assert checked > 1000
     assert not _PLAIN_ADDRESS.match("José@example.org")  # SMTPUTF8 goes through smtplib
+
+
+def test_pipelined_client_mixed_refusals_keep_the_pool_usable(server, boxes):
+    """Our server offers PIPELINING and the pool uses it; a refused recipient, a refused sender
+    (SIZE over the limit) and a full success follow each other on the pool without confusion."""
+    with smtplib.SMTP("127.0.0.1", server.port, local_hostname="t") as client:
+        client.ehlo()
+        assert client.has_extn("pipelining")
+    pool = SMTPClientPool()
+    with pytest.raises(TransportError) as info:  # one of two recipients refused
+        pool.send("127.0.0.1", server.port, "x@c.example", [MERCHANT, "nobody@else.example"],
+                  mail(n=1))
+    assert info.value.code == 550
+    assert len(new_files(boxes[MERCHANT])) == 1  # the accepted one got its copy
+    with pytest.raises(TransportError) as info:  # SIZE= over the limit: refused at MAIL
+        pool.send("127.0.0.1", server.port, "x@c.example", [MERCHANT], mail(os.urandom(80_000)))
+    assert info.value.permanent and info.value.code == 552
+    with pytest.raises(TransportError) as info:  # every recipient refused
+        pool.send("127.0.0.1", server.port, "x@c.example", ["a@else.example"], mail(n=2))
+    assert info.value.permanent and info.value.code == 550
+    pool.send("127.0.0.1", server.port, "x@c.example", [MERCHANT, GATEWAY], mail(n=3))
+    pool.send("127.0.0.1", server.port, "x@c.example", [MERCHANT], mail(n=4))
+    pool.close()
+    assert len(new_files(boxes[MERCHANT])) == 3 and len(new_files(boxes[GATEWAY])) == 1
+    bodies = sorted(parse_mail(p.read_bytes(), max_size=1 << 20).message_id
+                    for p in new_files(boxes[MERCHANT]))
+    assert bodies == ["m1@cardholder.example", "m3@cardholder.example", "m4@cardholder.example"]
+
+
+def test_a_server_without_pipelining_gets_plain_smtp():
+    """Any other MTA (here plain aiosmtpd, which offers no PIPELINING) gets smtplib's dialogue."""
+    from aiosmtpd.controller import Controller
+
+    class Keep:
+        def __init__(self):
+            self.got = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.got.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            return "250 OK"
+
+    keep, port = Keep(), pick_free_port()
+    controller = Controller(keep, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        pool = SMTPClientPool()
+        raw = mail(n=5)
+        pool.send("127.0.0.1", port, "x@c.example", [MERCHANT], raw)
+        pool.send("127.0.0.1", port, "x@c.example", [GATEWAY], raw)
+        pool.close()
+    finally:
+        controller.stop()
+    assert [(f, r) for f, r, _ in keep.got] == [("x@c.example", [MERCHANT]),
+                                               ("x@c.example", [GATEWAY])]
+    assert keep.got[0][2].replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+
+
+def test_pipelined_body_is_dot_stuffed(server, boxes):
+    raw = b"Subject: dots\r\n\r\n.leading\r\n..two\r\nmid.dle\r\n.\r\nlast"
+    send("127.0.0.1", server.port, "x@c.example", [MERCHANT], raw)
+    stored = new_files(boxes[MERCHANT])[0].read_bytes()
+    assert stored.endswith(b"\n\n.leading\n..two\nmid.dle\n.\nlast\n")

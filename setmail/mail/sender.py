@@ -47,6 +47,7 @@ def _classify(exc: Exception, where: str) -> TransportError:
     return TransportError(f"{where}: {type(exc).__name__}: {exc}", permanent=False)
 
 
+_DOT_LINE = re.compile(rb"(?m)^\.")
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._+=-]{1,64}@[A-Za-z0-9.-]{1,253}\Z")
 
 
@@ -68,6 +69,42 @@ class _Client(smtplib.SMTP):
 
     def rcpt(self, recip, options=()):
         return self._plain("rcpt", "TO", recip, options) or super().rcpt(recip, options)
+
+    def transact(self, sender: str, recipients: list[str], data: bytes) -> dict:
+        """``sendmail`` (same result, same exceptions), pipelined when the server offers
+        PIPELINING (RFC 2920) and every address is plain: MAIL, RCPT and DATA go in one write, the
+        body in a second, so a mail costs two round trips instead of four.  Any refusal leaves the
+        server mid-transaction, so the caller drops the connection on an exception."""
+        self.ehlo_or_helo_if_needed()
+        if not (self.has_extn("pipelining")
+                and all(_PLAIN_ADDRESS.match(a) for a in (sender, *recipients))):
+            return self.sendmail(sender, recipients, data)
+        size = f" SIZE={len(data)}" if self.has_extn("size") else ""
+        self.send(f"MAIL FROM:<{sender}>{size}\r\n".encode("ascii")
+                  + b"".join(f"RCPT TO:<{r}>\r\n".encode("ascii") for r in recipients)
+                  + b"DATA\r\n")
+        code, reply = self.getreply()
+        mail_ok = code == 250
+        refused = {}
+        for recipient in recipients:
+            rcode, rreply = self.getreply()
+            if rcode not in (250, 251):
+                refused[recipient] = (rcode, rreply)
+        dcode, dreply = self.getreply()
+        if not mail_ok:
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        if len(refused) == len(recipients):
+            raise smtplib.SMTPRecipientsRefused(refused)
+        if dcode != 354:
+            raise smtplib.SMTPDataError(dcode, dreply)
+        body = _DOT_LINE.sub(b"..", data)  # dot-stuffing, as smtplib's data() does
+        if body[-2:] != b"\r\n":
+            body += b"\r\n"
+        self.send(body + b".\r\n")
+        code, reply = self.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+        return refused
 
 
 class SMTPClientPool:
@@ -110,7 +147,7 @@ class SMTPClientPool:
                                    timeout=timeout)
                 elif conn.sock is not None:
                     conn.sock.settimeout(timeout)
-                refused = conn.sendmail(sender, list(recipients), data)
+                refused = conn.transact(sender, list(recipients), data)
             except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
                 _quietly_close(conn)
                 conn = None
