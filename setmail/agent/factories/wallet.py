@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 from setmail.agent.factory import register_role
@@ -26,6 +27,13 @@ from setmail.world.config import AgentSpec, World
 from setmail.world.keys import load_cert, load_chain, load_key
 
 _FILES = (".key.pem", ".cert.pem", ".chain.pem", ".pansecret")
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 class WalletFiles:
@@ -55,13 +63,13 @@ class WalletFiles:
 
     def _load(self, name: str) -> WalletCard | None:
         key, cert, chain, secret = (self.home / "keys" / (name + ext) for ext in _FILES)
-        if not (key.exists() and cert.exists() and secret.exists()):
+        stamp = tuple(_mtime(p) for p in (key, cert, chain, secret))  # one stat a file
+        if None in (stamp[0], stamp[1], stamp[3]):
             return None  # registration not finished (the key comes before the certificate)
-        stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in (key, cert, chain, secret))
         cached = self._cache.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        certs = load_chain(chain) if chain.exists() else []
+        certs = load_chain(chain) if stamp[2] is not None else []
         try:
             pan_secret = bytes.fromhex(secret.read_text().strip())
         except (OSError, ValueError) as exc:
