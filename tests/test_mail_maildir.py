@@ -148,3 +148,27 @@ def test_deliver_many_isolates_a_failing_maildir(box, tmp_path):
         b"one", b"two", b"three"]
     assert sorted(os.listdir(box / "new")) == sorted([results[0], results[3]])
     assert os.listdir(box / "tmp") == [] and os.listdir(other / "tmp") == []
+
+
+def test_claim_returns_the_path_that_read_claimed_and_mark_done_use(box):
+    key = md.deliver(box, b"claimed body")
+    claimed = md.claim(box, key)
+    assert claimed == str(box / "cur" / f"{key}:2,")
+    assert md.read_claimed(box, key, claimed) == b"claimed body"
+    md.mark_done(box, key, claimed=claimed)
+    assert os.listdir(box / "cur") == [f"{key}:2,S"]
+    md.mark_done(box, key, claimed=claimed)  # idempotent: the fast path misses, the scan finds S
+    assert os.listdir(box / "cur") == [f"{key}:2,S"] and md.pending(box) == []
+
+
+def test_claimed_path_stale_falls_back_to_lookup(box):
+    """Someone renamed the claimed file meanwhile (a flag added by a mail client): read and
+    mark_done still find the message by its key."""
+    key = md.deliver(box, b"moved")
+    claimed = md.claim(box, key)
+    os.rename(claimed, claimed + "F")
+    assert md.read_claimed(box, key, claimed) == b"moved"
+    md.mark_done(box, key, claimed=claimed)
+    assert os.listdir(box / "cur") == [f"{key}:2,FS"]
+    with pytest.raises(MaildirKeyError):
+        md.mark_done(box, "1.nothing.here", claimed=str(box / "cur" / "1.nothing.here:2,"))

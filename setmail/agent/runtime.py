@@ -107,12 +107,14 @@ class Agent:
         status = self.store.processed_status(key)
         if status is not None:
             return self._finish(key, status, resumed=True)
+        claimed = None
         try:
-            maildir.claim(self.config.maildir, key)
+            claimed = maildir.claim(self.config.maildir, key)
         except MaildirKeyError:
             pass  # already claimed by us before a restart, or gone meanwhile
         try:
-            raw = maildir.read(self.config.maildir, key)
+            raw = (maildir.read(self.config.maildir, key) if claimed is None
+                   else maildir.read_claimed(self.config.maildir, key, claimed))
         except MaildirKeyError:
             return "gone"
         mail: ParsedMail | None = None
@@ -132,7 +134,7 @@ class Agent:
         peer = mail.sender
         record = self.store.lookup_dedupe(peer, rrpid, mtype)
         if record is not None:
-            return self._duplicate(key, record, mail, mtype)
+            return self._duplicate(key, record, mail, mtype, claimed)
         event = Inbound(mtype, mail.der, peer, mail.message_id, decoded=wrapper)
         txkey = "?"
         try:
@@ -148,9 +150,10 @@ class Agent:
                  peer)
         self._commit(txkey, outcome, mail_key=key, request=mail,
                      dedupe=(peer, rrpid, mtype))
-        return self._finish(key, "done")
+        return self._finish(key, "done", claimed=claimed)
 
-    def _finish(self, key: str, status: str, *, resumed: bool = False) -> str:
+    def _finish(self, key: str, status: str, *, resumed: bool = False,
+                claimed: str | None = None) -> str:
         if resumed:
             log.info("%-8s      resuming %s (%s before the crash)", self.name, key, status)
             fx.apply_journal(self.ctx, self.store, self.clock())
@@ -161,7 +164,7 @@ class Agent:
                                    if q.maildir_key == key), "quarantined")
                     maildir.quarantine(self.config.maildir, key, reason)
             else:
-                maildir.mark_done(self.config.maildir, key)
+                maildir.mark_done(self.config.maildir, key, claimed=claimed)
         except MaildirKeyError:
             if status != "quarantined":
                 try:  # still in new/ (claim lost in a crash): claim, then mark done
@@ -172,7 +175,8 @@ class Agent:
         fault.hit("after_mark_done", self.name)
         return status
 
-    def _duplicate(self, key: str, record, mail: ParsedMail, mtype: str) -> str:
+    def _duplicate(self, key: str, record, mail: ParsedMail, mtype: str,
+                   claimed: str | None = None) -> str:
         now = self.clock()
         with self.store.transaction(now=now) as tx:
             for response in record.responses:
@@ -183,7 +187,7 @@ class Agent:
         self.stats["duplicates"] += 1
         log.info("%-8s IN   %-14s duplicate from %s: %d stored response(s) re-sent", self.name,
                  mtype, mail.sender, len(record.responses))
-        return self._finish(key, "duplicate")
+        return self._finish(key, "duplicate", claimed=claimed)
 
     def _quarantine(self, key: str, exc: BaseException, mail: ParsedMail | None, header,
                     mtype: str | None, *, internal: bool = False) -> str:

@@ -163,26 +163,50 @@ def _locate(root: Path, key: str) -> Path:
     return found
 
 
-def claim(path: str | os.PathLike, key: str) -> None:
+def claim(path: str | os.PathLike, key: str) -> str:
     """Move ``new/K`` to ``cur/K:2,``: this consumer now owns the message until ``mark_done``.
+    Returns the claimed file's path, for ``read_claimed`` and ``mark_done(claimed=...)``.
 
     Not fsynced, nor is ``mark_done``: the agent's store, not the folder, records whether a mail
     was processed, so a rename lost in a power cut only makes the mail pending again, and the
     store's processed-mail record then finishes it without processing it twice."""
-    root = Path(path)
+    root = os.fspath(path)
     _check_key(key)
+    claimed = os.path.join(root, "cur", key + _INFO)
     try:
-        os.rename(root / "new" / key, root / "cur" / f"{key}{_INFO}")
+        os.rename(os.path.join(root, "new", key), claimed)
     except FileNotFoundError as exc:
         raise MaildirKeyError(f"no message {key!r} in {root}/new") from exc
     except OSError as exc:
         raise MaildirError(f"claim of {key!r} in {root} failed: {exc}") from exc
+    return claimed
 
 
-def mark_done(path: str | os.PathLike, key: str) -> None:
-    """Add the S flag to a claimed message (idempotent): its effects are committed."""
-    root = Path(path)
+def read_claimed(path: str | os.PathLike, key: str, claimed: str) -> bytes:
+    """The bytes of a message this consumer just claimed (``claim``'s path), without looking
+    for it: ``read`` if it has moved meanwhile."""
+    try:
+        with open(claimed, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return read(path, key)
+    except OSError as exc:
+        raise MaildirError(f"cannot read {key!r} in {path}: {exc}") from exc
+
+
+def mark_done(path: str | os.PathLike, key: str, *, claimed: str | None = None) -> None:
+    """Add the S flag to a claimed message (idempotent): its effects are committed.
+    ``claimed``: the path ``claim`` returned, tried first (no directory lookups)."""
     _check_key(key)
+    if claimed is not None and os.path.basename(claimed) == key + _INFO:
+        try:
+            os.rename(claimed, claimed + "S")
+            return
+        except FileNotFoundError:
+            pass  # moved meanwhile (or already done): the general path below decides
+        except OSError as exc:
+            raise MaildirError(f"mark_done of {key!r} in {path} failed: {exc}") from exc
+    root = Path(path)
     src = _find_cur(root, key)
     if src is None:
         raise MaildirKeyError(f"message {key!r} is not claimed in {root}/cur")
