@@ -17,7 +17,10 @@ from typing import Any
 
 DDL = ("CREATE TABLE IF NOT EXISTS agent_commands (id INTEGER PRIMARY KEY AUTOINCREMENT, "
        "name TEXT NOT NULL, args TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
-       "txkey TEXT, detail TEXT, submitted_at REAL NOT NULL, done_at REAL)",)
+       "txkey TEXT, detail TEXT, submitted_at REAL NOT NULL, done_at REAL)",
+       # the agent looks for pending rows several times a second; done ones pile up
+       "CREATE INDEX IF NOT EXISTS agent_commands_pending ON agent_commands (id) "
+       "WHERE status = 'pending'")
 
 
 @dataclass(frozen=True)
