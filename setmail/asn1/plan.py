@@ -114,6 +114,7 @@ def _compile(spec, params: dict, outer: bool, key: tuple, pending: dict) -> Node
         node = pending[key] = Fallback(spec, params, outer)
         return node
     node = inner
+    inner.spec = spec  # for ``native``: field specs, DEFAULT values, universal tag, Name
     for class_, tag in instance.explicit or ():  # innermost first
         node = Explicit(ident_of(class_, 1, tag), node)
     pending[key] = node
@@ -157,13 +158,14 @@ def _shell(spec, base, instance, outer: bool) -> Node:
         check = prim.checker(spec, base, ident) if issubclass(base, core.Primitive) else None
         if check is None:
             raise Unsupported(spec.__name__)
-        return Primitive(spec.__name__, ident, check)
+        return Primitive(spec.__name__, ident, check, prim.reader(spec, base, check))
     return node if outer else node.remembered()
 
 
 def _fill(node: Node, spec, outer: bool, pending: dict) -> None:
     if isinstance(node, Sequence):
-        node.fields = tuple(_field(spec, i, outer, pending) for i in range(len(spec._fields)))
+        fields = [_field(spec, i, outer, pending) for i in range(len(spec._fields))]
+        node.fields, node.nodes = tuple(f[0] for f in fields), tuple(f[1] for f in fields)
         node.spans = any(f[1] == 3 for f in node.fields)
     elif isinstance(node, SequenceOf):
         child = spec._child_spec
@@ -185,7 +187,8 @@ def _opaque_ok(spec) -> bool:
 
 
 def _field(spec, index: int, outer: bool, pending: dict) -> tuple:
-    """Field ``index`` as ``walk.Sequence.fields`` holds it."""
+    """Field ``index`` as ``walk.Sequence.fields`` holds it, and its node (None if an earlier
+    field chooses its spec)."""
     name, fspec, fparams = spec._fields[index]
     node = resolve = None
     callback = (spec._spec_callbacks or {}).get(name)
@@ -205,7 +208,7 @@ def _field(spec, index: int, outer: bool, pending: dict) -> tuple:
             keys.update(ident_of(c, 1, t) for c, t in fspec._id_map if c is not None)
         keys = frozenset(keys)
     kind, ident, check = (3, None, None) if resolve is not None else dispatch(node)
-    return name, kind, ident, check, keys, required, default, resolve
+    return (name, kind, ident, check, keys, required, default, resolve), node
 
 
 def _source(spec, index: int, callback) -> int:

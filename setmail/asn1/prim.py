@@ -9,18 +9,21 @@ trailing zero bits or unnamed bits), strings decodable in asn1crypto's codec (AS
 UTF-8 for UTF8String; the others are latin-1 in asn1crypto, so any octet), GeneralizedTime as
 ``YYYYMMDDHHMMSS[.fff]Z`` naming a real instant.  ``checker`` returns None for a type it does not
 know; the walker then lets asn1crypto itself judge that value (``strict.reference_check``).
+``reader`` adds the conversion to the value asn1crypto's ``.native`` gives, for ``native``'s
+decode that builds plain Python values during the walk instead of asn1crypto objects after it.
 """
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 from asn1crypto import core
 
 from .der import Invalid, check_primitive, minimal_oid
 
 Check = Callable[[bytes, int, int], None]
+Read = Callable[[bytes, int, int], Any]
 
 
 def nothing(data: bytes, start: int, end: int) -> None:
@@ -207,3 +210,102 @@ def checker(spec: type, base: type, ident: int) -> Check | None:
             inner(data, start, end)
             check_primitive(ident, data, start, end)
     return check
+
+
+# --- natives ---------------------------------------------------------------------------------------
+def _octets(data: bytes, start: int, end: int) -> bytes:
+    return data[start:end]
+
+
+def _bit_octets_native(data: bytes, start: int, end: int) -> bytes:
+    return data[start + 1:end]
+
+
+def _boolean_native(data: bytes, start: int, end: int) -> bool:
+    return data[start] != 0
+
+
+def _null_native(data: bytes, start: int, end: int) -> None:
+    return None
+
+
+def _time_native(data: bytes, start: int, end: int) -> datetime:
+    """asn1crypto's GeneralizedTime.native of a value ``_generalized_time`` accepted."""
+    text = data[start:end]
+    value = datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
+                     int(text[10:12]), int(text[12:14]), tzinfo=timezone.utc)
+    if len(text) > 15:  # ".f{1,6}Z": whole microseconds
+        fraction = text[15:-1]
+        value += timedelta(microseconds=int(fraction) * 10 ** (6 - len(fraction)))
+    return value
+
+
+def _signed(data: bytes, start: int, end: int) -> int:
+    return int.from_bytes(data[start:end], "big", signed=True)
+
+
+_DOTTED: dict[bytes, str] = {}
+
+
+def _dotted(data: bytes, start: int, end: int) -> str:
+    body = data[start:end]
+    dotted = _DOTTED.get(body)
+    if dotted is None:
+        if len(_DOTTED) >= 4096:
+            _DOTTED.clear()
+        dotted = _DOTTED[body] = oid_dotted(body)
+    return dotted
+
+
+def _converter(spec: type, base: type) -> Read | None:
+    """The conversion of valid contents to asn1crypto's native value of ``spec``."""
+    if base in (core.OctetString, core.ParsableOctetString):
+        return _octets
+    if base in (core.OctetBitString, core.ParsableOctetBitString):
+        return _bit_octets_native
+    if base in (core.Integer, core.Enumerated, core.ObjectIdentifier):
+        plain = _dotted if base is core.ObjectIdentifier else _signed
+        if spec._map is None:
+            return plain
+
+        def mapped(data: bytes, start: int, end: int):  # the map as it is now (maps grow)
+            value = plain(data, start, end)
+            return spec._map.get(value, value)
+        return mapped
+    if base is core.BitString:
+        return _bits(spec)
+    if base is core.Boolean:
+        return _boolean_native
+    if base is core.Null:
+        return _null_native
+    if base is core.GeneralizedTime:
+        return _time_native
+    encoding = getattr(spec, "_encoding", None)
+    if encoding is not None:
+        return lambda data, start, end: data[start:end].decode(encoding)
+    return None
+
+
+def _bits(spec: type) -> Read:
+    """A tuple of 0/1 per bit, or for a named bit list the set of the names of the bits set."""
+    def read(data: bytes, start: int, end: int):
+        unused = data[start]
+        nbits = (end - start - 1) * 8 - unused
+        value = int.from_bytes(data[start + 1:end], "big") >> unused
+        bits = tuple(value >> (nbits - 1 - i) & 1 for i in range(nbits))
+        if not spec._map:
+            return bits
+        return {spec._map.get(i, i) for i, bit in enumerate(bits) if bit}
+    return read
+
+
+def reader(spec: type, base: type, check: Check) -> Read | None:
+    """``check`` then the contents as asn1crypto's ``.native`` gives them (None: unknown)."""
+    convert = _converter(spec, base)
+    if convert is None or check is nothing:
+        return convert
+
+    def read(data: bytes, start: int, end: int):
+        check(data, start, end)
+        return convert(data, start, end)
+    return read

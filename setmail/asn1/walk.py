@@ -60,6 +60,8 @@ class Node:
 
     ident: int | None = None
     prim = None  # a primitive's contents check(data, start, end), called directly by parents
+    read = None  # a primitive's check and native value (``native``): read(data, start, end)
+    spec = None  # the asn1crypto class the node was compiled from (``plan``), for ``native``
 
     def __init__(self, label: str, ident: int | None = None):
         self.label, self.ident = label, ident
@@ -111,9 +113,9 @@ def dispatch(node: Node) -> tuple:
 
 
 class Primitive(Node):
-    def __init__(self, label: str, ident: int, check):
+    def __init__(self, label: str, ident: int, check, read=None):
         super().__init__(label, ident)
-        self.prim = check
+        self.prim, self.read = check, read
 
     def contents(self, data, ident, hstart, start, end):
         self.prim(data, start, end)
@@ -127,6 +129,7 @@ class Sequence(Node):
     field whose spec an earlier field chooses (kind 3)."""
 
     fields: tuple = ()
+    nodes: tuple = ()  # each field's node (None where ``resolve`` chooses it), for ``native``
     spans = False  # whether some field's spec depends on an earlier field
 
     def contents(self, data, ident, hstart, start, end):
@@ -139,15 +142,10 @@ class Sequence(Node):
                 tident, s, e = data[pos], pos + 2, pos + 2 + data[pos + 1]
             else:
                 tident, s, e = tlv_at(data, pos, end)
-            while True:  # asn1crypto's rule: an absent optional/DEFAULT field is one whose tag
-                if i == count:  # (or CHOICE alternative's) differs; no backtracking
-                    raise Invalid(f"not canonical DER: an element after the last field of "
-                                  f"{self.label}")
-                name, kind, fident, check, keys, _, default, resolve = fields[i]
-                if keys is not None and tident | 0x20 not in keys:
-                    i += 1
-                    continue
-                break
+            keys = fields[i][4] if i < count else ()
+            if keys is not None and tident | 0x20 not in keys:
+                i = field_for(self, i, tident)
+            name, kind, fident, check, _, _, default, resolve = fields[i]
             if kind == 3:
                 kind, fident, check = dispatch(resolve(data, spans))
             if fident is not None and tident != fident:
@@ -161,15 +159,39 @@ class Sequence(Node):
                 except Invalid as exc:
                     exc.path.append(name)
                     raise
-            if default is not None and data[pos:e] == default:
-                raise Invalid(f"not canonical DER: DEFAULT value of {name} encoded")
+            if default is not None:
+                not_default(data, pos, e, default, name)
             if spans is not None:
                 spans[i] = (s, e)
             i += 1
             pos = e
-        for field in fields[i:]:
-            if field[5]:
-                raise Invalid(f"{self.label}: field {field[0]} is missing")
+        missing(self, i)
+
+
+def field_for(node: Sequence, i: int, tident: int) -> int:
+    """Index of the field, from ``i`` on, that an element with identifier ``tident`` is: the
+    fields skipped are absent (asn1crypto's rule: an optional/DEFAULT field is absent if its tag,
+    or its CHOICE alternatives' tags, differ; no backtracking)."""
+    fields = node.fields
+    while i < len(fields):
+        keys = fields[i][4]
+        if keys is None or tident | 0x20 in keys:
+            return i
+        i += 1
+    raise Invalid(f"not canonical DER: an element after the last field of {node.label}")
+
+
+def not_default(data: bytes, start: int, end: int, default: bytes, name: str) -> None:
+    """Refuse a field encoded with its DEFAULT value (DER omits it)."""
+    if data[start:end] == default:
+        raise Invalid(f"not canonical DER: DEFAULT value of {name} encoded")
+
+
+def missing(node: Sequence, i: int) -> None:
+    """Refuse a SEQUENCE that ended before a required field (fields from ``i`` on are absent)."""
+    for field in node.fields[i:]:
+        if field[5]:
+            raise Invalid(f"{node.label}: field {field[0]} is missing")
 
 
 class SequenceOf(Node):
@@ -189,27 +211,39 @@ class SequenceOf(Node):
                 elif kind:
                     check(data, tident, pos, s, stop)
                 if ordered:
-                    current = data[cstart:stop]
-                    if previous is not None and current < previous:
-                        raise Invalid("not canonical DER: SET OF elements not in DER order")
-                    previous = current
+                    previous = in_order(data, cstart, stop, previous)
                 pos, index = stop, index + 1
         except Invalid as exc:
             exc.path.append(str(index))
             raise
 
 
+def in_order(data: bytes, start: int, end: int, previous: bytes | None) -> bytes:
+    """The SET OF element at ``start``..``end``, refused if it sorts before ``previous``."""
+    current = data[start:end]
+    if previous is not None and current < previous:
+        raise Invalid("not canonical DER: SET OF elements not in DER order")
+    return current
+
+
 class Choice(Node):
     alternatives: dict  # key (constructed identifier) -> (name, node)
 
-    def contents(self, data, ident, hstart, start, end):
+    def alternative(self, ident: int) -> tuple[str, Node]:
+        """(name, node) of the alternative a value with identifier ``ident`` is."""
         found = self.alternatives.get(ident | 0x20)
         if found is None:
             raise Invalid(f"no alternative of {self.label} has tag {describe(ident)}")
         name, node = found
+        if node.ident is not None and ident != node.ident:
+            exc = Invalid(f"expected {node.label}, found {describe(ident)}")
+            exc.path.append(name)
+            raise exc
+        return found
+
+    def contents(self, data, ident, hstart, start, end):
+        name, node = self.alternative(ident)
         try:
-            if node.ident is not None and ident != node.ident:
-                raise Invalid(f"expected {node.label}, found {describe(ident)}")
             node.check(data, ident, hstart, start, end)
         except Invalid as exc:
             exc.path.append(name)
