@@ -176,10 +176,18 @@ def _base64_lines(data: bytes) -> bytes:
     return _CRLF.join(_LINE_76.findall(text)) + _CRLF if text else b""
 
 
+#: longest header value whose RFC 2047 words are decoded or whose address is parsed: the email
+#: package's decode_header and getaddresses grow faster than linearly (a 1 MiB Subject of encoded
+#: words took 20 s); a longer value is kept as it came (headers are informational) or, for an
+#: address, taken as no address.
+_HEADER_PARSE_LIMIT = 4096
+
+
 def _text(value: object) -> str:
-    """A header value as str; RFC 2047 words decoded (only where they occur, for speed)."""
+    """A header value as str; RFC 2047 words decoded (only where they occur, for speed, and only
+    in values up to _HEADER_PARSE_LIMIT characters)."""
     text = str(value)
-    if "=?" in text:
+    if "=?" in text and len(text) <= _HEADER_PARSE_LIMIT:
         try:
             text = str(make_header(decode_header(text)))
         except (ValueError, LookupError, UnicodeError):
@@ -193,7 +201,7 @@ _BARE_ADDR = re.compile(r"\s*<?([^\s<>\",;()]+)>?\s*\Z")
 
 
 def _address(value: str | None) -> str:
-    if not value:
+    if not value or len(str(value)) > _HEADER_PARSE_LIMIT:
         return ""
     bare = _BARE_ADDR.match(str(value))  # the common case, without the full address parser
     if bare and "@" in bare.group(1)[1:-1]:
