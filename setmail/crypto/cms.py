@@ -1,4 +1,4 @@
-"""CMS SignedData and AuthEnvelopedData: build with ``der``, open strictly with asn1crypto.
+"""CMS SignedData and AuthEnvelopedData: build with ``der``, open strictly with ``reader``.
 
 Only the exact profile of D-1 is produced and accepted: SHA-256, RSASSA-PSS (MGF1-SHA-256, salt 32),
 RSAES-OAEP-SHA-256 key transport (or rsaOAEPEncryptionSET for SET's extra-data block, D-11), AES-256
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from setmail.crypto.reader import Reader
@@ -46,12 +47,39 @@ _DIGEST_ALGS = der.set_of(ALG_SHA256)
 _OID_BODY_SIGNED_DATA = der.content_of(der.oid(OID_SIGNED_DATA))
 _OID_BODY_AUTH_ENVELOPED = der.content_of(der.oid(OID_AUTH_ENVELOPED_DATA))
 _OID_AES256_GCM_TLV = der.oid(OID_AES256_GCM)
+_SIGNED_DATA_HEAD = der.integer(3) + _DIGEST_ALGS  # version and digestAlgorithms
+_CONTENT_INFO_SIGNED = der.oid(OID_SIGNED_DATA)
+_CONTENT_INFO_ENVELOPED = der.oid(OID_AUTH_ENVELOPED_DATA)
+_GCM_TAG_LENGTH = der.integer(GCM_TAG_SIZE)
+
+
+def _signed_attrs_generic(ct_oid: bytes, digest: bytes) -> bytes:
+    return der.set_of(der.seq(der.oid(OID_CONTENT_TYPE_ATTR), der.set_of(ct_oid)),
+                      der.seq(der.oid(OID_MESSAGE_DIGEST_ATTR), der.set_of(der.octets(digest))))
+
+
+@lru_cache(maxsize=512)
+def _attrs_frame(ct_oid: bytes, size: int) -> tuple[bytes, bytes] | None:
+    """(before, after) the digest in the signed attributes of ``ct_oid``, or None if the SET OF
+    order could depend on the digest.  It cannot for real OIDs: the two attributes differ in the
+    attribute OID, before the digest, so one content type has one frame."""
+    blank = _signed_attrs_generic(ct_oid, bytes(size))
+    ct_attr = der.seq(der.oid(OID_CONTENT_TYPE_ATTR), der.set_of(ct_oid))
+    md_head = der.seq(der.oid(OID_MESSAGE_DIGEST_ATTR), der.set_of(der.octets(bytes(size))))[:-size]
+    common = min(len(ct_attr), len(md_head))
+    if ct_attr[:common] == md_head[:common]:
+        return None
+    if ct_attr < md_head:
+        return blank[:-size], b""
+    return blank[:-size - len(ct_attr)], ct_attr
 
 
 def _signed_attrs(ct_oid: bytes, digest: bytes) -> bytes:
     """DER SET OF the two signed attributes (what the signature covers)."""
-    return der.set_of(der.seq(der.oid(OID_CONTENT_TYPE_ATTR), der.set_of(ct_oid)),
-                      der.seq(der.oid(OID_MESSAGE_DIGEST_ATTR), der.set_of(der.octets(digest))))
+    frame = _attrs_frame(ct_oid, len(digest))
+    if frame is None:
+        return _signed_attrs_generic(ct_oid, digest)
+    return frame[0] + digest + frame[1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,30 +98,71 @@ class Identity:
     def cert_der(self) -> bytes:
         return cert_der(self.cert)
 
+    @cached_property
+    def signer_info_head(self) -> bytes:
+        """SignerInfo's version, sid and digestAlgorithm: the same in every signature."""
+        return der.integer(1) + self.issuer_and_serial + ALG_SHA256
 
-@lru_cache(maxsize=1024)
-def _ias(cert: x509.Certificate) -> bytes:
-    return der.seq(cert.issuer.public_bytes(), der.integer(cert.serial_number))
+    @cached_property
+    def default_certificates(self) -> bytes:
+        """The [0] certificates field of a SignedData that carries the signer's cert and chain."""
+        return _certificates_field((self.cert, *self.chain))
+
+
+class _CertFacts:
+    """What the operators need of one certificate object, computed once (cached by identity)."""
+
+    __slots__ = ("cert", "ias", "der")
+
+    def __init__(self, cert: x509.Certificate):
+        self.cert = cert
+        self.ias = der.seq(cert.issuer.public_bytes(), der.integer(cert.serial_number))
+        self.der = cert.public_bytes(Encoding.DER)
+
+
+#: id(cert) -> facts.  Why by identity: hashing or comparing a Certificate hashes its whole DER
+#: (~5 us), and pki.parse hands out one object per distinct certificate.  An entry holds its
+#: certificate, so the id cannot be reused while it is here.
+_FACTS: dict[int, _CertFacts] = {}
+_FACTS_MAX = 4096
+
+
+def _facts(cert: x509.Certificate) -> _CertFacts:
+    facts = _FACTS.get(id(cert))
+    if facts is None or facts.cert is not cert:
+        facts = _CertFacts(cert)
+        if len(_FACTS) >= _FACTS_MAX:
+            _FACTS.clear()  # atomic, unlike evicting one entry while another thread inserts
+        _FACTS[id(cert)] = facts
+    return facts
 
 
 def issuer_and_serial(cert: x509.Certificate) -> bytes:
     """DER IssuerAndSerialNumber naming ``cert`` (signer and recipient identifiers)."""
-    return _ias(cert)
+    return _facts(cert).ias
 
 
-@lru_cache(maxsize=1024)
 def cert_der(cert: x509.Certificate) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding
-    return cert.public_bytes(Encoding.DER)
+    return _facts(cert).der
+
+
+def _certificates_field(certs) -> bytes:
+    """[0] IMPLICIT SET OF Certificate: each distinct certificate once, in DER SET OF order."""
+    return der.implicit_constructed(0, b"".join(sorted({_facts(c).der for c in certs})))
+
+
+_load_der_certificate = None
 
 
 def load_cert(data: bytes) -> x509.Certificate:
     """A DER certificate taken from a message, parsed in full and cached (pki.parse): cryptography
     parses lazily, so a bad name, key or extension would otherwise escape later, mid-validation,
     as a library exception.  Raises MalformedMessage, like any other bad byte of the message."""
-    from setmail.pki.parse import load_der_certificate  # not at the top: pki imports this module
+    global _load_der_certificate
+    if _load_der_certificate is None:  # not at the top: pki imports this module
+        from setmail.pki.parse import load_der_certificate as _load_der_certificate
     try:
-        return load_der_certificate(data)
+        return _load_der_certificate(data)
     except MalformedCertificate as exc:
         raise MalformedMessage(f"embedded certificate: {exc}") from exc
 
@@ -102,16 +171,10 @@ def _content(data: bytes, oid_body: bytes, what: str) -> Reader:
     """A reader over the SEQUENCE inside ``ContentInfo { contentType, [0] EXPLICIT content }``."""
     if not isinstance(data, (bytes, bytearray)):
         raise MalformedMessage(f"{what}: expected bytes, got {type(data).__name__}")
-    top = Reader(bytes(data), what)
-    ci = top.enter(0x30)
-    top.done()
+    ci = Reader(bytes(data), what).only(0x30)
     if ci.value(0x06) != oid_body:
         raise WrongContentType(f"expected a {what} ContentInfo")
-    outer = ci.enter(0xA0)
-    ci.done()
-    body = outer.enter(0x30)
-    outer.done()
-    return body
+    return ci.only(0xA0).only(0x30)
 
 
 # --- SignedData ---------------------------------------------------------------------------
@@ -121,17 +184,19 @@ def build_signed(suite: CryptoSuite, signer: Identity, content_type: str, conten
     ct_oid = der.oid(content_type)
     attrs_set = _signed_attrs(ct_oid, suite.digest(content))
     signature = suite.sign(signer.key, attrs_set)
-    signer_info = der.seq(der.integer(1), signer.issuer_and_serial, ALG_SHA256,
-                          der.implicit_constructed(0, der.content_of(attrs_set)), ALG_PSS,
-                          der.octets(signature))
-    encap = der.seq(ct_oid) if detached else der.seq(ct_oid, der.explicit(0, der.octets(content)))
-    parts = [der.integer(3), der.set_of(ALG_SHA256), encap]
+    # signedAttrs is [0] IMPLICIT: the SET's own bytes under another tag
+    signer_info = der.tlv(0x30, b"".join((signer.signer_info_head, b"\xa0", attrs_set[1:], ALG_PSS,
+                                          der.header(0x04, len(signature)), signature)))
+    if detached:
+        encap = der.tlv(0x30, ct_oid)
+    else:
+        encap = der.tlv(0x30, ct_oid + der.tlv(0xA0, der.tlv(0x04, content)))
     if certs is None:
-        certs = (signer.cert, *signer.chain)
-    if certs:
-        parts.append(der.implicit_constructed(0, b"".join(sorted({cert_der(c) for c in certs}))))
-    parts.append(der.set_of(signer_info))
-    return der.seq(der.oid(OID_SIGNED_DATA), der.explicit(0, der.seq(*parts)))
+        included = signer.default_certificates
+    else:
+        included = _certificates_field(certs) if certs else b""
+    body = b"".join((_SIGNED_DATA_HEAD, encap, included, der.tlv(0x31, signer_info)))
+    return der.tlv(0x30, _CONTENT_INFO_SIGNED + der.tlv(0xA0, der.tlv(0x30, body)))
 
 
 @dataclass(frozen=True)
@@ -179,10 +244,7 @@ def open_signed(suite: CryptoSuite, data: bytes, content_type: str, *, detached_
         included = tuple(found)
     if sd.peek() == 0xA1:
         raise MalformedMessage("SignedData: unexpected crls field")
-    infos = sd.enter(0x31)
-    sd.done()
-    si = infos.enter(0x30)
-    infos.done()
+    si = sd.only(0x31).only(0x30)  # exactly one SignerInfo
     if si.integer() != 1:
         raise MalformedMessage("SignerInfo: unsupported version")
     signer_id = si.raw(0x30)
@@ -192,7 +254,7 @@ def open_signed(suite: CryptoSuite, data: bytes, content_type: str, *, detached_
     signature = si.value(0x04)
     si.done()
     try:
-        signer = next((c for c in (*included, *certs) if issuer_and_serial(c) == signer_id), None)
+        signer = next((c for c in (*included, *certs) if _facts(c).ias == signer_id), None)
         public_key = None if signer is None else signer.public_key()
     except Exception as exc:  # cryptography parses certificates lazily
         raise MalformedMessage(f"SignedData: an embedded certificate is malformed ({exc})") from exc
@@ -212,7 +274,8 @@ def ktri(suite: CryptoSuite, recipient: x509.Certificate, block: bytes, *, set_b
     """KeyTransRecipientInfo: OAEP(block) for ``recipient`` named by issuer and serial."""
     encrypted = suite.oaep_encrypt(recipient.public_key(), block)
     alg = ALG_OAEP_SET if set_block else ALG_OAEP
-    return der.seq(der.integer(0), issuer_and_serial(recipient), alg, der.octets(encrypted))
+    return der.tlv(0x30, b"".join((b"\x02\x01\x00", _facts(recipient).ias, alg,
+                                   der.header(0x04, len(encrypted)), encrypted)))
 
 
 def kek_id(key: bytes) -> bytes:
@@ -231,10 +294,12 @@ def build_enveloped(suite: CryptoSuite, recipient_info: bytes, content_type: str
                     plaintext: bytes) -> bytes:
     nonce = fresh(GCM_NONCE_SIZE)
     ciphertext, tag = suite.aead_encrypt(cek, nonce, plaintext)
-    alg = der.seq(der.oid(OID_AES256_GCM), der.seq(der.octets(nonce), der.integer(GCM_TAG_SIZE)))
-    eci = der.seq(der.oid(content_type), alg, der.implicit_primitive(0, ciphertext))
-    aed = der.seq(der.integer(0), der.set_of(recipient_info), eci, der.octets(tag))
-    return der.seq(der.oid(OID_AUTH_ENVELOPED_DATA), der.explicit(0, aed))
+    alg = der.tlv(0x30, _OID_AES256_GCM_TLV + der.tlv(0x30, der.tlv(0x04, nonce) + _GCM_TAG_LENGTH))
+    eci = der.tlv(0x30, b"".join((der.oid(content_type), alg, der.header(0x80, len(ciphertext)),
+                                  ciphertext)))
+    aed = der.tlv(0x30, b"".join((b"\x02\x01\x00", der.tlv(0x31, recipient_info), eci,
+                                  der.tlv(0x04, tag))))
+    return der.tlv(0x30, _CONTENT_INFO_ENVELOPED + der.tlv(0xA0, aed))
 
 
 @dataclass(frozen=True)
@@ -281,7 +346,7 @@ def unwrap_ktri(suite: CryptoSuite, env: Envelope, recipient: Identity, *, set_b
     """The OAEP block addressed to ``recipient`` (DecryptionFailed if it is someone else's)."""
     if env.recipient_tag != 0x30:
         raise DecryptionFailed("envelope is not addressed to a key-exchange certificate")
-    ri = Reader(env.recipient, "KeyTransRecipientInfo").enter(0x30)
+    ri = Reader(env.recipient, "KeyTransRecipientInfo").only(0x30)
     if ri.integer() != 0:
         raise MalformedMessage("KeyTransRecipientInfo: unsupported version")
     if ri.raw(0x30) != recipient.issuer_and_serial:
@@ -295,7 +360,7 @@ def unwrap_ktri(suite: CryptoSuite, env: Envelope, recipient: Identity, *, set_b
 def unwrap_kekri(env: Envelope, kek: bytes) -> bytes:
     if env.recipient_tag != 0xA2:
         raise DecryptionFailed("envelope is not addressed to a provided symmetric key")
-    ri = Reader(env.recipient, "KEKRecipientInfo").enter(0xA2)
+    ri = Reader(env.recipient, "KEKRecipientInfo").only(0xA2)
     if ri.integer() != 4:
         raise MalformedMessage("KEKRecipientInfo: unsupported version")
     kekid = ri.enter(0x30)

@@ -4,7 +4,10 @@ Why not asn1crypto for building: constructing nested asn1crypto values from dict
 the RSA signature itself (crypto-notes.md: ~850 sign+envelope/s vs ~3,650 for the RSA alone).
 The operators build a handful of fixed CMS shapes, so they concatenate TLVs directly; everything
 built here is parsed back by asn1crypto in the tests (and by ``openssl asn1parse``/``cms``), which
-is what keeps this honest.  Decoding always goes through asn1crypto.
+is what keeps this honest.  Decoding is ``crypto.reader``'s (strict, one expected tag at a time).
+
+Every operator calls these hundreds of times per purchase, so the common sizes (short form, one
+or two length octets) are written without any helper call.
 """
 from __future__ import annotations
 
@@ -14,12 +17,32 @@ from functools import lru_cache
 def length(n: int) -> bytes:
     if n < 0x80:
         return bytes((n,))
+    if n < 0x100:
+        return bytes((0x81, n))
+    if n < 0x10000:
+        return bytes((0x82, n >> 8, n & 0xFF))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes((0x80 | len(body),)) + body
 
 
+def header(tag: int, n: int) -> bytes:
+    """Identifier and length octets of a TLV with ``n`` content octets."""
+    if n < 0x80:
+        return bytes((tag, n))
+    if n < 0x100:
+        return bytes((tag, 0x81, n))
+    if n < 0x10000:
+        return bytes((tag, 0x82, n >> 8, n & 0xFF))
+    return bytes((tag,)) + length(n)
+
+
 def tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + length(len(content)) + content
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    if n < 0x100:
+        return bytes((tag, 0x81, n)) + content
+    return header(tag, n) + content
 
 
 def seq(*parts: bytes) -> bytes:
@@ -35,11 +58,19 @@ def octets(data: bytes) -> bytes:
     return tlv(0x04, data)
 
 
-def integer(value: int) -> bytes:
+def _integer(value: int) -> bytes:
     if value == 0:
         return b"\x02\x01\x00"
     size = (value.bit_length() + 8) // 8 if value > 0 else ((~value).bit_length() + 8) // 8
     return tlv(0x02, value.to_bytes(size, "big", signed=True))
+
+
+_SMALL_INTEGERS = {v: _integer(v) for v in range(-128, 128)}
+
+
+def integer(value: int) -> bytes:
+    small = _SMALL_INTEGERS.get(value)
+    return small if small is not None else _integer(value)
 
 
 def explicit(number: int, content: bytes) -> bytes:

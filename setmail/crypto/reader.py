@@ -24,27 +24,51 @@ class Reader:
     def _fail(self, why: str):
         raise MalformedMessage(f"{self.what}: {why} at offset {self.pos}")
 
-    def _header(self) -> tuple[int, int, int]:
-        """(tag, content start, content end) of the TLV at ``pos``; checks DER length rules."""
+    def _take(self, tag: int) -> tuple[int, int]:
+        """(content start, content end) of the TLV at ``pos``, which must have ``tag``; checks the
+        DER length rules and moves ``pos`` past it.
+
+        The usual headers (the expected low tag, short form or one or two length octets, minimal,
+        inside the bounds) are read inline; anything else takes ``_slow_take``, which names the
+        fault."""
+        data, pos, end = self.data, self.pos, self.end
+        if end - pos >= 2 and data[pos] == tag and tag & 0x1F != 0x1F:
+            n = data[pos + 1]
+            if n < 0x80:
+                if pos + 2 + n <= end:
+                    self.pos = pos + 2 + n
+                    return pos + 2, pos + 2 + n
+            elif n == 0x81:
+                if pos + 3 <= end and data[pos + 2] >= 0x80 and pos + 3 + data[pos + 2] <= end:
+                    self.pos = pos + 3 + data[pos + 2]
+                    return pos + 3, self.pos
+            elif n == 0x82 and pos + 4 <= end and data[pos + 2]:
+                stop = pos + 4 + (data[pos + 2] << 8 | data[pos + 3])
+                if stop <= end:
+                    self.pos = stop
+                    return pos + 4, stop
+        return self._slow_take(tag)
+
+    def _slow_take(self, tag: int) -> tuple[int, int]:
         if self.end - self.pos < 2:
             self._fail("truncated")
-        tag = self.data[self.pos]
-        if tag & 0x1F == 0x1F:
+        found = self.data[self.pos]
+        if found & 0x1F == 0x1F:
             self._fail("high tag number where none is expected")
         length, start = read_length(self.data, self.pos + 1, self.end, self.what)
-        return tag, start, start + length
+        if found != tag:
+            self._fail(f"expected tag {tag:#04x}, found {found:#04x}")
+        self.pos = start + length
+        return start, self.pos
 
     def peek(self) -> int | None:
         return self.data[self.pos] if self.pos < self.end else None
 
     def raw(self, tag: int) -> bytes:
         """The whole TLV (header included) of the next value, which must have ``tag``."""
-        t, start, stop = self._header()
-        if t != tag:
-            self._fail(f"expected tag {tag:#04x}, found {t:#04x}")
-        whole = self.data[self.pos:stop]
-        self.pos = stop
-        return whole
+        pos = self.pos
+        self._take(tag)
+        return self.data[pos:self.pos]
 
     def any(self) -> bytes:
         """The whole TLV of the next value, whatever its tag."""
@@ -52,21 +76,29 @@ class Reader:
 
     def value(self, tag: int) -> bytes:
         """The content octets of the next value, which must have ``tag``."""
-        t, start, stop = self._header()
-        if t != tag:
-            self._fail(f"expected tag {tag:#04x}, found {t:#04x}")
-        self.pos = stop
+        start, stop = self._take(tag)
         return self.data[start:stop]
 
     def enter(self, tag: int) -> "Reader":
         """A reader over the content of the next (constructed) value."""
-        t, start, stop = self._header()
-        if t != tag:
-            self._fail(f"expected tag {tag:#04x}, found {t:#04x}")
-        self.pos = stop
+        start, stop = self._take(tag)
         return Reader(self.data, self.what, start, stop)
 
+    def only(self, tag: int) -> "Reader":
+        """``enter`` the next value, which must be the last one here (then ``done``), by moving this
+        reader inside it: the nesting of one-child SEQUENCEs without a reader per level."""
+        start, stop = self._take(tag)
+        if stop != self.end:
+            self._fail(f"{self.end - stop} unexpected trailing bytes")
+        self.pos = start
+        return self
+
     def integer(self) -> int:
+        pos = self.pos
+        if pos + 3 <= self.end and self.data[pos] == 0x02 and self.data[pos + 1] == 0x01:
+            self.pos = pos + 3  # one content octet: always minimal (versions, small counts)
+            value = self.data[pos + 2]
+            return value - 0x100 if value >= 0x80 else value
         body = self.value(0x02)
         if not body or (len(body) > 1 and ((body[0] == 0 and body[1] < 0x80) or
                                            (body[0] == 0xFF and body[1] >= 0x80))):
@@ -96,9 +128,7 @@ def split_pair(data: bytes, what: str) -> tuple[bytes, bytes]:
         raise MalformedMessage(f"{what}: expected bytes, got {type(data).__name__}")
     data = bytes(data)
     check_der(data, what)
-    top = Reader(data, what)
-    pair = top.enter(0x30)
-    top.done()
+    pair = Reader(data, what).only(0x30)
     first, second = pair.any(), pair.any()
     pair.done()
     return first, second
