@@ -26,19 +26,18 @@ H(t) from the block against the decrypted t, DD(b) inside the signature against 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
-from asn1crypto import core
 from cryptography import x509
 
 from setmail.asn1.base import check_der
 from setmail.asn1.oids import CONTENT_TYPES
-from setmail.asn1.pkcs7plus import BlockContents, SETOAEPBlock
 from setmail.crypto import der
-from setmail.crypto.reader import split_pair
+from setmail.crypto.reader import Reader, split_pair
 from setmail.crypto.cms import (ALG_SHA256, Identity, Signed, build_enveloped, build_signed, decrypt_content,
                                 kekri, ktri, open_signed, parse_enveloped, unwrap_kekri, unwrap_ktri)
 from setmail.crypto.suite import CEK_SIZE, DEFAULT_SUITE, CryptoSuite, fresh
-from setmail.errors import DecryptionFailed, DigestMismatch, MalformedMessage, SetmailError
+from setmail.errors import DecryptionFailed, DigestMismatch, MalformedMessage
 
 __all__ = ["H", "HMAC", "DD", "check_DD", "L", "open_L", "S", "SO", "verify_S", "verify_SO",
            "Enc", "open_Enc", "EncK", "open_EncK", "EncX", "open_EncX", "EH", "open_EH", "EX",
@@ -66,8 +65,15 @@ def HMAC(key: bytes, data: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
 
 def DD(content_type: str, data: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
     """DD(t): DigestedData naming t's content type, with t itself omitted."""
+    digest = suite.digest(data)
+    return _dd_head(content_type, len(digest)) + digest
+
+
+@lru_cache(maxsize=256)
+def _dd_head(content_type: str, size: int) -> bytes:
+    """DD's DER up to the digest: the same for every t of one content type."""
     return der.seq(der.integer(2), ALG_SHA256, der.seq(der.oid(_oid(content_type))),
-                   der.octets(suite.digest(data)))
+                   der.octets(bytes(size)))[:-size]
 
 
 def check_DD(dd: bytes, content_type: str, data: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> None:
@@ -134,25 +140,27 @@ def _block(contents: int, key: bytes, digest: bytes | None = None, extra: bytes 
 
 
 def _read_block(block: bytes, contents: int) -> tuple[bytes, bytes | None, bytes | None]:
-    try:
-        check_der(block, "OAEP block")
-        value = SETOAEPBlock.load(block, strict=True)
-        if value["block_contents"].native != BlockContents._map[contents]:
-            raise DecryptionFailed("OAEP block carries other contents than this operator expects")
-        key = value["key"].native
-        digest = value["hash"].native
-        extra = None
-        if not isinstance(value["extra"], core.Void):
-            wrapped = value["extra"].dump()  # [1] EXPLICIT header + the extra TLV
-            extra = der.content_of(wrapped)
-            if wrapped[0] != 0xA1 or not extra:
-                raise MalformedMessage("OAEP block: extra data is not [1] EXPLICIT")
-    except SetmailError:
-        raise
-    except Exception as exc:
-        raise MalformedMessage(f"OAEP block is malformed ({exc})") from exc
+    """(key, hash, extra) of a SETOAEPBlock (asn1.pkcs7plus) whose contents byte is ``contents``.
+
+    The block is DER-checked whole (extra's insides too), then read field by field: exactly
+    {INTEGER, OCTET STRING, [0] IMPLICIT OCTET STRING?, [1] EXPLICIT one value?} and nothing
+    after; the hash and the extra data are present exactly when ``contents`` says so."""
+    check_der(block, "OAEP block")
+    fields = Reader(block, "OAEP block").only(0x30)
+    if fields.integer() != contents:
+        raise DecryptionFailed("OAEP block carries other contents than this operator expects")
+    key = fields.value(0x04)
+    digest = fields.value(0x80) if fields.peek() == 0x80 else None
+    extra = None
+    if fields.peek() == 0xA1:
+        wrapped = fields.enter(0xA1)
+        extra = wrapped.any()
+        wrapped.done()
+    fields.done()
     if len(key) != CEK_SIZE or (digest is None) == (contents in (_KEY_AND_HASH, _KEY_HASH_AND_EXTRA)):
         raise MalformedMessage("OAEP block: wrong key size or hash presence")
+    if (extra is None) == (contents in (_KEY_AND_EXTRA, _KEY_HASH_AND_EXTRA)):
+        raise MalformedMessage("OAEP block: extra data missing or unexpected")
     return key, digest, extra
 
 
