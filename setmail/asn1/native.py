@@ -14,9 +14,9 @@ documented exceptions where the DER is what the reader needs:
   crypto operators open; it is never parsed here (D-126).
 * a field named in ``raw`` (dotted field names from the root, ``*`` for the elements of a
   SEQUENCE OF, an alternative's name through a CHOICE) is a ``Der``: the field's DER without its
-  field tagging (``value.untag().dump()``; equal to ``bytes``), whose ``.native`` is built from
-  those bytes on first use.  For values compared byte-wise or passed on as received (TransIDs,
-  DetachedDigests, the BrandCRLIdentifier a signature covers).
+  field tagging (``value.untag().dump()``; equal to ``bytes``), whose ``.native`` is built on
+  first use (raw paths inside it apply there).  For values compared byte-wise or passed on as
+  received (TransIDs, DetachedDigests, the BrandCRLIdentifier a signature covers).
 
 A value is refused exactly when ``walk`` refuses it: each node's checks are the walker's (the
 primitives' ``prim.reader`` runs the walker's check first; raw fields and opaque layers are
@@ -34,7 +34,6 @@ from .walk import (Choice, Explicit, Fallback, Node, Opaque, Parsable, Primitive
                    SequenceOf, _header, describe, field_for, in_order, missing,
                    not_default)
 
-LEAF = object()  # a raw path ends here
 _IMMUTABLE = (type(None), bool, int, str, bytes)
 
 
@@ -52,33 +51,39 @@ class Der(bytes):
         try:
             return self._native
         except AttributeError:
-            node, data, ident, hstart, start, end = self._source
-            self._native = _value(node, data, ident, hstart, start, end, None)
+            node, data, ident, hstart, start, end, raw = self._source
+            self._native = _value(node, data, ident, hstart, start, end, raw)
             return self._native
 
 
 def paths(raw) -> dict | None:
-    """The trie of ``raw``'s dotted paths: name -> sub-trie or LEAF (cached per path tuple)."""
+    """The trie of ``raw``'s dotted paths (cached per path tuple): name -> sub-trie; a sub-trie
+    holding the key "" is a raw field, and its "" value the trie of raw paths inside it (None)."""
     if not raw:
         return None
     key = tuple(raw)
     trie = _TRIES.get(key)
     if trie is None:
-        trie = {}
+        tree: dict = {}
         for path in key:
-            *parents, last = path.split(".")
-            at = trie
-            for part in parents:
+            at = tree
+            for part in path.split("."):
                 at = at.setdefault(part, {})
-                if at is LEAF:
-                    raise ValueError(f"raw path {path!r} lies inside another raw path")
-            if at.get(last, LEAF) is not LEAF:
-                raise ValueError(f"raw path {path!r} holds another raw path")
-            at[last] = LEAF
+            at[""] = True
+        trie = _compiled(tree)
         if len(_TRIES) >= 256:
             _TRIES.clear()
         _TRIES[key] = trie
     return trie
+
+
+def _compiled(tree: dict) -> dict | None:
+    out = {}
+    for name, sub in tree.items():
+        if name:
+            inner = _compiled(sub)
+            out[name] = {"": inner} if "" in sub else inner
+    return out or None
 
 
 _TRIES: dict[tuple, dict] = {}
@@ -96,10 +101,10 @@ def build(node: Node, data: bytes, raw: dict | None = None):
 
 
 def _value(node: Node, data: bytes, ident: int, hstart: int, start: int, end: int, raw):
-    if raw is LEAF:
+    if raw is not None and "" in raw:
         node.check(data, ident, hstart, start, end)  # the walker's check (and its memo)
         return Der(untagged(node, data, ident, hstart, start, end),
-                   (node, data, ident, hstart, start, end))
+                   (node, data, ident, hstart, start, end, raw[""]))
     read = node.read
     if read is not None:
         return read(data, start, end)
