@@ -13,7 +13,6 @@ from setmail.agent.effects import EffectContext, stage
 from setmail.agent.ledger import ledger_report
 from setmail.asn1.base import decode
 from setmail.asn1.error import Error
-from setmail.asn1.issuer import IssAuthResData, IssCapResData
 from setmail.asn1.wrapper import decode_wrapper, message_body
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.roles.base import Inbound
@@ -76,8 +75,8 @@ class Bank:
             "stan": stan(xid), "rrn": rrn(xid), "processing_code": "000000", "pan": pan,
             "card_expiry": expiry, "amount": money(amount, currency), "acquirer_id": "41111111",
             "merchant_id": MER_ID}, now=now)
-        assert isinstance(data, IssAuthResData) and data["mti"].native == "0110"
-        assert (data["stan"].native, data["rrn"].native, data["xid"].native) == (
+        assert isinstance(data, dict) and data["mti"] == "0110"
+        assert (data["stan"], data["rrn"], data["xid"]) == (
             stan(xid), rrn(xid), xid)
         return xid, data
 
@@ -85,8 +84,8 @@ class Bank:
         _, data = self.ask("IssCapReq", xid, {
             "stan": stan(xid, capture=True), "rrn": rrn(xid), "pan": pan, "amount": money(amount),
             "approval_code": approval, "merchant_id": MER_ID})
-        assert isinstance(data, IssCapResData) and data["stan"].native == stan(xid, capture=True)
-        return data["response_code"].native, data["amount"]["amount"].native
+        assert isinstance(data, dict) and data["stan"] == stan(xid, capture=True)
+        return data["response_code"], data["amount"]["amount"]
 
     def totals(self, pan=PAN):
         return self.shared.get(pan, {"held": 0, "posted": 0})
@@ -113,17 +112,17 @@ def test_decision(p, iso, request_changes, account_changes):
     bank = Bank(p, {PAN: replace(accounts()[PAN], **account_changes)})
     xid, data = bank.authorise(**request_changes)
     state = bank.states[xid.hex()]
-    assert data["response_code"].native == iso == state["response_code"]
+    assert data["response_code"] == iso == state["response_code"]
     (effect,) = bank.effects
     if iso == "00":
-        assert state["state"] == "HELD" and data["amount"]["amount"].native == 1234
-        assert data["approval_code"].native == state["approval_code"]
+        assert state["state"] == "HELD" and data["amount"]["amount"] == 1234
+        assert data["approval_code"] == state["approval_code"]
         assert len(state["approval_code"]) == 6
         assert effect.kind == "ledger.hold" and effect.data["amount"] == 1234
         assert bank.totals() == {"held": 1234, "posted": 0}
     else:
-        assert state["state"] == "DECLINED" and data["amount"]["amount"].native == 0
-        assert data["approval_code"].native is None and effect.kind == "ledger.decline"
+        assert state["state"] == "DECLINED" and data["amount"]["amount"] == 0
+        assert data["approval_code"] is None and effect.kind == "ledger.decline"
         assert effect.data["code"] == iso and bank.shared == {}
     pan = request_changes.get("pan", PAN)
     assert effect.data["pan_last4"] == pan[-4:] and effect.data["secret"] == {"pan": pan}
@@ -133,14 +132,14 @@ def test_decision(p, iso, request_changes, account_changes):
 def test_available_credit_counts_holds_and_postings(p):
     bank = Bank(p)
     first, auth = bank.authorise(amount=300000)
-    assert bank.capture(first, 250000, auth["approval_code"].native) == ("00", 250000)
+    assert bank.capture(first, 250000, auth["approval_code"]) == ("00", 250000)
     assert bank.totals() == {"held": 0, "posted": 250000}
     _, held = bank.authorise(amount=200000)
-    assert held["response_code"].native == "00" and bank.totals()["held"] == 200000
+    assert held["response_code"] == "00" and bank.totals()["held"] == 200000
     _, over = bank.authorise(amount=50001)      # 500000 - 250000 - 200000 = 50000 left
-    assert over["response_code"].native == "51"
+    assert over["response_code"] == "51"
     _, exact = bank.authorise(amount=50000)
-    assert exact["response_code"].native == "00"
+    assert exact["response_code"] == "00"
     assert bank.totals() == {"held": 250000, "posted": 250000}
 
 
@@ -149,12 +148,12 @@ def test_a_decided_xid_gets_the_same_answer_and_no_second_hold(p):
     xid, first = bank.authorise(amount=1000)
     effects, shared = len(bank.effects), dict(bank.shared)
     _, again = bank.authorise(xid, amount=9999)  # a new request for the same XID
-    assert again["response_code"].native == "00" and again["amount"]["amount"].native == 1000
-    assert again["approval_code"].native == first["approval_code"].native
+    assert again["response_code"] == "00" and again["amount"]["amount"] == 1000
+    assert again["approval_code"] == first["approval_code"]
     assert len(bank.effects) == effects and bank.shared == shared
     declined, _ = bank.authorise(amount=LIMIT * 2)
     _, repeat = bank.authorise(declined, amount=1)
-    assert repeat["response_code"].native == "51" and len(bank.effects) == effects + 1
+    assert repeat["response_code"] == "51" and len(bank.effects) == effects + 1
     assert bank.states[declined.hex()]["state"] == "DECLINED"
 
 
@@ -162,7 +161,7 @@ def test_a_decided_xid_gets_the_same_answer_and_no_second_hold(p):
 def test_capture_posts_the_amount_and_releases_the_whole_hold(p):
     bank = Bank(p)
     xid, auth = bank.authorise(amount=5000)
-    approval = auth["approval_code"].native
+    approval = auth["approval_code"]
     assert bank.capture(xid, 5001, approval) == ("13", 0)          # more than the hold
     assert bank.states[xid.hex()]["state"] == "HELD"
     assert bank.capture(xid, 4000, "ZZZZZZ") == ("12", 0)          # not the approval code
@@ -177,7 +176,7 @@ def test_capture_posts_the_amount_and_releases_the_whole_hold(p):
     assert bank.capture(xid, 4000, approval) == ("94", 0)          # already posted
     assert bank.totals() == {"held": 0, "posted": 4000}
     _, repeat = bank.authorise(xid)                                 # still the same decision
-    assert repeat["response_code"].native == "00" and repeat["amount"]["amount"].native == 5000
+    assert repeat["response_code"] == "00" and repeat["amount"]["amount"] == 5000
 
 
 def test_capture_without_an_approved_hold_is_12(p):
@@ -199,7 +198,7 @@ def test_capture_by_another_pinned_gateway_is_12(p):
         **bank.role.config.gateways, "gw2@gateway.example": (other.cert, p.gateway_kex.cert)})
     xid, auth = bank.authorise()
     bank.signer = other
-    assert bank.capture(xid, 1234, auth["approval_code"].native) == ("12", 0)
+    assert bank.capture(xid, 1234, auth["approval_code"]) == ("12", 0)
 
 
 # --- who may ask ----------------------------------------------------------------------------------
@@ -238,9 +237,9 @@ def test_ledger_rows_add_up_to_the_shared_totals(p, tmp_path):
     bank.authorise(amount=LIMIT)                                       # 51
     bank.authorise(pan="4000000000000002")                             # 14
     b1, rb = bank.authorise(amount=150000, pan="4012888888881881", expiry="202806")
-    bank.capture(a1, 9000, r1["approval_code"].native)
-    bank.capture(b1, 150000, rb["approval_code"].native, pan="4012888888881881")
-    bank.capture(b1, 150000, rb["approval_code"].native, pan="4012888888881881")  # 94: no effect
+    bank.capture(a1, 9000, r1["approval_code"])
+    bank.capture(b1, 150000, rb["approval_code"], pan="4012888888881881")
+    bank.capture(b1, 150000, rb["approval_code"], pan="4012888888881881")  # 94: no effect
     store = Store(tmp_path / "bank.db")
     try:
         with store.transaction(now=NOW.timestamp()) as tx:
@@ -282,9 +281,9 @@ def test_ledger_report_of_an_empty_store(tmp_path):
 def test_expiry_is_checked_against_now(p):
     bank = Bank(p, {PAN: replace(accounts()[PAN], expiry="202611")})
     _, data = bank.authorise(expiry="202611")                            # NOW is 2026-11-27
-    assert data["response_code"].native == "00"
+    assert data["response_code"] == "00"
     _, data = bank.authorise(expiry="202611", now=NOW + dt.timedelta(days=5))
-    assert data["response_code"].native == "54"
+    assert data["response_code"] == "54"
 
 
 # --- the factories: both roles built from a world on disk talk to each other ---------------------
@@ -315,4 +314,4 @@ def test_world_factories_wire_gateway_and_issuer(tmp_path):
     out = bank_role.step(None, Inbound("IssAuthReq", der, cfg.name), NOW, {})
     answer = unwrap(Inbound("IssAuthRes", out.sends[0].wrapper_der, bank_cfg.name), NOW)
     data, _ = open_network(answer, cfg.key_exchange, cfg.issuer_pinned, NOW)
-    assert data["response_code"].native == "00" and out.shared == {PAN: {"held": 2500, "posted": 0}}
+    assert data["response_code"] == "00" and out.shared == {PAN: {"held": 2500, "posted": 0}}

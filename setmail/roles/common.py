@@ -26,10 +26,12 @@ from cryptography.x509.oid import NameOID
 
 from setmail.asn1.base import MessageHeader, MsgExtensions, decode
 from setmail.asn1.codes import ErrorCode
+from setmail.asn1.der import tlv_at
 from setmail.asn1.error import MAX_BAD_WRAPPER, Error, ErrorTBS
 from setmail.asn1.oids import PROFILE_MODERN_2026
-from setmail.asn1.wrapper import (decode_wrapper, header_der, message_body, message_type,
-                                  wrapper_der)
+from setmail.asn1.strict import decode_native
+from setmail.asn1.wrapper import (MESSAGE_TYPES, Message, decode_wrapper, header_der,
+                                  message_alternative, wrapper_der)
 from setmail.crypto.cms import Identity, cert_der, load_cert
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
@@ -49,6 +51,10 @@ _ERROR_CODES = frozenset(ErrorCode._map.values())
 _PROFILE_EXT = [{"ext_id": PROFILE_MODERN_2026, "critical": True, "ext_value": b"\x05\x00"}]
 #: the MessageWrapper's [1] IMPLICIT mwExtensions field carrying _PROFILE_EXT, encoded once
 _PROFILE_EXT_DER = MsgExtensions(_PROFILE_EXT, implicit=1).dump()
+_PROFILE_EXT_NATIVE = MsgExtensions(_PROFILE_EXT).native
+#: Message CHOICE tag number -> message-type name
+_TYPE_BY_TAG = {params["explicit"]: name for name in MESSAGE_TYPES
+                for alt, _, params in Message._alternatives if alt == message_alternative(name)}
 
 
 def h(b: bytes | None) -> str | None:
@@ -79,37 +85,82 @@ def wrap(type_name: str, message, *, now: dt.datetime, rrpid: bytes | None = Non
 
 
 @dataclass(frozen=True)
+class Wire:
+    """An inbound wrapper's parts, read once per event from the DER the strict decode accepted:
+    the message type its Message CHOICE tag names, the MessageHeader as plain values
+    (``decode_native``), the message body's DER and the mwExtensions field's DER (b"": none).
+    Why: the asn1crypto wrapper re-parses a level at every field read; the roles read the header
+    three times per message (transaction key, unwrap, the answer's ids)."""
+
+    type: str
+    header: dict
+    body: bytes
+    extensions: bytes
+
+
+def wire(event: Inbound) -> Wire:
+    """``event``'s wrapper parts (MalformedMessage if it does not decode), computed once and kept
+    in the event as ``functools.cached_property`` keeps ``Inbound.wrapper``."""
+    found = event.__dict__.get("_wire")
+    if found is None:
+        event.wrapper  # noqa: B018  the strict decode of these very bytes (the agent's, or now)
+        found = event.__dict__["_wire"] = _split(bytes(event.wrapper_der))
+    return found
+
+
+def _split(der: bytes) -> Wire:
+    """The parts of a MessageWrapper already strictly decoded (so only split here)."""
+    _, start, end = tlv_at(der, 0, len(der))
+    _, _, header_end = tlv_at(der, start, end)
+    _, message, message_end = tlv_at(der, header_end, end)  # message [0] EXPLICIT Message
+    ident, body, body_end = tlv_at(der, message, message_end)  # the CHOICE's [n] EXPLICIT
+    tag = ident >> 8 if ident & 0x1F == 0x1F else ident & 0x1F
+    return Wire(_TYPE_BY_TAG[tag], decode_native(MessageHeader, der[start:header_end]),
+                der[body:body_end], der[message_end:end])
+
+
+def header_ids(event: Inbound) -> dict:
+    """The header's message ids (lid_c, lid_m, xid; those present) of an inbound message; {} if
+    it does not decode (a transaction key for unroutable input)."""
+    try:
+        return wire(event).header["message_ids"] or {}
+    except SetmailError:
+        return {}
+
+
+@dataclass(frozen=True)
 class Parsed:
-    """An unwrapped message: its type, the DER of the message body, and the clear header."""
+    """An unwrapped message: its type, the DER of the message body, and the clear header (as
+    plain values: ``decode_native(MessageHeader)``)."""
 
     type: str
     body: bytes
-    header: MessageHeader
+    header: dict
     wrapper_der: bytes
 
     @property
     def rrpid(self) -> bytes | None:
-        return self.header["rrpid"].native
+        return self.header["rrpid"]
 
     def message_id(self, name: str) -> bytes | None:
-        ids = self.header["message_ids"]
-        return None if ids.native is None else ids.native.get(name)
+        return (self.header["message_ids"] or {}).get(name)
 
 
 def unwrap(event: Inbound, now: dt.datetime, *, max_age: dt.timedelta = MAX_AGE,
            max_skew: dt.timedelta = MAX_SKEW) -> Parsed:
     """Decode and check an inbound wrapper's framing (not its payload's protection)."""
-    wrapper = event.wrapper
-    found = message_type(wrapper)
+    parts = wire(event)
+    found = parts.type
     if found != event.message_type:
         raise ProtocolError(f"mail announced {event.message_type}, wrapper holds {found}",
                             "wrapperMsgMismatch")
-    header = wrapper["message_header"]
-    version = header["version"].native
-    if version != 1 or header["revision"].native != 0:
-        raise ProtocolError(f"SET version {version}.{header['revision'].native} is not 1.0",
+    header = parts.header
+    version = header["version"]
+    if version != 1 or header["revision"] != 0:
+        raise ProtocolError(f"SET version {version}.{header['revision']} is not 1.0",
                             "versionTooOld" if version < 1 else "versionTooNew")
-    exts = wrapper["mw_extensions"].native or []
+    exts = _PROFILE_EXT_NATIVE if parts.extensions == _PROFILE_EXT_DER else (
+        event.wrapper["mw_extensions"].native or [])
     ours = [e for e in exts if e["ext_id"] == PROFILE_MODERN_2026]
     for ext in exts:
         if ext["critical"] and ext["ext_id"] != PROFILE_MODERN_2026:
@@ -117,14 +168,14 @@ def unwrap(event: Inbound, now: dt.datetime, *, max_age: dt.timedelta = MAX_AGE,
                                 "unrecognizedExtension")
     if not ours:  # a SET 1.0 (1997 algorithms) peer: never interoperate silently (D-304)
         raise ProtocolError("message lacks the setmail modern-profile extension", "versionTooOld")
-    date = header["date"].native
+    date = header["date"]
     if date.tzinfo is None:
         date = date.replace(tzinfo=dt.timezone.utc)
     if date < now - max_age:
         raise ProtocolError(f"message dated {date:%Y-%m-%d} is too old", "messageTooOld")
     if date > now + max_skew:
         raise ProtocolError(f"message dated {date:%Y-%m-%d %H:%M} is in the future", "messageTooNew")
-    return Parsed(found, message_body(wrapper).dump(), header, bytes(event.wrapper_der))
+    return Parsed(found, parts.body, header, bytes(event.wrapper_der))
 
 
 def check_echo(what: str, got, want, code: str = "challengeMismatch") -> None:

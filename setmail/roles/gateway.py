@@ -112,12 +112,12 @@ class Gateway(Requester):
     def on_AuthReq(self, state, event, now, shared) -> Outcome:
         key, cfg = self.transaction_key(event), self.config
         parsed, req, data = open_merchant_request(cfg, event, now, self._merchants)
-        tags = data["auth_req_item"]["auth_tags"]
-        amount = data["auth_req_item"]["auth_req_payload"]["auth_req_amt"].native
-        reply = reply_to(event, parsed, req, auth_tags=h(tags.dump()), mer_thumb=h(req.thumb))
+        tags = data["auth_req_item"]["auth_tags"]  # its DER (echoed), TransIDs DER inside
+        ids = tags.native["trans_ids"]
+        amount = data["auth_req_item"]["auth_req_payload"]["auth_req_amt"]
+        reply = reply_to(event, parsed, req, auth_tags=h(tags), mer_thumb=h(req.thumb))
         record = {"xid": key, "merchant": event.sender, "mer_id": req.mer_id, **amount,
-                  "_trans_ids": h(tags["trans_ids"].dump()), "auth_req_date": when(now),
-                  "_reply": reply}
+                  "_trans_ids": h(ids), "auth_req_date": when(now), "_reply": reply}
         try:
             pay = check_payment(cfg, parsed, req, data, now)
             if state["state"] != START:
@@ -126,13 +126,13 @@ class Gateway(Requester):
             send = auth_res(cfg, reply, now, code=declined.code, amount=zero(amount))
             if state["state"] != START:
                 return Outcome(key, dict(state), sends=(send,))  # the XID's own story goes on
-            new = None if parsed.message_id("xid") != tags["trans_ids"]["xid"].native else {
+            new = None if parsed.message_id("xid") != ids.native["xid"] else {
                 **record, "state": "DECLINED", "auth_code": declined.code,
                 "reason": str(declined)[:200]}
             return Outcome(key, new, sends=(send,))
         xid = unh(key)
         new = {**record, "state": "ISSUER_AUTH", "stan": stan(xid), "rrn": rrn(xid),
-               "p_req_date": when(tags["trans_ids"]["p_req_date"].native),
+               "p_req_date": when(ids.native["p_req_date"]),
                "secret": {"pan": pay.pan, "expiry": pay.expiry, "back_key": h(pay.back_key)}}
         return self._ask_issuer(new, "IssAuthReq", {
             "stan": new["stan"], "rrn": new["rrn"], "processing_code": "000000", "pan": pay.pan,
@@ -166,11 +166,11 @@ class Gateway(Requester):
         if data is None:
             return Outcome(key, dict(state))  # a late or repeated answer: already decided
         xid = unh(state["xid"])
-        iso, approval = data["response_code"].native, data["approval_code"].native
+        iso, approval = data["response_code"], data["approval_code"]
         code, asked = auth_code(iso), _money(state)
         held, token = zero(asked), None
         if code == "approved":
-            held = data["amount"].native
+            held = data["amount"]
             if not (approval and len(approval) == 6 and amount_ok(held, asked)):
                 raise ProtocolError("approval without a code or for another amount")
             token = cap_token(cfg, auth_rrpid=unh(state["_reply"]["rrpid"]), amount=held, xid=xid)
@@ -198,17 +198,16 @@ class Gateway(Requester):
             raise ProtocolError("a CapReq captures exactly one authorisation here",
                                 "messageNotSupported")
         item = items[0]
-        reply = reply_to(event, parsed, req, cap_rr_tags=h(tags.dump()),
-                         trans_ids=h(item["trans_ids"].dump()),
-                         auth_rrpid=h(item["auth_rrpid"].native))
+        reply = reply_to(event, parsed, req, cap_rr_tags=h(tags), trans_ids=h(item["trans_ids"]),
+                         auth_rrpid=h(item["auth_rrpid"]))
         try:
             amount = check_capture(cfg, state, req, item)
         except Decline as declined:
             send = cap_res(cfg, reply, now, code=declined.code,
-                           amount=zero(item["cap_payload"]["cap_req_amt"].native))
+                           amount=zero(item["cap_payload"]["cap_req_amt"]))
             return Outcome(key, None if state["state"] == START else dict(state), sends=(send,))
         new = {**state, "state": "ISSUER_CAP", "_cap_reply": reply, "cap_req_amt": amount["amount"],
-               "cap_date": when(item["cap_payload"]["cap_date"].native),
+               "cap_date": when(item["cap_payload"]["cap_date"]),
                "cap_req_date": when(now)}
         return self._ask_issuer(new, "IssCapReq", {
             "stan": stan(unh(key), capture=True), "rrn": state["rrn"], "amount": amount,
@@ -222,10 +221,10 @@ class Gateway(Requester):
         data = self._answer(state, event, now, capture=True)
         if data is None:
             return Outcome(key, dict(state))
-        iso, asked = data["response_code"].native, {**_money(state), "amount": state["cap_req_amt"]}
+        iso, asked = data["response_code"], {**_money(state), "amount": state["cap_req_amt"]}
         code, posted = cap_code(iso), zero(asked)
         if code == "success":
-            posted = data["amount"].native
+            posted = data["amount"]
             if not amount_ok(posted, asked):
                 raise ProtocolError("the issuer posted another amount than asked")
         send = cap_res(cfg, state["_cap_reply"], now, code=code, amount=posted)

@@ -19,8 +19,8 @@ from typing import Any
 from cryptography import x509
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
-from setmail.asn1.base import decode
 from setmail.asn1.fastder import Raw, encode
+from setmail.asn1.strict import decode_native
 from setmail.crypto import der, dual
 from setmail.crypto.cms import cert_der
 from setmail.crypto.operators import DD, Enc, EncB, EncK, open_Enc, open_EncB, open_EX, verify_SO
@@ -86,27 +86,35 @@ def merchant_facts(signer: x509.Certificate, known: dict) -> tuple[str, bytes]:
     return facts
 
 
-#: message type -> (envelope type, signed type, baggage type, data class, where its RRTags are)
+#: message type -> (envelope type, signed type, baggage type, data class, the fields read as
+#: DER (``decode_native``'s raw paths: echoed in the answer or compared byte-wise), where its
+#: RRTags are)
 _REQUESTS = {
     "AuthReq": ("AuthReqTBE", "AuthReqTBS", "PI", gw.AuthReqData,
-                lambda data: data["auth_req_item"]["auth_tags"]["auth_rr_tags"]),
+                ("auth_req_item.auth_tags", "auth_req_item.auth_tags.trans_ids",
+                 "auth_req_item.check_digests.h_oi_data", "auth_req_item.check_digests.hod2"),
+                lambda data: data["auth_req_item"]["auth_tags"].native["auth_rr_tags"]),
     "CapReq": ("CapReqTBE", "CapReqTBS", "CapTokenSeq", cap.CapReqData,
-               lambda data: data["cap_rr_tags"]),
+               ("cap_rr_tags", "cap_item_seq.*.trans_ids"),
+               lambda data: data["cap_rr_tags"].native),
 }
+#: PIHead fields compared byte-wise with the merchant's
+_PI_HEAD_RAW = ("trans_ids", "inputs.hod")
 
 
 def open_merchant_request(cfg, event, now: dt.datetime, known: dict):
     """(parsed, MerchantRequest, decoded data) of an AuthReq/CapReq: our kex key, merchant
     signature with a ``mer`` path, the merchant's own key-exchange certificate among the
-    certificates (for the answer), and the header RRPID = the request's RRTags RRPID."""
-    tbe, tbs, baggage, cls, rr_tags = _REQUESTS[event.message_type]
+    certificates (for the answer), and the header RRPID = the request's RRTags RRPID.  The
+    data as plain values (``decode_native``), the fields in ``_REQUESTS`` as their DER."""
+    tbe, tbs, baggage, cls, raw, rr_tags = _REQUESTS[event.message_type]
     parsed = unwrap(event, now)
     opened = open_EncB(parsed.body, cfg.key_exchange, tbe, tbs, baggage,
                        validate=path_check(cfg.trust, now, "mer", crls=cfg.crls), suite=cfg.suite)
     signer, certs = opened.signed.signer, opened.signed.certificates
     mer_id, thumb = merchant_facts(signer, known)
-    data = decode(cls, opened.content, canonical=False)
-    if parsed.rrpid != rr_tags(data)["rrpid"].native:
+    data = decode_native(cls, opened.content, raw=raw)
+    if parsed.rrpid != rr_tags(data)["rrpid"]:
         raise ProtocolError("MessageHeader RRPID disagrees with the request's RRTags",
                             "badMessageHeader")
     for cert in certs:
@@ -140,7 +148,7 @@ class Payment:
     back_key: bytes | None
 
 
-def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: gw.AuthReqData,
+def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: dict,
                   now: dt.datetime) -> Payment:
     """The contract's PI checks, in order; ``Decline`` with the AuthCode of the first failure.
 
@@ -148,40 +156,40 @@ def check_payment(cfg, parsed: Parsed, req: MerchantRequest, data: gw.AuthReqDat
     while opening the PI's envelope (or reading the peThumb inside) is wrongGateway, the dual
     signature and everything after it piAuthMismatch; one RSA decryption either way."""
     item = data["auth_req_item"]
-    tags, digests = item["auth_tags"], item["check_digests"]
+    tags, digests = item["auth_tags"].native, item["check_digests"]
     with answer("wrongGateway"):
         if req.baggage[:1] != b"\xa1":
             raise ProtocolError("PI is not pi_dual_signed")
         signature, ex_pi_data = dual.split_pi_dual_signed(b"\x30" + req.baggage[1:])
         link = open_EX(ex_pi_data, cfg.key_exchange, "PIDualSignedTBE", "PANData", suite=cfg.suite)
         head_der, h_oi = split_pair(link.content, "PI-OILink")
-        head = decode(pu.PIHead, head_der, canonical=False)
-        if head["pe_thumb"].native != cfg.kex_thumb:
+        head = decode_native(pu.PIHead, head_der, raw=_PI_HEAD_RAW)
+        if head["pe_thumb"] != cfg.kex_thumb:
             raise ProtocolError("the PI names another gateway (PIHead.peThumb)")
     with answer("piAuthMismatch"):
-        if digests.native is None or h_oi != digests["h_oi_data"].dump():
+        if digests is None or h_oi != digests["h_oi_data"]:
             raise DigestMismatch("merchant's DD(OIData) differs from the cardholder's")
         h_pi = DD("PIData", der.seq(head_der, link.extra), cfg.suite)
         signed = verify_SO(signature, "PI-TBS", dual.pi_tbs(h_pi, h_oi),
                            validate=path_check(cfg.trust, now, "card", crls=cfg.crls),
                            suite=cfg.suite)
-        pan_data = decode(pu.PANData, link.extra, canonical=False)
-        pan, expiry = pan_data["pan"].native, pan_data["card_expiry"].native
-        verify_cardholder_id(signed.signer, pan_data["pan_secret"].native, pan, expiry, cfg.suite)
-        if head["inputs"]["hod"].dump() != digests["hod2"].dump():
+        pan_data = decode_native(pu.PANData, link.extra)
+        pan, expiry = pan_data["pan"], pan_data["card_expiry"]
+        verify_cardholder_id(signed.signer, pan_data["pan_secret"], pan, expiry, cfg.suite)
+        if head["inputs"]["hod"] != digests["hod2"]:
             raise DigestMismatch("merchant's HOD differs from the cardholder's")
-        if (head["trans_ids"].dump() != tags["trans_ids"].dump()
-                or parsed.message_id("xid") != tags["trans_ids"]["xid"].native):
+        if (head["trans_ids"] != tags["trans_ids"]
+                or parsed.message_id("xid") != tags["trans_ids"].native["xid"]):
             raise ProtocolError("PIHead.TransIDs differ from the AuthReq's")
-        if head["merchant_id"].native != req.mer_id:
+        if head["merchant_id"] != req.mer_id:
             raise ProtocolError("the PI names another merchant")
-    amount = item["auth_req_payload"]["auth_req_amt"].native
-    if not amount_ok(amount, head["inputs"]["purch_amt"].native):
+    amount = item["auth_req_payload"]["auth_req_amt"]
+    if not amount_ok(amount, head["inputs"]["purch_amt"]):
         raise Decline("amountError", "AuthReqAmt is not the purchase amount or less")
-    if tags["trans_ids"]["p_req_date"].native < now - cfg.max_pi_age:
+    if tags["trans_ids"].native["p_req_date"] < now - cfg.max_pi_age:
         raise Decline("invalidTransaction", "the purchase request is too old")
     back = head["acq_back_key_data"]
-    back_key = back["back_key"].native if back.native is not None else None
+    back_key = back["back_key"] if back is not None else None
     return Payment(pan, expiry, amount, back_key if back_key and len(back_key) == 32 else None)
 
 
@@ -203,27 +211,27 @@ def check_capture(cfg, state: Mapping, req: MerchantRequest, item) -> dict:
     """The contract's CapReq checks, in order; returns the amount to capture or raises
     ``Decline`` with the CapCode of the first failure."""
     with answer("invalidCapToken"):
-        tokens = decode(gw.CapTokenSeq, req.baggage)
+        tokens = decode_native(gw.CapTokenSeq, req.baggage)  # each the CapToken's DER (opaque)
         if len(tokens) != 1:
             raise ProtocolError("CapReq must carry exactly one CapToken")
-        opened = open_Enc(tokens[0].dump(), cfg.key_exchange, "CapTokenTBE", "CapTokenData",
+        opened = open_Enc(tokens[0], cfg.key_exchange, "CapTokenTBE", "CapTokenData",
                           certs=(cfg.signature.cert,), suite=cfg.suite)
         if opened.signed.signer != cfg.signature.cert:
             raise ProtocolError("CapToken is not signed by this gateway")
-        token = decode(gw.CapTokenData, opened.content, canonical=False)
+        token = decode_native(gw.CapTokenData, opened.content)
     if state["state"] not in ("AUTHORIZED", "ISSUER_CAP", "CAPTURED"):
         raise Decline("unknownXID", "no authorisation for this XID")
     auth_rrpid = unh(state["_reply"]["rrpid"])
-    if (token["token_opaque"].native != unh(state["xid"])
-            or token["auth_rrpid"].native != auth_rrpid or item["auth_rrpid"].native != auth_rrpid):
+    if (token["token_opaque"] != unh(state["xid"])
+            or token["auth_rrpid"] != auth_rrpid or item["auth_rrpid"] != auth_rrpid):
         raise Decline("invalidCapToken", "CapToken or AuthRRPID is not this XID's authorisation")
-    if item["trans_ids"].dump() != unh(state["_trans_ids"]):
+    if item["trans_ids"] != unh(state["_trans_ids"]):
         raise Decline("unknownXID", "TransIDs are not this XID's")
     if req.mer_id != state["mer_id"]:
         raise Decline("invalidCapToken", "another merchant than the one authorised")
     if state["state"] != "AUTHORIZED":
         raise Decline("duplicateRequest", "this authorisation is captured or being captured")
-    asked, authorised = item["cap_payload"]["cap_req_amt"].native, token["auth_amt"].native
+    asked, authorised = item["cap_payload"]["cap_req_amt"], token["auth_amt"]
     if not amount_ok(asked, authorised):
         raise Decline("amountTooLarge", "CapReqAmt exceeds the authorised amount")
     return asked

@@ -33,10 +33,10 @@ from cryptography import x509
 
 from setmail.crypto.cms import Identity
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
-from setmail.errors import ProtocolError, SetmailError
+from setmail.errors import ProtocolError
 from setmail.pki.thumbs import thumbprint
 from setmail.roles.base import START, Effect, Outcome, Role, Send
-from setmail.roles.common import guarded, refusal, unwrap
+from setmail.roles.common import guarded, header_ids, refusal, unwrap
 from setmail.roles.network_msgs import message_ids, open_network, seal, when, zero
 
 
@@ -85,10 +85,7 @@ class Issuer(Role):
         self.config = config
 
     def transaction_key(self, event) -> str:
-        try:
-            xid = (event.wrapper["message_header"]["message_ids"].native or {}).get("xid")
-        except SetmailError:
-            xid = None
+        xid = header_ids(event).get("xid")
         return xid.hex() if xid else "unroutable"
 
     def refuse(self, state, event, exc, now) -> Outcome:
@@ -112,9 +109,9 @@ class Issuer(Role):
         """The response to ``request``: STAN, RRN, XID, RRPID and ids echoed, enveloped for the
         asking gateway's ``kex`` certificate."""
         kind = parsed.type.replace("Req", "Res")
-        der = seal(kind, {"stan": request["stan"].native, "rrn": request["rrn"].native,
-                          "response_code": code, "xid": request["xid"].native,
-                          "amount": {**zero(request["amount"].native), "amount": amount},
+        der = seal(kind, {"stan": request["stan"], "rrn": request["rrn"],
+                          "response_code": code, "xid": request["xid"],
+                          "amount": {**zero(request["amount"]), "amount": amount},
                           "transmitted": now.replace(microsecond=0), **fields},
                    self.config.signature, kex, now=now, rrpid=parsed.rrpid,
                    ids=message_ids(parsed), suite=self.config.suite)
@@ -123,13 +120,13 @@ class Issuer(Role):
     # -- authorisation ---------------------------------------------------------------------------
     def decide(self, data, now: dt.datetime, totals: Mapping) -> str:
         """ISO 8583 DE 39 for an authorisation request, in the contract's order."""
-        pan, amount = data["pan"].native, data["amount"].native
+        pan, amount = data["pan"], data["amount"]
         account = self.config.accounts.get(pan)
         if account is None:
             return "14"
         if account.status != "active":
             return "05"
-        expiry = data["card_expiry"].native
+        expiry = data["card_expiry"]
         if expiry != account.expiry or expiry < f"{now:%Y%m}":
             return "54"
         if (amount["currency"], amount["amt_exp10"]) != (account.currency, account.amt_exp10):
@@ -144,12 +141,12 @@ class Issuer(Role):
     @guarded
     def on_IssAuthReq(self, state, event, now, shared) -> Outcome:
         key, parsed, data, gateway, kex = self._open(event, now)
-        if data["processing_code"].native != "000000":
+        if data["processing_code"] != "000000":
             raise ProtocolError("only purchases (processing code 000000) are handled",
                                 "messageNotSupported")
         new_shared, effects = None, ()
         if state["state"] == START:
-            pan, amount = data["pan"].native, data["amount"].native
+            pan, amount = data["pan"], data["amount"]
             code = self.decide(data, now, shared)
             held = amount["amount"] if code == "00" else 0
             state = {"state": "HELD" if held else "DECLINED", "xid": key, "gateway": gateway,
@@ -170,9 +167,9 @@ class Issuer(Role):
 
     # -- completion ------------------------------------------------------------------------------
     def capture_code(self, state, data, gateway: str) -> str:
-        amount = data["amount"].native
-        if (state["state"] not in ("HELD", "POSTED") or state["secret"]["pan"] != data["pan"].native
-                or state["approval_code"] != data["approval_code"].native
+        amount = data["amount"]
+        if (state["state"] not in ("HELD", "POSTED") or state["secret"]["pan"] != data["pan"]
+                or state["approval_code"] != data["approval_code"]
                 or state["gateway"] != gateway):
             return "12"
         if state["state"] == "POSTED":
@@ -189,7 +186,7 @@ class Issuer(Role):
         new_state = None if state["state"] == START else dict(state)
         new_shared, effects, posted = None, (), 0
         if code == "00":
-            posted, hold = data["amount"].native["amount"], state["held"]
+            posted, hold = data["amount"]["amount"], state["held"]
             new_shared = moved(shared, state["secret"]["pan"], held=-hold, posted=posted)
             new_state.update(state="POSTED", posted=posted, held=0, posted_at=when(now))
             effects = (ledger_effect("ledger.post", state, code, amount=posted, released=hold),)

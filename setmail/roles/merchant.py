@@ -33,12 +33,11 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from asn1crypto import core
 from cryptography import x509
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
-from setmail.asn1.base import decode
 from setmail.asn1.certext import BrandCRLIdentifier
+from setmail.asn1.strict import decode_native
 from setmail.crypto import der, dual
 from setmail.crypto.cms import Identity
 from setmail.crypto.operators import DD, EncB, S, open_Enc, open_EncB, verify_S
@@ -49,8 +48,8 @@ from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.roles import merchant_msgs as msgs
 from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Send, TimerFired
-from setmail.roles.common import (check_echo, check_header, error_code, guarded, h, path_check,
-                                  read_error, refusal, unh, unwrap, wrap)
+from setmail.roles.common import (check_echo, check_header, error_code, guarded, h, header_ids,
+                                  path_check, read_error, refusal, unh, unwrap, wrap)
 from setmail.roles.merchant_msgs import enter, iso, opened, record, utc
 from setmail.roles.purchase_msgs import Order, hod, trans_ids
 from setmail.roles.requester import Requester
@@ -88,6 +87,12 @@ class MerchantConfig:
         return (*self.request_certs, self.gateway_kex, *self.gateway_chain)
 
 
+#: fields of the gateway's answers read as their DER (``decode_native``'s raw paths): TransIDs are
+#: compared byte-wise with ours, the BrandCRLIdentifier is verified as signed (or not read at all)
+_AUTH_RES_RAW = ("auth_tags.trans_ids", "brand_crl_identifier")
+_CAP_RES_RAW = ("cap_res_item_seq.*.trans_ids", "brand_crl_identifier")
+
+
 def _after_pinit(state: str, **events) -> dict:
     """What every state after PInitRes takes: InqReq (answered), PReq (refused unless it is the
     first), Error (recorded), timer:retry (re-send, or stale)."""
@@ -120,10 +125,7 @@ class Merchant(Requester):
 
     def transaction_key(self, event) -> str:
         if isinstance(event, Inbound):
-            try:
-                ids = event.wrapper["message_header"]["message_ids"].native or {}
-            except SetmailError:
-                ids = {}
+            ids = header_ids(event)
             xid = ids.get("xid") or ids.get("lid_m")
             return xid.hex() if xid else "unroutable"  # START refuses it; nothing is stored
         if isinstance(event, TimerFired):
@@ -146,8 +148,9 @@ class Merchant(Requester):
                                 "badMessageHeader")
 
     @staticmethod
-    def _same_trans_ids(state: dict, found) -> None:
-        if found.dump() != unh(state["trans_ids"]):
+    def _same_trans_ids(state: dict, found: bytes) -> None:
+        """``found``: the TransIDs' DER (read raw) must be the one we signed in PInitRes."""
+        if found != unh(state["trans_ids"]):
             raise ProtocolError("TransIDs differ from those signed in PInitRes", "unknownXID")
 
     def refuse(self, state, event, exc, now) -> Outcome:
@@ -187,15 +190,15 @@ class Merchant(Requester):
     @guarded
     def on_PInitReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
-        req = decode(pu.PInitReq, parsed.body)
-        rrpid, lid_c, lid_m = (req[f].native for f in ("rrpid", "local_id_c", "local_id_m"))
+        req = decode_native(pu.PInitReq, parsed.body)
+        rrpid, lid_c, lid_m = (req[f] for f in ("rrpid", "local_id_c", "local_id_m"))
         if lid_m is None or lid_m.hex() != key:
             raise ProtocolError("PInitReq must name the purchase's XID as LID-M", "unknownXID")
         check_header(parsed, rrpid, lid_m, "lid_m")
         check_header(parsed, rrpid, lid_c, "lid_c")
         state = {**state, "cardholder": event.sender, "pinit_req": {
-            "rrpid": h(rrpid), "lid_c": h(lid_c), "chall_c": h(req["chall_c"].native),
-            "language": req["language"].native, "brand_id": req["brand_id"].native,
+            "rrpid": h(rrpid), "lid_c": h(lid_c), "chall_c": h(req["chall_c"]),
+            "language": req["language"], "brand_id": req["brand_id"],
             "mail_id": event.mail_id}}
         if state["state"] == "ORDERED":
             return self._answer_pinit(state, key, now)
@@ -232,15 +235,15 @@ class Merchant(Requester):
         pair.done()
         view = dual.merchant_verify(pi_dual_signed, oi_dual_signed,
                                     validate=self._check(now, "card"), suite=cfg.suite)
-        oi = decode(pu.OIData, view.oi_data, canonical=False)
-        rrpid = oi["rrpid"].native
+        oi = decode_native(pu.OIData, view.oi_data, raw=("trans_ids", "hod"))
+        rrpid = oi["rrpid"]
         self._same_rrpid(parsed, rrpid)
         self._same_trans_ids(state, oi["trans_ids"])
-        check_echo("Chall-M", oi["chall_m"].native, unh(state["chall_m"]))
-        check_echo("Chall-C", oi["chall_c"].native, unh(state["pinit_req"]["chall_c"]))
+        check_echo("Chall-M", oi["chall_m"], unh(state["chall_m"]))
+        check_echo("Chall-C", oi["chall_c"], unh(state["pinit_req"]["chall_c"]))
         order = Order(state["description"], state["amount"], state["currency"], state["amt_exp10"])
-        hod2 = hod(order, oi["od_salt"].native, cfg.suite)
-        if oi["hod"].dump() != hod2:
+        hod2 = hod(order, oi["od_salt"], cfg.suite)
+        if oi["hod"] != hod2:
             raise DigestMismatch("HOD does not match our order (description or amount differ)")
         auth_rrpid = fresh()
         state = {**state, "cardholder": event.sender, "preq_rrpid": h(rrpid),
@@ -262,20 +265,20 @@ class Merchant(Requester):
         cfg = self.config
         env = open_EncB(parsed.body, cfg.kex, "AuthResTBE", "AuthResTBS", "AuthResBaggage",
                         validate=self._check(now, "pgwy"), suite=cfg.suite)
-        data = decode(gw.AuthResData, env.content, canonical=False)
+        data = decode_native(gw.AuthResData, env.content, raw=_AUTH_RES_RAW)
         auth_rrpid = unh(state["auth_rrpid"])
         self._same_rrpid(parsed, auth_rrpid)
-        check_echo("AuthTags RRPID", data["auth_tags"]["auth_rr_tags"]["rrpid"].native, auth_rrpid)
+        check_echo("AuthTags RRPID", data["auth_tags"]["auth_rr_tags"]["rrpid"], auth_rrpid)
         self._same_trans_ids(state, data["auth_tags"]["trans_ids"])
-        if data["mer_thumb"].native != self._mer_thumb:
+        if data["mer_thumb"] != self._mer_thumb:
             raise ProtocolError("AuthRes names another merchant certificate", "thumbsMismatch")
-        baggage = decode(gw.AuthResBaggage, env.baggage)
+        baggage = decode_native(gw.AuthResBaggage, env.baggage)
         state = {**state, **msgs.auth_result(data), "auth_date": iso(now)}
         self.take_bci(state, data, env.signed, now)
         state.pop("last", None)
         for name in ("cap_token", "acq_card_msg"):  # opaque: only the gateway/cardholder opens them
-            if not isinstance(baggage[name], core.Void):
-                state[name] = baggage[name].untag().dump().hex()
+            if baggage[name] is not None:  # (their DER, untagged)
+                state[name] = baggage[name].hex()
         approved = state["auth_code"] == "approved"
         state = enter(state, "AUTHORIZED" if approved else "DECLINED", now)
         pres = self._pres(state, key, now)
@@ -310,17 +313,17 @@ class Merchant(Requester):
         key, parsed = self.transaction_key(event), unwrap(event, now)
         env = open_Enc(parsed.body, self.config.kex, "CapResTBE", "CapResData",
                        validate=self._check(now, "pgwy"), suite=self.config.suite)
-        data = decode(cap.CapResData, env.content, canonical=False)
+        data = decode_native(cap.CapResData, env.content, raw=_CAP_RES_RAW)
         cap_rrpid = unh(state["cap_rrpid"])
         self._same_rrpid(parsed, cap_rrpid)
-        check_echo("CapRRTags RRPID", data["cap_rr_tags"]["rrpid"].native, cap_rrpid)
+        check_echo("CapRRTags RRPID", data["cap_rr_tags"]["rrpid"], cap_rrpid)
         mine = unh(state["trans_ids"])
-        item = next((i for i in data["cap_res_item_seq"] if i["trans_ids"].dump() == mine), None)
-        if item is None or item["auth_rrpid"].native != unh(state["auth_rrpid"]):
+        item = next((i for i in data["cap_res_item_seq"] if i["trans_ids"] == mine), None)
+        if item is None or item["auth_rrpid"] != unh(state["auth_rrpid"]):
             raise ProtocolError("CapRes has no item for this purchase", "unknownXID")
         payload = item["cap_res_payload"]
-        code = payload["cap_code"].native
-        state = {**state, "cap_code": code, "cap_amt": payload["cap_amt"]["amount"].native}
+        code = payload["cap_code"]
+        state = {**state, "cap_code": code, "cap_amt": payload["cap_amt"]["amount"]}
         state.pop("last", None)
         if code == "success":
             state = enter({**state, "cap_date": iso(now)}, "CAPTURED", now)
@@ -342,12 +345,12 @@ class Merchant(Requester):
         if state.get("card_thumb") not in (None, thumbprint(signed.signer).hex()):
             raise ProtocolError("InqReq signed by another cardholder than the PReq",
                                 "invalidCertificate")
-        data = decode(pu.InqReqData, signed.content, canonical=False)
-        rrpid = data["rrpid"].native
+        data = decode_native(pu.InqReqData, signed.content, raw=("trans_ids",))
+        rrpid = data["rrpid"]
         self._same_rrpid(parsed, rrpid)
         self._same_trans_ids(state, data["trans_ids"])
         send = self._status("InqRes", state, key, now, to=event.sender, rrpid=rrpid,
-                            chall_c=data["chall_c2"].native, in_reply_to=event.mail_id)
+                            chall_c=data["chall_c2"], in_reply_to=event.mail_id)
         return Outcome(key, {**state, "inquiries": state.get("inquiries", 0) + 1}, sends=(send,))
 
     # -- Error, retries ----------------------------------------------------------------------------

@@ -157,14 +157,14 @@ def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | No
                                 **_bci(bci_der)})
 
 
-def auth_result(data: gw.AuthResData) -> dict:
-    """What the merchant records of an AuthRes: AuthCode, amount, ISO code and its meaning."""
+def auth_result(data: dict) -> dict:
+    """What the merchant records of an AuthRes (its AuthResData as ``decode_native`` gives it):
+    AuthCode, amount, ISO code and its meaning."""
     header = data["auth_res_payload"]["auth_header"]
     response = header["response_data"]
     codes = response["auth_val_codes"]
-    log_ref = response["log_ref_id"].native
+    log_ref = response["log_ref_id"]
     iso_code = log_ref.decode("ascii", "replace") if log_ref is not None else None
-    return {"auth_code": header["auth_code"].native,
-            "auth_amt": header["auth_amt"]["amount"].native,
-            "approval_code": None if codes.native is None else codes["approval_code"].native,
+    return {"auth_code": header["auth_code"], "auth_amt": header["auth_amt"]["amount"],
+            "approval_code": None if codes is None else codes["approval_code"],
             "iso_code": iso_code, "iso_text": RESPONSE_CODES.get(iso_code or "")}

@@ -17,8 +17,8 @@ from typing import Any
 from cryptography import x509
 
 from setmail.asn1 import issuer as iss
-from setmail.asn1.base import decode
 from setmail.asn1.fastder import encode
+from setmail.asn1.strict import decode_native
 from setmail.crypto.cms import Identity, Signed
 from setmail.crypto.operators import Enc, open_Enc
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
@@ -70,7 +70,7 @@ def when(moment: dt.datetime) -> str:
 
 def message_ids(parsed: Parsed) -> dict[str, bytes]:
     """lid_c, lid_m, xid of a received header (those present), to echo in the answer."""
-    ids = parsed.header["message_ids"].native or {}
+    ids = parsed.header["message_ids"] or {}
     return {k: v for k, v in ids.items() if v is not None}
 
 
@@ -92,15 +92,16 @@ def seal(kind: str, fields: Mapping[str, Any], signer: Identity, recipient: x509
 def open_network(parsed: Parsed, recipient: Identity, pinned: Iterable[x509.Certificate | bytes],
                  now: dt.datetime, suite: CryptoSuite = DEFAULT_SUITE) -> tuple[Any, Signed]:
     """Open an Iss* message addressed to ``recipient``: signer pinned, right MTI, header XID =
-    payload XID.  Any failure is a SetmailError (answered with an Error)."""
+    payload XID.  Any failure is a SetmailError (answered with an Error).  The data comes as
+    plain values (``decode_native``: a dict of the <X>Data fields)."""
     mti, cls = KINDS[parsed.type]
     opened = open_Enc(parsed.body, recipient, parsed.type + "TBE", parsed.type + "Data",
                       validate=pinned_check(pinned, now), suite=suite)
-    data = decode(cls, opened.content, canonical=False)
-    if data["mti"].native != mti:
-        raise ProtocolError(f"{parsed.type} carries MTI {data['mti'].native}, not {mti}",
+    data = decode_native(cls, opened.content)
+    if data["mti"] != mti:
+        raise ProtocolError(f"{parsed.type} carries MTI {data['mti']}, not {mti}",
                             "messageNotSupported")
-    if parsed.message_id("xid") != data["xid"].native:
+    if parsed.message_id("xid") != data["xid"]:
         raise ProtocolError("MessageHeader XID disagrees with the payload", "badMessageHeader")
     return data, opened.signed
 
@@ -109,6 +110,6 @@ def check_answer(data, *, rrpid: bytes, parsed: Parsed, xid: bytes, capture: boo
     """An issuer response must answer our request: header RRPID, STAN, RRN and XID echoed."""
     if parsed.rrpid != rrpid:
         raise ProtocolError("response RRPID does not name our request", "badMessageHeader")
-    if (data["stan"].native != stan(xid, capture=capture) or data["rrn"].native != rrn(xid)
-            or data["xid"].native != xid):
+    if (data["stan"] != stan(xid, capture=capture) or data["rrn"] != rrn(xid)
+            or data["xid"] != xid):
         raise ProtocolError("STAN/RRN/XID do not match our request", "unknownXID")

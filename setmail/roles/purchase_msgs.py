@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from asn1crypto import algos, core
+from asn1crypto import algos
 
 from setmail.asn1 import purchase as pu
 from setmail.asn1.base import TransIDs
@@ -139,14 +139,15 @@ def iso_response(text: str | None) -> tuple[str | None, str | None]:
     return None, text.strip()
 
 
-def status_fields(payload: pu.PResPayload, purch_amount: int) -> dict:
-    """What the cardholder records of one PResPayload (PRes or InqRes), JSON-ready: completion
-    code, authorisation and capture codes, dates and the amounts their ratios stand for."""
-    out: dict = {"completion": payload["completion_code"].native}
+def status_fields(payload: dict, purch_amount: int) -> dict:
+    """What the cardholder records of one PResPayload (PRes or InqRes; as ``decode_native``
+    gives it), JSON-ready: completion code, authorisation and capture codes, dates and the
+    amounts their ratios stand for."""
+    out: dict = {"completion": payload["completion_code"]}
     results = payload["results"]
-    if isinstance(results, core.Void):  # never .native here: Results holds an AcqCardMsg
+    if results is None:
         return out
-    auth, cap = results["auth_status"].native, results["cap_status"].native
+    auth, cap = results["auth_status"], results["cap_status"]
     if auth is not None:
         out.update(auth_code=auth["auth_code"], auth_date=_iso(auth["auth_date"]),
                    auth_amt=ratio_of(auth["auth_ratio"], purch_amount))

@@ -25,8 +25,8 @@ from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.pki.validate import validate_path
 from setmail.roles.base import CancelTimer, Effect, Inbound, Outcome, Role, Send, SetTimer
-from setmail.roles.common import (check_echo, check_header, find_certificate, h, pop_identity, read_error,
-                                  refusal, unh, unwrap, wrap)
+from setmail.roles.common import (check_echo, check_header, find_certificate, h, header_ids,
+                                  pop_identity, read_error, refusal, unh, unwrap, wrap)
 
 
 # --- the requesting side (cardholder, merchant, gateway) -----------------------------------------
@@ -85,11 +85,7 @@ class Requester(Role):
 
     def transaction_key(self, event) -> str:
         if isinstance(event, Inbound):
-            try:
-                lid = event.wrapper["message_header"]["message_ids"].native
-            except SetmailError:
-                lid = None
-            value = (lid or {}).get(self.LID_FIELD)
+            value = header_ids(event).get(self.LID_FIELD)
             # unroutable input gets a throw-away key: START refuses it, nothing is stored
             return value.hex() if value else "unroutable"
         if hasattr(event, "payload"):
@@ -203,16 +199,22 @@ class Requester(Role):
     def take_bci(self, state: dict, tbs, signed, now: dt.datetime) -> None:
         """Check the BrandCRLIdentifier a response carries (signed by the brand CA on the signer's
         validated path, in force now) and note its sequence number: the CRLs the brand says are
-        current (D-213)."""
-        if ("brand_crl_identifier" not in tbs._field_map
-                or isinstance(tbs["brand_crl_identifier"], core.Void)):
+        current (D-213).  ``tbs``: an asn1crypto value, or a ``decode_native`` dict with the BCI
+        read raw (its DER)."""
+        if isinstance(tbs, dict):
+            der = tbs.get("brand_crl_identifier")
+        elif "brand_crl_identifier" not in tbs._field_map or isinstance(
+                tbs["brand_crl_identifier"], core.Void):
+            der = None
+        else:
+            der = tbs["brand_crl_identifier"].untag().dump()
+        if der is None:
             return
         brand = [c for c in signed.certificates if "bca" in read_certificate_type(c)]
         if not brand:
             raise ProtocolError("BrandCRLIdentifier without the brand CA certificate",
                                 "missingCertificate")
-        bci = verify_bci(tbs["brand_crl_identifier"].untag().dump(), brand[0], now=now,
-                         suite=self.config.suite)
+        bci = verify_bci(der, brand[0], now=now, suite=self.config.suite)
         state["bci_sequence"] = bci["tbs"]["sequence_num"].native
 
     def same_ca(self, state, signed) -> None:

@@ -41,10 +41,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Callable
 
-from asn1crypto import core
-
 from setmail.asn1 import purchase as pu
-from setmail.asn1.base import decode
+from setmail.asn1.strict import decode_native
 from setmail.crypto.cms import Identity
 from setmail.crypto.dual import dual_sign
 from setmail.crypto.operators import S, open_EncK, verify_S
@@ -83,6 +81,9 @@ STATUS = {"authorizationPerformed": "APPROVED", "capturePerformed": "CAPTURED",
           "authorizationDeclined": "DECLINED", "orderRejected": "REJECTED"}
 ANSWERED = ("APPROVED", "CAPTURED", "DECLINED", "REJECTED")
 _XID_HEX = frozenset("0123456789abcdef")
+#: the merchant's fields read as their DER (``decode_native``'s raw paths): TransIDs, kept and
+#: compared byte-wise, and the BrandCRLIdentifier, verified as signed
+_RAW = ("trans_ids", "brand_crl_identifier")
 
 
 def _answered(state: str) -> dict:
@@ -147,8 +148,8 @@ class Wallet(Requester):
     def _echoed(self, state: dict, parsed, data, rrpid: bytes, chall: bytes | None,
                 chall_field: str) -> None:
         xid = unh(state["xid"])
-        check_echo("RRPID", data["rrpid"].native, rrpid)
-        check_echo(chall_field, data[chall_field].native, chall)
+        check_echo("RRPID", data["rrpid"], rrpid)
+        check_echo(chall_field, data[chall_field], chall)
         check_header(parsed, rrpid, xid, "lid_m")
         if parsed.message_id("xid") not in (None, xid):
             raise ProtocolError("MessageHeader XID is not this purchase's", "badMessageHeader")
@@ -212,15 +213,14 @@ class Wallet(Requester):
         key, state = self.transaction_key(event), dict(state)
         parsed = unwrap(event, now)
         signed = self._signed(parsed, "PInitResData", now)
-        data = decode(pu.PInitResData, signed.content, canonical=False)
+        data = decode_native(pu.PInitResData, signed.content, raw=_RAW)
         chall_c, xid = unh(state["_chall_c"]), unh(state["xid"])
         self._echoed(state, parsed, data, unh(state["rrpid"]), chall_c, "chall_c")
         self.take_bci(state, data, signed, now)  # the brand's CRL list, before trusting a gateway
-        ids = data["trans_ids"]
-        if (ids["lid_c"].native, ids["lid_m"].native, ids["xid"].native) != (
-                unh(state["lid_c"]), xid, xid):
+        ids_der, ids = bytes(data["trans_ids"]), data["trans_ids"].native
+        if (ids["lid_c"], ids["lid_m"], ids["xid"]) != (unh(state["lid_c"]), xid, xid):
             raise ProtocolError("PInitRes TransIDs name another purchase", "unknownXID")
-        pe_thumb = data["pe_thumb"].native
+        pe_thumb = data["pe_thumb"]
         gateway = find_certificate(signed.certificates, pe_thumb)
         validate_path(gateway, signed.certificates, self.config.trust, now=now, expected_type="pgwy",
                       key_usage="key_encipherment", crls=self.config.crls)
@@ -232,12 +232,11 @@ class Wallet(Requester):
             return self.fail(state, key, self._no_card(state))
         suite, secret = self.config.suite, state["secret"]
         order = Order(state["description"], state["amount"], state["currency"], state["amt_exp10"])
-        ids_der = ids.dump()
         rrpid, od_salt, back_key = fresh(), fresh(), fresh(32)
         hod_dd = hod(order, od_salt, suite)
         oi = oi_data(trans_ids_der=ids_der, rrpid=rrpid, chall_c=chall_c, hod_dd=hod_dd,
                      od_salt=od_salt, brand_id=state["brand"], bin_=secret["pan"][:6],
-                     chall_m=data["chall_m"].native)
+                     chall_m=data["chall_m"])
         head = pi_head(trans_ids_der=ids_der, hod_dd=hod_dd, order=order, merchant_id=merchant.mer_id,
                        trans_stain_=trans_stain(xid, card.pan_secret, suite),
                        sw_ident=self.config.sw_ident, pe_thumb=pe_thumb, acq_back_key=back_key)
@@ -247,7 +246,7 @@ class Wallet(Requester):
         msg = p_req(signed_pi.p_req_dual_signed)
         der = wrap("PReq", msg, now=now, rrpid=rrpid, lid_c=unh(state["lid_c"]), lid_m=xid, xid=xid)
         state.update(state="PREQ_SENT", mer_id=merchant.mer_id,
-                     p_req_date=_when(ids["p_req_date"].native),
+                     p_req_date=_when(ids["p_req_date"]),
                      _merchant_cert=thumbprint(signed.signer).hex(), _trans_ids=ids_der.hex(),
                      secret={"back_key": back_key.hex()})
         state.pop("refused", None)
@@ -274,9 +273,9 @@ class Wallet(Requester):
         signed = self._signed(parsed, "PResData", now)
         if thumbprint(signed.signer).hex() != state.get("_merchant_cert"):
             raise ProtocolError("signed by another certificate than PInitRes", "invalidCertificate")
-        data = decode(pu.PResData, signed.content, canonical=False)
+        data = decode_native(pu.PResData, signed.content, raw=_RAW)
         self._echoed(state, parsed, data, rrpid, chall, chall_field)
-        if data["trans_ids"].dump().hex() != state.get("_trans_ids"):
+        if data["trans_ids"].hex() != state.get("_trans_ids"):
             raise ProtocolError("TransIDs differ from the ones PInitRes signed", "unknownXID")
         payloads = data["p_res_payload_seq"]
         if len(payloads) != 1:
@@ -306,17 +305,17 @@ class Wallet(Requester):
     def _acq_card(self, payload, state: dict, now: dt.datetime) -> dict:
         """The gateway's AcqCardMsg, opened with our back key (signer path ``pgwy``)."""
         results = payload["results"]
-        if isinstance(results, core.Void) or isinstance(results["acq_card_msg"], core.Void):
+        if results is None or results["acq_card_msg"] is None:
             return {}
         back_key = (state.get("secret") or {}).get("back_key")
         if back_key is None:
             return {}  # read when the purchase was answered; a repeat says nothing new
-        opened = open_EncK(results["acq_card_msg"].untag().dump(), unh(back_key), "AcqCardCodeMsgTBE",
+        opened = open_EncK(results["acq_card_msg"], unh(back_key), "AcqCardCodeMsgTBE",
                            "AcqCardCodeMsg", suite=self.config.suite, validate=path_check(
                                self.config.trust, now, "pgwy", crls=self.config.crls))
-        msg = decode(pu.AcqCardCodeMsg, opened.content, canonical=False)
-        iso_code, iso_text = iso_response(msg["acq_card_msg_data"]["acq_card_text"].native)
-        return {"acq_card_code": msg["acq_card_code"].native, "iso_code": iso_code,
+        msg = decode_native(pu.AcqCardCodeMsg, opened.content)
+        iso_code, iso_text = iso_response(msg["acq_card_msg_data"]["acq_card_text"])
+        return {"acq_card_code": msg["acq_card_code"], "iso_code": iso_code,
                 "iso_text": iso_text}
 
     # -- 4. inquire -> InqReq ---------------------------------------------------------------------
