@@ -272,9 +272,10 @@ class Agent:
                 tx.mark_processed(mail_key, "done", txkey=tx_key)
             if extra is not None:
                 extra(tx)
-        for send in outcome.sends:
-            log.info("%-8s OUT  %-14s tx=%s to %s (queued)", self.name, send.message_type,
-                     mailout.safe_token(tx_key, 16), send.to)
+        if log.isEnabledFor(logging.DEBUG):  # `run -v`; the "(sent)" line is logged at INFO
+            for send in outcome.sends:
+                log.debug("%-8s OUT  %-14s tx=%s to %s (queued)", self.name, send.message_type,
+                          mailout.safe_token(tx_key, 16), send.to)
         fault.hit("after_commit", self.name)
         if outcome.effects:
             fx.apply_journal(self.ctx, self.store, now)
