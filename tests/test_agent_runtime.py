@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import os
 import threading
 import time
 from pathlib import Path
@@ -228,7 +227,7 @@ def test_bad_mail_is_quarantined_and_agent_keeps_serving(world):
 
 def test_unexpected_message_gets_error_reply_but_never_error_to_error(world):
     root, agents, cfgs, _ = world
-    client, server = agents["client"], agents["server"]
+    client = agents["client"]
     # an Error the client never asked for: not in the table in START -> quarantine, no reply
     stray = common.error_wrapper("unspecifiedFailure", b"\x30\x00", now=dt.datetime.now(
         dt.timezone.utc).replace(microsecond=0))
