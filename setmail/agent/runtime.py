@@ -29,7 +29,7 @@ from typing import Any
 from setmail.agent import commands as cmdq
 from setmail.agent import effects as fx
 from setmail.agent import fault, mailout
-from setmail.asn1.wrapper import MIME_TYPES, decode_wrapper, message_type
+from setmail.asn1.wrapper import MIME_TYPES, decode_wrapper
 from setmail.errors import (
     MaildirKeyError, SetmailError, TransportError, WrongMailContentType,
 )
@@ -37,7 +37,8 @@ from setmail.mail import maildir
 from setmail.mail.mime import ParsedMail, parse_mail
 from setmail.mail.sender import Backoff, DrainResult, SMTPClientPool, drain_outbox
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT
-from setmail.roles.base import CancelTimer, Command, Inbound, Outcome, Role, SetTimer, TimerFired
+from setmail.roles.base import CancelTimer, Command, Outcome, Role, SetTimer, TimerFired
+from setmail.roles.common import received, wire
 from setmail.store import OutgoingMail, Store  # noqa: F401  (Store: type of .store)
 
 log = logging.getLogger("setmail.agent")
@@ -122,20 +123,19 @@ class Agent:
         try:
             mail = parse_mail(raw, max_size=self.config.max_mail_size)
             wrapper = decode_wrapper(mail.der, max_size=self.config.max_mail_size)
-            mtype = message_type(wrapper)
-            header = wrapper["message_header"]
+            event = received(mail.der, mail.sender, mail.message_id, wrapper)
+            mtype, header = event.message_type, wire(event).header
             if mail.content_type != MIME_TYPES[mtype]:
                 raise WrongMailContentType(f"{mtype} must travel as {MIME_TYPES[mtype]}, "
                                            f"not {mail.content_type}")
         except SetmailError as exc:
             return self._quarantine(key, exc, mail, header, mtype)
         fault.hit("after_decode", self.name)
-        rrpid = header["rrpid"].native or hashlib.sha256(mail.der).digest()
+        rrpid = header["rrpid"] or hashlib.sha256(mail.der).digest()
         peer = mail.sender
         record = self.store.lookup_dedupe(peer, rrpid, mtype)
         if record is not None:
             return self._duplicate(key, record, mail, mtype, claimed)
-        event = Inbound(mtype, mail.der, peer, mail.message_id, decoded=wrapper)
         txkey = "?"
         try:
             txkey = self.role.transaction_key(event)

@@ -108,6 +108,16 @@ def wire(event: Inbound) -> Wire:
     return found
 
 
+def received(der: bytes, sender: str, mail_id: str | None, decoded) -> Inbound:
+    """The Inbound for a MessageWrapper the agent has strictly decoded (``decoded``): its type
+    read from the Message CHOICE tag and its parts split once, here, for every reader after
+    (``wire``) — the agent's dedupe key included."""
+    parts = _split(bytes(der))
+    event = Inbound(parts.type, der, sender, mail_id, decoded=decoded)
+    event.__dict__["_wire"] = parts
+    return event
+
+
 def _split(der: bytes) -> Wire:
     """The parts of a MessageWrapper already strictly decoded (so only split here)."""
     _, start, end = tlv_at(der, 0, len(der))
