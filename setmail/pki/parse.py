@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from setmail.asn1.base import MAX_MESSAGE_SIZE, decode
 from setmail.asn1.certext import BrandCRLIdentifier
+from setmail.crypto.cms import cert_der
 from setmail.errors import MalformedCertificate, MalformedMessage
 from setmail.pki import setext
 
@@ -111,15 +112,8 @@ def to_der(obj) -> bytes:
     if isinstance(obj, BrandCRLIdentifier):
         return obj.dump()
     if isinstance(obj, x509.Certificate):
-        return _certificate_der(obj)
+        return cert_der(obj)  # the crypto layer's per-certificate cache: one export per object
     return obj.public_bytes(Encoding.DER)
-
-
-@lru_cache(maxsize=4096)
-def _certificate_der(cert: x509.Certificate) -> bytes:
-    """Certificates are immutable and hashed by their DER; exporting them again for every
-    thumbprint was a few percent of an agent's CPU."""
-    return cert.public_bytes(Encoding.DER)
 
 
 def to_pem(obj) -> bytes:
