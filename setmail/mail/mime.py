@@ -195,6 +195,12 @@ def _text(value: object) -> str:
     return text
 
 
+#: A plain ASCII addr-spec: the envelope addresses the SMTP fast paths handle themselves (the
+#: server's MAIL/RCPT parsing and the client's commands); anything else takes aiosmtpd's or
+#: smtplib's own RFC 5321/5322 parser.
+PLAIN_ADDR_SPEC = r"[A-Za-z0-9._+=-]{1,64}@[A-Za-z0-9.-]{1,253}"
+
+
 # One bare address, ``<``...``>`` optional.  The '@' (not first, not last) is checked outside the
 # regex: ``[^...]+@[^...]+`` backtracked over every '@' (seconds for a hostile 16 KB From header).
 _BARE_ADDR = re.compile(r"\s*<?([^\s<>\",;()]+)>?\s*\Z")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from setmail.errors import TransportError
+from setmail.mail.mime import PLAIN_ADDR_SPEC
 
 Sender = Callable[[str, int, str, Sequence[str], bytes, float], None]
 
@@ -48,7 +49,7 @@ def _classify(exc: Exception, where: str) -> TransportError:
 
 
 _DOT_LINE = re.compile(rb"(?m)^\.")
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._+=-]{1,64}@[A-Za-z0-9.-]{1,253}\Z")
+_PLAIN_ADDRESS = re.compile(PLAIN_ADDR_SPEC + r"\Z")
 
 
 class _Client(smtplib.SMTP):

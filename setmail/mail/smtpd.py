@@ -35,6 +35,7 @@ from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from setmail.errors import MaildirError
 from setmail.mail.maildir import deliver_many, ensure_maildir
+from setmail.mail.mime import PLAIN_ADDR_SPEC
 
 log = logging.getLogger("mail.log")  # aiosmtpd's logger
 
@@ -134,7 +135,7 @@ class MaildirHandler:
             self._writing = False
 
 
-_SIMPLE_ADDR = re.compile(r"\s*<([A-Za-z0-9._+=-]{1,64}@[A-Za-z0-9.-]{1,253})>\s*(.*)\Z", re.S)
+_SIMPLE_ADDR = re.compile(rf"\s*<({PLAIN_ADDR_SPEC})>\s*(.*)\Z", re.S)
 
 
 _TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
