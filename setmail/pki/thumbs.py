@@ -6,9 +6,7 @@ receiver then finds them by thumbprint here.  Thumbprint = SHA-256 of the DER (D
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import threading
 from collections.abc import Iterable
 
 from cryptography import x509
@@ -21,37 +19,25 @@ from setmail.pki.parse import load_bci, load_certificate, load_crl, to_der
 
 def thumbprint(obj) -> bytes:
     """SHA-256 of the DER of a certificate, CRL, BrandCRLIdentifier, or of raw DER bytes."""
-    if isinstance(obj, x509.Certificate):
-        return _certificate_thumbprint(obj)
-    if isinstance(obj, x509.CertificateRevocationList):
-        return _crl_thumbprint(obj)
+    if isinstance(obj, (x509.Certificate, x509.CertificateRevocationList)):
+        known = _THUMBS.get(id(obj))
+        if known is not None and known[0] is obj:
+            return known[1]
+        thumb = hashlib.sha256(to_der(obj)).digest()
+        if len(_THUMBS) >= _THUMBS_MAX:
+            _THUMBS.clear()  # atomic, unlike evicting one entry while another thread inserts
+        _THUMBS[id(obj)] = (obj, thumb)
+        return thumb
     der = bytes(obj) if isinstance(obj, (bytes, bytearray, memoryview)) else to_der(obj)
     return hashlib.sha256(der).digest()
 
 
-#: id(crl) -> (crl, thumbprint); the CRL is kept so its id cannot be reused while cached.
-#: CRL objects are not hashable, yet every path validation keys its cache by the thumbprints of
-#: the agent's CRLs: exporting and hashing them each time was ~2 % of the gateway's CPU.
-_CRL_THUMBS: dict[int, tuple[x509.CertificateRevocationList, bytes]] = {}
-_CRL_LOCK = threading.Lock()
-
-
-def _crl_thumbprint(crl: x509.CertificateRevocationList) -> bytes:
-    known = _CRL_THUMBS.get(id(crl))
-    if known is not None and known[0] is crl:
-        return known[1]
-    thumb = hashlib.sha256(to_der(crl)).digest()
-    with _CRL_LOCK:
-        if len(_CRL_THUMBS) >= 256:
-            _CRL_THUMBS.pop(next(iter(_CRL_THUMBS)))
-        _CRL_THUMBS[id(crl)] = (crl, thumb)
-    return thumb
-
-
-@functools.lru_cache(maxsize=4096)
-def _certificate_thumbprint(cert: x509.Certificate) -> bytes:
-    """Certificates are immutable; path building and Thumbs ask for the same ones all the time."""
-    return hashlib.sha256(to_der(cert)).digest()
+#: id(certificate or CRL) -> (it, its thumbprint), as crypto.cms caches per-certificate facts:
+#: both are immutable, path building and every validation's cache key ask for the same ones all
+#: the time, CRLs are not hashable and hashing a certificate hashes its whole DER.  An entry holds
+#: its object, so the id cannot be reused while it is here.
+_THUMBS: dict[int, tuple[object, bytes]] = {}
+_THUMBS_MAX = 4096
 
 
 class CertCache:
