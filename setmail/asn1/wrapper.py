@@ -110,6 +110,8 @@ def make_wrapper(header, type_name: str, message, mw_extensions=None) -> Message
 
 
 _MESSAGE_TAGS = {n: params["explicit"] for n, (_, _, params) in zip(MESSAGE_TYPES, Message._alternatives)}
+#: Message CHOICE tag number -> message-type name (reading a wrapper's type from its bytes)
+TYPE_BY_TAG = {tag: name for name, tag in _MESSAGE_TAGS.items()}
 
 
 def header_der(*, date, sw_ident: str, lid_c: bytes | None = None, lid_m: bytes | None = None,

@@ -30,8 +30,7 @@ from setmail.asn1.der import tlv_at
 from setmail.asn1.error import MAX_BAD_WRAPPER, Error, ErrorTBS
 from setmail.asn1.oids import PROFILE_MODERN_2026
 from setmail.asn1.strict import decode_native
-from setmail.asn1.wrapper import (MESSAGE_TYPES, Message, decode_wrapper, header_der,
-                                  message_alternative, wrapper_der)
+from setmail.asn1.wrapper import TYPE_BY_TAG, decode_wrapper, header_der, wrapper_der
 from setmail.crypto.cms import Identity, cert_der, load_cert
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
@@ -52,9 +51,6 @@ _PROFILE_EXT = [{"ext_id": PROFILE_MODERN_2026, "critical": True, "ext_value": b
 #: the MessageWrapper's [1] IMPLICIT mwExtensions field carrying _PROFILE_EXT, encoded once
 _PROFILE_EXT_DER = MsgExtensions(_PROFILE_EXT, implicit=1).dump()
 _PROFILE_EXT_NATIVE = MsgExtensions(_PROFILE_EXT).native
-#: Message CHOICE tag number -> message-type name
-_TYPE_BY_TAG = {params["explicit"]: name for name in MESSAGE_TYPES
-                for alt, _, params in Message._alternatives if alt == message_alternative(name)}
 
 
 def h(b: bytes | None) -> str | None:
@@ -125,7 +121,7 @@ def _split(der: bytes) -> Wire:
     _, message, message_end = tlv_at(der, header_end, end)  # message [0] EXPLICIT Message
     ident, body, body_end = tlv_at(der, message, message_end)  # the CHOICE's [n] EXPLICIT
     tag = ident >> 8 if ident & 0x1F == 0x1F else ident & 0x1F
-    return Wire(_TYPE_BY_TAG[tag], decode_native(MessageHeader, der[start:header_end]),
+    return Wire(TYPE_BY_TAG[tag], decode_native(MessageHeader, der[start:header_end]),
                 der[body:body_end], der[message_end:end])
 
 
