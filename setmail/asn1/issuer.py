@@ -1,7 +1,7 @@
-"""The gateway <-> issuer leg: setmail's own message pair, modelled on ISO 8583 (D-130).
+"""The gateway <-> issuer leg: setmail's own message pairs, modelled on ISO 8583 (D-130).
 
 SET stops at the payment gateway: how the acquirer asks the card's issuer is the card network's
-business.  setmail needs that leg to be mail like every other, so it defines two request/response
+business.  setmail needs that leg to be mail like every other, so it defines three request/response
 pairs carrying the ISO 8583 data elements an authorisation and its completion need, each signed by
 the sender and enveloped for the receiver (``Enc``), under content types on setmail's own arc:
 
@@ -9,11 +9,16 @@ the sender and enveloped for the receiver (``Enc``), under content types on setm
     IssAuthRes = Enc(I, P, IssAuthResData)    MTI 0110  authorisation response (DE 39 code)
     IssCapReq  = Enc(P, I, IssCapReqData)     MTI 0220  completion advice: post against the hold
     IssCapRes  = Enc(I, P, IssCapResData)     MTI 0230  completion response
+    IssRevReq  = Enc(P, I, IssRevReqData)     MTI 0400  reversal: give back an approval's hold
+    IssRevRes  = Enc(I, P, IssRevResData)     MTI 0410  reversal response
 
 Field comments name the ISO 8583 data element (DE) each field stands for.  Response codes
 (DE 39) are two digits: 00 approved, 05 do not honor, 12 invalid transaction, 13 invalid amount,
-14 invalid card number, 51 insufficient funds, 54 expired card, 94 duplicate transmission,
-96 system malfunction (``RESPONSE_CODES``).
+14 invalid card number, 25 unable to locate record, 51 insufficient funds, 54 expired card,
+68 response received too late, 94 duplicate transmission, 96 system malfunction
+(``RESPONSE_CODES``).  The reversal exists because mail is slow: the gateway that gave up waiting
+for a 0110 answers the merchant noReply, and an approval arriving after that must not leave a hold
+nobody will capture (D-133).
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ RESPONSE_CODES = {
     "12": "invalid transaction",
     "13": "invalid amount",
     "14": "invalid card number",
+    "25": "unable to locate record",
     "51": "insufficient funds",
     "54": "expired card",
+    "68": "response received too late",
     "94": "duplicate transmission",
     "96": "system malfunction",
 }
@@ -88,18 +95,50 @@ class IssCapReqData(core.Sequence):
     ]
 
 
+#: fields of the answer to a completion or a reversal (0230, 0410): the same shape
+_MOVED_ANSWER = [
+    ("mti", core.PrintableString),                    # "0230" / "0410"
+    ("stan", core.Integer),                           # DE 11, echoed
+    ("rrn", core.PrintableString),                    # DE 37, echoed
+    ("response_code", ResponseCode),                  # DE 39
+    ("amount", CurrencyAmount),                       # DE 4: posted / released (0 if refused)
+    ("transmitted", Date),                            # DE 7
+    ("xid", XID),
+]
+
+
 class IssCapResData(core.Sequence):
     """MTI 0230: posted (00) or refused (12 no hold, 13 above the hold, 94 already posted)."""
 
+    _fields = list(_MOVED_ANSWER)
+
+
+class IssRevReqData(core.Sequence):
+    """MTI 0400: reverse a whole approved authorisation the gateway no longer wants.
+
+    No PAN: the issuer finds the hold by XID and checks RRN, approval code and amount, so the
+    gateway need not keep the card number after it declined."""
+
     _fields = [
-        ("mti", core.PrintableString),                # "0230"
-        ("stan", core.Integer),                       # DE 11, echoed
-        ("rrn", core.PrintableString),                # DE 37, echoed
-        ("response_code", ResponseCode),              # DE 39
-        ("amount", CurrencyAmount),                   # DE 4: amount posted (0 if refused)
+        ("mti", core.PrintableString),                # "0400"
+        ("stan", core.Integer),                       # DE 11 (new)
+        ("rrn", core.PrintableString),                # DE 37 of the authorisation
+        ("amount", CurrencyAmount),                   # DE 4: the amount approved (all of it)
+        ("approval_code", core.PrintableString),      # DE 38 of the authorisation
+        ("reason_code", ResponseCode),                # DE 39 in a 0400: why (68 too late)
+        ("original_mti", core.PrintableString),       # DE 90 original data: "0100"
+        ("original_stan", core.Integer),              # DE 90 original data: its DE 11
         ("transmitted", Date),                        # DE 7
+        ("merchant_id", SETString),                   # DE 42
         ("xid", XID),
     ]
+
+
+class IssRevResData(core.Sequence):
+    """MTI 0410: released (00) or refused (25 no approved authorisation, 12 already captured or
+    not this gateway's, 13 not the approved amount)."""
+
+    _fields = list(_MOVED_ANSWER)
 
 
 class IssAuthReq(cms.ContentInfo):
@@ -116,3 +155,11 @@ class IssCapReq(cms.ContentInfo):
 
 class IssCapRes(cms.ContentInfo):
     """Enc(I, P, IssCapResData) under content type IssCapResTBE."""
+
+
+class IssRevReq(cms.ContentInfo):
+    """Enc(P, I, IssRevReqData) under content type IssRevReqTBE."""
+
+
+class IssRevRes(cms.ContentInfo):
+    """Enc(I, P, IssRevResData) under content type IssRevResTBE."""

@@ -106,6 +106,8 @@ SETMAIL_CONTENT_TYPES: dict[str, str] = {
     "IssAuthResData": SETMAIL_CTYPE + ".4", "IssAuthResTBE": SETMAIL_CTYPE + ".5",
     "IssCapReqData": SETMAIL_CTYPE + ".6", "IssCapReqTBE": SETMAIL_CTYPE + ".7",
     "IssCapResData": SETMAIL_CTYPE + ".8", "IssCapResTBE": SETMAIL_CTYPE + ".9",
+    "IssRevReqData": SETMAIL_CTYPE + ".10", "IssRevReqTBE": SETMAIL_CTYPE + ".11",
+    "IssRevResData": SETMAIL_CTYPE + ".12", "IssRevResTBE": SETMAIL_CTYPE + ".13",
 }
 CONTENT_TYPES.update(SETMAIL_CONTENT_TYPES)
 CONTENT_TYPE_NAMES.update({v: k for k, v in SETMAIL_CONTENT_TYPES.items()})

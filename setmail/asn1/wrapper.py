@@ -36,12 +36,13 @@ MESSAGE_TYPES: dict[str, type] = {
     "Error": Error,
     # setmail's gateway <-> issuer leg (D-130), outside SET's numbering
     "IssAuthReq": iss.IssAuthReq, "IssAuthRes": iss.IssAuthRes, "IssCapReq": iss.IssCapReq,
-    "IssCapRes": iss.IssCapRes,
+    "IssCapRes": iss.IssCapRes, "IssRevReq": iss.IssRevReq, "IssRevRes": iss.IssRevRes,
 }
 
 ERROR_TAG = 999
 #: Message CHOICE tags of types SET does not define: a private range far from SET's [0]..[31]
-NETWORK_TAGS = {"IssAuthReq": 900, "IssAuthRes": 901, "IssCapReq": 902, "IssCapRes": 903}
+NETWORK_TAGS = {"IssAuthReq": 900, "IssAuthRes": 901, "IssCapReq": 902, "IssCapRes": 903,
+                "IssRevReq": 904, "IssRevRes": 905}
 
 MIME_PAYMENT = "application/set-payment"
 MIME_REGISTRATION = "application/set-registration"
@@ -187,6 +188,7 @@ PLAINTEXT_TYPES: dict[str, type] = {
     # gateway <-> issuer (D-130)
     "IssAuthReqData": iss.IssAuthReqData, "IssAuthResData": iss.IssAuthResData,
     "IssCapReqData": iss.IssCapReqData, "IssCapResData": iss.IssCapResData,
+    "IssRevReqData": iss.IssRevReqData, "IssRevResData": iss.IssRevResData,
 }
 PLAINTEXT_TYPES.update({n: cms.ContentInfo for n in (
     "AuthReqTBE", "AuthResTBE", "AuthResTBEX", "AuthTokenTBE", "CapTokenTBE", "CapTokenTBEX",
@@ -194,4 +196,5 @@ PLAINTEXT_TYPES.update({n: cms.ContentInfo for n in (
     "CapReqTBEX", "CapResTBE", "CapRevReqTBE", "CapRevReqTBEX", "CapRevResTBE", "CredReqTBE",
     "CredReqTBEX", "CredResTBE", "CredRevReqTBE", "CredRevReqTBEX", "CredRevResTBE",
     "BatchAdminReqTBE", "BatchAdminResTBE", "CertReqTBE", "CertReqTBEX", "CertResTBE",
-    "IssAuthReqTBE", "IssAuthResTBE", "IssCapReqTBE", "IssCapResTBE")})
+    "IssAuthReqTBE", "IssAuthResTBE", "IssCapReqTBE", "IssCapResTBE", "IssRevReqTBE",
+    "IssRevResTBE")})

@@ -202,7 +202,7 @@ def _message(b: _Builder, name: str):
         return MESSAGE_TYPES[name].load(data)
     if name == "CertInqReq":
         return cm.CertInqReq.load(b.S(name, p.cardholder, "CertInqReqTBS", dump(d.cert_inq_req_tbs())))
-    if name in ("IssAuthReq", "IssCapReq", "IssAuthRes", "IssCapRes"):
+    if name.startswith("Iss"):  # the gateway <-> issuer leg (D-130)
         signer, recipient = ((p.gateway_sig, p.issuer_kex) if name.endswith("Req")
                              else (p.issuer_sig, p.gateway_kex))
         plain = smp.PLAINTEXT_SAMPLES[name + "Data"]()

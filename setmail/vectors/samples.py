@@ -529,6 +529,20 @@ def iss_cap_res_data() -> iss.IssCapResData:
         "amount": amount(), "transmitted": NOW, "xid": octets(0x58)})
 
 
+def iss_rev_req_data() -> iss.IssRevReqData:
+    return iss.IssRevReqData({
+        "mti": "0400", "stan": 123458, "rrn": "581234567890", "amount": amount(),
+        "approval_code": "A1B2C3", "reason_code": "68", "original_mti": "0100",
+        "original_stan": 123456, "transmitted": NOW, "merchant_id": "MER-0001",
+        "xid": octets(0x58)})
+
+
+def iss_rev_res_data() -> iss.IssRevResData:
+    return iss.IssRevResData({
+        "mti": "0410", "stan": 123458, "rrn": "581234567890", "response_code": "00",
+        "amount": amount(), "transmitted": NOW, "xid": octets(0x58)})
+
+
 def header() -> dict:
     return {"version": 1, "revision": 0, "date": NOW, "rrpid": octets(0x52),
             "message_ids": {"lid_c": b"cardholder-1", "lid_m": b"order-42", "xid": octets(0x58)},
@@ -582,6 +596,8 @@ MESSAGE_SAMPLES = {
     "IssAuthRes": lambda: enveloped("IssAuthResTBE", iss.IssAuthRes),
     "IssCapReq": lambda: enveloped("IssCapReqTBE", iss.IssCapReq),
     "IssCapRes": lambda: enveloped("IssCapResTBE", iss.IssCapRes),
+    "IssRevReq": lambda: enveloped("IssRevReqTBE", iss.IssRevReq),
+    "IssRevRes": lambda: enveloped("IssRevResTBE", iss.IssRevRes),
 }
 
 #: further alternatives of the CHOICE-typed messages, so every alternative is exercised
@@ -640,6 +656,7 @@ PLAINTEXT_SAMPLES = {
     "CertResData": cert_res_data, "CertInqReqTBS": cert_inq_req_tbs, "ErrorTBS": error_tbs,
     "IssAuthReqData": iss_auth_req_data, "IssAuthResData": iss_auth_res_data,
     "IssCapReqData": iss_cap_req_data, "IssCapResData": iss_cap_res_data,
+    "IssRevReqData": iss_rev_req_data, "IssRevResData": iss_rev_res_data,
 }
 for _kind in ("CapRev", "Cred", "CredRev"):
     _req, _tbs, _tbsx, _res = (getattr(cap, _kind + s) for s in
