@@ -399,14 +399,16 @@ def test_capture_give_up_returns_to_authorized(p):
     assert state["state"] == "AUTHORIZED" and state["secret"]["pan"] == PAN
 
 
-def test_late_issuer_answer_changes_nothing(p):
+def test_late_issuer_decline_changes_nothing(p):
+    """(A late approval is reversed: tests/test_roles_reversal.py.)"""
     net = network(p, with_issuer=False, max_retries=0)
-    pur = Purchase(p)
+    pur = Purchase(p, amount=600000)  # over alice's limit: 51
     request = net.step(GW, Inbound("AuthReq", pur.auth_req(), SHOP), NOW).sends[0]
     fire_retry(net)  # gives up: noReply
+    before = dict(gw_state(net, pur))
     answer = issuer(p).step(None, Inbound("IssAuthReq", request.wrapper_der, GW), NOW, {})
     out = net.step(GW, Inbound("IssAuthRes", answer.sends[0].wrapper_der, BANK), NOW)
-    assert out.sends == () and out.state["state"] == "DECLINED"
+    assert out.sends == () and out.state == before and before["state"] == "DECLINED"
 
 
 def test_answer_signed_by_an_unpinned_key_is_refused(p):

@@ -82,9 +82,18 @@ class Bank:
 
     def capture(self, xid, amount, approval, *, pan=PAN):
         _, data = self.ask("IssCapReq", xid, {
-            "stan": stan(xid, capture=True), "rrn": rrn(xid), "pan": pan, "amount": money(amount),
+            "stan": stan(xid, "IssCapReq"), "rrn": rrn(xid), "pan": pan, "amount": money(amount),
             "approval_code": approval, "merchant_id": MER_ID})
-        assert isinstance(data, dict) and data["stan"] == stan(xid, capture=True)
+        assert isinstance(data, dict) and data["stan"] == stan(xid, "IssCapReq")
+        return data["response_code"], data["amount"]["amount"]
+
+    def reverse(self, xid, amount, approval, *, currency=EUR):
+        _, data = self.ask("IssRevReq", xid, {
+            "stan": stan(xid, "IssRevReq"), "rrn": rrn(xid), "amount": money(amount, currency),
+            "approval_code": approval, "reason_code": "68", "original_mti": "0100",
+            "original_stan": stan(xid), "merchant_id": MER_ID})
+        assert isinstance(data, dict) and (data["mti"], data["stan"]) == (
+            "0410", stan(xid, "IssRevReq"))
         return data["response_code"], data["amount"]["amount"]
 
     def totals(self, pan=PAN):
@@ -189,16 +198,76 @@ def test_capture_without_an_approved_hold_is_12(p):
 
 
 def test_capture_by_another_pinned_gateway_is_12(p):
+    bank = Bank(p)
+    xid, auth = bank.authorise()
+    bank.signer = other_gateway(p, bank)
+    assert bank.capture(xid, 1234, auth["approval_code"]) == ("12", 0)
+
+
+# --- reversal -------------------------------------------------------------------------------------
+def test_reversal_releases_the_hold_once(p):
+    bank = Bank(p)
+    xid, auth = bank.authorise(amount=5000)
+    approval = auth["approval_code"]
+    assert bank.reverse(xid, 5000, "ZZZZZZ") == ("12", 0)          # not the approval code
+    assert bank.reverse(xid, 4000, approval) == ("13", 0)          # not the approved amount
+    assert bank.reverse(xid, 5000, approval, currency=840) == ("13", 0)
+    assert bank.totals() == {"held": 5000, "posted": 0} and len(bank.effects) == 1
+    assert bank.reverse(xid, 5000, approval) == ("00", 5000)
+    assert bank.totals() == {"held": 0, "posted": 0}
+    state = bank.states[xid.hex()]
+    assert (state["state"], state["held"], state["authorized"]) == ("REVERSED", 0, 5000)
+    assert state["reversed_at"] == NOW.isoformat()
+    reverse = bank.effects[-1]
+    assert (reverse.kind, reverse.data["amount"], reverse.data["code"]) == (
+        "ledger.reverse", 5000, "00")
+    assert reverse.data["secret"] == {"pan": PAN} and reverse.data["pan_last4"] == PAN[-4:]
+    effects = len(bank.effects)
+    assert bank.reverse(xid, 5000, approval) == ("00", 5000)      # a repeat: the same answer
+    assert bank.totals() == {"held": 0, "posted": 0} and len(bank.effects) == effects
+    assert bank.capture(xid, 5000, approval) == ("12", 0)         # nothing left to capture
+    _, repeat = bank.authorise(xid)                                # the decision stands, no hold
+    assert repeat["response_code"] == "00" and bank.totals()["held"] == 0
+    assert len(bank.effects) == effects
+
+
+def test_reversal_of_a_captured_authorisation_is_12_and_changes_nothing(p):
+    bank = Bank(p)
+    xid, auth = bank.authorise(amount=5000)
+    assert bank.capture(xid, 4000, auth["approval_code"]) == ("00", 4000)
+    state, effects = dict(bank.states[xid.hex()]), len(bank.effects)
+    assert bank.reverse(xid, 5000, auth["approval_code"]) == ("12", 0)
+    assert bank.states[xid.hex()] == state and len(bank.effects) == effects
+    assert bank.totals() == {"held": 0, "posted": 4000}
+
+
+def test_reversal_without_an_approved_authorisation_is_25(p):
+    bank = Bank(p)
+    assert bank.reverse(fresh(20), 100, "ABCDEF") == ("25", 0)
+    assert bank.states == {}
+    declined, _ = bank.authorise(amount=LIMIT * 2)
+    assert bank.reverse(declined, LIMIT * 2, "ABCDEF") == ("25", 0)
+    assert bank.states[declined.hex()]["state"] == "DECLINED" and bank.shared == {}
+
+
+def other_gateway(p, bank):
+    """A second pinned gateway (its own signature key) that now signs the bank's requests."""
     from setmail.crypto.cms import Identity
     from setmail.pki.pinned import pinned_certificate
     key = DEFAULT_SUITE.generate_key()
     other = Identity(key, pinned_certificate(key, "Gateway 2", NOW))
-    bank = Bank(p)
     bank.role.config = replace(bank.role.config, gateways={
         **bank.role.config.gateways, "gw2@gateway.example": (other.cert, p.gateway_kex.cert)})
+    return other
+
+
+def test_reversal_by_another_pinned_gateway_is_12(p):
+    bank = Bank(p)
     xid, auth = bank.authorise()
-    bank.signer = other
-    assert bank.capture(xid, 1234, auth["approval_code"]) == ("12", 0)
+    bank.signer = other_gateway(p, bank)
+    assert bank.reverse(xid, 1234, auth["approval_code"]) == ("12", 0)
+    assert bank.states[xid.hex()]["state"] == "HELD" and bank.totals()["held"] == 1234
+    assert [e.kind for e in bank.effects] == ["ledger.hold"]
 
 
 # --- who may ask ----------------------------------------------------------------------------------
@@ -234,12 +303,15 @@ def test_ledger_rows_add_up_to_the_shared_totals(p, tmp_path):
         accounts()[PAN], expiry="202806", limit=150000, holder="bob")})
     a1, r1 = bank.authorise(amount=10000)
     a2, _ = bank.authorise(amount=20000)
+    a3, r3 = bank.authorise(amount=7000)
     bank.authorise(amount=LIMIT)                                       # 51
     bank.authorise(pan="4000000000000002")                             # 14
     b1, rb = bank.authorise(amount=150000, pan="4012888888881881", expiry="202806")
     bank.capture(a1, 9000, r1["approval_code"])
     bank.capture(b1, 150000, rb["approval_code"], pan="4012888888881881")
     bank.capture(b1, 150000, rb["approval_code"], pan="4012888888881881")  # 94: no effect
+    bank.reverse(a3, 7000, r3["approval_code"])
+    bank.reverse(a3, 7000, r3["approval_code"])                       # a repeat: no effect
     store = Store(tmp_path / "bank.db")
     try:
         with store.transaction(now=NOW.timestamp()) as tx:
@@ -260,9 +332,11 @@ def test_ledger_rows_add_up_to_the_shared_totals(p, tmp_path):
         bank.totals()["held"], bank.totals()["posted"])
     assert alice["available"] == LIMIT - 29000 and alice["limit"] == LIMIT
     assert (alice["currency"], alice["currency_number"], alice["amt_exp10"]) == ("EUR", 978, -2)
-    assert [e["kind"] for e in alice["entries"]] == ["hold", "hold", "decline", "release", "post"]
-    assert [e["xid"] for e in alice["entries"]][:2] == [a1.hex(), a2.hex()]
-    assert alice["entries"][2]["code"] == "51" and alice["entries"][0]["at"] == NOW.isoformat()
+    assert [e["kind"] for e in alice["entries"]] == [
+        "hold", "hold", "hold", "decline", "release", "post", "reversal"]
+    assert [e["xid"] for e in alice["entries"]][:3] == [a1.hex(), a2.hex(), a3.hex()]
+    assert alice["entries"][-1]["xid"] == a3.hex() and alice["entries"][-1]["amount"] == 7000
+    assert alice["entries"][3]["code"] == "51" and alice["entries"][0]["at"] == NOW.isoformat()
     assert (bob["held"], bob["posted"], bob["available"]) == (0, 150000, 0)
     assert bank.totals("4012888888881881") == {"held": 0, "posted": 150000}
     assert unknown["pan_last4"] == "0002" and [e["code"] for e in unknown["entries"]] == ["14"]
@@ -295,7 +369,7 @@ def test_world_factories_wire_gateway_and_issuer(tmp_path):
     world = create_world(tmp_path / "w", now=NOW)
     gw_role = gateway_factory(world, world.agent("gateway"))
     bank_role = issuer_factory(world, world.agent("bank"))
-    assert {"ledger.hold", "ledger.post", "ledger.decline"} <= set(HANDLERS)
+    assert {"ledger.hold", "ledger.post", "ledger.decline", "ledger.reverse"} <= set(HANDLERS)
     cfg, bank_cfg = gw_role.config, bank_role.config
     assert cfg.issuer == world.agent("bank").address and cfg.bci is not None and cfg.crls
     assert cfg.issuer_kex == bank_cfg.key_exchange.cert

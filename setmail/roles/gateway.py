@@ -4,6 +4,7 @@
     IssAuthRes (0110)                       -> AuthRes = EncB(P, M, AuthResData, AuthResBaggage)
     CapReq   = EncB(M, P, CapReqData, [CapToken]) -> checks -> IssCapReq (0220)
     IssCapRes (0230)                        -> CapRes = Enc(P, M, CapResData)
+    IssAuthRes 00 after we gave up          -> IssRevReq (0400); IssRevRes (0410) is recorded
 
 Why it looks like this: the gateway is the only party that sees the card (PANData) and it must
 see nothing of the order (OIData stays with the merchant; HOD and DD(OIData) are all it gets).  It
@@ -14,6 +15,10 @@ capture); the merchant holds the CapToken, the gateway's own signed and encrypte
 authorisation.  Requests to the issuer are re-sent with the same bytes on ``timer:retry``
 (``Requester``); after ``max_retries`` the merchant gets AuthRes noReply (CapRes
 unspecifiedFailure), and a SET Error from the issuer naming the request gives systemError.
+An approval arriving after that (DECLINED) placed a hold nobody will capture: the gateway reverses
+it (REVERSING, IssRevReq re-sent on ``timer:retry`` like the others) and goes back to DECLINED
+with the issuer's answer; a repeat of the late approval re-sends the same IssRevReq bytes, a late
+decline changes nothing, and the merchant hears nothing more (it has its AuthRes) (D-133).
 
 ``GatewayConfig``: ``name``, ``signature``/``key_exchange`` (Identity with the PCA chain),
 ``trust``, ``issuer`` (address), ``issuer_sig``/``issuer_kex`` (pinned certificates), ``bci``
@@ -21,8 +26,10 @@ unspecifiedFailure), and a SET Error from the issuer naming the request gives sy
 ``max_retries``, ``crls`` (None: no revocation check), ``max_pi_age``.  Transaction key: the
 header XID (hex).
 State for ``setmail tx show``: state, xid, merchant, mer_id, amount/currency/amt_exp10, auth_code,
-iso_code, approval_code, auth_amt, cap_code, cap_amt, reason and the dates; what answering needs
-later (the merchant's AuthTags, kex certificate, ids) is bookkeeping under "_" keys.
+iso_code, approval_code, auth_amt, cap_code, cap_amt, reason and the dates; after a late
+approval late_approval_code, late_amt, late_at, and the reversal's rev_code (DE 39), rev_amt,
+rev_req_date, rev_date or rev_failure.  What answering needs later (the merchant's AuthTags, kex
+certificate, ids, the IssAuthReq's RRPID, the IssRevReq sent) is bookkeeping under "_" keys.
 """
 from __future__ import annotations
 
@@ -38,13 +45,13 @@ from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
-from setmail.roles.base import START, CancelTimer, Outcome
+from setmail.roles.base import START, CancelTimer, Outcome, Send
 from setmail.roles.common import guarded, h, unh, unwrap
 from setmail.roles.gateway_checks import (Decline, acq_card_msg, amount_ok, auth_res, cap_res,
                                           cap_token, check_capture, check_payment,
                                           open_merchant_request, reply_to)
-from setmail.roles.network_msgs import (auth_code, cap_code, check_answer, open_network, rrn, seal,
-                                        stan, when, zero)
+from setmail.roles.network_msgs import (REVERSAL_REASON, auth_code, cap_code, check_answer,
+                                        open_network, rrn, seal, stan, when, zero)
 from setmail.roles.requester import Requester
 
 
@@ -78,7 +85,7 @@ def _settled(state: str) -> dict:
     """A state without an outstanding issuer request: late answers, stale timers and Errors
     change nothing."""
     return {"AuthReq": state, "CapReq": state, "IssAuthRes": state, "IssCapRes": state,
-            "timer:retry": state, "Error": state}
+            "IssRevRes": state, "timer:retry": state, "Error": state}
 
 
 def _money(state) -> dict:
@@ -100,7 +107,9 @@ class Gateway(Requester):
                        "timer:retry": ("ISSUER_CAP", "AUTHORIZED"),
                        "Error": ("ISSUER_CAP", "AUTHORIZED")},
         "CAPTURED": _settled("CAPTURED"),
-        "DECLINED": _settled("DECLINED"),
+        "DECLINED": {**_settled("DECLINED"), "IssAuthRes": ("DECLINED", "REVERSING")},
+        "REVERSING": {**_settled("REVERSING"), "IssRevRes": ("DECLINED", "REVERSING"),
+                      "timer:retry": ("REVERSING", "DECLINED"), "Error": ("REVERSING", "DECLINED")},
     }
 
     def __init__(self, config: GatewayConfig):
@@ -148,23 +157,25 @@ class Gateway(Requester):
                    cfg.signature, cfg.issuer_kex, now=now, rrpid=rrpid, ids=ids, suite=cfg.suite)
         return self.request(state, state["xid"], cfg.issuer, kind, der, now, rrpid)
 
-    def _answer(self, state, event, now, capture: bool):
-        """The issuer's answer to our outstanding request (None: nothing is outstanding)."""
-        if state["state"] != ("ISSUER_CAP" if capture else "ISSUER_AUTH"):
+    def _answer(self, state, event, now, request: str, waiting: str, rrpid: str | None = None):
+        """The issuer's answer to our ``request`` (None: we are not ``waiting`` for it)."""
+        if state["state"] != waiting:
             return None
         cfg, parsed = self.config, unwrap(event, now)
         data, _ = open_network(parsed, cfg.key_exchange, cfg.issuer_pinned, now, cfg.suite)
-        check_answer(data, rrpid=unh(state["rrpid"]), parsed=parsed, xid=unh(state["xid"]),
-                     capture=capture)
+        check_answer(data, rrpid=unh(rrpid or state["rrpid"]), parsed=parsed,
+                     xid=unh(state["xid"]), request=request)
         return data
 
     # -- IssAuthRes ------------------------------------------------------------------------------
     @guarded
     def on_IssAuthRes(self, state, event, now, shared) -> Outcome:
         key, cfg = self.transaction_key(event), self.config
-        data = self._answer(state, event, now, capture=False)
+        if state["state"] in ("DECLINED", "REVERSING") and "stan" in state:
+            return self._late(state, event, now)
+        data = self._answer(state, event, now, "IssAuthReq", "ISSUER_AUTH")
         if data is None:
-            return Outcome(key, dict(state))  # a late or repeated answer: already decided
+            return Outcome(key, dict(state))  # a repeated answer: already decided
         xid = unh(state["xid"])
         iso, approval = data["response_code"], data["approval_code"]
         code, asked = auth_code(iso), _money(state)
@@ -210,7 +221,7 @@ class Gateway(Requester):
                "cap_date": when(item["cap_payload"]["cap_date"]),
                "cap_req_date": when(now)}
         return self._ask_issuer(new, "IssCapReq", {
-            "stan": stan(unh(key), capture=True), "rrn": state["rrn"], "amount": amount,
+            "stan": stan(unh(key), "IssCapReq"), "rrn": state["rrn"], "amount": amount,
             "pan": state["secret"]["pan"], "approval_code": state["approval_code"],
             "merchant_id": state["mer_id"]}, now)
 
@@ -218,7 +229,7 @@ class Gateway(Requester):
     @guarded
     def on_IssCapRes(self, state, event, now, shared) -> Outcome:
         key, cfg = self.transaction_key(event), self.config
-        data = self._answer(state, event, now, capture=True)
+        data = self._answer(state, event, now, "IssCapReq", "ISSUER_CAP")
         if data is None:
             return Outcome(key, dict(state))
         iso, asked = data["response_code"], {**_money(state), "amount": state["cap_req_amt"]}
@@ -237,6 +248,45 @@ class Gateway(Requester):
             self.forget_secrets(state)
         return Outcome(key, state, sends=(send,), timers=(CancelTimer("retry"),))
 
+    # -- a late approval: reverse it ---------------------------------------------------------------
+    def _late(self, state, event, now) -> Outcome:
+        """An IssAuthRes to the IssAuthReq we gave up on: an approval placed a hold nobody will
+        capture, so reverse it, once (a repeat re-sends the same IssRevReq bytes, which the
+        issuer's dedupe answers again); a decline changes nothing."""
+        key, cfg = self.transaction_key(event), self.config
+        data = self._answer(state, event, now, "IssAuthReq", state["state"],
+                            rrpid=state.get("_auth_rrpid"))
+        if data["response_code"] != "00":
+            return Outcome(key, dict(state))
+        if "_reversal" in state:
+            again = Send(cfg.issuer, "IssRevReq", unh(state["_reversal"]))
+            return Outcome(key, dict(state), sends=(again,))
+        approval, held = data["approval_code"], data["amount"]
+        if not (approval and len(approval) == 6):
+            raise ProtocolError("approval without an approval code")
+        new = {**state, "state": "REVERSING", "_auth_rrpid": state["rrpid"],
+               "late_approval_code": approval, "late_amt": held["amount"], "late_at": when(now),
+               "rev_req_date": when(now)}
+        out = self._ask_issuer(new, "IssRevReq", {
+            "stan": stan(unh(key), "IssRevReq"), "rrn": state["rrn"], "amount": held,
+            "approval_code": approval, "reason_code": REVERSAL_REASON, "original_mti": "0100",
+            "original_stan": state["stan"], "merchant_id": state["mer_id"]}, now)
+        new["_reversal"] = new["last"]["der"]  # the one reversal of this XID, kept to re-send
+        return out
+
+    @guarded
+    def on_IssRevRes(self, state, event, now, shared) -> Outcome:
+        """The issuer's answer to our reversal: recorded (rev_code, rev_amt, rev_date)."""
+        key = self.transaction_key(event)
+        data = self._answer(state, event, now, "IssRevReq", "REVERSING")
+        if data is None:
+            return Outcome(key, dict(state))
+        state = dict(state)
+        state.pop("last", None)
+        state.update(state="DECLINED", rev_code=data["response_code"],
+                     rev_amt=data["amount"]["amount"], rev_date=when(now))
+        return Outcome(key, state, timers=(CancelTimer("retry"),))
+
     # -- giving up on the issuer -------------------------------------------------------------------
     def on_timer_retry(self, state, event, now, shared) -> Outcome:
         return self._gave_up(state, super().on_timer_retry(state, event, now, shared), now)
@@ -249,14 +299,20 @@ class Gateway(Requester):
 
     def _gave_up(self, state, outcome: Outcome, now) -> Outcome:
         """Turn ``Requester``'s FAILED into the answer the waiting merchant is owed: AuthRes
-        noReply/systemError (DECLINED) or CapRes unspecifiedFailure (back to AUTHORIZED)."""
+        noReply/systemError (DECLINED) or CapRes unspecifiedFailure (back to AUTHORIZED).  A
+        reversal nobody answers owes the merchant nothing: DECLINED, with ``rev_failure``."""
         if outcome.state is None or outcome.state.get("state") != self.FAILED:
             return outcome
         key, failed, cfg = outcome.transaction, outcome.state, self.config
         new = dict(state)
         new.pop("last", None)
-        new["reason"] = failed["reason"]
         timers = (CancelTimer("retry"),)
+        if state["state"] == "REVERSING":
+            code = failed.get("error_code")
+            new.update(state="DECLINED",
+                       rev_failure=failed["reason"] + (f" ({code})" if code else ""))
+            return Outcome(key, new, timers=timers)
+        new["reason"] = failed["reason"]
         if state["state"] == "ISSUER_AUTH":
             code = "noReply" if failed.get("error_code") is None else "systemError"
             send = auth_res(cfg, state["_reply"], now, code=code, amount=zero(_money(state)))

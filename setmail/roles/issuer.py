@@ -5,17 +5,23 @@
                                             available credit, else 00 and a hold of the amount
     IssCapReq  (0220) -> IssCapRes  (0230): 12 no approved hold, 94 already posted, 13 more than
                                             the hold, else 00: post the amount, release the hold
+    IssRevReq  (0400) -> IssRevRes  (0410): 25 no approved authorisation under the XID, 12 another
+                                            gateway's, another approval code or already posted,
+                                            13 not the approved amount, else 00: release the hold
+                                            (a repeat: 00 again, nothing released twice)
 
 Why the shared state: the decision needs each card's running totals across transactions, so the
 role keeps ``{pan: {"held": minor units, "posted": minor units}}`` under ``shared_key = "ledger"``
 and the agent commits it with the transaction; the decision is then a pure function of (message,
 accounts, totals, now).  Every change is also an effect (``ledger.hold``/``ledger.post``/
-``ledger.decline``, ``setmail.agent.ledger``) that writes a row in the same store transaction.
+``ledger.decline``/``ledger.reverse``, ``setmail.agent.ledger``) that writes a row in the same
+store transaction.
 
 A request whose XID was already decided gets the same decision again (no second hold); the
 agent's dedupe already answers an identical re-send.  Who may ask: only a gateway whose pinned
 signature certificate signed the request; the answer is enveloped for that gateway's pinned
-key-exchange certificate, and a capture must come from the gateway that got the hold.  Anything
+key-exchange certificate, and a capture or reversal must come from the gateway that got the hold.
+Anything
 that does not open, verify or parse gets an unsigned SET Error and changes nothing.
 
 ``IssuerConfig``: ``name``, ``signature``/``key_exchange`` (Identity, pinned self-signed),
@@ -71,14 +77,22 @@ def pan_last4(pan: str) -> str:
     return pan[-4:]
 
 
+def _decided(state: str) -> dict:
+    """A state no request moves any more: each gets its answer (same decision, 12, 25, 94)."""
+    return {"IssAuthReq": state, "IssCapReq": state, "IssRevReq": state, "Error": state}
+
+
 class Issuer(Role):
     name = "issuer"
     shared_key = "ledger"
     TRANSITIONS = {
-        START: {"IssAuthReq": ("HELD", "DECLINED"), "IssCapReq": START, "Error": START},
-        "HELD": {"IssAuthReq": "HELD", "IssCapReq": ("POSTED", "HELD"), "Error": "HELD"},
-        "DECLINED": {"IssAuthReq": "DECLINED", "IssCapReq": "DECLINED", "Error": "DECLINED"},
-        "POSTED": {"IssAuthReq": "POSTED", "IssCapReq": "POSTED", "Error": "POSTED"},
+        START: {"IssAuthReq": ("HELD", "DECLINED"), "IssCapReq": START, "IssRevReq": START,
+                "Error": START},
+        "HELD": {"IssAuthReq": "HELD", "IssCapReq": ("POSTED", "HELD"),
+                 "IssRevReq": ("REVERSED", "HELD"), "Error": "HELD"},
+        "DECLINED": _decided("DECLINED"),
+        "POSTED": _decided("POSTED"),
+        "REVERSED": _decided("REVERSED"),
     }
 
     def __init__(self, config: IssuerConfig):
@@ -191,6 +205,33 @@ class Issuer(Role):
             new_state.update(state="POSTED", posted=posted, held=0, posted_at=when(now))
             effects = (ledger_effect("ledger.post", state, code, amount=posted, released=hold),)
         send = self._answer(event, parsed, kex, data, code, posted, now)
+        return Outcome(key, new_state, sends=(send,), effects=effects, shared=new_shared)
+
+    # -- reversal --------------------------------------------------------------------------------
+    def reversal_code(self, state, data, gateway: str) -> str:
+        """DE 39 for a reversal request, in this order: is there an approval (25), is it this
+        gateway's and not yet captured (12), is it the whole approved amount (13)."""
+        if state["state"] not in ("HELD", "POSTED", "REVERSED"):
+            return "25"
+        if (state["state"] == "POSTED" or state["gateway"] != gateway
+                or state["approval_code"] != data["approval_code"]):
+            return "12"
+        asked = tuple(data["amount"][k] for k in ("currency", "amt_exp10", "amount"))
+        whole = (state["currency"], state["amt_exp10"], state["authorized"])
+        return "00" if asked == whole else "13"
+
+    @guarded
+    def on_IssRevReq(self, state, event, now, shared) -> Outcome:
+        key, parsed, data, gateway, kex = self._open(event, now)
+        code = self.reversal_code(state, data, gateway)
+        new_state = None if state["state"] == START else dict(state)
+        new_shared, effects = None, ()
+        released = state["authorized"] if code == "00" else 0
+        if code == "00" and state["state"] == "HELD":  # a repeat releases nothing twice
+            new_shared = moved(shared, state["secret"]["pan"], held=-state["held"])
+            new_state.update(state="REVERSED", held=0, reversed_at=when(now))
+            effects = (ledger_effect("ledger.reverse", state, code, amount=state["held"]),)
+        send = self._answer(event, parsed, kex, data, code, released, now)
         return Outcome(key, new_state, sends=(send,), effects=effects, shared=new_shared)
 
 

@@ -30,7 +30,12 @@ from setmail.roles.common import Parsed, wrap
 KINDS: dict[str, tuple[str, type]] = {
     "IssAuthReq": ("0100", iss.IssAuthReqData), "IssAuthRes": ("0110", iss.IssAuthResData),
     "IssCapReq": ("0220", iss.IssCapReqData), "IssCapRes": ("0230", iss.IssCapResData),
+    "IssRevReq": ("0400", iss.IssRevReqData), "IssRevRes": ("0410", iss.IssRevResData),
 }
+#: request type -> what its DE 11 adds to the authorisation's STAN (a new number per request)
+STAN_STEP = {"IssAuthReq": 0, "IssCapReq": 1, "IssRevReq": 2}
+#: DE 39 a reversal request carries as its reason: the approval came after the gateway gave up
+REVERSAL_REASON = "68"
 #: issuer response code (DE 39) -> SET AuthCode in AuthRes; anything else is systemError
 AUTH_CODES = {"00": "approved", "05": "declined", "51": "declined", "14": "invalidTransaction",
               "54": "expiredCard"}
@@ -48,9 +53,10 @@ def cap_code(response_code: str) -> str:
     return CAP_CODES.get(response_code, "unspecifiedFailure")
 
 
-def stan(xid: bytes, *, capture: bool = False) -> int:
-    """DE 11: from the XID's first three octets; the completion advice uses the next number."""
-    return (int.from_bytes(xid[:3], "big") + (1 if capture else 0)) % 1_000_000
+def stan(xid: bytes, kind: str = "IssAuthReq") -> int:
+    """DE 11: from the XID's first three octets; the completion advice and the reversal use the
+    next numbers (``STAN_STEP``)."""
+    return (int.from_bytes(xid[:3], "big") + STAN_STEP[kind]) % 1_000_000
 
 
 def rrn(xid: bytes) -> str:
@@ -106,10 +112,11 @@ def open_network(parsed: Parsed, recipient: Identity, pinned: Iterable[x509.Cert
     return data, opened.signed
 
 
-def check_answer(data, *, rrpid: bytes, parsed: Parsed, xid: bytes, capture: bool) -> None:
-    """An issuer response must answer our request: header RRPID, STAN, RRN and XID echoed."""
+def check_answer(data, *, rrpid: bytes, parsed: Parsed, xid: bytes, request: str) -> None:
+    """An issuer response must answer our ``request`` (its type): header RRPID, STAN, RRN and XID
+    echoed."""
     if parsed.rrpid != rrpid:
         raise ProtocolError("response RRPID does not name our request", "badMessageHeader")
-    if (data["stan"] != stan(xid, capture=capture) or data["rrn"] != rrn(xid)
+    if (data["stan"] != stan(xid, request) or data["rrn"] != rrn(xid)
             or data["xid"] != xid):
         raise ProtocolError("STAN/RRN/XID do not match our request", "unknownXID")

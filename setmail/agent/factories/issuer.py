@@ -9,7 +9,7 @@ Importing this module registers the ledger effects (``setmail.agent.ledger``).
 """
 from __future__ import annotations
 
-import setmail.agent.ledger  # noqa: F401  (registers ledger.hold/post/decline)
+import setmail.agent.ledger  # noqa: F401  (registers the ledger.* effects)
 from setmail.agent.factory import register_role
 from setmail.roles.base import Role
 from setmail.world.config import AgentSpec, World
