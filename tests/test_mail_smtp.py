@@ -459,3 +459,18 @@ def test_pipelined_body_is_dot_stuffed(server, boxes):
     send("127.0.0.1", server.port, "x@c.example", [MERCHANT], raw)
     stored = new_files(boxes[MERCHANT])[0].read_bytes()
     assert stored.endswith(b"\n\n.leading\n..two\nmid.dle\n.\nlast\n")
+
+
+def test_pool_dot_stuffs_and_fixes_line_ends_only_where_needed(server, boxes):
+    """The client skips dot-stuffing for bodies without a line that starts with "." and the
+    CRLF fix for mails already in CRLF (our own); the others still arrive byte for byte."""
+    pool = SMTPClientPool()
+    crlf = b"Subject: t\r\n\r\n.lead\r\nmid\r\n..two\r\n.\r\nlast"
+    bare = b"Subject: u\n\nfirst\n.dot\nend\n"
+    plain = b"Subject: v\r\n\r\nno dots here\r\n"
+    for raw in (crlf, bare, plain):
+        pool.send("127.0.0.1", server.port, "x@c.example", [MERCHANT], raw)
+    pool.close()
+    assert sorted(stored_bodies(boxes[MERCHANT])) == sorted([
+        b"Subject: t\n\n.lead\nmid\n..two\n.\nlast\n", b"Subject: u\n\nfirst\n.dot\nend\n",
+        b"Subject: v\n\nno dots here\n"])

@@ -121,6 +121,12 @@ def test_outbox_due_sent_failed(store):
     assert store.due_outbox(1e9, limit=1)[0].id == b  # earliest due first
     assert store.mark_sent(b, now=160.0)
     assert not store.mark_sent(b, now=161.0)  # already gone
+    with store.transaction(now=162.0) as tx:
+        c, d = tx.enqueue(MAIL), tx.enqueue(MAIL)
+    assert store.mark_sent_many([c, b, d], now=163.0) == 2  # b was gone already
+    assert [r.id for r in store.outbox()] == [a]
+    assert [r[0] for r in store.query("SELECT sent_at FROM sent_log ORDER BY rowid")] == [
+        160.0, 163.0, 163.0]
     assert store.mark_failed(a, "550 no such user", None)  # give up: row kept, never due
     assert store.due_outbox(1e9) == [] and store.outbox()[0].last_error == "550 no such user"
     assert store.outbox(include_dead=False) == []

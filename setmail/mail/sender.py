@@ -25,7 +25,10 @@ Sender = Callable[[str, int, str, Sequence[str], bytes, float], None]
 
 
 def _crlf(raw: bytes) -> bytes:
-    """SMTP wants CRLF; smtplib does not fix bare LF in bytes, and aiosmtpd would merge lines."""
+    """SMTP wants CRLF; smtplib does not fix bare LF in bytes, and aiosmtpd would merge lines.
+    Our own mails are built with CRLF already: two counts cost less than two copies."""
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -98,7 +101,8 @@ class _Client(smtplib.SMTP):
             raise smtplib.SMTPRecipientsRefused(refused)
         if dcode != 354:
             raise smtplib.SMTPDataError(dcode, dreply)
-        body = _DOT_LINE.sub(b"..", data)  # dot-stuffing, as smtplib's data() does
+        # dot-stuffing, as smtplib's data() does (a base64 body never needs it: no scan then)
+        body = _DOT_LINE.sub(b"..", data) if data[:1] == b"." or b"\n." in data else data
         if body[-2:] != b"\r\n":
             body += b"\r\n"
         self.send(body + b".\r\n")
@@ -251,19 +255,23 @@ def drain_outbox(store, *, now: float, backoff: Backoff, sender: str,
                  timeout: float = 30.0) -> DrainResult:
     """Send the store's due outbox rows once each; record 250s and failures.
 
-    A row leaves the outbox only after its 250 (``store.mark_sent``); failures get the next
-    attempt time from ``backoff`` (``store.mark_failed``), None once retrying is pointless.
+    A row leaves the outbox only after its 250 (``store.mark_sent_many``, one commit for the
+    drain's 250s, made before its return); failures get the next attempt time from ``backoff``
+    (``store.mark_failed``), None once retrying is pointless.
     """
     send_fn = send_fn or (lambda h, p, s, r, raw, t: send(h, p, s, r, raw, t))
     sent, failed, dead = [], [], []
-    for row in store.due_outbox(now, limit=limit):
-        try:
-            send_fn(row.host, row.port, sender, [row.recipient], row.raw, timeout)
-        except TransportError as exc:
-            when = backoff.next_attempt_at(now, row.attempts + 1, permanent=exc.permanent)
-            store.mark_failed(row.id, str(exc), when)
-            (failed if when is not None else dead).append(row.id)
-        else:
-            store.mark_sent(row.id, now=now)
-            sent.append(row.id)
+    try:
+        for row in store.due_outbox(now, limit=limit):
+            try:
+                send_fn(row.host, row.port, sender, [row.recipient], row.raw, timeout)
+            except TransportError as exc:
+                when = backoff.next_attempt_at(now, row.attempts + 1, permanent=exc.permanent)
+                store.mark_failed(row.id, str(exc), when)
+                (failed if when is not None else dead).append(row.id)
+            else:
+                sent.append(row.id)
+    finally:
+        if sent:
+            store.mark_sent_many(sent, now=now)
     return DrainResult(tuple(sent), tuple(failed), tuple(dead))
