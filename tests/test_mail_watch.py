@@ -1,11 +1,13 @@
 """Watcher: inotify and polling both notice deliveries; close ends waits and iteration."""
 import asyncio
 import os
+import threading
+import time
 
 import pytest
 
 from setmail.mail import maildir as md
-from setmail.mail.watch import MaildirWatcher, _inotify_open
+from setmail.mail.watch import BlockingWatcher, MaildirWatcher, _inotify_open
 
 
 def _has_inotify(tmp_path):
@@ -97,3 +99,34 @@ def test_auto_mode_and_bad_mode(tmp_path):
     watcher.close()
     with pytest.raises(ValueError):
         MaildirWatcher(box, mode="magic")
+
+
+def test_blocking_watcher_reports_deliveries_times_out_and_wakes(tmp_path, mode):
+    """The agents' work threads block in BlockingWatcher.wait: deliveries and renames into new/
+    are reported in order, dot files are not, a timeout returns [] after (not long before) its
+    time, and wake() from another thread ends a long wait at once."""
+    box = md.ensure_maildir(tmp_path / "box")
+    watcher = BlockingWatcher(box, mode=mode, poll_interval=0.02)
+    try:
+        assert watcher.mode == mode
+        started = time.monotonic()
+        assert watcher.wait(timeout=0.1) == []
+        assert 0.1 <= time.monotonic() - started < 2
+        keys = [md.deliver(box, b"x%d" % i) for i in range(3)]
+        (box / "new" / ".hidden").write_bytes(b"")
+        (box / "tmp" / "mta.1").write_bytes(b"y")
+        os.rename(box / "tmp" / "mta.1", box / "new" / "mta.1")
+        seen = []
+        deadline = time.monotonic() + 5
+        while len(seen) < 4 and time.monotonic() < deadline:
+            seen += watcher.wait(timeout=1)
+        assert seen == keys + ["mta.1"]
+        threading.Timer(0.1, watcher.wake).start()
+        started = time.monotonic()
+        assert watcher.wait(timeout=30) == []
+        assert time.monotonic() - started < 5
+    finally:
+        watcher.close()
+        watcher.close()  # idempotent
+    watcher.wake()  # after close: nothing to write to, no error
+    assert watcher.closed and watcher.wait(timeout=5) == []

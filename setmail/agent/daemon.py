@@ -1,28 +1,29 @@
-"""Run agents (and optionally the SMTP server) in one asyncio loop until asked to stop.
+"""Run agents (and optionally the SMTP server) until asked to stop.
 
-Per agent two tasks: the *worker* (mail from the Maildir watcher, queued commands, due timers —
-one unit at a time, in the agent's own worker thread so RSA work never blocks the SMTP server)
-and the *sender* (outbox rows → SMTP, with backoff).  Stopping (Ctrl-C, SIGTERM) lets the unit in
-progress finish, stops the SMTP server (clients retry anything that got no 250) and closes the
-stores; nothing is lost because every mail is on disk before its 250 and every outgoing mail
-is in the outbox until the next hop's 250.
+Per agent two plain threads, no event loop in between: the *worker* (mail reported by a
+``BlockingWatcher``, queued commands, due timers — one unit at a time) and the *sender* (outbox
+rows → SMTP, with backoff), which the worker wakes after every unit that may have queued mail.
+The asyncio loop only runs the SMTP server and waits for the stop signal: handing each mail from
+the loop to a worker pool and back cost each agent more CPU than its SQLite commits.  Stopping
+(Ctrl-C, SIGTERM) lets the unit in progress finish, stops the SMTP server (clients retry
+anything that got no 250) and closes the stores; nothing is lost because every mail is on disk
+before its 250 and every outgoing mail is in the outbox until the next hop's 250.
 """
 from __future__ import annotations
 
 import asyncio
 import cProfile
-import functools
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from setmail.agent.runtime import Agent
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT, SMTPServer
-from setmail.mail.watch import MaildirWatcher
+from setmail.mail.watch import BlockingWatcher
 
 log = logging.getLogger("setmail.agent")
 PROFILE_ENV = "SETMAIL_PROFILE"
@@ -33,100 +34,99 @@ class AgentRunner:
         self.agent = agent
         self.poll = poll
         self.watch_mode = watch_mode
-        self._work = ThreadPoolExecutor(1, thread_name_prefix=f"{agent.name}-work")
-        self._send = ThreadPoolExecutor(1, thread_name_prefix=f"{agent.name}-send")
-        self._kick = asyncio.Event()
-        #: SETMAIL_PROFILE=DIR: profile every unit of work (cProfile, timed in thread CPU seconds so
+        self._halt = threading.Event()   # set once: finish the unit in progress, then stop
+        self._kick = threading.Event()   # the worker queued mail: the sender looks now
+        #: SETMAIL_PROFILE=DIR: profile both threads (cProfile, timed in thread CPU seconds so
         #: waits do not count), written to DIR/<agent>.<work|send>.prof when the agent stops (how
         #: the benchmark's costs were found; docs/runtime.md)
         self.profiles = ((cProfile.Profile(time.thread_time), cProfile.Profile(time.thread_time))
                          if os.environ.get(PROFILE_ENV) else None)
 
-    async def _call(self, pool, fn, *args):
-        if self.profiles is not None:  # one profiler per thread: cProfile is per-thread state
-            fn = functools.partial(self.profiles[pool is self._send].runcall, fn)
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; whether to go on."""
+        return not self._halt.wait(seconds)
 
-    async def _worker(self, stop: asyncio.Event, watcher: MaildirWatcher) -> None:
+    def _work(self, watcher: BlockingWatcher) -> None:
         """Mail, then commands, then due timers, then wait; a unit of work that fails for a
         reason outside the mail (a locked or full disk) is logged and the pending mail is taken up
         again after a pause, so the agent never silently stops working."""
-        keys = await self._call(self._work, self.agent.recover)
-        failures = 0
-        while not stop.is_set():
+        agent, failures = self.agent, 0
+        try:
+            keys = agent.recover()
+        except Exception:  # pragma: no cover - the same pause-and-retry as a failed round
+            log.exception("%s: recovery failed", agent.name)
+            keys, failures = [], 1
+        while not self._halt.is_set():
             try:
-                await self._round(stop, keys)
+                if failures:
+                    keys = agent.recover()
+                self._round(keys)
                 failures = 0
+                timeout = self.poll
+                nxt = agent.next_timer_at()
+                if nxt is not None:
+                    timeout = max(0.0, min(timeout, nxt - time.time()))
             except Exception:  # the unit rolled back; its mail is still pending
                 failures += 1
                 pause = min(0.5 * 2 ** failures, 30.0)
-                log.exception("%s: work failed, retrying in %.1f s", self.agent.name, pause)
-                try:
-                    await asyncio.wait_for(stop.wait(), pause)
-                except asyncio.TimeoutError:
-                    pass
-                keys = [] if stop.is_set() else await self._call(self._work, self.agent.recover)
+                log.exception("%s: work failed, retrying in %.1f s", agent.name, pause)
+                keys = []
+                if not self._pause(pause):
+                    break
                 continue
-            timeout = self.poll
-            nxt = self.agent.next_timer_at()
-            if nxt is not None:
-                timeout = max(0.0, min(timeout, nxt - time.time()))
-            keys = await watcher.wait(timeout) if not stop.is_set() else []
+            keys = watcher.wait(timeout) if not self._halt.is_set() else []
 
-    async def _round(self, stop: asyncio.Event, keys) -> None:
-        loop = asyncio.get_running_loop()
-        await self._call(self._work, self._work_round, list(keys), stop,
-                         lambda: loop.call_soon_threadsafe(self._kick.set))
-
-    def _work_round(self, keys: list[str], stop: asyncio.Event, kick) -> None:
-        """One round, in the work thread: the mail, then commands, then due timers; the sender
-        is kicked after every unit that may have queued mail.  One hand-off to the thread per
-        round rather than per mail: under load the hand-offs cost more than the Python they
-        surrounded.  (``stop.is_set()`` only reads a flag, safe from this thread.)"""
+    def _round(self, keys: list[str]) -> None:
+        """One round: the mail, then commands, then due timers; the sender is kicked after
+        every unit that may have queued mail."""
         for key in keys:
-            if stop.is_set():
+            if self._halt.is_set():
                 return
             self.agent.process_mail(key)
-            kick()
-        if stop.is_set():
+            self._kick.set()
+        if self._halt.is_set():
             return
         if self.agent.process_commands():
-            kick()
+            self._kick.set()
         if self.agent.fire_due_timers():
-            kick()
+            self._kick.set()
 
-    async def _sender(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    def _send(self) -> None:
+        while not self._halt.is_set():
             self._kick.clear()
+            timeout = 1.0
             try:
-                await self._call(self._send, self.agent.send_due)
+                self.agent.send_due()
+                nxt = self.agent.next_send_at()
+                if nxt is not None:
+                    timeout = max(0.0, min(1.0, nxt - time.time()))
             except Exception:  # rows stay in the outbox; the next round sends them
                 log.exception("%s: sending failed, retrying", self.agent.name)
-            nxt = self.agent.next_send_at()
-            timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.time()))
             if timeout > 0:
-                try:
-                    await asyncio.wait_for(self._kick.wait(), timeout)
-                except asyncio.TimeoutError:
-                    pass
+                self._kick.wait(timeout)
+
+    def _thread(self, part: int, target, *args) -> threading.Thread:
+        if self.profiles is not None:  # one profiler per thread: cProfile is per-thread state
+            args = (target, *args)
+            target = self.profiles[part].runcall
+        name = f"{self.agent.name}-{('work', 'send')[part]}"
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        return thread
 
     async def run(self, stop: asyncio.Event) -> None:
-        watcher = MaildirWatcher(self.agent.config.maildir, mode=self.watch_mode,
-                                 poll_interval=self.poll)
-        worker = asyncio.create_task(self._worker(stop, watcher))
-        sender = asyncio.create_task(self._sender(stop))
+        watcher = BlockingWatcher(self.agent.config.maildir, mode=self.watch_mode,
+                                  poll_interval=self.poll)
+        threads = [self._thread(0, self._work, watcher), self._thread(1, self._send)]
         try:
             await stop.wait()
         finally:
-            watcher.close()
+            self._halt.set()
             self._kick.set()
-            for task in (worker, sender):
-                try:
-                    await task
-                except Exception:  # pragma: no cover - logged, shutdown continues
-                    log.exception("%s: task failed", self.agent.name)
-            self._work.shutdown(wait=True)
-            self._send.shutdown(wait=True)
+            watcher.wake()
+            for thread in threads:
+                await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            watcher.close()
             self.agent.close()
             if self.profiles is not None:
                 directory = Path(os.environ[PROFILE_ENV])
