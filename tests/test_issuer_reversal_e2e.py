@@ -90,6 +90,10 @@ def test_late_approval_is_reversed_and_the_ledger_holds_only_what_was_captured(w
     assert code == 0 and shown["gateway3"]["rev_code"] == "00" and shown["bank"]["state"] == \
         "REVERSED"
     assert "_reversal" not in out and "4111111111111111" not in out
+    code, out, _ = run_cli("tx", "show", xid, "--home", home)  # for people: amounts with currency
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert code == 0 and lines["rev_amt"] == lines["late_amt"] == lines["authorized"] == [
+        "25.00", "EUR"] and lines["held"] == ["0.00", "EUR"], out
     code, out, _ = run_cli("trace", xid, "--json", "--home", home)
     trace = [(e["message_type"], e["recipient"], e["result"]) for e in json.loads(out)]
     assert ("IssRevReq", "bank", "accepted") in trace and \

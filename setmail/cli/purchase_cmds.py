@@ -216,7 +216,8 @@ def tx_show(xid: str = typer.Argument(..., help="the purchase's XID"),
                 typer.echo(f"      {key:<15} {_shown(key, value, state)}")
 
 
-_AMOUNTS = ("amount", "auth_amt", "cap_amt", "cap_req_amt")
+_AMOUNTS = ("amount", "auth_amt", "cap_amt", "cap_req_amt", "rev_amt", "late_amt",  # roles' state
+            "authorized", "held")  # the issuer's
 
 
 def _shown(key: str, value, state: dict) -> str:
