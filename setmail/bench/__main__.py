@@ -1,4 +1,4 @@
-"""scripts/bench entry point: ``python -m setmail.bench core|purchases ...``."""
+"""scripts/bench entry point: ``python -m setmail.bench core|purchases|transport ...``."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,20 @@ def main(argv=None) -> int:
     pur.add_argument("--suite", default="rsa2048", help="crypto suite (rsa2048 or rsa3072)")
     pur.add_argument("--json", action="store_true", help="print JSON")
     pur.add_argument("--keep", action="store_true", help="keep the world directory")
+    tra = sub.add_parser("transport", help="N chains of 12 mails through the same runtime with no "
+                         "cryptography: the store-and-forward floor, vs crypto-only")
+    tra.add_argument("n", type=int, nargs="?", default=300, help="chains (default 300)")
+    tra.add_argument("--window", type=int, default=16, help="chains in flight (default 16)")
+    tra.add_argument("--size", type=int, default=6000, help="octets per mail's SET message")
+    tra.add_argument("--state", type=int, default=4000, help="octets of transaction state")
+    tra.add_argument("--seconds", type=float, default=5.0, help="crypto-only measuring time")
     args = parser.parse_args(argv)
+    if args.what == "transport":
+        from setmail.bench.transport import run as run_transport
+        if args.n < 1 or args.window < 1 or not 0 <= args.size <= 20000 or args.state < 0:
+            parser.error("n and --window must be positive, --size 0..20000, --state >= 0")
+        return run_transport(args.n, window=args.window, size=args.size, pad=args.state,
+                             seconds=args.seconds)
     if args.what == "purchases":
         from setmail.bench.purchases import run as run_purchases
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
