@@ -29,13 +29,14 @@ def main(argv=None) -> int:
     tra.add_argument("--size", type=int, default=6000, help="octets per mail's SET message")
     tra.add_argument("--state", type=int, default=4000, help="octets of transaction state")
     tra.add_argument("--seconds", type=float, default=5.0, help="crypto-only measuring time")
+    tra.add_argument("--keep", action="store_true", help="keep the Maildirs and stores")
     args = parser.parse_args(argv)
     if args.what == "transport":
         from setmail.bench.transport import run as run_transport
         if args.n < 1 or args.window < 1 or not 0 <= args.size <= 20000 or args.state < 0:
             parser.error("n and --window must be positive, --size 0..20000, --state >= 0")
         return run_transport(args.n, window=args.window, size=args.size, pad=args.state,
-                             seconds=args.seconds)
+                             seconds=args.seconds, keep=args.keep)
     if args.what == "purchases":
         from setmail.bench.purchases import run as run_purchases
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None

@@ -104,7 +104,7 @@ def serve_child(root: str, name: str, port: int, size: int, pad: int) -> None:
 
 
 def run(n: int, *, window: int = 16, size: int = 6000, pad: int = 4000,
-        seconds: float = 5.0) -> int:
+        seconds: float = 5.0, keep: bool = False) -> int:
     from setmail.agent import commands as cmdq
     from setmail.bench.crypto_purchase import crypto_only
     from setmail.bench.purchases import _cpu
@@ -162,7 +162,10 @@ def run(n: int, *, window: int = 16, size: int = 6000, pad: int = 4000,
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
+        if keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     crypto = crypto_only(seconds, "rsa2048")
     mails = n * MAILS_PER_PURCHASE
     per_mail, per_purchase = cpu / mails, cpu / n
