@@ -33,19 +33,23 @@ class PingRole(Role):
     name = "ping"
     shared_key = "served"
     TRANSITIONS = {
-        "START": {"ping": "WAIT", "CardCInitReq": "ANSWERED"},
+        "START": {"ping": "WAIT", "CardCInitReq": ("ANSWERED", "PARKED")},
         "WAIT": {"Error": "DONE", "timer:retry": "WAIT"},
+        "PARKED": {"release": "ANSWERED"},
     }
 
     def transaction_key(self, event):
         if getattr(event, "name", None) == "ping":
             return hashlib.sha256(event.args["id"].encode()).hexdigest()
+        if getattr(event, "name", None) == "release":
+            return event.args["tx"]
         from setmail.asn1.wrapper import decode_wrapper
         return decode_wrapper(event.wrapper_der)["message_header"]["rrpid"].native.hex()
 
     def on_ping(self, state, event, now, shared):
         rrpid = hashlib.sha256(event.args["id"].encode()).digest()
-        req = CardCInitReq({"rrpid": rrpid, "lid_ee": b"ping", "chall_ee": fresh(),
+        req = CardCInitReq({"rrpid": rrpid, "lid_ee": event.args.get("lid", "ping").encode(),
+                            "chall_ee": fresh(),
                             "brand_id": "Visa"})
         der = common.wrap("CardCInitReq", req, now=now, rrpid=rrpid)
         timers = ()
@@ -61,12 +65,22 @@ class PingRole(Role):
 
     def on_CardCInitReq(self, state, event, now, shared):
         parsed = common.unwrap(event, now)
+        if CardCInitReq.load(parsed.body)["lid_ee"].native == b"park":  # answered by "release"
+            return Outcome(parsed.rrpid.hex(), {"state": "PARKED", "to": event.sender,
+                                                "der": event.wrapper_der.hex()})
         der = common.error_wrapper("unspecifiedFailure", event.wrapper_der, now=now)
         served = dict(shared)
         served["count"] = served.get("count", 0) + 1
         return Outcome(parsed.rrpid.hex(), {"state": "ANSWERED"},
                        sends=(Send(event.sender, "Error", der, event.mail_id),),
                        effects=(Effect("test.served", {"rrpid": parsed.rrpid}),), shared=served)
+
+    def on_release(self, state, event, now, shared):
+        request = bytes.fromhex(state["der"])
+        der = common.error_wrapper("unspecifiedFailure", request, now=now)
+        rrpid = bytes.fromhex(event.args["tx"])
+        return Outcome(event.args["tx"], {"state": "ANSWERED"}, sends=(
+            Send(state["to"], "Error", der, answers=(state["to"], rrpid, "CardCInitReq")),))
 
     def on_Error(self, state, event, now, shared):
         return Outcome("", {"state": "DONE", "to": state["to"]},
@@ -185,6 +199,31 @@ def test_duplicate_delivery_resends_stored_response(world):
     assert client.store.get_state("tx/" + hashlib.sha256(b"dup").hexdigest())["state"] == "DONE"
     assert [r[0] for r in server.store.query(
         "SELECT status FROM processed_mail ORDER BY processed_at")] == ["done", "duplicate"]
+
+
+def test_a_request_answered_in_a_later_step_is_answered_again_on_a_repeat(world):
+    """A request parked by its own step and answered by a later one (the merchant's PInitReq
+    before its order): the later answer joins the request's dedupe record, so a repeat of the
+    request (a relay, the client's retry) gets that answer again instead of silence."""
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    cmdq.submit(client.store, "ping", {"id": "parked", "to": SERVER, "lid": "park"})
+    client.process_commands()
+    request = client.store.outbox()[0].raw
+    maildir.deliver(cfgs["server"].maildir, request)
+    assert [server.process_mail(k) for k in server.recover()] == ["done"]
+    tx = hashlib.sha256(b"parked").hexdigest()
+    assert server.store.get_state("tx/" + tx)["state"] == "PARKED" and server.store.outbox() == []
+    cmdq.submit(server.store, "release", {"tx": tx})
+    assert server.process_commands() == 1
+    (answer,) = server.store.outbox()
+    record = server.store.lookup_dedupe(CLIENT, bytes.fromhex(tx), "CardCInitReq")
+    assert [m.raw for m in record.responses] == [answer.raw]
+    maildir.deliver(cfgs["server"].maildir, request)  # the same request again
+    assert [server.process_mail(k) for k in server.recover()] == ["duplicate"]
+    assert [r.raw for r in server.store.outbox()] == [answer.raw, answer.raw]
+    with server.store.transaction(now=1.0) as tx_:  # no record: nothing to add to, no error
+        assert not tx_.add_dedupe_responses(CLIENT, b"\0" * 20, "CardCInitReq", [answer.mail])
 
 
 def _mail(der: bytes, content_type="application/set-registration", **kw) -> bytes:

@@ -24,7 +24,7 @@ from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, to_der, validate_path
 from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import Command, Inbound, Send, SetTimer, TimerFired
-from setmail.roles.common import path_check, wrap
+from setmail.roles.common import path_check, unh, wrap
 from setmail.roles.merchant import Merchant, MerchantConfig
 from setmail.roles.purchase_msgs import (Order, hod, oi_data, pan_data, pi_head, trans_stain)
 from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
@@ -260,11 +260,21 @@ def test_pinit_req_before_the_order_is_parked(parties):
     buy = Purchase(parties, merchant_of(parties))
     out = buy.pinit_req()
     assert out.sends == () and buy.state["state"] == "PARKED"
+    rrpid = unh(buy.state["pinit_req"]["rrpid"])
     out = buy.order()
     assert buy.state["state"] == "PINIT_SENT"
     (send,) = out.sends
     assert (send.message_type, send.to, send.in_reply_to) == ("PInitRes", ALICE, "<PInitReq@test>")
+    # answered by the order's step, so the PInitReq's dedupe record must learn of it
+    assert send.answers == (ALICE, rrpid, "PInitReq") and rrpid_of(send) == rrpid
     assert buy.pinit_res()[1]["chall_c"].native == buy.chall_c
+
+
+def test_pinit_req_after_the_order_is_answered_in_its_own_step(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    buy.order()
+    (send,) = buy.pinit_req().sends
+    assert send.message_type == "PInitRes" and send.answers is None
 
 
 def test_pinit_req_naming_another_xid_in_its_body_is_refused(parties):

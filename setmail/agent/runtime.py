@@ -260,6 +260,9 @@ class Agent:
                 tx.enqueue(mail)
             if dedupe is not None:
                 tx.record_dedupe(*dedupe, mails, txkey=tx_key)
+            for send, mail in zip(outcome.sends, mails):
+                if send.answers is not None:  # a request answered in a later step
+                    tx.add_dedupe_responses(*send.answers, [mail])
             for timer in outcome.timers:
                 tkey = f"{tx_key}/{timer.name}"
                 if isinstance(timer, SetTimer):

@@ -92,6 +92,10 @@ class Send:
     message_type: str
     wrapper_der: bytes
     in_reply_to: str | None = None  # mail id of the request this answers (threading only)
+    #: (peer, RRPID, message type) of an earlier request this also answers, when the answer comes
+    #: from a later step (a PInitReq parked until its order): the agent adds the mail to that
+    #: request's dedupe record, so a repeat of the request gets this answer again
+    answers: tuple[str, bytes, str] | None = None
 
 
 @dataclass(frozen=True)

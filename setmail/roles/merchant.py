@@ -183,8 +183,8 @@ class Merchant(Requester):
         state = opened({**state, **msgs.check_order(event.args)}, key, now)
         if event.args.get("cardholder") and not state.get("cardholder"):
             state["cardholder"] = str(event.args["cardholder"])
-        if state["state"] == "PARKED":
-            return self._answer_pinit(state, key, now)
+        if state["state"] == "PARKED":  # the PInitReq's own step answered nothing: this does
+            return self._answer_pinit(state, key, now, parked=True)
         return Outcome(key, enter(state, "ORDERED", now))
 
     @guarded
@@ -204,7 +204,8 @@ class Merchant(Requester):
             return self._answer_pinit(state, key, now)
         return Outcome(key, enter(opened(state, key, now), "PARKED", now))
 
-    def _answer_pinit(self, state: dict, key: str, now: dt.datetime) -> Outcome:
+    def _answer_pinit(self, state: dict, key: str, now: dt.datetime, *,
+                      parked: bool = False) -> Outcome:
         pinit, xid, chall_m = state["pinit_req"], unh(key), fresh()
         tids = trans_ids(lid_c=unh(pinit["lid_c"]), lid_m=xid, xid=xid, p_req_date=utc(now),
                          language=pinit["language"])
@@ -215,8 +216,9 @@ class Merchant(Requester):
                  suite=self.config.suite)
         wrapper = wrap("PInitRes", body, now=now, rrpid=unh(pinit["rrpid"]),
                        **self._ids(state, key))
+        answers = (state["cardholder"], unh(pinit["rrpid"]), "PInitReq") if parked else None
         return Outcome(key, state, sends=(Send(state["cardholder"], "PInitRes", wrapper,
-                                               pinit["mail_id"] or None),))
+                                               pinit["mail_id"] or None, answers),))
 
     # -- PReq -> AuthReq ---------------------------------------------------------------------------
     @guarded

@@ -131,11 +131,27 @@ class Transaction(_Reads):
                                  f"rrpid={bytes(rrpid).hex()}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"dedupe insert failed: {exc}") from exc
-        for seq, mail in enumerate(responses):
+        self._responses(key, responses, 0)
+
+    def _responses(self, key: tuple, responses: Iterable[OutgoingMail], first: int) -> None:
+        for seq, mail in enumerate(responses, start=first):
             self.execute("INSERT INTO dedupe_response (peer, rrpid, msg_type, seq, recipient, "
                          "host, port, raw, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (*key, seq, mail.recipient, mail.host, mail.port, mail.raw,
                           mail.message_id))
+
+    def add_dedupe_responses(self, peer: str, rrpid: bytes, msg_type: str,
+                             responses: Iterable[OutgoingMail]) -> bool:
+        """Append answers to the dedupe record of a request processed earlier (one answered in a
+        later step); False, changing nothing, if there is no such record."""
+        key = (peer, bytes(rrpid), msg_type)
+        row = self.execute("SELECT (SELECT COALESCE(MAX(seq), -1) FROM dedupe_response WHERE "
+                           "peer = ? AND rrpid = ? AND msg_type = ?) FROM dedupe WHERE peer = ? "
+                           "AND rrpid = ? AND msg_type = ?", (*key, *key)).fetchone()
+        if row is None:
+            return False
+        self._responses(key, responses, row[0] + 1)
+        return True
 
     def enqueue(self, mail: OutgoingMail, *, not_before: float | None = None) -> int:
         """Put a mail in the outbox; returns its id.  Due at ``not_before`` (default: now)."""
