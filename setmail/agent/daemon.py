@@ -30,6 +30,9 @@ PROFILE_ENV = "SETMAIL_PROFILE"
 
 
 class AgentRunner:
+    """One agent's work and send threads (see the module docstring), started and stopped from
+    the event loop by ``run``."""
+
     def __init__(self, agent: Agent, *, poll: float = 0.25, watch_mode: str = "auto"):
         self.agent = agent
         self.poll = poll
