@@ -1,7 +1,7 @@
 """Run agents (and optionally the SMTP server) until asked to stop.
 
 Per agent two plain threads, no event loop in between: the *worker* (mail reported by a
-``BlockingWatcher``, queued commands, due timers — one unit at a time) and the *sender* (outbox
+``MaildirWatcher``, queued commands, due timers — one unit at a time) and the *sender* (outbox
 rows → SMTP, with backoff), which the worker wakes after every unit that may have queued mail.
 The asyncio loop only runs the SMTP server and waits for the stop signal: handing each mail from
 the loop to a worker pool and back cost each agent more CPU than its SQLite commits.  Stopping
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from setmail.agent.runtime import Agent
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT, SMTPServer
-from setmail.mail.watch import BlockingWatcher
+from setmail.mail.watch import MaildirWatcher
 
 log = logging.getLogger("setmail.agent")
 PROFILE_ENV = "SETMAIL_PROFILE"
@@ -49,7 +49,7 @@ class AgentRunner:
         """Sleep unless stopping; whether to go on."""
         return not self._halt.wait(seconds)
 
-    def _work(self, watcher: BlockingWatcher) -> None:
+    def _work(self, watcher: MaildirWatcher) -> None:
         """Mail, then commands, then due timers, then wait; a unit of work that fails for a
         reason outside the mail (a locked or full disk) is logged and the pending mail is taken up
         again after a pause, so the agent never silently stops working."""
@@ -118,8 +118,8 @@ class AgentRunner:
         return thread
 
     async def run(self, stop: asyncio.Event) -> None:
-        watcher = BlockingWatcher(self.agent.config.maildir, mode=self.watch_mode,
-                                  poll_interval=self.poll)
+        watcher = MaildirWatcher(self.agent.config.maildir, mode=self.watch_mode,
+                                 poll_interval=self.poll)
         threads = [self._thread(0, self._work, watcher), self._thread(1, self._send)]
         try:
             await stop.wait()

@@ -6,7 +6,7 @@ SMTP, Maildir and SQLite together no dearer than the RSA.  This measures the par
 the runtime spends on every mail whatever it carries, so the goal can be judged against a floor.
 
 Set-up (not measured): two agents ("ping", "pong"), each in its own process running the real
-daemon (``agent.daemon.serve``: BlockingWatcher, work and send threads, the SQLite store, the SMTP
+daemon (``agent.daemon.serve``: MaildirWatcher, work and send threads, the SQLite store, the SMTP
 client pool), and the real SMTP server (aiosmtpd + group-committed Maildir delivery) in a third.
 The role, ``Bounce``, is the least a role can be: each mail is an unsigned SET Error of
 ``--size`` octets (about a purchase mail's DER), built once; a hop only re-wraps it with a fresh
