@@ -136,13 +136,18 @@ class BenchWorld:
         """xid -> commit time of the merchant's CapRes (the state's ``updated_at``), for the
         purchases in flight the merchant has captured.  Looked up by primary key: scanning every
         stored state twenty times a second took CPU from the agents being measured."""
-        if not xids:
-            return {}
-        keys = tuple("tx/" + x for x in xids)
-        marks = ",".join("?" * len(keys))
-        return {k[3:]: t for k, t in self._shop.execute(
-            f"SELECT txkey, updated_at FROM role_state WHERE txkey IN ({marks}) AND value LIKE "
-            "'%\"state\":\"CAPTURED\"%'", keys).fetchall()}
+        return reached(self._shop, xids, "CAPTURED")
+
+
+def reached(conn: sqlite3.Connection, keys, state: str) -> dict[str, float]:
+    """key -> commit time (``updated_at``) for the transactions among ``keys`` whose stored
+    role state is ``state`` (the benchmarks' completion check, by primary key)."""
+    keys = tuple("tx/" + k for k in keys)
+    if not keys:
+        return {}
+    return {k[3:]: t for k, t in conn.execute(
+        f"SELECT txkey, updated_at FROM role_state WHERE txkey IN ({','.join('?' * len(keys))}) "
+        "AND value LIKE ?", (*keys, f'%"state":"{state}"%')).fetchall()}
 
 
 def run_batch(bw: BenchWorld, n: int, window: int, timeout: float) -> dict:

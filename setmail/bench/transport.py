@@ -107,7 +107,7 @@ def run(n: int, *, window: int = 16, size: int = 6000, pad: int = 4000,
         seconds: float = 5.0, keep: bool = False) -> int:
     from setmail.agent import commands as cmdq
     from setmail.bench.crypto_purchase import crypto_only
-    from setmail.bench.purchases import _cpu
+    from setmail.bench.purchases import _cpu, reached
     from setmail.mail.maildir import ensure_maildir
     from setmail.mail.smtpd import pick_free_port, wait_listening
     root = Path(tempfile.mkdtemp(prefix="setmail-bench-transport-"))
@@ -136,13 +136,10 @@ def run(n: int, *, window: int = 16, size: int = 6000, pad: int = 4000,
             while done < count:
                 while queued < count and len(pending) < window:
                     cmdq.submit(store, "bounce", {"id": ids[queued]})
-                    pending.add("tx/" + ids[queued])
+                    pending.add(ids[queued])
                     queued += 1
                 time.sleep(0.05)
-                keys = tuple(pending)
-                finished = [k for (k,) in reader.execute(
-                    f"SELECT txkey FROM role_state WHERE txkey IN ({','.join('?' * len(keys))}) "
-                    "AND value LIKE '%\"state\":\"DONE\"%'", keys)]
+                finished = reached(reader, pending, "DONE")
                 pending.difference_update(finished)
                 done += len(finished)
                 if time.monotonic() > stop:
