@@ -21,8 +21,7 @@ A request whose XID was already decided gets the same decision again (no second 
 agent's dedupe already answers an identical re-send.  Who may ask: only a gateway whose pinned
 signature certificate signed the request; the answer is enveloped for that gateway's pinned
 key-exchange certificate, and a capture or reversal must come from the gateway that got the hold.
-Anything
-that does not open, verify or parse gets an unsigned SET Error and changes nothing.
+Anything that does not open, verify or parse gets an unsigned SET Error and changes nothing.
 
 ``IssuerConfig``: ``name``, ``signature``/``key_exchange`` (Identity, pinned self-signed),
 ``gateways`` {address: (sig cert, kex cert)}, ``accounts`` {pan: Account}, ``suite``.
