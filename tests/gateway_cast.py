@@ -14,7 +14,8 @@ from setmail.crypto.operators import DD, EncB, open_EncB
 from setmail.crypto.suite import fresh
 from setmail.pki.thumbs import thumbprint
 from setmail.roles import purchase_msgs as pm
-from setmail.roles.common import path_check, wrap
+from setmail.roles.certs import path_check
+from setmail.roles.wire import wrap
 from setmail.roles.gateway import Gateway, GatewayConfig
 from setmail.roles.issuer import Account, Issuer, IssuerConfig
 from setmail.vectors.build import EXPIRY, NOW, PAN, Parties

@@ -18,7 +18,7 @@ from setmail.crypto.suite import fresh
 from setmail.mail import maildir
 from setmail.mail.mime import build_mail
 from setmail.mail.smtpd import SMTPServer, pick_free_port
-from setmail.roles import common
+from setmail.roles import refusal, wire
 from setmail.roles.base import Outcome, Role, Send, SetTimer, Effect
 
 CLIENT, SERVER = "client@a.example", "server@b.example"
@@ -51,7 +51,7 @@ class PingRole(Role):
         req = CardCInitReq({"rrpid": rrpid, "lid_ee": event.args.get("lid", "ping").encode(),
                             "chall_ee": fresh(),
                             "brand_id": "Visa"})
-        der = common.wrap("CardCInitReq", req, now=now, rrpid=rrpid)
+        der = wire.wrap("CardCInitReq", req, now=now, rrpid=rrpid)
         timers = ()
         if event.args.get("retry"):
             timers = (SetTimer("retry", now + dt.timedelta(seconds=float(event.args["retry"])),
@@ -64,11 +64,11 @@ class PingRole(Role):
                        sends=(Send(state["to"], "CardCInitReq", bytes.fromhex(state["der"])),))
 
     def on_CardCInitReq(self, state, event, now, shared):
-        parsed = common.unwrap(event, now)
+        parsed = wire.unwrap(event, now)
         if CardCInitReq.load(parsed.body)["lid_ee"].native == b"park":  # answered by "release"
             return Outcome(parsed.rrpid.hex(), {"state": "PARKED", "to": event.sender,
                                                 "der": event.wrapper_der.hex()})
-        der = common.error_wrapper("unspecifiedFailure", event.wrapper_der, now=now)
+        der = refusal.error_wrapper("unspecifiedFailure", event.wrapper_der, now=now)
         served = dict(shared)
         served["count"] = served.get("count", 0) + 1
         return Outcome(parsed.rrpid.hex(), {"state": "ANSWERED"},
@@ -77,7 +77,7 @@ class PingRole(Role):
 
     def on_release(self, state, event, now, shared):
         request = bytes.fromhex(state["der"])
-        der = common.error_wrapper("unspecifiedFailure", request, now=now)
+        der = refusal.error_wrapper("unspecifiedFailure", request, now=now)
         rrpid = bytes.fromhex(event.args["tx"])
         return Outcome(event.args["tx"], {"state": "ANSWERED"}, sends=(
             Send(state["to"], "Error", der, answers=(state["to"], rrpid, "CardCInitReq")),))
@@ -268,7 +268,7 @@ def test_unexpected_message_gets_error_reply_but_never_error_to_error(world):
     root, agents, cfgs, _ = world
     client = agents["client"]
     # an Error the client never asked for: not in the table in START -> quarantine, no reply
-    stray = common.error_wrapper("unspecifiedFailure", b"\x30\x00", now=dt.datetime.now(
+    stray = refusal.error_wrapper("unspecifiedFailure", b"\x30\x00", now=dt.datetime.now(
         dt.timezone.utc).replace(microsecond=0))
     key = maildir.deliver(cfgs["client"].maildir, _mail(stray, "application/set-payment",
                                                         sender=SERVER))

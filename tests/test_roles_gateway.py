@@ -20,7 +20,8 @@ from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.errors import DecryptionFailed
 from setmail.pki.thumbs import thumbprint
 from setmail.roles.base import Inbound, TimerFired
-from setmail.roles.common import error_wrapper, path_check
+from setmail.roles.certs import path_check
+from setmail.roles.refusal import error_wrapper
 from setmail.store import Store
 from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
 from tests.gateway_cast import (BANK, GW, OD, SHOP, Purchase, eur, gateway, issuer,

@@ -17,7 +17,7 @@ from setmail.asn1.wrapper import decode_wrapper, message_body
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.roles.base import Inbound
 from setmail.roles.network_msgs import open_network, rrn, seal, stan
-from setmail.roles.common import unwrap
+from setmail.roles.wire import unwrap
 from setmail.store import Store
 from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
 from setmail.world.create import ACCOUNTS_DDL

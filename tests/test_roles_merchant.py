@@ -24,7 +24,8 @@ from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, to_der, validate_path
 from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import Command, Inbound, Send, SetTimer, TimerFired
-from setmail.roles.common import path_check, unh, wrap
+from setmail.roles.certs import path_check
+from setmail.roles.wire import unh, wrap
 from setmail.roles.merchant import Merchant, MerchantConfig
 from setmail.roles.purchase_msgs import (Order, hod, oi_data, pan_data, pi_head, trans_stain)
 from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
@@ -537,7 +538,7 @@ def test_inq_req_from_another_cardholder_is_refused(parties):
 
 # --- Errors and retries ---------------------------------------------------------------------------
 def _gateway_error(buy, about: Send, code: str) -> bytes:
-    from setmail.roles.common import error_wrapper
+    from setmail.roles.refusal import error_wrapper
     return error_wrapper(code, about.wrapper_der, now=T, signer=buy.p.gateway_sig)
 
 
@@ -556,7 +557,7 @@ def test_gateway_error_on_auth_req_rejects_the_order(parties):
 
 def test_cardholder_error_is_recorded(parties):
     buy, out, _ = authorised(parties)
-    from setmail.roles.common import error_wrapper
+    from setmail.roles.refusal import error_wrapper
     err = error_wrapper("signatureFailure", out.sends[0].wrapper_der, now=T)
     assert buy.deliver("Error", err).sends == ()
     s = buy.state

@@ -22,7 +22,7 @@ from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import Command, Inbound, Send, TimerFired
 from setmail.roles.ca import CAConfig, CARole
 from setmail.roles.cardholder_reg import CardholderRegConfig, CardholderRegistration
-from setmail.roles.common import spki
+from setmail.roles.certs import spki
 from setmail.roles.ee_reg import EERegConfig, EERegistration
 from tests.roles_net import Net
 

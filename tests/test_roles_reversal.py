@@ -12,7 +12,7 @@ from setmail.asn1.wrapper import decode_wrapper, message_body
 from setmail.crypto.operators import open_Enc
 from setmail.crypto.suite import DEFAULT_SUITE
 from setmail.roles.base import Inbound, TimerFired
-from setmail.roles.common import error_wrapper
+from setmail.roles.refusal import error_wrapper
 from setmail.roles.network_msgs import stan
 from setmail.vectors.build import NOW, PAN, Parties
 from tests.gateway_cast import BANK, GW, SHOP, Purchase, eur, gateway, issuer

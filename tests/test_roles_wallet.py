@@ -21,7 +21,9 @@ from setmail.pki.setext import MerchantInfo, MerName
 from setmail.roles.base import CancelTimer, Command, Inbound, SetTimer, TimerFired
 from setmail.roles.ca import CAConfig, CARole
 from setmail.roles.cardholder_reg import CardholderRegConfig, CardholderRegistration
-from setmail.roles.common import error_wrapper, path_check, private_pem, read_error, unwrap, wrap
+from setmail.roles.certs import path_check, private_pem
+from setmail.roles.refusal import error_wrapper, read_error
+from setmail.roles.wire import unwrap, wrap
 from setmail.roles.dispatch import Dispatch, merge_tables
 from setmail.roles.purchase_msgs import Order, hod, ratio
 from setmail.roles.wallet import Wallet, WalletCard, WalletConfig

@@ -11,7 +11,7 @@ import hashlib
 import re
 
 from setmail.mail.mime import build_mail
-from setmail.roles.common import error_wrapper
+from setmail.roles.refusal import error_wrapper
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 

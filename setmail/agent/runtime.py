@@ -38,7 +38,7 @@ from setmail.mail.mime import ParsedMail, parse_mail
 from setmail.mail.sender import Backoff, DrainResult, SMTPClientPool, drain_outbox
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT
 from setmail.roles.base import CancelTimer, Command, Outcome, Role, SetTimer, TimerFired
-from setmail.roles.common import received, wire
+from setmail.roles.wire import received, wire
 from setmail.store import OutgoingMail, Store  # noqa: F401  (Store: type of .store)
 
 log = logging.getLogger("setmail.agent")

@@ -51,11 +51,11 @@ class Bounce(Role):
     def transaction_key(self, event) -> str:
         if isinstance(event, Command):
             return event.args["id"]
-        from setmail.roles.common import wire
+        from setmail.roles.wire import wire
         return wire(event).header["message_ids"]["lid_c"].hex()
 
     def _send(self, chain: str, hop: int, to: str, now) -> Send:
-        from setmail.roles.common import wrap
+        from setmail.roles.wire import wrap
         rrpid = hashlib.sha256(f"{chain}/{hop}".encode()).digest()[:20]
         return Send(to, "Error", wrap("Error", self.body, now=now, rrpid=rrpid,
                                       lid_c=bytes.fromhex(chain)))

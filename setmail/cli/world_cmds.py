@@ -109,7 +109,7 @@ def _wait_registration(store, command_id: int, seconds: float) -> tuple[str, str
 
 
 def _certificate_summary(store, state: dict) -> str:
-    from setmail.roles.common import load_cert_hex
+    from setmail.roles.certs import load_cert_hex
     try:
         cert = load_cert_hex(state["certificate"])
         return (f"serial {cert.serial_number:x}, valid until "

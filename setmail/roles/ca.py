@@ -40,8 +40,10 @@ from setmail.pki.ca import CertificateAuthority
 from setmail.pki.setext import MerchantInfo, MerName
 from setmail.pki.trust import TrustStore
 from setmail.roles.base import START, Outcome, Role, Send
-from setmail.roles.common import (cert_hex, check_header, check_pop, guarded, h, load_cert_hex,
-                                  luhn_ok, refusal, unh, unwrap, wrap)
+from setmail.roles.certs import cert_hex, check_pop, load_cert_hex
+from setmail.roles.forms import luhn_ok
+from setmail.roles.refusal import guarded, refusal
+from setmail.roles.wire import check_header, h, unh, unwrap, wrap
 
 
 @dataclass(frozen=True)
@@ -401,7 +403,7 @@ class CARole(Role):
 
 
 def _spki_of(cert_hex_value: str) -> bytes:
-    from setmail.roles.common import spki
+    from setmail.roles.certs import spki
     return spki(load_cert_hex(cert_hex_value).public_key())
 
 

@@ -37,10 +37,11 @@ from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, validate_path
 from setmail.pki.cardholder import cardholder_common_name, pan_secret, verify_cardholder_id
 from setmail.roles.base import Effect, Outcome
-from setmail.roles.common import (cert_hex, cert_pem,
-                                  fill_form, find_certificate, guarded, h, load_cert_hex, luhn_ok, path_check,
-                                  pop_identity, private_pem, public_key_info, spki, unh, unwrap,
-                                  wrap)
+from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, load_cert_hex, path_check,
+    pop_identity, private_pem, public_key_info, spki)
+from setmail.roles.forms import fill_form, luhn_ok
+from setmail.roles.refusal import guarded
+from setmail.roles.wire import h, unh, unwrap, wrap
 from setmail.roles.requester import CERTIFICATE_STATES, Requester, RequesterConfig, waiting
 
 

@@ -35,9 +35,11 @@ from setmail.errors import ProtocolError
 from setmail.pki import thumbprint, validate_path
 from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import Effect, Outcome
-from setmail.roles.common import (cert_hex, cert_pem,
-                                  fill_form, find_certificate, guarded, h, path_check, pop_identity,
-                                  private_pem, public_key_info, spki, unh, wrap)
+from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, path_check, pop_identity,
+    private_pem, public_key_info, spki)
+from setmail.roles.forms import fill_form
+from setmail.roles.refusal import guarded
+from setmail.roles.wire import h, unh, wrap
 from setmail.roles.requester import CERTIFICATE_STATES, Requester, RequesterConfig, waiting
 
 KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)

@@ -46,7 +46,8 @@ from setmail.errors import ProtocolError
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.roles.base import START, CancelTimer, Outcome, Send
-from setmail.roles.common import guarded, h, unh, unwrap
+from setmail.roles.refusal import guarded
+from setmail.roles.wire import h, unh, unwrap
 from setmail.roles.gateway_checks import (Decline, acq_card_msg, amount_ok, auth_res, cap_res,
                                           cap_token, check_capture, check_payment,
                                           open_merchant_request, reply_to)

@@ -31,7 +31,8 @@ from setmail.pki.setext import read_merchant_data
 from setmail.pki.thumbs import thumbprint
 from setmail.pki.validate import validate_path
 from setmail.roles.base import Send
-from setmail.roles.common import Parsed, cert_hex, h, load_cert_hex, path_check, unh, unwrap, wrap
+from setmail.roles.certs import cert_hex, load_cert_hex, path_check
+from setmail.roles.wire import h, Parsed, unh, unwrap, wrap
 from setmail.roles.network_msgs import RESPONSE_CODES, message_ids
 
 

@@ -41,7 +41,8 @@ from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError
 from setmail.pki.thumbs import thumbprint
 from setmail.roles.base import START, Effect, Outcome, Role, Send
-from setmail.roles.common import guarded, header_ids, refusal, unwrap
+from setmail.roles.refusal import guarded, refusal
+from setmail.roles.wire import header_ids, unwrap
 from setmail.roles.network_msgs import message_ids, open_network, seal, when, zero
 
 

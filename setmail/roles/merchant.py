@@ -48,8 +48,9 @@ from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.roles import merchant_msgs as msgs
 from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Send, TimerFired
-from setmail.roles.common import (check_echo, check_header, error_code, guarded, h, header_ids,
-                                  path_check, read_error, refusal, unh, unwrap, wrap)
+from setmail.roles.certs import path_check
+from setmail.roles.refusal import error_code, guarded, read_error, refusal
+from setmail.roles.wire import check_echo, check_header, h, header_ids, unh, unwrap, wrap
 from setmail.roles.merchant_msgs import enter, iso, opened, record, utc
 from setmail.roles.purchase_msgs import Order, hod, trans_ids
 from setmail.roles.requester import Requester

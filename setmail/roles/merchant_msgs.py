@@ -16,7 +16,7 @@ from setmail.asn1.fastder import Raw, encode
 from setmail.asn1.issuer import RESPONSE_CODES
 from setmail.crypto import der
 from setmail.errors import ProtocolError
-from setmail.roles.common import unh
+from setmail.roles.wire import unh
 from setmail.roles.purchase_msgs import ratio
 
 #: merchant state -> the CompletionCode a PRes/InqRes reports in it

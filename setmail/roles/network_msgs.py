@@ -24,7 +24,7 @@ from setmail.crypto.operators import Enc, open_Enc
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
 from setmail.errors import ProtocolError
 from setmail.pki.pinned import pinned_check
-from setmail.roles.common import Parsed, wrap
+from setmail.roles.wire import Parsed, wrap
 
 #: message type -> (ISO 8583 MTI, class of its signed content)
 KINDS: dict[str, tuple[str, type]] = {

@@ -25,8 +25,9 @@ from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.pki.validate import validate_path
 from setmail.roles.base import CancelTimer, Effect, Inbound, Outcome, Role, Send, SetTimer
-from setmail.roles.common import (check_echo, check_header, find_certificate, h, header_ids,
-                                  pop_identity, read_error, refusal, unh, unwrap, wrap)
+from setmail.roles.certs import find_certificate, pop_identity
+from setmail.roles.refusal import read_error, refusal
+from setmail.roles.wire import check_echo, check_header, h, header_ids, unh, unwrap, wrap
 
 
 # --- the requesting side (cardholder, merchant, gateway) -----------------------------------------

@@ -51,8 +51,10 @@ from setmail.errors import ProtocolError, SetmailError
 from setmail.pki import thumbprint, validate_path, verify_cardholder_id
 from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import CancelTimer, Outcome, Send, SetTimer
-from setmail.roles.common import (SW_IDENT, check_echo, check_header, find_certificate, guarded, h,
-                                  luhn_ok, path_check, read_error, unh, unwrap, wrap)
+from setmail.roles.certs import find_certificate, path_check
+from setmail.roles.forms import luhn_ok
+from setmail.roles.refusal import guarded, read_error
+from setmail.roles.wire import check_echo, check_header, h, SW_IDENT, unh, unwrap, wrap
 from setmail.roles.purchase_msgs import (Order, hod, inq_req, inq_req_data, iso_response, oi_data,
                                          p_req, pan_data, pi_head, pinit_req, status_fields,
                                          trans_stain)
