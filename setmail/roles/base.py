@@ -18,11 +18,26 @@ Rules this package keeps (h11 is the model):
   the agent loads it with the transaction state and commits ``Outcome.shared`` in the same
   transaction (``None`` = unchanged).
 * A handler is deterministic given (state, event, now, randomness from ``setmail.crypto.suite.fresh``)
-  and idempotency is the agent's job: it dedupes by (peer, RRPID, message type) before calling.
+  and idempotency is the agent's job: it dedupes by the exact SET content (``Inbound.digest``, a
+  hash of the MessageWrapper DER) before calling, never by anything a mail header says.
+
+Rules every role keeps against the mail attacker (docs/threat-model.md):
+
+* Nothing in a mail header is evidence.  ``Inbound.sender`` is only logged; every reply address
+  comes from the role's configuration (the world's directory, bound to certificate identities) or
+  from the transaction's own state, and a role names the authenticated sender in ``Outcome.peer``
+  so the agent can log a From that disagrees.
+* A state changes only on a message authenticated as the expected counterpart of that
+  transaction (``roles.exchange``: an outstanding request and the answers it accepts).
+* Input a role does not accept leaves the state as it was and says why in ``Outcome.refused``:
+  the agent then records no dedupe entry, so a refused forgery never blocks a later genuine mail.
+* A response (``is_response``: a ``…Res`` or an Error) is never answered, not even with an
+  Error: a repeated or unexpected response is absorbed.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
@@ -32,6 +47,11 @@ from setmail.errors import ProtocolError
 
 #: state name of a transaction that does not exist yet
 START = "START"
+
+
+def is_response(message_type: str) -> bool:
+    """An answer (``…Res``) or an Error: never answered, a repeat is absorbed."""
+    return message_type.endswith("Res") or message_type == "Error"
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,12 @@ class Inbound:
     @property
     def event(self) -> str:
         return self.message_type
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the whole MessageWrapper DER: what dedupe keys on, what a signed Error
+        names (``refusedHash``, D-134) and what ``Send.answers`` refers to."""
+        return hashlib.sha256(self.wrapper_der).digest()
 
     @cached_property
     def wrapper(self):
@@ -92,10 +118,11 @@ class Send:
     message_type: str
     wrapper_der: bytes
     in_reply_to: str | None = None  # mail id of the request this answers (threading only)
-    #: (peer, RRPID, message type) of an earlier request this also answers, when the answer comes
-    #: from a later step (a PInitReq parked until its order): the agent adds the mail to that
-    #: request's dedupe record, so a repeat of the request gets this answer again
-    answers: tuple[str, bytes, str] | None = None
+    #: ``Inbound.digest`` (hex) of an earlier request this also answers, when the answer comes
+    #: from a later step (a PInitReq parked until its order, an AuthReq answered once the issuer
+    #: has): the agent adds the mail to that request's dedupe record, so an exact repeat of the
+    #: request gets this answer again
+    answers: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +147,11 @@ class CancelTimer:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one step: the new state (None = forget the transaction) and its consequences."""
+    """The result of one step: the new state (None = forget the transaction) and its consequences.
+
+    ``refused``: the event was not accepted (why, for the log): the state is as it was, apart
+    from a note of the refusal, and the agent records no dedupe entry for the mail.  ``peer``: the
+    directory address of the sender the role authenticated (None: not authenticated)."""
 
     transaction: str
     state: Mapping[str, Any] | None
@@ -128,6 +159,8 @@ class Outcome:
     effects: tuple[Effect, ...] = ()
     timers: tuple[SetTimer | CancelTimer, ...] = ()
     shared: Mapping[str, Any] | None = None
+    refused: str | None = None
+    peer: str | None = None
 
 
 Event = Inbound | Command | TimerFired
