@@ -29,6 +29,10 @@ class ErrorTBS(core.Sequence):
         ("error_oid", core.ObjectIdentifier, {"implicit": 0, "optional": True}),
         ("error_thumb", Thumbprint, {"implicit": 1, "optional": True}),
         ("error_msg", ErrorMsg, {"explicit": 2}),
+        # setmail hardening (D-134): SHA-256 of the refused MessageWrapper DER, under the
+        # signature, so a signed Error ends exactly the request it refuses and no forgery that
+        # merely repeats that request's clear header (RRPID, XID)
+        ("refused_hash", core.OctetString, {"implicit": 3, "optional": True}),
     ]
 
 

@@ -71,6 +71,16 @@ def verify_bci(bci, brand_cert: x509.Certificate, *, now: datetime,
     return bci
 
 
+def verify_bci_on_path(bci, path, *, now: datetime, suite: CryptoSuite) -> BrandCRLIdentifier:
+    """``verify_bci`` under the Brand CA certificate of ``path`` (a ``ValidatedPath`` of the
+    message's signer), never under a brand certificate that merely travels with the message: a
+    foreign brand's BCI, signed by its own Brand CA, must not pass for ours."""
+    brand = [c for c in path.path if "bca" in setext.read_certificate_type(c)]
+    if not brand:
+        raise BadChain("the signer's certificate path has no Brand CA for its BrandCRLIdentifier")
+    return verify_bci(bci, brand[0], now=now, suite=suite)
+
+
 @lru_cache(maxsize=64)
 def _verified(bci_der: bytes, brand_der: bytes, suite: CryptoSuite):
     bci = load_bci(bci_der)

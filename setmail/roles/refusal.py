@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
+
+from cryptography import x509
 
 from setmail.asn1.base import decode
 from setmail.asn1.codes import ErrorCode
@@ -20,7 +23,7 @@ from setmail.crypto.cms import Identity
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import SetmailError
-from setmail.roles.base import START, Inbound, Outcome, Send
+from setmail.roles.base import START, Inbound, Outcome, Send, is_response
 from setmail.roles.wire import Parsed, wrap
 
 _ERROR_CODES = frozenset(ErrorCode._map.values())
@@ -35,7 +38,8 @@ def error_code(exc: BaseException) -> str:
 def error_wrapper(code: str, offending: bytes, *, now: dt.datetime,
                   signer: Identity | None = None, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:
     """Error answering the wrapper ``offending``: its MessageHeader if it parses, else BadWrapper
-    (at most 20000 octets).  The Error's own header repeats the offending RRPID and ids."""
+    (at most 20000 octets), and always ``refusedHash``, the SHA-256 of the whole refused wrapper
+    (D-134).  The Error's own header repeats the offending RRPID and ids."""
     header = None
     try:
         header = decode_wrapper(offending)["message_header"]
@@ -45,7 +49,8 @@ def error_wrapper(code: str, offending: bytes, *, now: dt.datetime,
            else {"bad_wrapper": bytes(offending[:MAX_BAD_WRAPPER])})
     name, value = next(iter(msg.items()))
     tbs = ErrorTBS({"error_code": code if code in _ERROR_CODES else "unspecifiedFailure",
-                    "error_nonce": fresh(), "error_msg": {name: value}})
+                    "error_nonce": fresh(), "error_msg": {name: value},
+                    "refused_hash": hashlib.sha256(offending).digest()})
     if signer is None:
         error = Error(name="unsigned_error", value=tbs)
     else:
@@ -58,15 +63,23 @@ def error_wrapper(code: str, offending: bytes, *, now: dt.datetime,
 
 
 def refusal(state: dict, event: Inbound, exc: SetmailError, now: dt.datetime, *, transaction: str,
-            signer: Identity | None = None, suite: CryptoSuite = DEFAULT_SUITE) -> Outcome:
-    """Answer bad input with an Error and keep the transaction where it was (an attacker's forgery
-    must not end a genuine exchange); a transaction that did not exist is not created."""
+            to: str | None = None, signer: Identity | None = None,
+            suite: CryptoSuite = DEFAULT_SUITE) -> Outcome:
+    """Refuse ``event``: the transaction stays where it was (a forgery must not end a genuine
+    exchange; one that did not exist is not created), with a note of the refusal.
+
+    A refused *request* is answered with an Error only to ``to``, an address the role trusts for
+    this transaction (its directory entry, or the counterpart the state names) and never to the
+    mail's From; a refused response or Error is never answered (``is_response``)."""
     code = error_code(exc)
+    reason = f"{code}: {exc}"[:300]
     new = None if state.get("state", START) == START else {**state, "refused": {
         "type": event.message_type, "code": code, "reason": str(exc)[:200]}}
-    der = error_wrapper(code, event.wrapper_der, now=now, signer=signer, suite=suite)
-    return Outcome(transaction=transaction, state=new,
-                   sends=(Send(event.sender, "Error", der, event.mail_id or None),))
+    sends: tuple[Send, ...] = ()
+    if to is not None and not is_response(event.message_type):
+        der = error_wrapper(code, event.wrapper_der, now=now, signer=signer, suite=suite)
+        sends = (Send(to, "Error", der, event.mail_id or None),)
+    return Outcome(transaction=transaction, state=new, sends=sends, refused=reason)
 
 
 def guarded(handler: Callable) -> Callable:
@@ -82,20 +95,29 @@ def guarded(handler: Callable) -> Callable:
 
 @dataclass(frozen=True)
 class ReceivedError:
+    """What a SET Error says.  ``signer`` is set only for a signed Error whose signature verified
+    and whose signer's path passed ``validate``: only then does ``refused_hash`` mean anything."""
+
     code: str
-    rrpid: bytes | None       # RRPID of the message the peer refused
-    bad_wrapper: bytes | None  # or the refused bytes themselves
+    rrpid: bytes | None         # RRPID of the message the peer refused (its clear header)
+    bad_wrapper: bytes | None   # or the refused bytes themselves
+    refused_hash: bytes | None = None  # SHA-256 of the refused wrapper (D-134)
+    signer: x509.Certificate | None = None
 
 
 def read_error(parsed: Parsed, *, validate=None, suite: CryptoSuite = DEFAULT_SUITE) -> ReceivedError:
-    """Parse an Error; a signed one must verify (``validate`` checks the signer's path)."""
+    """Parse an Error; a signed one must verify (``validate`` checks the signer's path), else a
+    SetmailError."""
     error = decode(Error, parsed.body, what="Error")
+    signer = None
     if error.name == "signed_error":
         signed = verify_S(error.chosen.untag().dump(), "ErrorTBS", validate=validate, suite=suite)
         tbs = decode(ErrorTBS, signed.content, what="ErrorTBS")
+        signer = signed.signer
     else:
         tbs = error.chosen
-    msg = tbs["error_msg"]
+    msg, code = tbs["error_msg"], tbs["error_code"].native
+    refused_hash = tbs["refused_hash"].native
     if msg.name == "message_header":
-        return ReceivedError(tbs["error_code"].native, msg.chosen["rrpid"].native, None)
-    return ReceivedError(tbs["error_code"].native, None, msg.chosen.native)
+        return ReceivedError(code, msg.chosen["rrpid"].native, None, refused_hash, signer)
+    return ReceivedError(code, None, msg.chosen.native, refused_hash, signer)
