@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from setmail.crypto.certparse import load_der_certificate
 from setmail.crypto.reader import Reader
 from setmail.crypto import der
 from setmail.crypto.suite import CEK_SIZE, GCM_NONCE_SIZE, GCM_TAG_SIZE, CryptoSuite, fresh
@@ -151,18 +152,13 @@ def _certificates_field(certs) -> bytes:
     return der.implicit_constructed(0, b"".join(sorted({_facts(c).der for c in certs})))
 
 
-_load_der_certificate = None
-
-
 def load_cert(data: bytes) -> x509.Certificate:
-    """A DER certificate taken from a message, parsed in full and cached (pki.parse): cryptography
-    parses lazily, so a bad name, key or extension would otherwise escape later, mid-validation,
-    as a library exception.  Raises MalformedMessage, like any other bad byte of the message."""
-    global _load_der_certificate
-    if _load_der_certificate is None:  # not at the top: pki imports this module
-        from setmail.pki.parse import load_der_certificate as _load_der_certificate
+    """A DER certificate taken from a message, parsed in full and cached (``certparse``):
+    cryptography parses lazily, so a bad name, key or extension would otherwise escape later,
+    mid-validation, as a library exception.  Raises MalformedMessage, like any other bad byte of
+    the message."""
     try:
-        return _load_der_certificate(data)
+        return load_der_certificate(data)
     except MalformedCertificate as exc:
         raise MalformedMessage(f"embedded certificate: {exc}") from exc
 

@@ -2,21 +2,20 @@
 
 Every failure is MalformedCertificate, never a library exception: certificates arrive inside
 messages from anyone.  cryptography parses extensions lazily, so loading also forces them (and the
-SET extensions and public key) here, where a fault can still be reported as malformed input.
+SET extensions and public key) here, where a fault can still be reported as malformed input.  The
+X.509 part is ``crypto.certparse``'s (the CMS reader needs it, and crypto is below pki), used and
+re-exported here.
 """
 from __future__ import annotations
 
-
-import warnings
-from functools import lru_cache
-
 from asn1crypto import pem as _pem
 from cryptography import x509
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from setmail.asn1.base import MAX_MESSAGE_SIZE, decode
+from setmail.asn1.base import decode
 from setmail.asn1.certext import BrandCRLIdentifier
+from setmail.crypto.certparse import checked_bytes as _bytes
+from setmail.crypto.certparse import load_der_certificate, load_pem_certificate
 from setmail.crypto.cms import cert_der
 from setmail.errors import MalformedCertificate, MalformedMessage
 from setmail.pki import setext
@@ -29,51 +28,15 @@ _SET_EXT_READERS = (setext.read_certificate_type, setext.read_hashed_root_key,
                     setext.read_tunneling)
 
 
-def _bytes(data, what: str) -> bytes:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MalformedCertificate(f"{what}: expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise MalformedCertificate(f"{what}: {len(data)} bytes is over the size limit")
-    return bytes(data)
-
-
 def load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
     """A certificate from DER or PEM bytes (an already loaded one passes through)."""
     if isinstance(data, x509.Certificate):
         return data
     raw = _bytes(data, "certificate")
-    cert = (_forced(x509.load_pem_x509_certificate, raw) if raw.lstrip().startswith(b"-----")
-            else _load_der(raw))
+    cert = (load_pem_certificate(raw) if raw.lstrip().startswith(b"-----")
+            else load_der_certificate(raw))
     for read in _SET_EXT_READERS:  # surface malformed SET extensions now, not mid-validation
         read(cert)
-    return cert
-
-
-def load_der_certificate(data: bytes) -> x509.Certificate:
-    """A DER certificate with every X.509 part parsed (cached by its bytes: the same ones arrive in
-    message after message).  SET extensions are left to their readers, which raise
-    MalformedCertificate themselves: decoding them all costs 20x the parse, and a path check
-    reads the ones it needs anyway."""
-    return _load_der(_bytes(data, "certificate"))
-
-
-@lru_cache(maxsize=2048)
-def _load_der(raw: bytes) -> x509.Certificate:
-    return _forced(x509.load_der_x509_certificate, raw)
-
-
-def _forced(loader, raw: bytes) -> x509.Certificate:
-    try:
-        with warnings.catch_warnings():
-            # a non-positive serial (RFC 5280 forbids it) only warns in cryptography: refuse it
-            warnings.simplefilter("error", CryptographyDeprecationWarning)
-            cert = loader(raw)
-            # parsing is lazy: force every part validation reads, so faults surface here
-            cert.extensions, cert.subject, cert.issuer, cert.serial_number  # noqa: B018
-            cert.public_key(), cert.signature_algorithm_oid, cert.signature  # noqa: B018
-            cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
-    except Exception as exc:  # cryptography raises ValueError, UnsupportedAlgorithm, ...
-        raise MalformedCertificate(f"certificate does not parse: {exc}") from exc
     return cert
 
 
