@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from setmail.store.shared import open_store  # noqa: F401  (re-export: it moved below)
+
 DDL = ("CREATE TABLE IF NOT EXISTS agent_commands (id INTEGER PRIMARY KEY AUTOINCREMENT, "
        "name TEXT NOT NULL, args TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
        "txkey TEXT, detail TEXT, submitted_at REAL NOT NULL, done_at REAL)",
@@ -32,23 +34,6 @@ class CommandRow:
     txkey: str | None
     detail: str | None
     submitted_at: float
-
-
-def open_store(path, *, attempts: int = 5):
-    """Open an agent's store from another process (the CLI) while the agent may open it too.
-
-    Works around a race in ``Store._migrate`` (it reads ``user_version`` outside the migration
-    transaction, so two processes creating one database at once can both try migration 1).
-    """
-    from setmail.errors import StoreError
-    from setmail.store import Store
-    for attempt in range(attempts):
-        try:
-            return Store(path)
-        except StoreError as exc:
-            if "already exists" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
 
 
 def ensure_tables(store, ddl=DDL) -> None:

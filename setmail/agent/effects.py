@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from setmail.world.files import write_private  # a world file; below the agent (issue 12)
 
 log = logging.getLogger("setmail.agent")
 
@@ -138,25 +139,6 @@ def apply_journal(ctx: EffectContext, store, now: float) -> int:
 
 
 # -- built-in handlers: the cardholder wallet ----------------------------------------------------
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically with mode 0600 (directory 0700), fsynced."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def _blob(data: Mapping[str, Any], *names: str) -> bytes:
     """The first str/bytes value under ``names``, looked up in ``data`` and ``data["secret"]``."""
     for where in (data, data.get("secret") or {}):

@@ -13,7 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-from setmail.agent import commands as cmdq
 from setmail.crypto.suite import get_suite
 from setmail.errors import WorldError, WorldExists
 from setmail.mail.maildir import ensure_maildir
@@ -21,6 +20,7 @@ from setmail.pki.hierarchy import create_hierarchy
 from setmail.pki.parse import to_pem
 from setmail.pki.pinned import pinned_certificate
 from setmail.pki.setext import MerchantInfo, MerName
+from setmail.store.shared import open_store
 from setmail.world.config import WORLD_FILE, AgentSpec, Card, World, dump_toml
 from setmail.world.keys import save_ca, save_chain, save_identity
 
@@ -151,7 +151,7 @@ def _save_ee(world, name, sig, sig_cert, kex, kex_cert, chain) -> None:
 
 def _write_accounts(world: World, now: dt.datetime) -> None:
     for spec in world.agents_of_kind("issuer"):
-        store = cmdq.open_store(world.store_path(spec.name))
+        store = open_store(world.store_path(spec.name))
         try:
             with store.transaction(now=now.timestamp()) as tx:
                 for statement in ACCOUNTS_DDL:

@@ -12,11 +12,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from setmail.agent.effects import write_private
 from setmail.errors import WorldError
 from setmail.pki import profiles
 from setmail.pki.ca import CertificateAuthority
 from setmail.pki.parse import load_certificate, load_crl, to_pem
+from setmail.world.files import write_private
 
 
 def key_pem(key) -> bytes:

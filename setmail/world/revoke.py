@@ -10,9 +10,9 @@ import datetime as dt
 
 from cryptography import x509
 
-from setmail.agent.effects import write_private
 from setmail.pki.parse import to_pem
 from setmail.world.config import World
+from setmail.world.files import write_private
 from setmail.world.keys import load_cert
 from setmail.world.trees import ca_directory, load_ca_tree
 
