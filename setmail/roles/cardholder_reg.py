@@ -5,24 +5,24 @@
     CertReq = EncX(new key, CCA, CertReqData, AcctInfo) -> CertRes = EncK(back key, CCA, CertResData)
     [pended: CertInqReq = S(new key, CertInqReqTBS) -> CertInqRes, until final]
 
-Why each check: every response must echo our RRPID, LID-EE and the challenge of the request it
-answers (freshness without session state, §4.4), be signed by the CA certificate that answered
-CardCInitRes (pinned by thumbprint in the state) and validate to a pinned root as a "cca".  The
-certificate we finally accept must certify the key we generated and name *this* card: its id is
-recomputed from PAN, expiry and PANSecret = CardSecret XOR NonceCCA (§2.4).
+Why each check: every answer passes ``Registration.answered`` (our RRPID, LID-EE and the challenge
+of the request it answers echoed: freshness without session state, §4.4; signed by a certificate
+that validates as "cca", the one that answered first from then on; its BrandCRLIdentifier
+verified and not rolled back).  The certificate we finally accept must certify the key we
+generated and name *this* card: its id is recomputed from PAN, expiry and PANSecret = CardSecret
+XOR NonceCCA (§2.4).
 
-``CardholderRegConfig`` fields: ``name`` (our address), ``trust`` (TrustStore), ``suite``,
-``retry_after``/``max_retries`` (re-send the same bytes), ``poll_after``/``max_polls`` (CertInqReq
-while pended), ``language``, ``crls`` (None: no revocation check), ``key_lookup`` (key_id -> the
-private key the agent stored from our ``wallet.key`` effect; needed only to sign CertInqReq).
+``CardholderRegConfig``: the ``RegistrationConfig`` fields (roles/registration.py).
 
 Command ``register`` args: ``pan``, ``expiry`` ("YYYYMM"), ``ca`` (CCA address), ``brand``,
 ``fields`` (registration form values by field name, e.g. {"CardholderName": ..., "PostalCode": ...}),
-optional ``lid`` (hex, 1..20 octets; it is the transaction key) and ``language``.
+optional ``lid`` (hex, 1..20 octets; it is the transaction key; default 16 fresh octets) and
+``language``.
 Effects: ``wallet.key`` {transaction, key_id, spki_sha256, secret: {private_key_pem}};
 ``wallet.certificate`` {transaction, key_id, brand, certificate_pem, chain_pem, cardholder_id,
 not_after, pan_last4, secret: {pan_secret}}.  Anything under ``secret`` must never be logged; the
-state keeps PAN, CardSecret and the back key under ``state["secret"]`` and drops them when done.
+state keeps PAN, expiry, form values, CardSecret and the back key under ``state["secret"]`` and
+drops them on DONE and FAILED.
 """
 from __future__ import annotations
 
@@ -34,49 +34,40 @@ from setmail.asn1.purchase import PANOnly
 from setmail.crypto.operators import EXH, EncX, open_EncK
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
-from setmail.pki import thumbprint, validate_path
+from setmail.pki import validate_path
 from setmail.pki.cardholder import cardholder_common_name, pan_secret, verify_cardholder_id
 from setmail.roles.base import Effect, Outcome
-from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, load_cert_hex, path_check,
-    pop_identity, private_pem, public_key_info, spki)
+from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, load_cert_hex, pop_identity,
+                                 private_pem, public_key_info, spki)
 from setmail.roles.forms import fill_form, luhn_ok
 from setmail.roles.refusal import guarded
+from setmail.roles.registration import CERTIFICATE_STATES, Registration, RegistrationConfig, waiting
 from setmail.roles.wire import h, unh, unwrap, wrap
-from setmail.roles.requester import CERTIFICATE_STATES, Requester, RequesterConfig, waiting
 
 
-class CardholderRegConfig(RequesterConfig):
-    """The cardholder wallet's configuration: exactly the shared requester fields."""
+class CardholderRegConfig(RegistrationConfig):
+    """The cardholder wallet's configuration: exactly the registration fields."""
 
 
-class CardholderRegistration(Requester):
+class CardholderRegistration(Registration):
     """Cardholder registration; transaction key = LID-EE (hex), carried as lid-C in headers."""
 
     name = "cardholder-registration"
     LID_FIELD = "lid_c"
+    ca_type = "cca"
     TRANSITIONS = {
-        "START": {"register": ("CINIT_SENT", "FAILED")},
+        "START": {"register": ("CINIT_SENT", "FAILED"), "Error": "START"},
         "CINIT_SENT": {"CardCInitRes": ("FORM_REQ_SENT", "CINIT_SENT"), **waiting("CINIT_SENT")},
         "FORM_REQ_SENT": {"RegFormRes": ("CERT_REQ_SENT", "FORM_REQ_SENT", "FAILED"),
                           **waiting("FORM_REQ_SENT")},
         **CERTIFICATE_STATES,
     }
 
-    def __init__(self, config: CardholderRegConfig):
-        self.config = config
-
-    def lid_seed(self, a) -> tuple:
-        return a.get("ca"), a.get("brand"), str(a.get("pan", ""))[-4:], a.get("expiry")
-
-    def _validate_ca(self, now):
-        return path_check(self.config.trust, now, "cca", crls=self.config.crls)
-
     # -- 1. register -> CardCInitReq --------------------------------------------------------------
     def on_register(self, state, event, now, shared) -> Outcome:
         key, a = self.transaction_key(event), event.args
         state = {"state": "CINIT_SENT", "lid": key, "ca": a.get("ca"), "brand": a.get("brand"),
-                 "language": a.get("language") or self.config.language,
-                 "fields": dict(a.get("fields") or {})}
+                 "language": a.get("language") or self.config.language}
         pan, expiry = str(a.get("pan", "")), str(a.get("expiry", ""))
         problem = (None if luhn_ok(pan) else "PAN is not a valid card number") or (
             None if len(expiry) == 6 and expiry.isdigit() and 1 <= int(expiry[4:]) <= 12
@@ -86,47 +77,47 @@ class CardholderRegistration(Requester):
         problem = problem or lid_problem
         if problem:
             return self.fail(state, key, problem)
-        state["secret"] = {"pan": pan, "expiry": expiry}
+        state["secret"] = {"pan": pan, "expiry": expiry, "fields": dict(a.get("fields") or {})}
         rrpid, chall = fresh(), fresh()
         state["chall"] = h(chall)
         msg = cm.CardCInitReq({"rrpid": rrpid, "lid_ee": lid, "chall_ee": chall,
                                "brand_id": state["brand"], "thumbs": self.held_thumbs()})
         der = wrap("CardCInitReq", msg, now=now, rrpid=rrpid, lid_c=lid)
-        return self.request(state, key, state["ca"], "CardCInitReq", der, now, rrpid)
+        return self.ask(state, key, "CardCInitReq", der, rrpid, now, answered=False)
 
     # -- 2. CardCInitRes -> RegFormReq -------------------------------------------------------------
     @guarded
     def on_CardCInitRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        _, signed, tbs = self.signed_by_ca(state, event, now, "CardCInitResTBS", cm.CardCInitResTBS,
-                                           "chall_ee", same_ca=False)
-        kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, "cca")
-        state.update(state="FORM_REQ_SENT", ca_sig=thumbprint(signed.signer).hex(),
-                     ca_kex=cert_hex(kex), lid_ca=h(tbs["lid_ca"].native))
-        state.pop("refused", None)
+        _, signed, tbs, shared = self.ca_answer(state, event, now, shared, "CardCInitResTBS",
+                                                cm.CardCInitResTBS, "chall_ee")
+        kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now)
+        state.update(state="FORM_REQ_SENT", ca_kex=cert_hex(kex), lid_ca=h(tbs["lid_ca"].native))
         rrpid, chall = fresh(), fresh()
         state["chall"] = h(chall)
         data = cm.RegFormReqData({"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee2": chall,
-                                  "request_type": "cardInitialSig", "language": state["language"]})
+                                  "request_type": "cardInitialSig", "language": state["language"],
+                                  "thumbs": self.held_thumbs()})
         pan_only = PANOnly({"pan": state["secret"]["pan"], "ex_nonce": fresh()})
         body = EXH(kex, "RegFormReqTBE", data.dump(), "PANOnly", pan_only.dump(), suite=self.config.suite)
         der = wrap("RegFormReq", body, now=now, rrpid=rrpid, lid_c=unh(state["lid"]))
-        return self.request(state, key, state["ca"], "RegFormReq", der, now, rrpid, cancel=("retry",))
+        return self.ask(state, key, "RegFormReq", der, rrpid, now, shared=shared)
 
     # -- 3. RegFormRes -> CertReq ------------------------------------------------------------------
     @guarded
     def on_RegFormRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        _, _, tbs = self.signed_by_ca(state, event, now, "RegFormResTBS", cm.RegFormResTBS,
-                                      "chall_ee2")
+        _, _, tbs, shared = self.ca_answer(state, event, now, shared, "RegFormResTBS",
+                                           cm.RegFormResTBS, "chall_ee2")
         form = tbs["reg_form_or_referral"]
         if form.name == "referral_data":
             ref = form.chosen.native
             return self.fail(state, key, f"referred elsewhere: {ref.get('reason') or ''} "
-                             f"{' '.join(ref.get('referral_urls') or [])}".strip(), "referral")
-        items, reg_form_id, problem = fill_form(form.chosen, state["fields"])
+                             f"{' '.join(ref.get('referral_urls') or [])}".strip(), "referral",
+                             shared=shared)
+        items, reg_form_id, problem = fill_form(form.chosen, state["secret"]["fields"])
         if problem:
-            return self.fail(state, key, problem)
+            return self.fail(state, key, problem, shared=shared)
         new_key = self.config.suite.generate_key()
         public = spki(new_key.public_key())
         key_id = hashlib.sha256(public).hexdigest()[:32]
@@ -136,7 +127,8 @@ class CardholderRegistration(Requester):
                 "chall_ca": tbs["chall_ca"].native, "request_type": "cardInitialSig",
                 "request_date": now.replace(microsecond=0),
                 "ca_back_key_data": {"back_alg_id": {"algorithm": "aes256_wrap"}, "back_key": back_key},
-                "public_key_sor_e": {"public_key_s": public_key_info(public)}}
+                "public_key_sor_e": {"public_key_s": public_key_info(public)},
+                "thumbs": self.held_thumbs()}
         if state.get("lid_ca"):
             data["lid_ca"] = unh(state["lid_ca"])
         if reg_form_id is not None:
@@ -150,13 +142,11 @@ class CardholderRegistration(Requester):
                     suite=self.config.suite)
         state.update(state="CERT_REQ_SENT", chall=h(chall), spki=public.hex(), key_id=key_id, polls=0,
                      secret={**secret, "back_key": back_key.hex(), "card_secret": card_secret.hex()})
-        state.pop("refused", None)
         der = wrap("CertReq", body, now=now, rrpid=rrpid, lid_c=unh(state["lid"]))
         effect = Effect("wallet.key", {"transaction": key, "key_id": key_id,
                                        "spki_sha256": hashlib.sha256(public).hexdigest(),
                                        "secret": {"private_key_pem": private_pem(new_key)}})
-        return self.request(state, key, state["ca"], "CertReq", der, now, rrpid, effects=(effect,),
-                            cancel=("retry",))
+        return self.ask(state, key, "CertReq", der, rrpid, now, effects=(effect,), shared=shared)
 
     # -- 4. CertRes / CertInqRes -> certificate, pending, or refusal ---------------------------------
     @guarded
@@ -165,11 +155,10 @@ class CardholderRegistration(Requester):
         parsed = unwrap(event, now)
         secret = state["secret"]
         opened = open_EncK(parsed.body, unh(secret["back_key"]), "CertResTBE", "CertResData",
-                           validate=self._validate_ca(now), suite=self.config.suite)
-        self.same_ca(state, opened.signed)
+                           validate=self.validate_ca(now), suite=self.config.suite)
         data = decode(cm.CertResData, opened.content)
-        self.answered(state, parsed, data, "chall_ee3", opened.signed, now)
-        decided = self.certificate_status(state, key, data, now)
+        shared = self.answered(state, parsed, data, "chall_ee3", opened.signed, now, shared)
+        decided = self.certificate_status(state, key, data, now, shared)
         if decided is not None:
             return decided
         status = data["cert_status"]
@@ -195,6 +184,6 @@ class CardholderRegistration(Requester):
                                                     self.config.suite),
             "not_after": cert.not_valid_after_utc.isoformat(), "pan_last4": secret["pan"][-4:],
             "secret": {"pan_secret": secret_value.hex()}})
-        return self.finish(state, key, effect, certificate=cert_hex(cert))
+        return self.finish(state, key, effect, shared=shared, certificate=cert_hex(cert))
 
     on_CertInqRes = on_CertRes

@@ -8,11 +8,17 @@ Routing, all decided before any state is read (the agent needs the key first):
 
 * commands and inbound messages by name: the one sub-role whose TRANSITIONS mention it (a name
   claimed by two sub-roles is refused at construction);
-* a SET Error by its MessageHeader: the first sub-role whose ``LID_FIELD`` the Error's message ids
-  carry (so list the most specific first: the wallet's lid-M before registration's lid-C, which
-  purchase messages carry too), else the last sub-role;
-* timers by payload: every timer a sub-role sets is tagged ``payload["role"] = its name``; an
-  untagged timer goes to the last sub-role.
+* a SET Error by its MessageHeader: the first sub-role whose ``LID_FIELD`` (the message id that
+  keys its transactions) the Error's message ids carry, so list the most specific first: the
+  wallet's lid-M before registration's lid-C, which purchase messages carry too.  The sub-role
+  then judges it (``roles.exchange``: only its pinned counterpart naming its exact bytes ends a
+  request).  An Error that names no sub-role's transaction, or that does not decode, is absorbed
+  here (``Outcome.refused``): never answered, nothing stored;
+* timers by payload: every timer a sub-role sets (an exchange's re-send, a poll, an expiry) is
+  tagged ``payload["role"] = its name``; an untagged timer goes to the last sub-role.
+
+Shared state: the sub-roles may name one ``shared_key`` between them (the wallet and registration
+both keep the brand's BrandCRLIdentifier sequence in ``"brand"``: one brand, one sequence).
 
 ``TRANSITIONS`` is the union of the sub-roles' tables (what the agent accepts in each state name;
 for docs); ``tables`` keeps each one.  ``step`` is checked by the sub-role against its own table.
@@ -21,10 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from setmail.errors import ProtocolError, SetmailError
+from setmail.errors import ProtocolError
 from setmail.roles.base import Event, Inbound, Outcome, Role, SetTimer, TimerFired
+from setmail.roles.wire import header_ids
+
+#: the transaction key of an Error no sub-role claims (nothing is ever stored under it)
+UNCLAIMED = "unclaimed-error"
 
 
 def merge_tables(tables) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -62,16 +73,14 @@ class Dispatch(Role):
         self.tables = {r.name: r.TRANSITIONS for r in self.roles}
         self.TRANSITIONS = merge_tables(self.tables.values())
 
-    def route(self, event: Event) -> Role:
+    def route(self, event: Event) -> Role | None:
+        """The sub-role that takes ``event``; None for an Error no sub-role claims."""
         if isinstance(event, TimerFired):
             return self.by_name.get(str(event.payload.get("role")), self.roles[-1])
         if isinstance(event, Inbound) and event.message_type == "Error":
-            try:
-                ids = event.wrapper["message_header"]["message_ids"].native or {}
-            except SetmailError:
-                ids = {}
-            return next((r for r in self.roles if ids.get(getattr(r, "LID_FIELD", None))),
-                        self.roles[-1])
+            ids = header_ids(event)
+            return next((r for r in self.roles
+                         if getattr(r, "LID_FIELD", None) and ids.get(r.LID_FIELD)), None)
         role = self.routes.get(event.event)
         if role is None:
             raise ProtocolError(f"{self.name}: no role takes {event.event}",
@@ -79,11 +88,14 @@ class Dispatch(Role):
         return role
 
     def transaction_key(self, event: Event) -> str:
-        return self.route(event).transaction_key(event)
+        role = self.route(event)
+        return UNCLAIMED if role is None else role.transaction_key(event)
 
     def step(self, state: Mapping[str, Any] | None, event: Event, now: dt.datetime,
              shared: Mapping[str, Any] | None = None) -> Outcome:
         role = self.route(event)
+        if role is None:
+            return Outcome(UNCLAIMED, None, refused="Error names no transaction here: absorbed")
         out = role.step(state, event, now, shared)
         timers = tuple(dataclasses.replace(t, payload={**t.payload, "role": role.name})
                        if isinstance(t, SetTimer) else t for t in out.timers)

@@ -7,18 +7,20 @@
 
 The merchant has no certificate yet, so the CertReq is signed with the *new signature key* through a
 self-signed carrier certificate (D-302); the CA compares the signer's key with publicKeyS.  The
-key-exchange key proves nothing at registration, as in SET 1.0 (D-307).  Every response must echo
-RRPID, LID-EE and our challenge and be signed by the CA certificate that answered first.
+key-exchange key proves nothing at registration, as in SET 1.0 (D-307).  Every answer passes
+``Registration.answered``: our request's RRPID, LID-EE and challenge echoed, the CA pinned by its
+first answer, its BrandCRLIdentifier verified.  Nothing in the clear Me-AqCInitReq authenticates
+the merchant, so the MCA/PCA asks, in the (encrypted) form, for the registration code the member
+agreed with its acquirer out of band (``RegistrationCode``, docs/pki.md).
 
-``EERegConfig``: the shared ``RequesterConfig`` fields (``name``, ``trust``, ``suite``,
-``retry_after``/``max_retries``, ``poll_after``/``max_polls``, ``language``, ``crls``,
-``key_lookup``: key_id -> stored private signature key, to sign CertInqReq when pended) and the
-keyword-only ``kind`` ("merchant" | "gateway").
+``EERegConfig``: the ``RegistrationConfig`` fields and the keyword-only ``kind`` ("merchant" |
+"gateway").
 
 Command ``register`` args: ``ca`` (MCA/PCA address), ``bin`` (8-digit acquirer BIN),
 ``merchant_id`` (merchants: agreed with the acquirer) or ``acquirer_business_id`` (gateways,
-optional), ``fields`` (form values: MerchantName/City/CountryName/CountryCode, or GatewayName),
-optional ``lid`` (hex; the transaction key, carried as lid-M in headers).
+optional), ``fields`` (form values: MerchantName/City/CountryName/CountryCode, or GatewayName, and
+RegistrationCode; kept under ``state["secret"]`` until done), optional ``lid`` (hex; the
+transaction key, carried as lid-M in headers; default 16 fresh octets).
 Effects: ``ee.key`` {transaction, kind, usage "signature"|"key_exchange", key_id, spki_sha256,
 secret: {private_key_pem}} (two of them); ``ee.certificate`` {transaction, kind, signature:
 {key_id, certificate_pem}, key_exchange: {key_id, certificate_pem}, chain_pem, mer_id}.
@@ -32,15 +34,15 @@ from setmail.asn1 import certmsgs as cm
 from setmail.crypto.operators import Enc
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
-from setmail.pki import thumbprint, validate_path
+from setmail.pki import validate_path
 from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import Effect, Outcome
-from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, path_check, pop_identity,
-    private_pem, public_key_info, spki)
+from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, pop_identity, private_pem,
+                                 public_key_info, spki)
 from setmail.roles.forms import fill_form
 from setmail.roles.refusal import guarded
+from setmail.roles.registration import CERTIFICATE_STATES, Registration, RegistrationConfig, waiting
 from setmail.roles.wire import h, unh, wrap
-from setmail.roles.requester import CERTIFICATE_STATES, Requester, RequesterConfig, waiting
 
 KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)
     "merchant": ("mca", "mer", "merInitialBoth"),
@@ -49,19 +51,19 @@ KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)
 
 
 @dataclass(frozen=True)
-class EERegConfig(RequesterConfig):
-    """The shared requester fields plus which end entity registers."""
+class EERegConfig(RegistrationConfig):
+    """The registration fields plus which end entity registers."""
 
     kind: str = field(kw_only=True)  # "merchant" | "gateway"
 
 
-class EERegistration(Requester):
+class EERegistration(Registration):
     """Merchant or gateway registration; transaction key = LID-EE (hex), lid-M in headers."""
 
     name = "ee-registration"
     LID_FIELD = "lid_m"
     TRANSITIONS = {
-        "START": {"register": ("INIT_SENT", "FAILED")},
+        "START": {"register": ("INIT_SENT", "FAILED"), "Error": "START"},
         "INIT_SENT": {"Me-AqCInitRes": ("CERT_REQ_SENT", "INIT_SENT", "FAILED"),
                       **waiting("INIT_SENT")},
         **CERTIFICATE_STATES,
@@ -70,20 +72,14 @@ class EERegistration(Requester):
     def __init__(self, config: EERegConfig):
         if config.kind not in KINDS:
             raise ValueError(f"kind must be merchant or gateway, not {config.kind!r}")
-        self.config = config
+        super().__init__(config)
         self.ca_type, self.own_type, self.request_type = KINDS[config.kind]
-
-    def lid_seed(self, a) -> tuple:
-        return self.config.kind, a.get("ca"), a.get("bin"), a.get("merchant_id")
-
-    def _validate_ca(self, now):
-        return path_check(self.config.trust, now, self.ca_type, crls=self.config.crls)
 
     # -- register -> Me-AqCInitReq ---------------------------------------------------------------
     def on_register(self, state, event, now, shared) -> Outcome:
         key, a = self.transaction_key(event), event.args
-        state = {"state": "INIT_SENT", "lid": key, "ca": a.get("ca"),
-                 "fields": dict(a.get("fields") or {}), "kind": self.config.kind}
+        state = {"state": "INIT_SENT", "lid": key, "ca": a.get("ca"), "kind": self.config.kind,
+                 "secret": {"fields": dict(a.get("fields") or {})}}
         bin_ = str(a.get("bin", ""))
         problem = None if len(bin_) == 8 and bin_.isdigit() else "bin must be 8 digits"
         if self.config.kind == "merchant":
@@ -106,25 +102,26 @@ class EERegistration(Requester):
                                "language": a.get("language") or self.config.language,
                                "thumbs": self.held_thumbs()})
         der = wrap("Me-AqCInitReq", msg, now=now, rrpid=rrpid, lid_m=lid)
-        return self.request(state, key, state["ca"], "Me-AqCInitReq", der, now, rrpid)
+        return self.ask(state, key, "Me-AqCInitReq", der, rrpid, now, answered=False)
 
     # -- Me-AqCInitRes -> CertReq -------------------------------------------------------------------
     @guarded
     def on_Me_AqCInitRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        _, signed, tbs = self.signed_by_ca(state, event, now, "MeAqCInitResTBS", cm.MeAqCInitResTBS,
-                                           "chall_ee", same_ca=False)
+        _, signed, tbs, shared = self.ca_answer(state, event, now, shared, "MeAqCInitResTBS",
+                                                cm.MeAqCInitResTBS, "chall_ee")
         if tbs["request_type"].native != self.request_type:
             raise ProtocolError("Me-AqCInitRes answers another request type", "challengeMismatch")
-        kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now, self.ca_type)
-        state.update(ca_sig=thumbprint(signed.signer).hex(), lid_ca=h(tbs["lid_ca"].native))
+        kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now)
+        state["lid_ca"] = h(tbs["lid_ca"].native)
         form = tbs["reg_form_or_referral"]
         if form.name == "referral_data":
-            return self.fail(state, key, f"referred elsewhere: {form.chosen.native.get('reason') or ''}",
-                             "referral")
-        items, reg_form_id, problem = fill_form(form.chosen, state["fields"])
+            return self.fail(state, key, "referred elsewhere: "
+                             f"{form.chosen.native.get('reason') or ''}", "referral",
+                             shared=shared)
+        items, reg_form_id, problem = fill_form(form.chosen, state["secret"]["fields"])
         if problem:
-            return self.fail(state, key, problem)
+            return self.fail(state, key, problem, shared=shared)
         suite = self.config.suite
         keys = {"signature": suite.generate_key(), "key_exchange": suite.generate_key()}
         publics = {u: spki(k.public_key()) for u, k in keys.items()}
@@ -134,7 +131,8 @@ class EERegistration(Requester):
                 "request_date": now.replace(microsecond=0),
                 "id_data": cm.IDData.load(unh(state["id_data"])),
                 "public_key_sor_e": {"public_key_s": public_key_info(publics["signature"]),
-                                     "public_key_e": public_key_info(publics["key_exchange"])}}
+                                     "public_key_e": public_key_info(publics["key_exchange"])},
+                "thumbs": self.held_thumbs()}
         if state.get("lid_ca"):
             data["lid_ca"] = unh(state["lid_ca"])
         if reg_form_id is not None:
@@ -144,23 +142,21 @@ class EERegistration(Requester):
         key_ids = {u: hashlib.sha256(p).hexdigest()[:32] for u, p in publics.items()}
         state.update(state="CERT_REQ_SENT", chall=h(chall), polls=0, key_id=key_ids["signature"],
                      key_ids=key_ids, spkis={u: p.hex() for u, p in publics.items()})
-        state.pop("refused", None)
         effects = [Effect("ee.key", {"transaction": key, "kind": self.config.kind, "usage": u,
                                      "key_id": key_ids[u],
                                      "spki_sha256": hashlib.sha256(publics[u]).hexdigest(),
                                      "secret": {"private_key_pem": private_pem(k)}})
                    for u, k in keys.items()]
         der = wrap("CertReq", body, now=now, rrpid=rrpid, lid_m=unh(state["lid"]))
-        return self.request(state, key, state["ca"], "CertReq", der, now, rrpid, effects=effects,
-                            cancel=("retry",))
+        return self.ask(state, key, "CertReq", der, rrpid, now, effects=effects, shared=shared)
 
     # -- CertRes / CertInqRes ----------------------------------------------------------------------------
     @guarded
     def on_CertRes(self, state, event, now, shared) -> Outcome:
         key, state = self.transaction_key(event), dict(state)
-        _, signed, data = self.signed_by_ca(state, event, now, "CertResData", cm.CertResData,
-                                            "chall_ee3")
-        decided = self.certificate_status(state, key, data, now)
+        _, signed, data, shared = self.ca_answer(state, event, now, shared, "CertResData",
+                                                 cm.CertResData, "chall_ee3")
+        decided = self.certificate_status(state, key, data, now, shared)
         if decided is not None:
             return decided
         certs = signed.certificates
@@ -170,12 +166,14 @@ class EERegistration(Requester):
         found = {}
         for thumb in thumbs:
             cert = find_certificate(certs, thumb)
-            usage = next((u for u, p in state["spkis"].items() if p == spki(cert.public_key()).hex()), None)
+            usage = next((u for u, p in state["spkis"].items()
+                          if p == spki(cert.public_key()).hex()), None)
             if usage is None or usage in found:
-                raise ProtocolError("a certificate does not certify one of our keys", "invalidCertificate")
+                raise ProtocolError("a certificate does not certify one of our keys",
+                                    "invalidCertificate")
             validate_path(cert, certs, self.config.trust, now=now, expected_type=self.own_type,
-                          key_usage="digital_signature" if usage == "signature" else "key_encipherment",
-                          crls=self.config.crls)
+                          key_usage="digital_signature" if usage == "signature"
+                          else "key_encipherment", crls=self.config.crls)
             found[usage] = cert
         mer_id = None
         if self.config.kind == "merchant":
@@ -185,8 +183,10 @@ class EERegistration(Requester):
             mer_id = info.mer_id
         effect = Effect("ee.certificate", {
             "transaction": key, "kind": self.config.kind, "mer_id": mer_id,
-            **{u: {"key_id": state["key_ids"][u], "certificate_pem": cert_pem(c)} for u, c in found.items()},
+            **{u: {"key_id": state["key_ids"][u], "certificate_pem": cert_pem(c)}
+               for u, c in found.items()},
             "chain_pem": [cert_pem(c) for c in certs if c not in found.values()]})
-        return self.finish(state, key, effect, certificates={u: cert_hex(c) for u, c in found.items()})
+        return self.finish(state, key, effect, shared=shared,
+                           certificates={u: cert_hex(c) for u, c in found.items()})
 
     on_CertInqRes = on_CertRes
