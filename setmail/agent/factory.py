@@ -42,14 +42,48 @@ def build_agent(world: World, name: str, **kwargs) -> Agent | None:
 
 @register_role("ca")
 def _ca(world: World, spec: AgentSpec) -> Role:
+    """A CA agent: world.toml option ``ca`` (cca, mca or pca: which CA of the tree it is) and
+    ``expire_after`` (seconds a registration may wait for its next request, default 86400)."""
+    import datetime as dt
+
     from setmail.roles.ca import CAConfig, CARole
     from setmail.world.trees import load_ca_tree, trust_store
     label = spec.options.get("ca", spec.name)
     key = str(world.home)
     if key not in _TREES:  # one load per world and process: cca, mca, pca share the tree
         _TREES[key] = load_ca_tree(world)
+    directory, cards, codes = ca_members(world, label)
     return CARole(CAConfig(ca=_TREES[key][label], kind=label, address=spec.address,
-                           trust=trust_store(world)))
+                           trust=trust_store(world), directory=directory, cards=cards,
+                           codes=codes, expire_after=dt.timedelta(
+                               seconds=float(spec.options.get("expire_after", 86400)))))
+
+
+def ca_members(world: World, label: str):
+    """What the CA ``label`` knows of the parties it certifies: the world's directory slice of
+    their kind (a merchant's merID from its certificate, else its world.toml ``mer_id``), the
+    PANs each cardholder holds (world.toml ``cards``, by ``holder``) and the SHA-256 of each
+    merchant's or gateway's ``registration_code`` option (none: not certified by mail)."""
+    import dataclasses
+
+    from setmail.roles.ca_issue import CERTIFIES, code_digest
+    from setmail.roles.directory import Directory
+    from setmail.world.directory import load_directory
+    kind = CERTIFIES.get(label)
+    members = []
+    for party in load_directory(world).of_kind(kind):
+        options = world.agent(party.name).options
+        if kind == "merchant" and not party.mer_id and options.get("mer_id"):
+            party = dataclasses.replace(party, mer_id=str(options["mer_id"]))
+        members.append(party)
+    cards: dict[str, set] = {}
+    for card in world.cards.values():
+        if card.holder in world.agents:
+            cards.setdefault(world.agent(card.holder).address.lower(), set()).add(card.pan)
+    codes = {p.address.lower(): code_digest(str(world.agent(p.name).options["registration_code"]))
+             for p in members if world.agent(p.name).options.get("registration_code")}
+    return (Directory(members), {a: frozenset(p) for a, p in cards.items()} if kind == "cardholder"
+            else {}, codes)
 
 
 _TREES: dict[str, dict] = {}

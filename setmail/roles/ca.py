@@ -5,114 +5,106 @@ Gateway CA ("pca") answering registration requests (set-protocol.md §6).
     mca/pca: Me-AqCInitReq -> Me-AqCInitRes; CertReq -> CertRes (S, both certificates);
     all: CertInqReq -> CertInqRes while (or after) a request is pended.
 
-What the Isabelle proofs rely on (§9.2) is enforced here, across transactions, in shared state
-(``shared_key = "ca"``): ``certified`` (SHA-256 of every SubjectPublicKeyInfo certified: a key is
-certified at most once) and ``challenges`` (every Chall-CA issued, with its transaction and whether
-it was used: a CertReq must carry the Chall-CA issued to *its* LID-EE, unused).  Proof of
-possession: the CertReq must be signed by the key it asks to certify (D-302).
+**Whom it answers.**  Only members of the world's directory of the kind it certifies (cca:
+cardholders, mca: merchants, pca: gateways), and always at the member's directory address: the
+From picks *which* member a request claims to come from, never where the answer goes.  A
+stranger's mail is refused without a reply (``Outcome.refused``).  The transaction key is
+``member address|LID-EE hex``.  What a From-forger can and cannot do: docs/pki.md.
 
-Refusals: input that is malformed, not authentic, or not fresh gets a SET Error signed by the CA
-(code from the exception's ``set_error_code``) and leaves the transaction as it was; an authentic,
-fresh request whose *content* is refused (key already certified, bad form, bad PAN, expired card)
-gets a CertRes with a refusing CertStatusCode and ``eeMessage`` (D-305).  Errors are never answered.
+**What the Isabelle proofs rely on** (§9.2): a key is certified at most once (shared state
+``certified``, SHA-256 of each SubjectPublicKeyInfo, ``shared_key = "ca"``); a CertReq carries a
+Chall-CA issued to *its* registration and unused (``state["challenges"]``: Chall-CA hex ->
+{"rrpid", "used"}; a request's re-sends, even with an altered clear header, get the same one; at
+most ``MAX_CHALLENGES`` per registration); proof of possession: the CertReq is signed by the key it
+asks to certify (D-302).  Whether this member may have this certificate: ``roles/ca_issue.py``.
 
-``CAConfig`` fields: ``ca`` (pki CertificateAuthority; its signature and key-exchange keys and
-chain are the identities used), ``kind``, ``address``, ``trust``, ``form`` (FormFields of the
-regTemplate; default per kind), ``reg_form_id``, ``policy``, ``pend_first_request`` (pend every
-CertReq; the certificate is released on the first CertInqReq, D-306).
-Transaction key: ``sender|LID-EE hex`` (LID-EE from the header's lid-C or lid-M).
+**Refusals.** Malformed, inauthentic or stale input gets a SET Error signed by the CA, naming the
+refused bytes (refusedHash, D-134), sent to the member's directory address, and leaves the
+transaction as it was; an authentic, fresh request whose *content* is refused gets a CertRes with
+a refusing CertStatusCode and ``eeMessage`` (D-305).  Errors are never answered.
+
+**Expiry.** A registration still waiting (INIT_SENT, FORM_SENT, PENDING) ``expire_after`` after
+it began (or was pended) becomes EXPIRED (timer ``expire``): its challenges and any pended
+result (certificates, back key) go with it, and ``state["expired"]`` says why.  The back key and
+NonceCCA of a pended request are kept under ``state["secret"]`` only until the certificate is
+released (or the registration expires): the agent wipes them from its files then.
+
+Configuration: ``CAConfig`` (``roles/ca_issue.py``).
 """
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from functools import cached_property
+import datetime as dt
+import functools
 
 from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.asn1.purchase import PANOnly
-from setmail.crypto.cms import Identity
-from setmail.crypto.operators import S, EncK, open_Enc, open_EncX, open_EXH, verify_S
+from setmail.crypto.operators import EncK, S, open_Enc, open_EncX, open_EXH, verify_S
 from setmail.crypto.suite import fresh
-from setmail.errors import ProtocolError, SetmailError
+from setmail.errors import ProtocolError
 from setmail.pki import thumbprint
-from setmail.pki.ca import CertificateAuthority
-from setmail.pki.setext import MerchantInfo, MerName
-from setmail.pki.trust import TrustStore
-from setmail.roles.base import START, Outcome, Role, Send
-from setmail.roles.certs import cert_hex, check_pop, load_cert_hex
-from setmail.roles.forms import luhn_ok
+from setmail.roles.base import START, CancelTimer, Outcome, Role, Send, SetTimer, TimerFired
+from setmail.roles.ca_issue import (CERTIFIES, MAX_CHALLENGES, REQUEST_TYPES, CAConfig, Refused,
+                                    certify, challenge_for, who_may_ask)
+from setmail.roles.certs import check_pop, load_cert_hex, spki
 from setmail.roles.refusal import guarded, refusal
-from setmail.roles.wire import check_header, h, unh, unwrap, wrap
+from setmail.roles.wire import check_header, h, header_ids, unh, unwrap, wrap
 
 
-@dataclass(frozen=True)
-class FormField:
-    name: str
-    length: int
-    required: bool = True
-
-
-DEFAULT_FORMS = {
-    "cca": (FormField("CardholderName", 60), FormField("PostalCode", 10)),
-    "mca": (FormField("MerchantName", 60), FormField("City", 40), FormField("CountryName", 40),
-            FormField("CountryCode", 3)),
-    "pca": (FormField("GatewayName", 60),),
-}
-REQUEST_TYPES = {"cca": "cardInitialSig", "mca": "merInitialBoth", "pca": "pgwyInitialBoth"}
-
-
-@dataclass(frozen=True)
-class CAConfig:
-    ca: CertificateAuthority
-    kind: str  # "cca" | "mca" | "pca"
-    address: str
-    trust: TrustStore
-    form: tuple[FormField, ...] | None = None
-    reg_form_id: int = 1
-    policy: str = "SET certificate policy: you keep your private key secret."
-    pend_first_request: bool = False
-
-    @cached_property
-    def signature(self) -> Identity:
-        return Identity(self.ca.key, self.ca.certificate, tuple(self.ca.chain[1:]))
-
-    @cached_property
-    def key_exchange(self) -> Identity:
-        return Identity(self.ca.key_exchange_key, self.ca.key_exchange_certificate, ())
-
-    @property
-    def bci(self):
-        """The brand's current BrandCRLIdentifier, carried in every response (None: no brand)."""
-        return next((ca.bci for ca in self.ca.ancestors() if ca.profile.cert_type == "bca"), None)
-
-    @property
-    def fields(self) -> tuple[FormField, ...]:
-        return self.form if self.form is not None else DEFAULT_FORMS[self.kind]
-
-
+#: states in which a registration waits for the requester's next message (and may expire)
+WAITING = ("INIT_SENT", "FORM_SENT", "PENDING")
 _LATE = ("ISSUED", "PENDING", "REFUSED")
 _AFTER_CERT_REQ = ("ISSUED", "PENDING", "REFUSED", "FORM_SENT")
-CCA_TRANSITIONS = {
-    START: {"CardCInitReq": "INIT_SENT", "CertReq": START, "Error": START},
-    "INIT_SENT": {"CardCInitReq": "INIT_SENT", "RegFormReq": ("FORM_SENT", "INIT_SENT"),
-                  "Error": "INIT_SENT"},
-    "FORM_SENT": {"RegFormReq": "FORM_SENT", "CertReq": _AFTER_CERT_REQ, "Error": "FORM_SENT"},
-    **{s: {"CertReq": s, "CertInqReq": ("ISSUED", s), "Error": s} for s in _LATE},
-}
-EE_TRANSITIONS = {  # Merchant and Payment Gateway CAs: no RegForm round (the form is in the init)
-    START: {"Me-AqCInitReq": "FORM_SENT", "CertReq": START, "Error": START},
-    "FORM_SENT": {"Me-AqCInitReq": "FORM_SENT", "CertReq": _AFTER_CERT_REQ, "Error": "FORM_SENT"},
-    **{s: {"CertReq": s, "CertInqReq": ("ISSUED", s), "Error": s} for s in _LATE},
-}
+_INITS = ("CardCInitReq", "Me-AqCInitReq")
 
 
-class Refused(Exception):
-    """An authentic, fresh request whose content the CA refuses (answered with a CertRes status)."""
+def _expiring(table: dict) -> dict:
+    """Every state takes Errors (absorbed) and the expiry timer (EXPIRED if still waiting)."""
+    return {s: {**events, "Error": s, "timer:expire": "EXPIRED" if s in WAITING else s}
+            for s, events in table.items()}
 
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
+
+def _table(init: str, first: str, form: str, extra: dict) -> dict:
+    """``init``: the first request; ``form``: the request a FORM_SENT registration repeats."""
+    requests = (*dict.fromkeys((init, form)), "CertReq", "CertInqReq")
+    return _expiring({
+        START: {init: (first, START), "CertReq": START},
+        **extra,
+        "FORM_SENT": {form: "FORM_SENT", "CertReq": _AFTER_CERT_REQ},
+        **{s: {"CertReq": s, "CertInqReq": tuple(dict.fromkeys(("ISSUED", s)))} for s in _LATE},
+        "EXPIRED": dict.fromkeys(requests, "EXPIRED"),
+    })
+
+
+CCA_TRANSITIONS = _table("CardCInitReq", "INIT_SENT", "RegFormReq", {"INIT_SENT": {
+    "CardCInitReq": "INIT_SENT", "RegFormReq": ("FORM_SENT", "INIT_SENT")}})
+# Merchant and Payment Gateway CAs: no RegForm round (the form is in the init)
+EE_TRANSITIONS = _table("Me-AqCInitReq", "FORM_SENT", "Me-AqCInitReq", {})
+
+
+def members_only(handler):
+    """A request from an address that is no member of the kind this CA certifies, one for a
+    registration that does not exist (anything but an init at START) and one for an expired
+    registration are refused without a reply; a member's bad input in a registration gets a
+    signed Error at its directory address (``guarded``)."""
+    guarded_handler = guarded(handler)
+
+    @functools.wraps(handler)
+    def inner(self, state, event, now, shared):
+        current = state["state"]
+        why = None
+        if self.config.member(event.sender) is None:
+            why = (f"{event.sender!r} is no {CERTIFIES[self.config.kind]} of this CA's "
+                   "directory: not answered")
+        elif current == START and event.message_type not in _INITS:
+            why = f"{event.message_type} for no registration: not answered"
+        elif current == "EXPIRED":
+            why = "this registration has expired: not answered"
+        if why is not None:
+            return Outcome(self.transaction_key(event), None if current == START
+                           else dict(state), refused=why)
+        return guarded_handler(self, state, event, now, shared)
+    return inner
 
 
 class CARole(Role):
@@ -128,43 +120,56 @@ class CARole(Role):
         self.TRANSITIONS = CCA_TRANSITIONS if config.kind == "cca" else EE_TRANSITIONS
 
     def transaction_key(self, event) -> str:
-        try:
-            ids = event.wrapper["message_header"]["message_ids"].native or {}
-        except SetmailError:
-            ids = {}
-        lid = ids.get(self.lid_field)
-        return f"{event.sender}|{lid.hex() if lid else 'unroutable'}"
+        if isinstance(event, TimerFired):
+            return str(event.payload.get("transaction", ""))
+        lid = header_ids(event).get(self.lid_field)
+        member = self.config.member(event.sender)
+        return f"{member.address if member else '-'}|{lid.hex() if lid else 'unroutable'}"
 
     def refuse(self, state, event, exc, now) -> Outcome:
+        member = self.config.member(event.sender)
         return refusal(state, event, exc, now, transaction=self.transaction_key(event),
-                       signer=self.config.signature, suite=self.suite)
+                       to=member.address if member else None, signer=self.config.signature,
+                       suite=self.suite)
 
     def on_Error(self, state, event, now, shared) -> Outcome:
-        """Recorded by the agent's log only; never answered (no Error loops)."""
-        return Outcome(self.transaction_key(event), None if state["state"] == START else dict(state))
+        """Kept in the agent's log only; never answered (no Error loops): a CA asks nothing."""
+        return Outcome(self.transaction_key(event), None if state["state"] == START
+                       else dict(state), refused="Error absorbed: a CA waits for no answer")
+
+    def on_timer_expire(self, state, event, now, shared) -> Outcome:
+        key = self.transaction_key(event)
+        if state["state"] not in WAITING:  # decided meanwhile (or gone): a stale timer
+            return Outcome(key, None if state["state"] == START else dict(state))
+        kept = {k: state[k] for k in ("lid", "lid_ca", "member", "created") if k in state}
+        return Outcome(key, {**kept, "state": "EXPIRED", "expired": {
+            "at": _when(now), "reason": f"no request for {self.config.expire_after} in state "
+                                        f"{state['state']}"}})
 
     # -- helpers -----------------------------------------------------------------------------------
     def _reply(self, event, type_name: str, body: bytes, now, rrpid: bytes, lid: bytes) -> Send:
+        """An answer goes to the member's directory address, never to the From."""
         der = wrap(type_name, body, now=now, rrpid=rrpid, **{self.lid_field: lid})
-        return Send(event.sender, type_name, der, event.mail_id or None)
+        return Send(self.config.member(event.sender).address, type_name, der,
+                    event.mail_id or None)
 
-    def _sign(self, content_type: str, value, held=()) -> bytes:
+    def _sign(self, content_type: str, value, held=frozenset()) -> bytes:
         sig = self.config.signature
         certs = self._certs(held, sig.cert, self.config.ca.key_exchange_certificate, *sig.chain)
         return S(sig, content_type, value.dump(), certs=certs, suite=self.suite)
 
-    @staticmethod
-    def _certs(held, *certs) -> list:
-        """``certs`` less those the requester listed in its Thumbs (it holds them already)."""
-        held = set(held or ())
-        return [c for c in certs if thumbprint(c).hex() not in held]
+    def _certs(self, held, *certs) -> list:
+        """``certs`` less the pinned roots (every requester holds them) and those the request
+        listed in its Thumbs (that request's answer only: nothing is kept of an unsigned list)."""
+        held = set(held) | {thumbprint(r) for r in self.config.trust.roots}
+        return [c for c in certs if thumbprint(c) not in held]
 
     @staticmethod
-    def _peer_thumbs(thumbs) -> list[str]:
-        """The certificate thumbprints a request's Thumbs lists (hex, for the state)."""
+    def _held(thumbs) -> frozenset:
+        """The certificate thumbprints a request's Thumbs lists."""
         if thumbs.native is None:
-            return []
-        return [t.hex() for t in (thumbs["cert_thumbs"].native or [])][:32]
+            return frozenset()
+        return frozenset((thumbs["cert_thumbs"].native or [])[:32])
 
     def _with_bci(self, value: dict) -> dict:
         bci = self.config.bci
@@ -177,14 +182,17 @@ class CARole(Role):
             "reg_template": {"reg_form_id": self.config.reg_form_id, "reg_field_seq": fields},
             "policy": self.config.policy})
 
-    def _new_challenge(self, shared, key) -> tuple[bytes, dict]:
-        chall = fresh()
-        shared = {**shared, "challenges": {**shared.get("challenges", {}),
-                                           chall.hex(): {"tx": key, "used": False}}}
-        return chall, shared
+    def _begin(self, state, event, now, lid: bytes) -> tuple[dict, tuple]:
+        """The state of a registration (a new one: with its expiry timer)."""
+        if state["state"] != START:
+            return dict(state), ()
+        key = self.transaction_key(event)
+        return ({"state": START, "lid": lid.hex(), "lid_ca": fresh(16).hex(),
+                 "member": self.config.member(event.sender).name, "created": _when(now)},
+                (SetTimer("expire", now + self.config.expire_after, {"transaction": key}),))
 
     # -- CardCInitReq / Me-AqCInitReq ----------------------------------------------------------------
-    @guarded
+    @members_only
     def on_CardCInitReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         req = decode(cm.CardCInitReq, parsed.body)
@@ -192,18 +200,17 @@ class CARole(Role):
         check_header(parsed, rrpid, lid, self.lid_field)
         if req["brand_id"].native.split(":")[0] != self.config.ca.brand:
             raise ProtocolError(f"this CA serves brand {self.config.ca.brand}", "unspecifiedFailure")
-        lid_ca = unh(state["lid_ca"]) if state.get("lid_ca") else fresh(16)
+        new, timers = self._begin(state, event, now, lid)
         tbs = cm.CardCInitResTBS(self._with_bci({
-            "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native, "lid_ca": lid_ca,
+            "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native,
+            "lid_ca": unh(new["lid_ca"]),
             "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)}))
-        thumbs = self._peer_thumbs(req["thumbs"])
-        new = {"state": "INIT_SENT", "lid": lid.hex(), "lid_ca": lid_ca.hex(),
-               "peer_thumbs": thumbs}
-        send = self._reply(event, "CardCInitRes", self._sign("CardCInitResTBS", tbs, thumbs), now,
+        send = self._reply(event, "CardCInitRes",
+                           self._sign("CardCInitResTBS", tbs, self._held(req["thumbs"])), now,
                            rrpid, lid)
-        return Outcome(key, new, sends=(send,))
+        return Outcome(key, {**new, "state": "INIT_SENT"}, sends=(send,), timers=timers)
 
-    @guarded
+    @members_only
     def on_Me_AqCInitReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         req = decode(cm.MeAqCInitReq, parsed.body)
@@ -216,22 +223,25 @@ class CARole(Role):
         expected_id = "merchant_acquirer_id" if self.config.kind == "mca" else "acquirer_id"
         bin_ = id_data.chosen[id_data.chosen._fields[0][0]].native
         if id_data.name != expected_id or not (len(bin_) == 8 and bin_.isdigit()):
-            raise ProtocolError(f"IDData must be {expected_id} with an 8-digit BIN", "unspecifiedFailure")
-        chall_ca, shared = self._new_challenge(shared, key)
-        lid_ca = unh(state["lid_ca"]) if state.get("lid_ca") else fresh(16)
+            raise ProtocolError(f"IDData must be {expected_id} with an 8-digit BIN",
+                                "unspecifiedFailure")
+        new, timers = self._begin(state, event, now, lid)
+        chall_ca, challenges = challenge_for(new, rrpid)
+        if chall_ca is None:
+            return _too_many(key, state)
         tbs = cm.MeAqCInitResTBS(self._with_bci({
-            "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native, "lid_ca": lid_ca,
-            "chall_ca": chall_ca, "request_type": wanted, "reg_form_or_referral": self._form(),
+            "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native,
+            "lid_ca": unh(new["lid_ca"]), "chall_ca": chall_ca, "request_type": wanted,
+            "reg_form_or_referral": self._form(),
             "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)}))
-        thumbs = self._peer_thumbs(req["thumbs"])
-        send = self._reply(event, "Me-AqCInitRes", self._sign("MeAqCInitResTBS", tbs, thumbs), now,
+        send = self._reply(event, "Me-AqCInitRes",
+                           self._sign("MeAqCInitResTBS", tbs, self._held(req["thumbs"])), now,
                            rrpid, lid)
-        new = {"state": "FORM_SENT", "lid": lid.hex(), "lid_ca": lid_ca.hex(),
-               "chall_ca": chall_ca.hex(), "id_data": id_data.dump().hex(), "peer_thumbs": thumbs}
-        return Outcome(key, new, sends=(send,), shared=shared)
+        return Outcome(key, {**new, "state": "FORM_SENT", "challenges": challenges},
+                       sends=(send,), timers=timers)
 
     # -- RegFormReq (cardholders) -------------------------------------------------------------------
-    @guarded
+    @members_only
     def on_RegFormReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         opened = open_EXH(parsed.body, self.config.key_exchange, "RegFormReqTBE", "PANOnly",
@@ -242,21 +252,29 @@ class CARole(Role):
         check_header(parsed, rrpid, lid, self.lid_field)
         if data["request_type"].native != "cardInitialSig":
             raise ProtocolError("this CA handles cardInitialSig only", "messageNotSupported")
-        chall_ca, shared = self._new_challenge(shared, key)
-        form = self._form() if luhn_ok(pan) else cm.RegFormOrReferral(
-            name="referral_data", value={"reason": "card number not recognised; ask your bank"})
+        member = self.config.member(event.sender)
+        theirs = pan in self.config.cards.get(member.address.lower(), ())
+        new, refused = dict(state), None
+        if theirs:  # a Chall-CA only for a card the member holds: a forger gets none
+            chall_ca, new["challenges"] = challenge_for(state, rrpid)
+            if chall_ca is None:
+                return _too_many(key, state)
+            new["state"], form = "FORM_SENT", self._form()
+        else:
+            chall_ca, refused = fresh(), f"RegFormReq for a card {member.name} does not hold"
+            form = cm.RegFormOrReferral(name="referral_data", value={
+                "reason": "card number not recognised for this cardholder; ask your bank"})
         tbs = cm.RegFormResTBS(self._with_bci({
             "rrpid": rrpid, "lid_ee": lid, "chall_ee2": data["chall_ee2"].native,
             "lid_ca": unh(state["lid_ca"]), "chall_ca": chall_ca, "request_type": "cardInitialSig",
             "reg_form_or_referral": form}))
         send = self._reply(event, "RegFormRes",
-                           self._sign("RegFormResTBS", tbs, state.get("peer_thumbs")), now,
+                           self._sign("RegFormResTBS", tbs, self._held(data["thumbs"])), now,
                            rrpid, lid)
-        return Outcome(key, {**state, "state": "FORM_SENT", "chall_ca": chall_ca.hex()},
-                       sends=(send,), shared=shared)
+        return Outcome(key, new, sends=(send,), refused=refused)
 
     # -- CertReq ----------------------------------------------------------------------------------------
-    @guarded
+    @members_only
     def on_CertReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         card = self.config.kind == "cca"
@@ -272,10 +290,11 @@ class CARole(Role):
         rrpid, lid = data["rrpid"].native, data["lid_ee"].native
         check_header(parsed, rrpid, lid, self.lid_field)
         chall = data["chall_ca"].native
-        record = shared.get("challenges", {}).get(h(chall) or "")
-        if (chall is None or record is None or record["tx"] != key or record["used"]
-                or state.get("chall_ca") != chall.hex()):
-            raise ProtocolError("Chall-CA was not issued to this request or was used", "challengeMismatch")
+        challenges = state.get("challenges") or {}
+        record = challenges.get(h(chall) or "")
+        if record is None or record["used"]:
+            raise ProtocolError("Chall-CA was not issued to this registration or was used",
+                                "challengeMismatch")
         keys = data["public_key_sor_e"]
         public_s = keys["public_key_s"]
         if public_s.native is None:
@@ -287,81 +306,40 @@ class CARole(Role):
         if card:
             back = data["ca_back_key_data"]
             if back.native is None or len(back["back_key"].native) != 32:
-                raise ProtocolError("cardholder CertReq needs a 32-octet CABackKeyData", "unspecifiedFailure")
+                raise ProtocolError("cardholder CertReq needs a 32-octet CABackKeyData",
+                                    "unspecifiedFailure")
             back_key = back["back_key"].native
-        # authentic and fresh from here on: the challenge is spent whatever the outcome
-        shared = {**shared, "challenges": {**shared["challenges"], chall.hex(): {**record, "used": True}}}
         reply = dict(rrpid=rrpid, lid=lid, chall_ee3=data["chall_ee3"].native, back_key=back_key,
-                     peer_thumbs=state.get("peer_thumbs"))
-        try:
-            result, shared = self._certify(data, acct, shared, now)
+                     held=self._held(data["thumbs"]))
+        member = self.config.member(event.sender)
+        try:  # is it the member's to ask?  If not, the challenge stays unspent
+            who_may_ask(self.config.kind, member, data, acct["pan"].native if card else None,
+                        cards=self.config.cards, codes=self.config.codes)
         except Refused as refused:
-            send = self._cert_res(event, "CertRes", now, reply, refused.status, message=str(refused))
-            return Outcome(key, {**state, "state": "REFUSED", "reason": str(refused)},
-                           sends=(send,), shared=shared)
-        new = {**state, "result": {**result, "back_key": h(back_key)}}
-        status = "requestPended" if self.config.pend_first_request else "requestComplete"
-        new["state"] = "PENDING" if self.config.pend_first_request else "ISSUED"
-        send = self._cert_res(event, "CertRes", now, reply, status, new["result"])
-        return Outcome(key, new, sends=(send,), shared=shared)
-
-    def _certify(self, data, acct, shared, now) -> tuple[dict, dict]:
-        """Check the request's content and issue; Refused if the CA will not certify it."""
-        cfg = self.config
-        keys = data["public_key_sor_e"]
-        wanted = [keys["public_key_s"]] + ([] if cfg.kind == "cca" else [keys["public_key_e"]])
-        if any(k.native is None for k in wanted):
-            raise Refused("invalidCertRequestType", "a 'Both' request needs both public keys")
-        spkis = [k.untag().dump() for k in wanted]
-        hashes = [hashlib.sha256(s).hexdigest() for s in spkis]
-        certified = shared.get("certified", [])
-        if len(set(hashes)) != len(hashes) or any(x in certified for x in hashes):
-            raise Refused("rejectByCA", "public key already certified")
-        if data["reg_form_id"].native != cfg.reg_form_id:
-            raise Refused("invalidRegFormID", "unknown registration form")
-        form = check_form(cfg.fields, data["reg_form"].native or [])
-        from cryptography.hazmat.primitives.serialization import load_der_public_key
-        publics = [load_der_public_key(s) for s in spkis]
+            send = self._cert_res(event, "CertRes", now, reply, refused.status,
+                                  message=str(refused))
+            return Outcome(key, {**state, "refused": {"type": "CertReq", "code": refused.status,
+                                                      "reason": str(refused)}},
+                           sends=(send,), refused=f"{refused.status}: {refused}")
+        # the registration is decided: every challenge of it is gone, whatever the outcome
+        decided = {k: v for k, v in state.items() if k not in ("challenges", "refused")}
         try:
-            nonce_cca = None
-            if cfg.kind == "cca":
-                cert, nonce_cca = self._issue_card(publics[0], acct, now)
-                certs = [cert]
-            elif cfg.kind == "mca":
-                certs = list(cfg.ca.issue_merchant(publics[0], publics[1],
-                                                   self._merchant_info(data, form), now))
-            else:
-                certs = list(cfg.ca.issue_gateway(publics[0], publics[1], now,
-                                                  name=form["GatewayName"]))
-        except SetmailError as exc:
-            raise Refused("rejectByCA", str(exc)[:200]) from exc
-        shared = {**shared, "certified": [*certified, *hashes]}
-        return {"certs": [cert_hex(c) for c in certs], "nonce_cca": h(nonce_cca)}, shared
-
-    def _issue_card(self, public, acct, now):
-        pd = acct
-        pan, expiry = pd["pan"].native, pd["card_expiry"].native
-        if not luhn_ok(pan):
-            raise Refused("rejectByIssuer", "card number is not valid")
-        if not (len(expiry) == 6 and expiry.isdigit() and 1 <= int(expiry[4:]) <= 12):
-            raise Refused("rejectByIssuer", "card expiry is not YYYYMM")
-        if expiry < f"{now:%Y%m}":
-            raise Refused("rejectByIssuer", "card has expired")
-        issued = self.config.ca.issue_cardholder(public, pan=pan, expiry=expiry,
-                                                 card_secret=pd["card_secret"].native,
-                                                 nonce_cca=fresh(), now=now)
-        return issued.certificate, issued.nonce_cca
-
-    def _merchant_info(self, data, form) -> MerchantInfo:
-        id_data = data["id_data"]
-        if id_data.native is None or id_data.name != "merchant_acquirer_id":
-            raise Refused("rejectByCA", "merchant request without merchantAcquirerID")
-        mid = id_data.chosen
-        if not form["CountryCode"].isdigit() or not 1 <= int(form["CountryCode"]) <= 999:
-            raise Refused("rejectByCA", "CountryCode must be an ISO 3166 numeric code")
-        return MerchantInfo(mid["merchant_id"].native, mid["merchant_bin"].native,
-                            (MerName("en", form["MerchantName"], form["City"], form["CountryName"]),),
-                            int(form["CountryCode"]))
+            result, shared = certify(self.config, data, acct, shared, now)
+        except Refused as refused:
+            send = self._cert_res(event, "CertRes", now, reply, refused.status,
+                                  message=str(refused))
+            return Outcome(key, {**decided, "state": "REFUSED", "reason": str(refused)},
+                           sends=(send,), timers=(CancelTimer("expire"),))
+        new = {**decided, "result": {"certs": result["certs"]}}
+        if self.config.pend_first_request:  # what releasing needs, until it is released
+            new.update(state="PENDING", secret={"back_key": h(back_key),
+                                                "nonce_cca": result["nonce_cca"]})
+            status = "requestPended"
+            timers = (SetTimer("expire", now + self.config.expire_after, {"transaction": key}),)
+        else:
+            new["state"], status, timers = "ISSUED", "requestComplete", (CancelTimer("expire"),)
+        send = self._cert_res(event, "CertRes", now, reply, status, result)
+        return Outcome(key, new, sends=(send,), shared=shared, timers=timers)
 
     def _cert_res(self, event, type_name, now, reply, status, result=None, message=None) -> Send:
         certs = [load_cert_hex(c) for c in (result or {}).get("certs", [])] if status == \
@@ -376,7 +354,7 @@ class CARole(Role):
             value["cert_status"]["ee_message"] = message
         tbs = cm.CertResData(self._with_bci(value))
         sig = self.config.signature
-        all_certs = (*certs, *self._certs(reply["peer_thumbs"], sig.cert, *sig.chain))
+        all_certs = (*certs, *self._certs(reply["held"], sig.cert, *sig.chain))
         if reply["back_key"] is not None:
             body = EncK(reply["back_key"], sig, "CertResData", tbs.dump(), "CertResTBE",
                         certs=all_certs, suite=self.suite)
@@ -385,40 +363,32 @@ class CARole(Role):
         return self._reply(event, type_name, body, now, reply["rrpid"], reply["lid"])
 
     # -- CertInqReq ---------------------------------------------------------------------------------
-    @guarded
+    @members_only
     def on_CertInqReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         signed = verify_S(parsed.body, "CertInqReqTBS", suite=self.suite)
         tbs = decode(cm.CertInqReqTBS, signed.content)
         rrpid, lid = tbs["rrpid"].native, tbs["lid_ee"].native
         check_header(parsed, rrpid, lid, self.lid_field)
-        result = state.get("result")
+        result, secret = state.get("result"), state.get("secret") or {}
         if result is None:
             raise ProtocolError("no certificate request to inquire about", "unspecifiedFailure")
-        check_pop(signed.signer, _spki_of(result["certs"][0]))
+        if self.config.kind == "cca" and not secret.get("back_key"):
+            raise ProtocolError("the certificate was released already", "unspecifiedFailure")
+        check_pop(signed.signer, spki(load_cert_hex(result["certs"][0]).public_key()))
         reply = dict(rrpid=rrpid, lid=lid, chall_ee3=tbs["chall_ee3"].native,
-                     back_key=unh(result.get("back_key")), peer_thumbs=state.get("peer_thumbs"))
-        send = self._cert_res(event, "CertInqRes", now, reply, "requestComplete", result)
-        return Outcome(key, {**state, "state": "ISSUED"}, sends=(send,))
+                     back_key=unh(secret.get("back_key")), held=frozenset())
+        send = self._cert_res(event, "CertInqRes", now, reply, "requestComplete",
+                              {**result, "nonce_cca": secret.get("nonce_cca")})
+        released = {k: v for k, v in state.items() if k != "secret"}  # the CA keeps no secret
+        return Outcome(key, {**released, "state": "ISSUED"}, sends=(send,),
+                       timers=(CancelTimer("expire"),))
 
 
-def _spki_of(cert_hex_value: str) -> bytes:
-    from setmail.roles.certs import spki
-    return spki(load_cert_hex(cert_hex_value).public_key())
+def _too_many(key: str, state) -> Outcome:
+    return Outcome(key, dict(state), refused=f"this registration has had {MAX_CHALLENGES} "
+                   "challenges: not answered")
 
 
-def check_form(fields, items) -> dict[str, str]:
-    """The filled-in form: only known fields, each once, required ones present, within length."""
-    values: dict[str, str] = {}
-    known = {f.name: f for f in fields}
-    for item in items:
-        name, value = item["field_name"], item["field_value"]
-        if name not in known or name in values:
-            raise Refused("rejectByCA", f"unexpected or repeated form field {name!r}")
-        if not value.strip() or len(value) > known[name].length or not value.isprintable():
-            raise Refused("rejectByCA", f"form field {name!r} is empty, too long or unprintable")
-        values[name] = value
-    missing = [f.name for f in fields if f.required and f.name not in values]
-    if missing:
-        raise Refused("rejectByCA", f"form fields missing: {', '.join(missing)}")
-    return values
+def _when(now: dt.datetime) -> str:
+    return now.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
