@@ -8,7 +8,7 @@ from setmail.errors import DedupeConflict, StoreError
 from setmail.store import OutgoingMail, Store
 from setmail.store.schema import SCHEMA_VERSION
 
-RRPID = bytes(range(32))
+DIGEST = bytes(range(32))  # the SHA-256 of a MessageWrapper DER
 MAIL = OutgoingMail("merchant@merchant.example", "127.0.0.1", 2525, b"raw mail\r\n", "r1@gw")
 
 
@@ -23,7 +23,8 @@ def test_pragmas_and_schema_version(store):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.schema_version == SCHEMA_VERSION >= 1
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert store.schema_version == SCHEMA_VERSION >= 2
 
 
 def test_state_round_trip_json_and_bytes(store):
@@ -54,7 +55,7 @@ def test_exception_inside_transaction_leaves_no_partial_rows(store):
     with pytest.raises(Boom):
         with store.transaction(now=2.0) as tx:
             tx.put_state("tx-1", {"s": 1})
-            tx.record_dedupe("merchant", RRPID, "AuthReq", [MAIL], txkey="tx-1")
+            tx.record_dedupe(DIGEST, "AuthReq", [MAIL], txkey="tx-1")
             tx.enqueue(MAIL)
             tx.set_timer("resend:tx-1", 30.0, {"n": 1})
             tx.execute("INSERT INTO ledger VALUES (?, ?)", ("acct", -500))
@@ -62,7 +63,7 @@ def test_exception_inside_transaction_leaves_no_partial_rows(store):
             tx.record_quarantine("key2", "bad")
             raise Boom()
     assert store.get_state("tx-1") is None
-    assert store.lookup_dedupe("merchant", RRPID, "AuthReq") is None
+    assert store.lookup_dedupe(DIGEST) is None
     assert store.outbox() == [] and store.due_timers(1e9) == []
     assert store.query("SELECT * FROM ledger") == []
     assert store.processed_status("key1") is None and store.quarantined() == []
@@ -90,20 +91,62 @@ def test_nested_transaction_refused(store):
 
 def test_dedupe_record_and_lookup(store):
     other = OutgoingMail("merchant@merchant.example", "127.0.0.1", 2525, b"second", "r2@gw")
+    capreq = bytes(range(1, 33))
     with store.transaction(now=5.0) as tx:
-        tx.record_dedupe("merchant@merchant.example", RRPID, "AuthReq", [MAIL, other],
-                         txkey="tx-9")
-        tx.record_dedupe("merchant@merchant.example", RRPID, "CapReq")  # no response
-    rec = store.lookup_dedupe("merchant@merchant.example", RRPID, "AuthReq")
+        tx.record_dedupe(DIGEST, "AuthReq", [MAIL, other], txkey="tx-9")
+        tx.record_dedupe(capreq, "CapReq")  # no response
+    rec = store.lookup_dedupe(DIGEST)
     assert rec.responses == (MAIL, other) and rec.txkey == "tx-9" and rec.processed_at == 5.0
-    assert store.lookup_dedupe("merchant@merchant.example", RRPID, "CapReq").responses == ()
-    assert store.lookup_dedupe("merchant@merchant.example", bytes(32), "AuthReq") is None
-    assert store.lookup_dedupe("other@x", RRPID, "AuthReq") is None
+    assert (rec.digest, rec.msg_type, rec.resends) == (DIGEST, "AuthReq", 0)
+    assert store.lookup_dedupe(capreq).responses == ()
+    assert store.lookup_dedupe(bytes(32)) is None
     with pytest.raises(DedupeConflict):
         with store.transaction(now=6.0) as tx:
             tx.put_state("tx-9", "would be a second processing")
-            tx.record_dedupe("merchant@merchant.example", RRPID, "AuthReq", [MAIL])
+            tx.record_dedupe(DIGEST, "AuthReq", [MAIL])
     assert store.get_state("tx-9") is None
+    with pytest.raises(StoreError, match="32 octets"):  # an RRPID is no dedupe key any more
+        with store.transaction(now=6.0) as tx:
+            tx.record_dedupe(DIGEST[:20], "AuthReq")
+
+
+def test_dedupe_answers_added_later_and_resends_counted(store):
+    late = OutgoingMail("cardholder@x", "127.0.0.1", 2525, b"PInitRes", "late@shop")
+    with store.transaction(now=1.0) as tx:
+        tx.record_dedupe(DIGEST, "PInitReq", txkey="tx-1")  # parked: no answer yet
+    with store.transaction(now=2.0) as tx:
+        assert tx.add_dedupe_responses(DIGEST, [late])
+        assert tx.add_dedupe_responses(DIGEST, [MAIL])
+        assert not tx.add_dedupe_responses(bytes(32), [late])  # no such record: nothing added
+        assert [tx.count_resend(DIGEST) for _ in range(3)] == [1, 2, 3]
+        assert tx.count_resend(bytes(32)) == 0
+    rec = store.lookup_dedupe(DIGEST)
+    assert rec.responses == (late, MAIL) and rec.resends == 3
+    assert store.query("SELECT COUNT(*) FROM dedupe_response")[0][0] == 2
+
+
+def test_migration_from_v1_replaces_the_header_keyed_dedupe(tmp_path):
+    """A V1 store (dedupe keyed by From, RRPID and type) opens as V2: its other tables keep their
+    rows, the old dedupe records go (they cannot be re-keyed: the DER was not kept)."""
+    from setmail.store.schema import V1
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1 + "PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO role_state VALUES ('tx/a', 'json', '{\"state\":\"DONE\"}', 1.0)")
+    conn.execute("INSERT INTO dedupe VALUES ('peer@x', x'01', 'AuthReq', 'a', 1.0)")
+    conn.execute("INSERT INTO dedupe_response VALUES ('peer@x', x'01', 'AuthReq', 0, 'p@x', "
+                 "'h', 25, x'00', 'm@x')")
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.get_state("tx/a") == {"state": "DONE"}
+        assert store.query("SELECT COUNT(*) FROM dedupe")[0][0] == 0
+        cols = [r[1] for r in store.query("PRAGMA table_info(dedupe)")]
+        assert cols == ["digest", "msg_type", "txkey", "processed_at", "resends"]
+        with store.transaction(now=2.0) as tx:
+            tx.record_dedupe(DIGEST, "AuthReq", [MAIL])
+        assert store.lookup_dedupe(DIGEST).responses == (MAIL,)
 
 
 def test_outbox_due_sent_failed(store):
@@ -179,7 +222,7 @@ def test_reopen_keeps_everything(tmp_path):
     with Store(path) as store:
         with store.transaction(now=1.0) as tx:
             tx.put_state("tx-1", {"s": "x"})
-            tx.record_dedupe("gw", RRPID, "AuthRes", [MAIL])
+            tx.record_dedupe(DIGEST, "AuthRes", [MAIL])
             oid = tx.enqueue(MAIL)
             tx.set_timer("t", 5.0, [1, 2])
             tx.execute("CREATE TABLE ledger (amount INTEGER)")
@@ -188,7 +231,7 @@ def test_reopen_keeps_everything(tmp_path):
     with Store(path) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert store.get_state("tx-1") == {"s": "x"}
-        assert store.lookup_dedupe("gw", RRPID, "AuthRes").responses == (MAIL,)
+        assert store.lookup_dedupe(DIGEST).responses == (MAIL,)
         assert [r.id for r in store.due_outbox(1.0)] == [oid]
         assert store.due_timers(5.0)[0].payload == [1, 2]
         assert store.query("SELECT amount FROM ledger") == [(42,)]

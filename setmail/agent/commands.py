@@ -70,10 +70,17 @@ def get(store, command_id: int) -> CommandRow | None:
     return _row(rows[0]) if rows else None
 
 
+REDACTED = "(redacted)"
+
+
 def finish(tx, command_id: int, status: str, *, txkey: str | None = None,
            detail: str | None = None) -> None:
-    """Close a command; its arguments (a PAN, form values) are redacted, only names stay."""
+    """Close a command; its arguments (a PAN, form values) are redacted, only names stay, and
+    the store is told a secret went (its WAL is checkpointed after the commit)."""
     row = tx.execute("SELECT args FROM agent_commands WHERE id = ?", (command_id,)).fetchone()
-    redacted = json.dumps({k: "(redacted)" for k in json.loads(row[0])} if row else {})
+    args = json.loads(row[0]) if row else {}
+    redacted = json.dumps({k: REDACTED for k in args})
+    if any(v != REDACTED for v in args.values()):
+        tx.note_wipe()
     tx.execute("UPDATE agent_commands SET status = ?, txkey = ?, detail = ?, done_at = ?, "
                "args = ? WHERE id = ?", (status, txkey, detail, tx.now, redacted, command_id))

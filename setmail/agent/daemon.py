@@ -64,6 +64,7 @@ class AgentRunner:
                 if failures:
                     keys = agent.recover()
                 self._round(keys)
+                agent.store.retry_wipe()  # a wipe's checkpoint another reader made busy
                 failures = 0
                 timeout = self.poll
                 nxt = agent.next_timer_at()

@@ -135,6 +135,8 @@ def apply_journal(ctx: EffectContext, store, now: float) -> int:
             handler.after_commit(ctx, loads(data))
         with store.transaction(now=now) as tx:
             tx.execute("DELETE FROM agent_effect_journal WHERE id = ?", (row_id,))
+            if '"secret"' in data:  # e.g. a new key's PEM, now in its 0600 file only
+                tx.note_wipe()
     return len(rows)
 
 

@@ -1,4 +1,4 @@
-"""Outgoing SET mail: deterministic Message-IDs, threading headers, and the SET Error reply.
+"""Outgoing SET mail: deterministic Message-IDs and threading headers.
 
 Message-IDs are ``<tx>.<seq>.<agent>@<domain>``: the same transaction step, reprocessed after a
 crash (the store transaction rolled back, so the sequence did too), builds byte-identical ids,
@@ -11,7 +11,6 @@ import hashlib
 import re
 
 from setmail.mail.mime import build_mail
-from setmail.roles.refusal import error_wrapper
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -51,8 +50,3 @@ def describe_raw(raw: bytes) -> tuple[str, str]:
     found = _SUBJECT.search(raw[:4096])
     return (found.group(1).decode(), found.group(2).decode()) if found else ("?", "?")
 
-
-def build_error(code: str, offending_der: bytes, now: dt.datetime) -> bytes:
-    """An unsigned SET Error answering ``offending_der`` (its MessageHeader and RRPID echoed),
-    built by the roles' ``error_wrapper`` so runtime and roles answer alike."""
-    return error_wrapper(code, offending_der, now=now)

@@ -4,19 +4,22 @@ Everything here is synchronous and single-threaded per agent (``setmail.agent.da
 worker threads under asyncio).  The path of one mail (docs/runtime.md):
 
 claim → parse_mail → decode_wrapper → content type check → [fault after_decode] → dedupe lookup
-→ role.step → ONE store transaction (state, shared state, dedupe record with the responses,
-outbox rows, timers, effects, processed-mail record) → [fault after_commit] → after-commit
-effects → mark_done → [fault after_mark_done] … sender: SMTP → [fault mid_send] → mark_sent.
+(SHA-256 of the MessageWrapper DER) → role.step → ONE store transaction (state, shared state,
+dedupe record with the responses unless the role refused the mail, outbox rows, timers, effects,
+processed-mail record) → [fault after_commit] → after-commit effects → mark_done →
+[fault after_mark_done] … sender: SMTP → [fault mid_send] → mark_sent.
 
 A mail whose processed-mail record is already committed is only finished (marked done, or moved
 to the quarantine) when seen again, so the crash window between commit and ``mark_done`` does
-neither work nor sends twice.  A repeat of an already processed request (SMTP's at-least-once, a
-peer's retry) re-enqueues the stored responses and changes nothing else.
+neither work nor sends twice.  Against a mail attacker (docs/threat-model.md): dedupe keys on the
+exact SET content, never on a header; only accepted mail is recorded, so a refused forgery never
+makes a later genuine mail a "duplicate"; an exact repeat of a request gets its stored answers
+again within a budget, a repeat of a response nothing (``agent.dedupe``); undecodable mail is
+quarantined and never answered (whatever its From says); one process per agent (``agent.lock``).
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import time
@@ -28,7 +31,8 @@ from typing import Any
 
 from setmail.agent import commands as cmdq
 from setmail.agent import effects as fx
-from setmail.agent import fault, mailout
+from setmail.agent import dedupe, fault, mailout
+from setmail.agent.secrecy import loggable, secret_lost
 from setmail.asn1.wrapper import MIME_TYPES, decode_wrapper
 from setmail.errors import (
     MaildirKeyError, SetmailError, TransportError, WrongMailContentType,
@@ -39,7 +43,8 @@ from setmail.mail.sender import Backoff, DrainResult, SMTPClientPool, drain_outb
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT
 from setmail.roles.base import CancelTimer, Command, Outcome, Role, SetTimer, TimerFired
 from setmail.roles.wire import received, wire
-from setmail.store import OutgoingMail, Store  # noqa: F401  (Store: type of .store)
+from setmail.store import DedupeRecord, OutgoingMail, Store
+from setmail.store.lock import FileLock, agent_lock
 
 log = logging.getLogger("setmail.agent")
 
@@ -54,7 +59,8 @@ class AgentConfig:
     maildir: Path                # <world>/mailboxes/<name>
     smtp_host: str = "127.0.0.1"  # where outgoing mail goes (the world's server or a smarthost)
     smtp_port: int = 2525
-    peers: Mapping[str, str] = field(default_factory=dict)  # address -> agent name
+    #: address -> agent name of the world's parties; never decides where an answer goes
+    peers: Mapping[str, str] = field(default_factory=dict)
     max_mail_size: int = DEFAULT_SIZE_LIMIT
     backoff: Backoff = Backoff(base=0.5, factor=2.0, cap=30.0, max_attempts=15)
 
@@ -71,22 +77,32 @@ class Agent:
     """Runs ``role`` for one party.  ``clock`` returns epoch seconds (tests may pin it)."""
 
     def __init__(self, config: AgentConfig, role: Role, *, store: Store | None = None,
-                 clock: Callable[[], float] = time.time, pool: SMTPClientPool | None = None):
+                 clock: Callable[[], float] = time.time, pool: SMTPClientPool | None = None,
+                 lock: FileLock | None = None):
+        """``lock``: this agent's ``agent.lock``, already taken (``setmail run`` takes every
+        lock before building any agent); otherwise taken here (``AlreadyRunning`` if another
+        process or Agent has it).  Held until ``close``."""
         self.config = config
         self.role = role
         self.clock = clock
         config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        maildir.ensure_maildir(config.maildir)
-        self.store = store or cmdq.open_store(config.store_path)
-        self.pool = pool or SMTPClientPool(local_hostname=mailout.domain_of(config.address))
-        self.ctx = fx.EffectContext(config.name, config.home)
-        cmdq.ensure_tables(self.store, cmdq.DDL + fx.JOURNAL_DDL)
+        self.lock = lock if lock is not None and lock.held else agent_lock(config.home,
+                                                                            config.name)
+        try:
+            maildir.ensure_maildir(config.maildir)
+            self.store = store or cmdq.open_store(config.store_path)
+            self.pool = pool or SMTPClientPool(local_hostname=mailout.domain_of(config.address))
+            self.ctx = fx.EffectContext(config.name, config.home)
+            cmdq.ensure_tables(self.store, cmdq.DDL + fx.JOURNAL_DDL)
+        except BaseException:
+            self.lock.release()
+            raise
         for suffix in ("", "-wal", "-shm"):  # role state may hold secrets until a tx ends
             path = Path(str(config.store_path) + suffix)
             if path.exists():
                 os.chmod(path, 0o600)
-        self.stats = {"in": 0, "out": 0, "duplicates": 0, "quarantined": 0, "commands": 0,
-                      "timers": 0}
+        self.stats = {"in": 0, "out": 0, "duplicates": 0, "absorbed": 0, "refused": 0,
+                      "quarantined": 0, "commands": 0, "timers": 0}
 
     @property
     def name(self) -> str:
@@ -99,12 +115,16 @@ class Agent:
         return [e.key for e in maildir.pending(self.config.maildir)]
 
     def close(self) -> None:
-        self.pool.close()
-        self.store.close()
+        try:
+            self.pool.close()
+            self.store.close()
+        finally:
+            self.lock.release()
 
     # -- mail ---------------------------------------------------------------------------------------
     def process_mail(self, key: str) -> str:
-        """Process one delivered mail; returns its status (done, duplicate, quarantined, ...)."""
+        """Process one delivered mail; returns its status (done, refused, duplicate, quarantined,
+        ...)."""
         status = self.store.processed_status(key)
         if status is not None:
             return self._finish(key, status, resumed=True)
@@ -119,21 +139,20 @@ class Agent:
         except MaildirKeyError:
             return "gone"
         mail: ParsedMail | None = None
-        header = mtype = None
+        mtype = None
         try:
             mail = parse_mail(raw, max_size=self.config.max_mail_size)
             wrapper = decode_wrapper(mail.der, max_size=self.config.max_mail_size)
             event = received(mail.der, mail.sender, mail.message_id, wrapper)
-            mtype, header = event.message_type, wire(event).header
+            mtype = event.message_type
+            wire(event)  # the header must decode too (the roles read it first)
             if mail.content_type != MIME_TYPES[mtype]:
                 raise WrongMailContentType(f"{mtype} must travel as {MIME_TYPES[mtype]}, "
                                            f"not {mail.content_type}")
         except SetmailError as exc:
-            return self._quarantine(key, exc, mail, header, mtype)
+            return self._quarantine(key, exc, mail, mtype)
         fault.hit("after_decode", self.name)
-        rrpid = header["rrpid"] or hashlib.sha256(mail.der).digest()
-        peer = mail.sender
-        record = self.store.lookup_dedupe(peer, rrpid, mtype)
+        record = self.store.lookup_dedupe(event.digest)
         if record is not None:
             return self._duplicate(key, record, mail, mtype, claimed)
         txkey = "?"
@@ -141,15 +160,24 @@ class Agent:
             txkey = self.role.transaction_key(event)
             outcome = self._step(txkey, event)
         except SetmailError as exc:
-            return self._quarantine(key, exc, mail, header, mtype)
+            return self._quarantine(key, exc, mail, mtype)
         except Exception as exc:  # a bug in a role must not stop the agent
             log.error("%s: internal error on %s: %s", self.name, key, traceback.format_exc())
-            return self._quarantine(key, exc, mail, None, mtype, internal=True)
+            return self._quarantine(key, exc, mail, mtype, internal=True)
+        tx_token = mailout.safe_token(outcome.transaction or txkey, 16)
+        if outcome.peer and outcome.peer.lower() != mail.sender.lower():
+            log.warning("%-8s IN   %-14s tx=%s From %s is not the signer's directory address %s",
+                        self.name, mtype, tx_token, mail.sender, outcome.peer)
+        if outcome.refused is not None:
+            reason = loggable(outcome.refused)
+            self._commit(txkey, outcome, mail_key=key, request=mail, status="refused",
+                         detail=reason)
+            self.stats["refused"] += 1
+            log.warning("%-8s IN   REFUSED %s tx=%s %s", self.name, mtype, tx_token, reason)
+            return self._finish(key, "refused", claimed=claimed)
         self.stats["in"] += 1
-        log.info("%-8s IN   %-14s tx=%s from %s", self.name, mtype, mailout.safe_token(txkey, 16),
-                 peer)
-        self._commit(txkey, outcome, mail_key=key, request=mail,
-                     dedupe=(peer, rrpid, mtype))
+        log.info("%-8s IN   %-14s tx=%s from %s", self.name, mtype, tx_token, mail.sender)
+        self._commit(txkey, outcome, mail_key=key, request=mail, record=(event.digest, mtype))
         return self._finish(key, "done", claimed=claimed)
 
     def _finish(self, key: str, status: str, *, resumed: bool = False,
@@ -175,48 +203,35 @@ class Agent:
         fault.hit("after_mark_done", self.name)
         return status
 
-    def _duplicate(self, key: str, record, mail: ParsedMail, mtype: str,
+    def _duplicate(self, key: str, record: DedupeRecord, mail: ParsedMail, mtype: str,
                    claimed: str | None = None) -> str:
-        now = self.clock()
-        with self.store.transaction(now=now) as tx:
-            for response in record.responses:
-                tx.enqueue(response)
+        """An exact repeat of an accepted mail: changes nothing; a request's stored answers are
+        re-sent within their budget (``agent.dedupe``)."""
+        with self.store.transaction(now=self.clock()) as tx:
+            done = dedupe.repeat(tx, record, mtype)
             tx.mark_processed(key, "duplicate", txkey=record.txkey,
-                              detail=f"repeat of {mtype} from {mail.sender}")
+                              detail=f"repeat of {mtype} from {mail.sender}: {done.what}")
         fault.hit("after_commit", self.name)
         self.stats["duplicates"] += 1
-        log.info("%-8s IN   %-14s duplicate from %s: %d stored response(s) re-sent", self.name,
-                 mtype, mail.sender, len(record.responses))
+        self.stats["absorbed"] += not done.resent
+        log.log(logging.WARNING if done.over_limit else logging.INFO,
+                "%-8s IN   %-14s duplicate from %s: %s", self.name, mtype, mail.sender,
+                done.what)
         return self._finish(key, "duplicate", claimed=claimed)
 
-    def _quarantine(self, key: str, exc: BaseException, mail: ParsedMail | None, header,
+    def _quarantine(self, key: str, exc: BaseException, mail: ParsedMail | None,
                     mtype: str | None, *, internal: bool = False) -> str:
+        """Keep the mail aside with the reason.  Never answered: an Error would go to whatever
+        address the From names (an attacker's victim), about bytes nobody authenticated."""
         reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:1000]
         if internal:
             reason = "internal error: " + reason
-        now = self.clock()
-        error_mail = None
-        # An Error reply only where it can be correlated and cannot loop: the wrapper decoded,
-        # it is not itself an Error, and the sender is a party of this world.
-        if (header is not None and mtype not in (None, "Error") and mail is not None
-                and mail.sender.lower() in self.config.peers):
-            code = getattr(exc, "set_error_code", "unspecifiedFailure")
-            try:
-                der = mailout.build_error(code, mail.der, _ts_to_dt(now).replace(microsecond=0))
-                txkey = "error-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-                msgid = mailout.message_id(self.name, self.config.address, txkey, 1)
-                error_mail = self._outgoing(mail.sender, "Error", der, txkey, msgid, _ts_to_dt(now),
-                                            mail)
-            except Exception as build_exc:  # never let the reply stop the quarantine
-                log.warning("%s: cannot build Error reply: %s", self.name, build_exc)
-        with self.store.transaction(now=now) as tx:
+        with self.store.transaction(now=self.clock()) as tx:
             tx.record_quarantine(key, reason, mail.message_id if mail else None)
             tx.mark_processed(key, "quarantined", detail=reason[:200])
-            if error_mail is not None:
-                tx.enqueue(error_mail)
         self.stats["quarantined"] += 1
-        log.warning("%-8s IN   %-14s QUARANTINED %s (%s)%s", self.name, mtype or "?", key, reason,
-                    " -> Error sent" if error_mail else "")
+        log.warning("%-8s IN   %-14s QUARANTINED %s (%s)", self.name, mtype or "?", key,
+                    loggable(reason, 1000))
         return self._finish(key, "quarantined")
 
     # -- the role step and the commit ------------------------------------------------------------
@@ -235,8 +250,10 @@ class Agent:
         return OutgoingMail(to, self.config.smtp_host, self.config.smtp_port, raw, msgid)
 
     def _commit(self, txkey: str, outcome: Outcome, *, mail_key: str | None = None,
-                request: ParsedMail | None = None, dedupe: tuple | None = None,
+                request: ParsedMail | None = None, record: tuple[bytes, str] | None = None,
+                status: str = "done", detail: str | None = None,
                 extra: Callable[[Any], None] | None = None) -> None:
+        """``record``: (digest, type) of an accepted mail, recorded with the mails sent."""
         now = self.clock()
         now_dt = _ts_to_dt(now).replace(microsecond=0)
         tx_key = outcome.transaction or txkey
@@ -250,6 +267,8 @@ class Agent:
                                             msgid, now_dt, request))
             if outcome.sends:
                 tx.put_state(SEQ_PREFIX + tx_key, seq)
+            if secret_lost(tx.state_secret(STATE_PREFIX + tx_key), outcome.state):
+                tx.note_wipe()
             if outcome.state is None:
                 tx.delete_state(STATE_PREFIX + tx_key)
             else:
@@ -258,11 +277,10 @@ class Agent:
                 tx.put_state(SHARED_PREFIX + self.role.shared_key, dict(outcome.shared))
             for mail in mails:
                 tx.enqueue(mail)
-            if dedupe is not None:
-                tx.record_dedupe(*dedupe, mails, txkey=tx_key)
+            if record is not None:
+                tx.record_dedupe(*record, mails, txkey=tx_key)
             for send, mail in zip(outcome.sends, mails):
-                if send.answers is not None:  # a request answered in a later step
-                    tx.add_dedupe_responses(*send.answers, [mail])
+                dedupe.add_answer(tx, self.name, send, mail, record[0] if record else None)
             for timer in outcome.timers:
                 tkey = f"{tx_key}/{timer.name}"
                 if isinstance(timer, SetTimer):
@@ -272,7 +290,7 @@ class Agent:
                     tx.cancel_timer(tkey)
             fx.stage(self.ctx, tx, outcome.effects)
             if mail_key is not None:
-                tx.mark_processed(mail_key, "done", txkey=tx_key)
+                tx.mark_processed(mail_key, status, txkey=tx_key, detail=detail)
             if extra is not None:
                 extra(tx)
         if log.isEnabledFor(logging.DEBUG):  # `run -v`; the "(sent)" line is logged at INFO
@@ -297,12 +315,19 @@ class Agent:
                               traceback.format_exc())
                 with self.store.transaction(now=self.clock()) as tx:
                     cmdq.finish(tx, row.id, "failed", detail=f"{type(exc).__name__}: {exc}")
-                log.warning("%-8s CMD  %-14s failed: %s", self.name, row.name, exc)
+                log.warning("%-8s CMD  %-14s failed: %s", self.name, row.name, loggable(exc))
                 continue
-            log.info("%-8s CMD  %-14s tx=%s", self.name, row.name, mailout.safe_token(txkey, 16))
             tx_key = outcome.transaction or txkey
-            self._commit(txkey, outcome,
-                         extra=lambda tx, r=row, k=tx_key: cmdq.finish(tx, r.id, "done", txkey=k))
+            status, reason = "done", None
+            if outcome.refused is not None:  # the role's note is committed, the command failed
+                status, reason = "failed", loggable(outcome.refused)
+                log.warning("%-8s CMD  REFUSED %s tx=%s %s", self.name, row.name,
+                            mailout.safe_token(tx_key, 16), reason)
+            else:
+                log.info("%-8s CMD  %-14s tx=%s", self.name, row.name,
+                         mailout.safe_token(txkey, 16))
+            self._commit(txkey, outcome, extra=lambda tx, r=row, k=tx_key, s=status, d=reason:
+                         cmdq.finish(tx, r.id, s, txkey=k, detail=d))
             self.stats["commands"] += 1
             done += 1
         return done

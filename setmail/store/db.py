@@ -11,6 +11,11 @@ the store.  Every ``sqlite3`` failure surfaces as :class:`~setmail.errors.StoreE
 
 A ``Store`` may be shared by threads: one lock serialises its connection, and a transaction holds
 it from ``BEGIN IMMEDIATE`` to ``COMMIT``.
+
+Secrets (a PAN in a command's arguments or a transaction's state) must be gone from every file
+once wiped: ``secure_delete`` zeroes deleted content in the database file, and a transaction that
+wiped one (``Transaction.note_wipe``) is followed by a TRUNCATE checkpoint, which copies the WAL
+into the database and empties the WAL, the one file that still holds the old page images.
 """
 from __future__ import annotations
 
@@ -65,17 +70,18 @@ class _Reads:
             "SELECT kind, value FROM role_state WHERE txkey = ?", (txkey,)).fetchone()
         return default if row is None else _decode_value(*row)
 
-    def lookup_dedupe(self, peer: str, rrpid: bytes, msg_type: str) -> DedupeRecord | None:
+    def lookup_dedupe(self, digest: bytes) -> DedupeRecord | None:
+        """The record of the accepted mail whose MessageWrapper DER hashes to ``digest``."""
         conn = self._conn()
-        key = (peer, bytes(rrpid), msg_type)
-        row = conn.execute("SELECT txkey, processed_at FROM dedupe WHERE peer = ? AND rrpid = ? "
-                           "AND msg_type = ?", key).fetchone()
+        key = (bytes(digest),)
+        row = conn.execute("SELECT msg_type, txkey, processed_at, resends FROM dedupe "
+                           "WHERE digest = ?", key).fetchone()
         if row is None:
             return None
         responses = tuple(OutgoingMail(r, h, p, bytes(raw), m) for r, h, p, raw, m in conn.execute(
-            "SELECT recipient, host, port, raw, message_id FROM dedupe_response WHERE peer = ? "
-            "AND rrpid = ? AND msg_type = ? ORDER BY seq", key))
-        return DedupeRecord(peer, bytes(rrpid), msg_type, row[0], row[1], responses)
+            "SELECT recipient, host, port, raw, message_id FROM dedupe_response WHERE digest = ? "
+            "ORDER BY seq", key))
+        return DedupeRecord(bytes(digest), *row, responses)
 
     def processed_status(self, maildir_key: str) -> str | None:
         row = self._conn().execute("SELECT status FROM processed_mail WHERE maildir_key = ?",
@@ -96,6 +102,11 @@ class Transaction(_Reads):
     def __init__(self, conn: sqlite3.Connection, now: float):
         self._connection = conn
         self.now = now
+        self.wiped = False
+
+    def note_wipe(self) -> None:
+        """This transaction removes a secret: the store checkpoints the WAL after the commit."""
+        self.wiped = True
 
     def _conn(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -116,42 +127,52 @@ class Transaction(_Reads):
                      "value = excluded.value, updated_at = excluded.updated_at",
                      (txkey, kind, encoded, self.now))
 
+    def state_secret(self, txkey: str) -> Any:
+        """The ``"secret"`` item of a JSON state (None: it has none), without decoding the rest:
+        what a commit compares to learn whether it wipes a secret."""
+        row = self.execute("SELECT value -> '$.secret' FROM role_state WHERE txkey = ? "
+                           "AND kind = 'json'", (txkey,)).fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
+
     def delete_state(self, txkey: str) -> None:
         self.execute("DELETE FROM role_state WHERE txkey = ?", (txkey,))
 
-    def record_dedupe(self, peer: str, rrpid: bytes, msg_type: str,
-                      responses: Iterable[OutgoingMail] = (), *, txkey: str | None = None) -> None:
-        """Remember that (peer, rrpid, msg_type) was processed and what was answered."""
-        key = (peer, bytes(rrpid), msg_type)
+    def record_dedupe(self, digest: bytes, msg_type: str, responses: Iterable[OutgoingMail] = (),
+                      *, txkey: str | None = None) -> None:
+        """Remember that the mail with this digest was accepted, and what was answered."""
+        digest = _digest(digest)
         try:
-            self._conn().execute("INSERT INTO dedupe (peer, rrpid, msg_type, txkey, processed_at) "
-                                 "VALUES (?, ?, ?, ?, ?)", (*key, txkey, self.now))
+            self._conn().execute("INSERT INTO dedupe (digest, msg_type, txkey, processed_at) "
+                                 "VALUES (?, ?, ?, ?)", (digest, msg_type, txkey, self.now))
         except sqlite3.IntegrityError as exc:
-            raise DedupeConflict(f"already processed: {peer} {msg_type} "
-                                 f"rrpid={bytes(rrpid).hex()}") from exc
+            raise DedupeConflict(f"already processed: {msg_type} {digest.hex()}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"dedupe insert failed: {exc}") from exc
-        self._responses(key, responses, 0)
+        self._responses(digest, responses, 0)
 
-    def _responses(self, key: tuple, responses: Iterable[OutgoingMail], first: int) -> None:
+    def _responses(self, digest: bytes, responses: Iterable[OutgoingMail], first: int) -> None:
         for seq, mail in enumerate(responses, start=first):
-            self.execute("INSERT INTO dedupe_response (peer, rrpid, msg_type, seq, recipient, "
-                         "host, port, raw, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (*key, seq, mail.recipient, mail.host, mail.port, mail.raw,
+            self.execute("INSERT INTO dedupe_response (digest, seq, recipient, host, port, raw, "
+                         "message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (digest, seq, mail.recipient, mail.host, mail.port, mail.raw,
                           mail.message_id))
 
-    def add_dedupe_responses(self, peer: str, rrpid: bytes, msg_type: str,
-                             responses: Iterable[OutgoingMail]) -> bool:
-        """Append answers to the dedupe record of a request processed earlier (one answered in a
+    def add_dedupe_responses(self, digest: bytes, responses: Iterable[OutgoingMail]) -> bool:
+        """Append answers to the dedupe record of a request accepted earlier (one answered in a
         later step); False, changing nothing, if there is no such record."""
-        key = (peer, bytes(rrpid), msg_type)
+        digest = _digest(digest)
         row = self.execute("SELECT (SELECT COALESCE(MAX(seq), -1) FROM dedupe_response WHERE "
-                           "peer = ? AND rrpid = ? AND msg_type = ?) FROM dedupe WHERE peer = ? "
-                           "AND rrpid = ? AND msg_type = ?", (*key, *key)).fetchone()
+                           "digest = ?) FROM dedupe WHERE digest = ?", (digest, digest)).fetchone()
         if row is None:
             return False
-        self._responses(key, responses, row[0] + 1)
+        self._responses(digest, responses, row[0] + 1)
         return True
+
+    def count_resend(self, digest: bytes) -> int:
+        """One more re-send of a record's answers; returns how many there have been."""
+        row = self.execute("UPDATE dedupe SET resends = resends + 1 WHERE digest = ? "
+                           "RETURNING resends", (_digest(digest),)).fetchone()
+        return 0 if row is None else row[0]
 
     def enqueue(self, mail: OutgoingMail, *, not_before: float | None = None) -> int:
         """Put a mail in the outbox; returns its id.  Due at ``not_before`` (default: now)."""
@@ -197,6 +218,8 @@ class Store(_Reads):
         self._lock = threading.RLock()
         self._in_tx = False
         self._connection: sqlite3.Connection | None = None
+        #: a wipe's checkpoint found the WAL busy: the next wipe (or ``retry_wipe``) tries again
+        self.wipe_pending = False
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._connection = sqlite3.connect(self.path, timeout=busy_timeout,
@@ -206,6 +229,7 @@ class Store(_Reads):
                 raise StoreError(f"cannot switch {self.path} to WAL (got {mode})")
             self._connection.execute("PRAGMA synchronous=FULL")
             self._connection.execute("PRAGMA foreign_keys=ON")
+            self._connection.execute("PRAGMA secure_delete=ON")  # deleted content is zeroed
             self._migrate()
         except BaseException as exc:
             self.close()
@@ -266,6 +290,36 @@ class Store(_Reads):
             finally:
                 if not durable:
                     conn.execute("PRAGMA synchronous=FULL")
+            if tx.wiped:
+                self._checkpoint(conn)
+
+    #: how long a wipe's checkpoint waits for other connections' readers (ms): never the agent's
+    #: mail waiting on a CLI's polling; a busy checkpoint is simply tried again later
+    CHECKPOINT_PATIENCE_MS = 50
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
+        """TRUNCATE checkpoint: the WAL's pages go into the database file (where secure_delete
+        has zeroed what was deleted) and the WAL is emptied.  Best effort: another process
+        reading an older snapshot makes it busy, which is not an error."""
+        try:
+            timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+            conn.execute(f"PRAGMA busy_timeout = {self.CHECKPOINT_PATIENCE_MS}")
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+        except sqlite3.Error:
+            busy = 1
+        self.wipe_pending = bool(busy)
+        return not busy
+
+    def retry_wipe(self) -> bool:
+        """Try a checkpoint a busy wipe still owes (the agent calls it when idle); whether none
+        is owed any more."""
+        with self._lock:
+            if not self.wipe_pending or self._in_tx:
+                return not self.wipe_pending
+            return self._checkpoint(self._conn())
 
     @staticmethod
     def _begin(conn: sqlite3.Connection) -> None:
@@ -345,9 +399,9 @@ class Store(_Reads):
         with self._lock:
             return super().get_state(txkey, default)
 
-    def lookup_dedupe(self, peer: str, rrpid: bytes, msg_type: str) -> DedupeRecord | None:
+    def lookup_dedupe(self, digest: bytes) -> DedupeRecord | None:
         with self._lock:
-            return super().lookup_dedupe(peer, rrpid, msg_type)
+            return super().lookup_dedupe(digest)
 
     def processed_status(self, maildir_key: str) -> str | None:
         with self._lock:
@@ -360,6 +414,8 @@ class Store(_Reads):
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
+                if self.wipe_pending:  # usually the last connection: SQLite checkpoints anyway
+                    self._checkpoint(self._connection)
                 self._connection.close()
                 self._connection = None
 
@@ -368,6 +424,13 @@ class Store(_Reads):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _digest(digest: bytes) -> bytes:
+    digest = bytes(digest)
+    if len(digest) != 32:
+        raise StoreError(f"a dedupe digest is 32 octets (SHA-256), not {len(digest)}")
+    return digest
 
 
 def _outbox_row(row: tuple) -> OutboxRow:

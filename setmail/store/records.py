@@ -36,13 +36,14 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class DedupeRecord:
-    """A processed request and the responses it produced (re-sent verbatim on a repeat)."""
+    """An accepted mail, known by the SHA-256 of its MessageWrapper DER, and the answers it got
+    (re-sent verbatim when a request is repeated, ``resends`` times so far)."""
 
-    peer: str
-    rrpid: bytes
+    digest: bytes
     msg_type: str
     txkey: str | None
     processed_at: float
+    resends: int
     responses: tuple[OutgoingMail, ...]
 
 

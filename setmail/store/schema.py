@@ -76,5 +76,34 @@ CREATE TABLE quarantine (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1,)
+
+#: issue 12: dedupe on the exact SET content.  The key is the SHA-256 of the MessageWrapper DER
+#: (``Inbound.digest``), no longer (From, clear RRPID, type): a header anyone can forge must not
+#: decide that a genuine mail is a repeat.  ``resends`` counts how often a repeat of the request
+#: got the stored answers again (bounded by the agent).  V1's records cannot be re-keyed (the DER
+#: was not kept) and are dropped: a repeat of a request processed before the upgrade reaches its
+#: role again, which treats a repeat as it treats any other mail it already acted on.
+V2 = """
+DROP TABLE dedupe_response;
+DROP TABLE dedupe;
+CREATE TABLE dedupe (
+    digest      BLOB PRIMARY KEY CHECK (length(digest) = 32),
+    msg_type    TEXT NOT NULL,
+    txkey       TEXT,
+    processed_at REAL NOT NULL,
+    resends     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE dedupe_response (
+    digest      BLOB NOT NULL REFERENCES dedupe (digest) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    recipient   TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    port        INTEGER NOT NULL,
+    raw         BLOB NOT NULL,
+    message_id  TEXT NOT NULL,
+    PRIMARY KEY (digest, seq)
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2)
 SCHEMA_VERSION = len(MIGRATIONS)
