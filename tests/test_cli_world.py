@@ -32,6 +32,18 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def wait_no_file_holds(root: Path, needle: bytes, seconds: float = 10.0) -> list[str]:
+    """The files under ``root`` still holding ``needle`` once none does or ``seconds`` pass
+    (the agent checkpoints right after the commit the CLI saw)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                       if p.is_file() and needle in p.read_bytes())
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def world_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli") / "world"
@@ -50,6 +62,10 @@ def test_init_registers_over_smtp_and_mailbox_decodes(world_home, capsys):
                              "--wait", "30")
         assert code == 0, err
         assert "certificate issued" in out
+        # the PAN travelled in the command's arguments and the registration's state; both
+        # are wiped, and with them every copy in alice's files (the WAL included), while the
+        # agent still runs (its last connection's own checkpoint at exit proves nothing)
+        assert wait_no_file_holds(world_home / "agents" / "alice", b"4111111111111111") == []
     finally:
         time.sleep(0.3)
         run.send_signal(signal.SIGINT)
@@ -147,10 +163,19 @@ def test_purchase_commands_refuse_bad_input_in_one_line(world_home, capsys):
         (["capture", "ab" * 20], 1, "no merchant knows"),
         (["inquire", "ab" * 20], 1, "no cardholder knows"),
         (["trace", "ab" * 20], 1, "no mail"),
+        # a card is its holder's (world.toml cards): nobody registers or pays with another's
+        (["register", "alice", "--card", "bob-visa"], 2,
+         "card 'bob-visa' belongs to bob, not to alice"),
+        (["buy", "--cardholder", "alice", "--merchant", "shop", "--amount", "1", "--card",
+          "bob-visa"], 2, "card 'bob-visa' belongs to bob, not to alice"),
+        (["register", "alice", "--card", "nope"], 2, "no card 'nope' in the world"),
+        (["buy", "--cardholder", "bob", "--merchant", "shop", "--amount", "1", "--card",
+          "nope"], 2, "no card 'nope' in the world"),
     ]
     for argv, code, words in cases:
         got, out, err = cli(capsys, *argv, "--home", home)
         assert got == code and words in err and "Traceback" not in err, (argv, got, err)
+        assert len(err.strip().splitlines()) == 1 and out == "", (argv, out, err)
     got, out, _ = cli(capsys, "tx", "list", "--json", "--home", home)
     assert got == 0 and isinstance(json.loads(out), list)
     got, out, _ = cli(capsys, "ledger", "--json", "--home", home)

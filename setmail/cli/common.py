@@ -33,3 +33,26 @@ def setup_logging(verbose: bool = False) -> None:
     # them (caller frame, thread, process) for every record: a daemon logs several per mail
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, then exit ``code`` (2: bad usage or input)."""
+    typer.echo(f"setmail: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def cards_for(world, cardholder: str, card: str | None) -> list:
+    """The card ``--card`` names, which must be ``cardholder``'s own (world.toml ``holder``:
+    nobody registers or pays with another holder's card), else the cardholder's cards; exit 2
+    with one line otherwise."""
+    if card:
+        found = world.cards.get(card)
+        if found is None:
+            fail(f"no card {card!r} in the world")
+        if found.holder != cardholder:
+            fail(f"card {card!r} belongs to {found.holder}, not to {cardholder}")
+        return [found]
+    cards = world.cards_of(cardholder)
+    if not cards:
+        fail(f"{cardholder} has no card in the world")
+    return cards

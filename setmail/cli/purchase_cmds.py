@@ -13,17 +13,13 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import home_option, load
+from setmail.cli.common import cards_for, home_option, load
+from setmail.cli.common import fail as _fail
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 #: wallet states after which nothing more happens without a new command
 WALLET_FINAL = ("APPROVED", "CAPTURED", "DECLINED", "REJECTED", "FAILED")
 tx_app = typer.Typer(no_args_is_help=True, help="List and show purchases.")
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    typer.echo(f"setmail: error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _agent_of_kind(world, name: str, kind: str):
@@ -94,11 +90,7 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
     shop = _agent_of_kind(world, merchant, "merchant")
     if not description.strip() or len(description) > 1000:
         _fail("--description must be 1..1000 characters")
-    cards = [world.cards[card]] if card in world.cards else world.cards_of(cardholder)
-    if card and card not in world.cards:
-        _fail(f"no card {card!r} in the world")
-    if not cards:
-        _fail(f"{cardholder} has no card in the world")
+    cards = cards_for(world, cardholder, card)
     minor, number, exp10 = parse_amount(amount, currency or cards[0].currency)
     xid = fresh(20).hex()
     order = {"xid": xid, "description": description, "amount": minor, "currency": number,

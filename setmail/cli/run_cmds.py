@@ -1,4 +1,7 @@
-"""``setmail run`` (SMTP server + every agent) and ``setmail agent NAME`` (one agent)."""
+"""``setmail run`` (SMTP server + every agent) and ``setmail agent NAME`` (one agent).
+
+Both take each agent's lock first (``setmail.store.lock``): one process per agent, and a second
+one fails at once with ``agent NAME is already running (pid N)`` and exit code 3."""
 from __future__ import annotations
 
 import asyncio
@@ -15,16 +18,45 @@ EXIT_ENV = 3
 log = logging.getLogger("setmail.agent")
 
 
-def _build(world, names):
+def _lock(world, names) -> dict:
+    """Every agent's ``agent.lock``, taken before anything else starts (a second process for
+    one agent fails at once, naming the first one's pid; exit 3).  The world lock is held
+    shared meanwhile, so ``init --force`` cannot wipe the world between two of them."""
+    from setmail.store.lock import agent_lock, world_lock
+    locks: dict = {}
+    if not names:
+        return locks
+    with world_lock(world.home, shared=True):
+        try:
+            for name in names:
+                locks[name] = agent_lock(world.agent_home(name), name)
+        except BaseException:
+            _release(locks)
+            raise
+    return locks
+
+
+def _release(locks: dict) -> None:
+    for lock in locks.values():
+        lock.release()
+
+
+def _build(world, names, locks):
     from setmail.agent.factory import build_agent
     agents = []
-    for name in names:
-        agent = build_agent(world, name)
-        if agent is None:
-            log.info("%-8s no role for kind %r yet: its mail is accepted and kept in %s", name,
-                     world.agent(name).kind, world.maildir(name))
-        else:
-            agents.append(agent)
+    try:
+        for name in names:
+            agent = build_agent(world, name, lock=locks[name])
+            if agent is None:
+                locks[name].release()  # nothing runs it here: another process may
+                log.info("%-8s no role for kind %r yet: its mail is accepted and kept in %s",
+                         name, world.agent(name).kind, world.maildir(name))
+            else:
+                agents.append(agent)
+    except BaseException:
+        for agent in agents:
+            agent.close()
+        raise
     return agents
 
 
@@ -74,21 +106,25 @@ def run(home: Path = home_option(),
     ``--agents``/``--no-smtp`` split one world over several processes (one per agent uses both
     cores, and lets each party's memory and CPU be measured on its own)."""
     _stop_early_on_signals()
+    locks: dict = {}
     try:
         world = load(home)
-        setup_logging(verbose)
         names = list(world.agents)
         if only is not None:
             names = [] if only.strip() == "none" else [n.strip() for n in only.split(",") if n.strip()]
             for name in names:
                 world.agent(name)
+        locks = _lock(world, names)
+        setup_logging(verbose)
         if smtp:
             _check_port(world.smtp_host, world.smtp_port)
-        agents = _build(world, names)
+        agents = _build(world, names, locks)
         _serve(agents, world.routes() if smtp else None,
                (world.smtp_host, world.smtp_port) if smtp else None, poll)
     except _Stopped:
         log.info("stopped before serving")
+    finally:
+        _release(locks)  # the agents released theirs when they stopped; this is for the rest
 
 
 def agent(name: str = typer.Argument(..., help="agent name from world.toml"),
@@ -101,22 +137,26 @@ def agent(name: str = typer.Argument(..., help="agent name from world.toml"),
     _stop_early_on_signals()
     world = load(home)
     spec = world.agent(name)
-    setup_logging(verbose)
     listen = None
     if smtp_listen:
         host, _, port = smtp_listen.rpartition(":")
         if not port.isdigit() or not host:
             raise typer.BadParameter("expected HOST:PORT", param_hint="--smtp-listen")
         listen = (host, int(port))
-        _check_port(*listen)
+    locks = _lock(world, [name])
     try:
-        agents = _build(world, [name])
+        setup_logging(verbose)
+        if listen:
+            _check_port(*listen)
+        agents = _build(world, [name], locks)
         if not agents:
             typer.echo(f"setmail: error: no role implements kind {spec.kind!r} yet", err=True)
             raise typer.Exit(1)
         _serve(agents, {spec.address: world.maildir(name)} if listen else None, listen, poll)
     except _Stopped:
         log.info("stopped before serving")
+    finally:
+        _release(locks)
 
 
 def register_commands(app: typer.Typer) -> None:

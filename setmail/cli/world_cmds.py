@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import home_option, load
+from setmail.cli.common import cards_for, home_option, load
+from setmail.cli.common import fail as _fail
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -34,11 +35,6 @@ def init(home: Path = home_option(),
     typer.echo("next: `setmail run` in one terminal, `setmail register alice --wait 60` in another")
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"setmail: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def register(cardholder: str = typer.Argument(..., help="cardholder agent, e.g. alice"),
              card: str = typer.Option(None, "--card", help="card name in world.toml "
                                       "(default: the cardholder's first card)"),
@@ -59,11 +55,7 @@ def register(cardholder: str = typer.Argument(..., help="cardholder agent, e.g. 
     spec = world.agent(cardholder)
     if spec.kind != "cardholder":
         _fail(f"{cardholder} is a {spec.kind}, not a cardholder", EXIT_USAGE)
-    cards = [world.cards[card]] if card and card in world.cards else world.cards_of(cardholder)
-    if card and card not in world.cards:
-        _fail(f"no card {card!r} in the world", EXIT_USAGE)
-    if not cards:
-        _fail(f"{cardholder} has no card in the world", EXIT_USAGE)
+    cards = cards_for(world, cardholder, card)
     ca = world.agent(spec.options.get("ca", "cca"))
     args = {"pan": cards[0].pan, "expiry": cards[0].expiry, "ca": ca.address,
             "brand": world.brand, "fields": {"CardholderName": name or cardholder.title(),

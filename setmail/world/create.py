@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from setmail.crypto.suite import get_suite
@@ -20,6 +22,7 @@ from setmail.pki.hierarchy import create_hierarchy
 from setmail.pki.parse import to_pem
 from setmail.pki.pinned import pinned_certificate
 from setmail.pki.setext import MerchantInfo, MerName
+from setmail.store.lock import AlreadyRunning, FileLock, WorldBusy, agent_lock, world_lock
 from setmail.store.shared import open_store
 from setmail.world.config import WORLD_FILE, AgentSpec, Card, World, dump_toml
 from setmail.world.keys import save_ca, save_chain, save_identity
@@ -63,11 +66,49 @@ def create_world(home: Path, *, smtp_host: str = "127.0.0.1", smtp_port: int = 2
                  extra_agents: tuple[AgentSpec, ...] = (), extra_cards: tuple[Card, ...] = ()
                  ) -> World:
     """Create the demo world; ``extra_agents``/``extra_cards`` add parties and card accounts
-    (tests use them for a second gateway or a card its issuer does not know)."""
+    (tests use them for a second gateway or a card its issuer does not know).  Holds the world
+    lock, and with ``force`` refuses (``WorldBusy``) while any agent of the world runs."""
     home = Path(home).absolute()
-    if (home / WORLD_FILE).exists() or (home / "agents").exists():
-        if not force:
+    try:
+        _mkdir(home)
+        lock = world_lock(home, shared=False)  # one init at a time, no agent starting meanwhile
+    except OSError as exc:
+        raise WorldError(f"cannot create the world at {home}: {exc}") from exc
+    with lock:
+        if ((home / WORLD_FILE).exists() or (home / "agents").exists()) and not force:
             raise WorldExists(f"a world already exists at {home}; use --force to recreate it")
+        with _stopped_agents(home):
+            return _create(home, smtp_host=smtp_host, smtp_port=smtp_port, force=force, suite=suite,
+                           brand=brand, mailboxes=mailboxes, now=now,
+                           extra_agents=extra_agents, extra_cards=extra_cards)
+
+
+@contextmanager
+def _stopped_agents(home: Path) -> Iterator[None]:
+    """Every agent lock of the world at ``home``, held while it is wiped and written: refuses
+    (``WorldBusy``, exit 3) while any agent runs, and keeps agents from starting meanwhile."""
+    held: list[FileLock] = []
+    try:
+        agents = home / "agents"
+        for entry in sorted(agents.iterdir()) if agents.is_dir() else ():
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            try:
+                held.append(agent_lock(entry, entry.name))
+            except AlreadyRunning as exc:
+                raise WorldBusy(f"agent {entry.name} is running (pid {exc.pid or 'unknown'}): "
+                                f"stop it before re-creating the world at {home}",
+                                exc.pid) from None
+        yield
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _create(home: Path, *, smtp_host: str, smtp_port: int, force: bool, suite: str, brand: str,
+            mailboxes: Path | None, now: dt.datetime | None, extra_agents: tuple[AgentSpec, ...],
+            extra_cards: tuple[Card, ...]) -> World:
+    if force:
         for sub in ("agents", "pki", WORLD_FILE):
             target = home / sub
             if target.is_dir():
