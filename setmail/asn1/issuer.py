@@ -14,11 +14,14 @@ the sender and enveloped for the receiver (``Enc``), under content types on setm
 
 Field comments name the ISO 8583 data element (DE) each field stands for.  Response codes
 (DE 39) are two digits: 00 approved, 05 do not honor, 12 invalid transaction, 13 invalid amount,
-14 invalid card number, 25 unable to locate record, 51 insufficient funds, 54 expired card,
-68 response received too late, 94 duplicate transmission, 96 system malfunction
+14 invalid card number, 21 no action taken, 25 unable to locate record, 51 insufficient funds,
+54 expired card, 68 response received too late, 94 duplicate transmission, 96 system malfunction
 (``RESPONSE_CODES``).  The reversal exists because mail is slow: the gateway that gave up waiting
 for a 0110 answers the merchant noReply, and an approval arriving after that must not leave a hold
-nobody will capture (D-133).
+nobody will capture (D-133); it also gives back the hold of an authorisation that expired
+uncaptured (reason 21, D-142).  Every response echoes DE 42, the merchant the request named, so an
+answer binds to the one purchase it decides (two merchants may use the same XID, D-141); the field
+is optional in the syntax (a 0110 without it still parses) and required by the gateway.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ RESPONSE_CODES = {
     "12": "invalid transaction",
     "13": "invalid amount",
     "14": "invalid card number",
+    "21": "no action taken",
     "25": "unable to locate record",
     "51": "insufficient funds",
     "54": "expired card",
@@ -76,6 +80,7 @@ class IssAuthResData(core.Sequence):
         ("transmitted", Date),                        # DE 7
         ("xid", XID),
         ("approval_code", core.PrintableString, {"implicit": 0, "optional": True}),  # DE 38
+        ("merchant_id", SETString, {"implicit": 1, "optional": True}),  # DE 42, echoed
     ]
 
 
@@ -104,6 +109,7 @@ _MOVED_ANSWER = [
     ("amount", CurrencyAmount),                       # DE 4: posted / released (0 if refused)
     ("transmitted", Date),                            # DE 7
     ("xid", XID),
+    ("merchant_id", SETString, {"implicit": 0, "optional": True}),  # DE 42, echoed
 ]
 
 
@@ -125,7 +131,8 @@ class IssRevReqData(core.Sequence):
         ("rrn", core.PrintableString),                # DE 37 of the authorisation
         ("amount", CurrencyAmount),                   # DE 4: the amount approved (all of it)
         ("approval_code", core.PrintableString),      # DE 38 of the authorisation
-        ("reason_code", ResponseCode),                # DE 39 in a 0400: why (68 too late)
+        ("reason_code", ResponseCode),                # DE 39 in a 0400: why (68 too late,
+                                                      # 21 expired uncaptured)
         ("original_mti", core.PrintableString),       # DE 90 original data: "0100"
         ("original_stan", core.Integer),              # DE 90 original data: its DE 11
         ("transmitted", Date),                        # DE 7
