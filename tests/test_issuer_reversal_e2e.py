@@ -36,6 +36,31 @@ def w(tmp_path_factory):
         world.stop()
 
 
+def keyed(w, agent: str, xid: str) -> dict:
+    """The gateway's or issuer's state of purchase ``xid``: keyed ``tx/<xid>.<tag>`` (one
+    merchant's XID, D-141), the only one of that XID here."""
+    from setmail.agent.commands import open_store
+    store = open_store(w.world.store_path(agent))
+    try:
+        keys = [k for k in store.state_keys() if k.startswith(f"tx/{xid}.")]
+        assert len(keys) <= 1, keys
+        return (store.get_state(keys[0]) or {}) if keys else {}
+    finally:
+        store.close()
+
+
+def wait_keyed(w, agent: str, xid: str, state: str, check=lambda s: True,
+               timeout: float = 30) -> dict:
+    deadline, found = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        found = keyed(w, agent, xid)
+        if found.get("state") == state and check(found):
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{agent} {xid[:12]}: wanted {state}, have {found.get('state')}\n"
+                         + w.log(agent)[-3000:])
+
+
 def buy(w, merchant, amount):
     code, out, err = run_cli("buy", "--cardholder", "alice", "--merchant", merchant, "--amount",
                              amount, "--description", f"reversal test {time.time_ns()}",
@@ -48,19 +73,19 @@ def test_late_approval_is_reversed_and_the_ledger_holds_only_what_was_captured(w
     home = str(w.home)
     captured = buy(w, "shop", "12.34")          # completes, through the patient gateway
     assert captured["state"] == "APPROVED" and captured.get("captured"), captured
-    w.wait_state("bank", captured["xid"], "POSTED")
+    wait_keyed(w, "bank", captured["xid"], "POSTED")
 
     w.stop("bank")                              # away: the IssAuthReq waits in its Maildir
     late = buy(w, "shop3", "25.00")
     xid = late["xid"]
     assert (late["state"], late["auth_code"]) == ("DECLINED", "noReply"), late
-    assert w.wait_state("gateway3", xid, "DECLINED")["auth_code"] == "noReply"
+    assert wait_keyed(w, "gateway3", xid, "DECLINED")["auth_code"] == "noReply"
     assert w.issuer_sql("SELECT COUNT(*) FROM issuer_ledger WHERE xid = ?", (xid,)) == [(0,)]
 
     w.start("bank")                             # it approves and holds; the gateway reverses
-    bank = w.wait_state("bank", xid, "REVERSED")
+    bank = wait_keyed(w, "bank", xid, "REVERSED")
     assert (bank["response_code"], bank["authorized"], bank["held"]) == ("00", 2500, 0)
-    gateway = w.wait_state("gateway3", xid, "DECLINED", check=lambda s: "rev_code" in s)
+    gateway = wait_keyed(w, "gateway3", xid, "DECLINED", check=lambda s: "rev_code" in s)
     assert (gateway["rev_code"], gateway["rev_amt"], gateway["late_amt"]) == ("00", 2500, 2500)
     assert gateway["late_approval_code"] == bank["approval_code"]
     assert gateway["auth_code"] == "noReply" and "secret" not in gateway
@@ -84,7 +109,8 @@ def test_late_approval_is_reversed_and_the_ledger_holds_only_what_was_captured(w
     assert alice["posted"] == by_kind["post"] == w.state("shop", captured["xid"])["cap_amt"]
     assert alice["held"] + alice["posted"] + alice["available"] == alice["limit"]
 
-    # the reversal is on the record: tx show and the trace
+    # the reversal is on the record: tx show (which finds the gateway's and issuer's records by
+    # the XID prefix of their keys) and the trace
     code, out, _ = run_cli("tx", "show", xid, "--json", "--home", home)
     shown = json.loads(out)["agents"]
     assert code == 0 and shown["gateway3"]["rev_code"] == "00" and shown["bank"]["state"] == \

@@ -11,12 +11,9 @@ import pytest
 
 from setmail.agent.effects import EffectContext, stage
 from setmail.agent.ledger import ledger_report
-from setmail.asn1.base import decode
-from setmail.asn1.error import Error
-from setmail.asn1.wrapper import decode_wrapper, message_body
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.roles.base import Inbound
-from setmail.roles.network_msgs import open_network, rrn, seal, stan
+from setmail.roles.network_msgs import leg_ids, open_network, rrn, seal, stan
 from setmail.roles.wire import unwrap
 from setmail.store import Store
 from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
@@ -42,14 +39,25 @@ class Bank:
     def __init__(self, p, accts=None, signer=None):
         self.p, self.role = p, issuer(p, accts)
         self.signer = signer or p.gateway_sig
-        self.states, self.shared, self.effects = {}, {}, []
+        self.states, self.shared, self.effects, self.timers = {}, {}, [], []
+        self.address = GW  # where the answers must go: the signing gateway's configured address
 
-    def ask(self, kind, xid, fields, *, now=NOW, recipient=None):
+    def state(self, xid, mer_id=MER_ID):
+        """The issuer's state of ``xid`` for merchant ``mer_id`` (keyed by gateway, merchant,
+        XID), or None."""
+        found = [s for k, s in self.states.items() if k.startswith(xid.hex() + ".")
+                 and s.get("merchant_id") == mer_id]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+    def ask(self, kind, xid, fields, *, now=NOW, recipient=None, header_xid=None):
         rrpid = fresh()
+        fields = {"merchant_id": MER_ID, **fields}
         der = seal(kind, {**fields, "transmitted": now, "xid": xid}, self.signer,
                    recipient or self.p.issuer_kex.cert, now=now, rrpid=rrpid,
-                   ids={"lid_m": xid, "xid": xid})
-        event = Inbound(kind, der, GW)
+                   ids=leg_ids(header_xid or xid, fields["merchant_id"]))
+        self.last_request = der
+        event = Inbound(kind, der, "forged@evil.example")  # From is never where answers go
         key = self.role.transaction_key(event)
         out = self.role.step(self.states.get(key), event, now, self.shared)
         if out.state is None:
@@ -59,8 +67,11 @@ class Bank:
         if out.shared is not None:
             self.shared = dict(out.shared)
         self.effects.extend(out.effects)
+        self.timers.extend(out.timers)
+        if not out.sends:
+            return None, None
         (send,) = out.sends
-        assert send.to == GW
+        assert send.to == self.address and out.peer in (self.address, None)
         if send.message_type == "Error":
             return send, None
         answer = unwrap(Inbound(send.message_type, send.wrapper_der, BANK), now)
@@ -69,15 +80,16 @@ class Bank:
         assert signed.signer == self.p.issuer_sig.cert
         return send, data
 
-    def authorise(self, xid=None, amount=1234, *, pan=PAN, expiry=EXPIRY, currency=EUR, now=NOW):
+    def authorise(self, xid=None, amount=1234, *, pan=PAN, expiry=EXPIRY, currency=EUR, now=NOW,
+                  mer_id=MER_ID):
         xid = xid or fresh(20)
         _, data = self.ask("IssAuthReq", xid, {
             "stan": stan(xid), "rrn": rrn(xid), "processing_code": "000000", "pan": pan,
             "card_expiry": expiry, "amount": money(amount, currency), "acquirer_id": "41111111",
-            "merchant_id": MER_ID}, now=now)
+            "merchant_id": mer_id}, now=now)
         assert isinstance(data, dict) and data["mti"] == "0110"
-        assert (data["stan"], data["rrn"], data["xid"]) == (
-            stan(xid), rrn(xid), xid)
+        assert (data["stan"], data["rrn"], data["xid"], data["merchant_id"]) == (
+            stan(xid), rrn(xid), xid, mer_id)
         return xid, data
 
     def capture(self, xid, amount, approval, *, pan=PAN):
@@ -120,7 +132,7 @@ DECISIONS = [
 def test_decision(p, iso, request_changes, account_changes):
     bank = Bank(p, {PAN: replace(accounts()[PAN], **account_changes)})
     xid, data = bank.authorise(**request_changes)
-    state = bank.states[xid.hex()]
+    state = bank.state(xid)
     assert data["response_code"] == iso == state["response_code"]
     (effect,) = bank.effects
     if iso == "00":
@@ -152,18 +164,27 @@ def test_available_credit_counts_holds_and_postings(p):
     assert bank.totals() == {"held": 250000, "posted": 250000}
 
 
-def test_a_decided_xid_gets_the_same_answer_and_no_second_hold(p):
+def test_the_same_request_gets_the_same_answer_and_no_second_hold(p):
+    """A re-delivery (same payload, another header: a fresh RRPID here) is answered with the
+    decision made; another request under the same (gateway, merchant, XID) gets 94 and changes
+    nothing: one card's decision is never handed to another card or amount."""
     bank = Bank(p)
     xid, first = bank.authorise(amount=1000)
-    effects, shared = len(bank.effects), dict(bank.shared)
-    _, again = bank.authorise(xid, amount=9999)  # a new request for the same XID
+    effects, shared, state = len(bank.effects), dict(bank.shared), dict(bank.state(xid))
+    _, again = bank.authorise(xid, amount=1000)
     assert again["response_code"] == "00" and again["amount"]["amount"] == 1000
     assert again["approval_code"] == first["approval_code"]
-    assert len(bank.effects) == effects and bank.shared == shared
+    for other in ({"amount": 9999}, {"amount": 1000, "pan": "4012888888881881"},
+                  {"amount": 1000, "expiry": "203001"}):
+        _, answer = bank.authorise(xid, **other)
+        assert (answer["response_code"], answer["amount"]["amount"]) == ("94", 0)
+        assert answer["approval_code"] is None
+    assert len(bank.effects) == effects and bank.shared == shared and bank.state(xid) == state
     declined, _ = bank.authorise(amount=LIMIT * 2)
-    _, repeat = bank.authorise(declined, amount=1)
+    _, repeat = bank.authorise(declined, amount=LIMIT * 2)
     assert repeat["response_code"] == "51" and len(bank.effects) == effects + 1
-    assert bank.states[declined.hex()]["state"] == "DECLINED"
+    assert bank.authorise(declined, amount=1)[1]["response_code"] == "94"
+    assert bank.state(declined)["state"] == "DECLINED"
 
 
 # --- completion -----------------------------------------------------------------------------------
@@ -172,19 +193,19 @@ def test_capture_posts_the_amount_and_releases_the_whole_hold(p):
     xid, auth = bank.authorise(amount=5000)
     approval = auth["approval_code"]
     assert bank.capture(xid, 5001, approval) == ("13", 0)          # more than the hold
-    assert bank.states[xid.hex()]["state"] == "HELD"
+    assert bank.state(xid)["state"] == "HELD"
     assert bank.capture(xid, 4000, "ZZZZZZ") == ("12", 0)          # not the approval code
     assert bank.capture(xid, 4000, approval, pan="4012888888881881") == ("12", 0)
     assert bank.capture(xid, 4000, approval) == ("00", 4000)
     assert bank.totals() == {"held": 0, "posted": 4000}
-    state = bank.states[xid.hex()]
+    state = bank.state(xid)
     assert state["state"] == "POSTED" and state["posted"] == 4000 and state["held"] == 0
     post = bank.effects[-1]
     assert post.kind == "ledger.post"
     assert (post.data["amount"], post.data["released"]) == (4000, 5000)
     assert bank.capture(xid, 4000, approval) == ("94", 0)          # already posted
     assert bank.totals() == {"held": 0, "posted": 4000}
-    _, repeat = bank.authorise(xid)                                 # still the same decision
+    _, repeat = bank.authorise(xid, amount=5000)                    # still the same decision
     assert repeat["response_code"] == "00" and repeat["amount"]["amount"] == 5000
 
 
@@ -198,10 +219,12 @@ def test_capture_without_an_approved_hold_is_12(p):
 
 
 def test_capture_by_another_pinned_gateway_is_12(p):
+    """Another gateway's (gateway, merchant, XID) is another purchase: nothing held there."""
     bank = Bank(p)
     xid, auth = bank.authorise()
     bank.signer = other_gateway(p, bank)
     assert bank.capture(xid, 1234, auth["approval_code"]) == ("12", 0)
+    assert bank.state(xid)["state"] == "HELD" and bank.totals()["held"] == 1234
 
 
 # --- reversal -------------------------------------------------------------------------------------
@@ -215,7 +238,7 @@ def test_reversal_releases_the_hold_once(p):
     assert bank.totals() == {"held": 5000, "posted": 0} and len(bank.effects) == 1
     assert bank.reverse(xid, 5000, approval) == ("00", 5000)
     assert bank.totals() == {"held": 0, "posted": 0}
-    state = bank.states[xid.hex()]
+    state = bank.state(xid)
     assert (state["state"], state["held"], state["authorized"]) == ("REVERSED", 0, 5000)
     assert state["reversed_at"] == NOW.isoformat()
     reverse = bank.effects[-1]
@@ -226,7 +249,7 @@ def test_reversal_releases_the_hold_once(p):
     assert bank.reverse(xid, 5000, approval) == ("00", 5000)      # a repeat: the same answer
     assert bank.totals() == {"held": 0, "posted": 0} and len(bank.effects) == effects
     assert bank.capture(xid, 5000, approval) == ("12", 0)         # nothing left to capture
-    _, repeat = bank.authorise(xid)                                # the decision stands, no hold
+    _, repeat = bank.authorise(xid, amount=5000)                   # the decision stands, no hold
     assert repeat["response_code"] == "00" and bank.totals()["held"] == 0
     assert len(bank.effects) == effects
 
@@ -235,9 +258,9 @@ def test_reversal_of_a_captured_authorisation_is_12_and_changes_nothing(p):
     bank = Bank(p)
     xid, auth = bank.authorise(amount=5000)
     assert bank.capture(xid, 4000, auth["approval_code"]) == ("00", 4000)
-    state, effects = dict(bank.states[xid.hex()]), len(bank.effects)
+    state, effects = dict(bank.state(xid)), len(bank.effects)
     assert bank.reverse(xid, 5000, auth["approval_code"]) == ("12", 0)
-    assert bank.states[xid.hex()] == state and len(bank.effects) == effects
+    assert bank.state(xid) == state and len(bank.effects) == effects
     assert bank.totals() == {"held": 0, "posted": 4000}
 
 
@@ -247,7 +270,7 @@ def test_reversal_without_an_approved_authorisation_is_25(p):
     assert bank.states == {}
     declined, _ = bank.authorise(amount=LIMIT * 2)
     assert bank.reverse(declined, LIMIT * 2, "ABCDEF") == ("25", 0)
-    assert bank.states[declined.hex()]["state"] == "DECLINED" and bank.shared == {}
+    assert bank.state(declined)["state"] == "DECLINED" and bank.shared == {}
 
 
 def other_gateway(p, bank):
@@ -258,43 +281,55 @@ def other_gateway(p, bank):
     other = Identity(key, pinned_certificate(key, "Gateway 2", NOW))
     bank.role.config = replace(bank.role.config, gateways={
         **bank.role.config.gateways, "gw2@gateway.example": (other.cert, p.gateway_kex.cert)})
+    bank.address = "gw2@gateway.example"
     return other
 
 
-def test_reversal_by_another_pinned_gateway_is_12(p):
+def test_reversal_by_another_pinned_gateway_finds_nothing(p):
     bank = Bank(p)
     xid, auth = bank.authorise()
     bank.signer = other_gateway(p, bank)
-    assert bank.reverse(xid, 1234, auth["approval_code"]) == ("12", 0)
-    assert bank.states[xid.hex()]["state"] == "HELD" and bank.totals()["held"] == 1234
+    assert bank.reverse(xid, 1234, auth["approval_code"]) == ("25", 0)  # not its purchase
+    assert bank.state(xid)["state"] == "HELD" and bank.totals()["held"] == 1234
     assert [e.kind for e in bank.effects] == ["ledger.hold"]
 
 
 # --- who may ask ----------------------------------------------------------------------------------
-def error_of(send) -> tuple[str, str]:
-    error = decode(Error, message_body(decode_wrapper(send.wrapper_der)).dump())
-    return error.name, error.chosen["error_code"].native
+def auth_fields(xid, **changes) -> dict:
+    return {"stan": stan(xid), "rrn": rrn(xid), "processing_code": "000000", "pan": PAN,
+            "card_expiry": EXPIRY, "amount": money(100), "acquirer_id": "41111111", **changes}
 
 
-def test_unpinned_signer_gets_an_unsigned_error_and_changes_nothing(p):
+def test_unpinned_signer_gets_nothing_and_changes_nothing(p):
+    """Nobody we can trust to answer: no Error (and never to From)."""
     bank = Bank(p, signer=p.merchant_sig)
     xid = fresh(20)
-    send, data = bank.ask("IssAuthReq", xid, {
-        "stan": 1, "rrn": rrn(xid), "processing_code": "000000", "pan": PAN,
-        "card_expiry": EXPIRY, "amount": money(100), "acquirer_id": "41111111",
-        "merchant_id": MER_ID})
-    assert data is None and error_of(send) == ("unsigned_error", "invalidCertificate")
+    assert bank.ask("IssAuthReq", xid, auth_fields(xid)) == (None, None)
     assert bank.states == {} and bank.shared == {} and bank.effects == []
 
 
-def test_request_for_another_key_gets_an_error(p):
+def test_request_for_another_key_gets_nothing(p):
     bank = Bank(p)
     xid = fresh(20)
-    send, data = bank.ask("IssAuthReq", xid, {
-        "stan": 1, "rrn": rrn(xid), "processing_code": "000000", "pan": PAN,
-        "card_expiry": EXPIRY, "amount": money(100), "acquirer_id": "41111111",
-        "merchant_id": MER_ID}, recipient=p.gateway_kex.cert)
-    assert data is None and error_of(send)[0] == "unsigned_error" and bank.states == {}
+    assert bank.ask("IssAuthReq", xid, auth_fields(xid), recipient=p.gateway_kex.cert) == (
+        None, None)
+    assert bank.states == {}
+
+
+@pytest.mark.parametrize("fields, header, code", [
+    ({"processing_code": "200000"}, False, "messageNotSupported"),
+    ({}, True, "badMessageHeader")], ids=["not a purchase", "header names another XID"])
+def test_pinned_gateways_bad_request_gets_a_signed_error_naming_it(p, fields, header, code):
+    from setmail.roles.refusal import read_error
+    bank = Bank(p)
+    xid = fresh(20)
+    send, data = bank.ask("IssAuthReq", xid, auth_fields(xid, **fields),
+                          header_xid=fresh(20) if header else None)
+    assert data is None and send.to == GW  # the pinned gateway's configured address
+    err = read_error(unwrap(Inbound("Error", send.wrapper_der, BANK), NOW))
+    assert (err.code, err.signer) == (code, p.issuer_sig.cert)
+    assert err.refused_hash == Inbound("IssAuthReq", bank.last_request, GW).digest
+    assert bank.states == {} and bank.effects == []
 
 
 # --- the ledger on a real store -------------------------------------------------------------------

@@ -11,22 +11,18 @@ from setmail.asn1.base import decode
 from setmail.asn1.wrapper import decode_wrapper, message_body
 from setmail.crypto.operators import open_Enc
 from setmail.crypto.suite import DEFAULT_SUITE
-from setmail.roles.base import Inbound, TimerFired
+from setmail.roles.base import Inbound
 from setmail.roles.refusal import error_wrapper
 from setmail.roles.network_msgs import stan
 from setmail.vectors.build import NOW, PAN, Parties
-from tests.gateway_cast import BANK, GW, SHOP, Purchase, eur, gateway, issuer
+from tests.gateway_cast import (BANK, GW, SHOP, Purchase, eur, fire_retry, gateway, issuer,
+                                keyed)
 from tests.roles_net import Net
 
 
 @pytest.fixture(scope="module")
 def p():
     return Parties(DEFAULT_SUITE)
-
-
-def fire_retry(net):
-    ((_, timer),) = [(k, t) for k, t in net.timers.items() if k[0] == GW and k[2] == "retry"]
-    return net.run(GW, TimerFired("retry", timer.payload), timer.due)
 
 
 def gave_up(p, how="noReply", **kw):
@@ -39,9 +35,10 @@ def gave_up(p, how="noReply", **kw):
     if how == "noReply":
         fire_retry(net)
     else:
-        err = error_wrapper("signatureFailure", request.wrapper_der, now=NOW)
+        err = error_wrapper("signatureFailure", request.wrapper_der, now=NOW,
+                            signer=p.issuer_sig)
         net.run(GW, Inbound("Error", err, BANK), NOW)
-    state = net.states[(GW, pur.xid.hex())]
+    state = keyed(net, GW, pur)
     assert (state["state"], state["auth_code"]) == ("DECLINED", how)
     return net, pur, request, sent
 
@@ -64,18 +61,18 @@ def test_late_approval_is_reversed_and_the_hold_released(p, how):
     late_answer(p, net, request, sent)
     assert [t for _, _, t in net.log][-3:] == ["IssAuthRes", "IssRevReq", "IssRevRes"]
     assert not [s for s in sent if s.to == SHOP][1:]  # the one AuthRes (noReply/systemError)
-    bank = net.states[(BANK, pur.xid.hex())]
+    bank = keyed(net, BANK, pur)
     assert (bank["state"], bank["held"], bank["authorized"]) == ("REVERSED", 0, 1234)
     assert net.shared[BANK][PAN] == {"held": 0, "posted": 0}
     hold, reverse = [e for a, e in net.effects if a == BANK]
     assert (hold.kind, reverse.kind) == ("ledger.hold", "ledger.reverse")
     assert reverse.data["amount"] == hold.data["amount"] == 1234
-    state = net.states[(GW, pur.xid.hex())]
+    state = keyed(net, GW, pur)
     assert (state["state"], state["auth_code"], state["auth_amt"]) == ("DECLINED", how, 0)
     assert (state["rev_code"], state["rev_amt"], state["late_amt"]) == ("00", 1234, 1234)
     assert state["late_approval_code"] == bank["approval_code"]
     assert state["rev_date"] == state["rev_req_date"] == state["late_at"] == NOW.isoformat()
-    assert "last" not in state and "secret" not in state
+    assert "_issuer" not in state and "secret" not in state
     assert not [k for k in net.timers if k[0] == GW]
     # what the gateway asked: the authorisation's RRN, approval and amount, a new STAN, no PAN
     (rev,) = sends_of(sent, "IssRevReq")
@@ -92,15 +89,15 @@ def test_late_approval_is_reversed_and_the_hold_released(p, how):
 def test_a_repeated_late_approval_resends_the_same_reversal_and_releases_nothing_twice(p):
     net, pur, request, sent = gave_up(p)
     answer = late_answer(p, net, request, sent)
-    before_gw, before_bank = net.states[(GW, pur.xid.hex())], dict(net.shared[BANK])
+    before_gw, before_bank = keyed(net, GW, pur), dict(net.shared[BANK])
     effects = len(net.effects)
     net.run(GW, Inbound("IssAuthRes", answer.wrapper_der, BANK), NOW)  # the same answer again
     first, again = sends_of(sent, "IssRevReq")
     assert again.wrapper_der == first.wrapper_der and again.to == BANK
     assert [t for _, _, t in net.log][-2:] == ["IssRevReq", "IssRevRes"]
-    assert net.states[(GW, pur.xid.hex())] == before_gw          # the late answer is ignored
+    assert keyed(net, GW, pur) == before_gw          # the late answer is ignored
     assert net.shared[BANK] == before_bank and len(net.effects) == effects
-    assert net.states[(BANK, pur.xid.hex())]["state"] == "REVERSED"
+    assert keyed(net, BANK, pur)["state"] == "REVERSED"
 
 
 def test_an_unanswered_reversal_is_resent_then_given_up_quietly(p):
@@ -113,22 +110,22 @@ def test_an_unanswered_reversal_is_resent_then_given_up_quietly(p):
     net.tamper = lose_reversals
     net.run(BANK, Inbound("IssAuthReq", request.wrapper_der, GW), NOW)
     answer = sends_of(sent, "IssAuthRes")[-1]
-    assert net.states[(GW, pur.xid.hex())]["state"] == "REVERSING"
+    assert keyed(net, GW, pur)["state"] == "REVERSING"
     net.run(GW, Inbound("IssAuthRes", answer.wrapper_der, BANK), NOW)  # a repeat, still waiting
     fire_retry(net)                                                     # max_retries=0: gives up
     first, *others = sends_of(sent, "IssRevReq")
     assert others and all(o.wrapper_der == first.wrapper_der for o in others)
-    state = net.states[(GW, pur.xid.hex())]
+    state = keyed(net, GW, pur)
     assert state["state"] == "DECLINED"
     assert state["rev_failure"].startswith("no answer to IssRevReq")
-    assert "rev_code" not in state and "last" not in state
+    assert "rev_code" not in state and "_issuer" not in state
     assert not [s for s in sent if s.to == SHOP][1:]
     assert net.shared[BANK][PAN] == {"held": 1234, "posted": 0}  # still held: the reversal was lost
     # the same bytes, delivered at last, release it
     net.tamper = None
     net.run(BANK, Inbound("IssRevReq", first.wrapper_der, GW), NOW)
     assert net.shared[BANK][PAN] == {"held": 0, "posted": 0}
-    assert net.states[(GW, pur.xid.hex())]["state"] == "DECLINED"  # a late IssRevRes: no change
+    assert keyed(net, GW, pur)["state"] == "DECLINED"  # a late IssRevRes: no change
 
 
 def test_no_reversal_for_an_answer_to_another_request(p):
@@ -139,5 +136,5 @@ def test_no_reversal_for_an_answer_to_another_request(p):
                              NOW).sends[0]
     answer = issuer(p).step(None, Inbound("IssAuthReq", foreign.wrapper_der, GW), NOW, {})
     out = net.step(GW, Inbound("IssAuthRes", answer.sends[0].wrapper_der, BANK), NOW)
-    assert [s.message_type for s in out.sends] == ["Error"]
-    assert net.states[(GW, pur.xid.hex())]["state"] == "DECLINED"
+    assert out.sends == () and out.refused  # a response is never answered
+    assert keyed(net, GW, pur)["state"] == "DECLINED"

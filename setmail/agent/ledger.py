@@ -1,5 +1,5 @@
 """The issuer's ledger: the effects ``ledger.hold``/``ledger.post``/``ledger.decline``/
-``ledger.reverse`` and the report ``setmail ledger`` prints.
+``ledger.reverse``/``ledger.expire`` and the report ``setmail ledger`` prints.
 
 Why rows as well as the role's shared totals: the totals decide (they are small and travel with
 every step), the rows explain — one row per change, written by the effect handlers inside the
@@ -7,8 +7,9 @@ agent's single store transaction, so a row exists exactly when the state that ca
 committed.  Kinds: ``hold`` (an approved authorisation), ``release`` (the hold given back when the
 capture posts), ``post`` (the captured amount), ``decline`` (a refused authorisation; it changes
 no total), ``reversal`` (the hold given back because the gateway reversed the authorisation,
-IssRevReq 0400).  Per card: held = holds - releases - reversals, posted = posts; the issuer role
-keeps the same numbers in its shared state (tested).
+IssRevReq 0400), ``expired`` (the hold given back because nobody captured or reversed it within
+the issuer's ``hold_days``).  Per card: held = holds - releases - reversals - expired, posted =
+posts; the issuer role keeps the same numbers in its shared state (tested).
 
 The issuer's store already holds full PANs (``issuer_accounts``); ledger rows keep the PAN too, to
 join them to the account, and ``pan_last4`` for display.  Nothing here logs a PAN.
@@ -54,10 +55,16 @@ def reverse(ctx, tx, data) -> None:
     _rows(tx, data, ("reversal", data["amount"]))
 
 
+def expire(ctx, tx, data) -> None:
+    """An unclaimed hold released by the issuer itself; nothing is posted."""
+    _rows(tx, data, ("expired", data["amount"]))
+
+
 register_effect("ledger.hold", in_tx=hold)
 register_effect("ledger.post", in_tx=post)
 register_effect("ledger.decline", in_tx=decline)
 register_effect("ledger.reverse", in_tx=reverse)
+register_effect("ledger.expire", in_tx=expire)
 
 
 def _iso(epoch: float) -> str:
@@ -90,7 +97,7 @@ def ledger_report(store) -> list[dict[str, Any]]:
             cards[pan] = _card(holder, pan[-4:], limit, currency, number, exp10, status)
     if _table(store, "issuer_ledger"):
         sign = {"hold": ("held", 1), "release": ("held", -1), "reversal": ("held", -1),
-                "post": ("posted", 1)}
+                "expired": ("held", -1), "post": ("posted", 1)}
         for pan, last4, xid, kind, amount, currency, code, at in store.query(
                 "SELECT pan, pan_last4, xid, kind, amount, currency, code, at FROM issuer_ledger "
                 "ORDER BY id"):

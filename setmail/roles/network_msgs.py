@@ -3,16 +3,19 @@
 Every one is ``Enc(sender sig, receiver kex, <X>Data, <X>TBE)`` and carries only the sender's
 signature certificate: the receiver trusts a signer solely because its certificate is one it
 pinned (``pki.pinned.pinned_check``), never because of a chain.  The wrapper header carries a fresh
-RRPID on requests, echoed by the response, and the purchase's ids (lid_c, lid_m, xid), so the
-agents' dedupe answers a re-sent request with the stored response and both sides key the exchange
-by XID.  STAN and RRN are derived from the XID (docs/purchase.md) so a re-sent request and its
+RRPID on requests, echoed by the response, the XID and, as LID-M, the merchant's tag
+(``merchant_tag``): a purchase is one merchant's XID, and two merchants may pick the same XID
+(D-141), so the gateway routes an answer (or an Error) by both.  The header is clear and proves
+nothing: each side keys and checks by the signed payload (XID and DE 42, which every response
+echoes).  STAN and RRN are derived from the XID (docs/purchase.md) so a re-sent request and its
 answer can be matched without extra state.
 """
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from typing import Any
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -22,9 +25,10 @@ from setmail.asn1.strict import decode_native
 from setmail.crypto.cms import Identity, Signed
 from setmail.crypto.operators import Enc, open_Enc
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
-from setmail.errors import ProtocolError
+from setmail.errors import ProtocolError, SetmailError
 from setmail.pki.pinned import pinned_check
-from setmail.roles.wire import Parsed, wrap
+from setmail.roles.base import Inbound
+from setmail.roles.wire import Parsed, wire, wrap
 
 #: message type -> (ISO 8583 MTI, class of its signed content)
 KINDS: dict[str, tuple[str, type]] = {
@@ -36,6 +40,10 @@ KINDS: dict[str, tuple[str, type]] = {
 STAN_STEP = {"IssAuthReq": 0, "IssCapReq": 1, "IssRevReq": 2}
 #: DE 39 a reversal request carries as its reason: the approval came after the gateway gave up
 REVERSAL_REASON = "68"
+#: ... or the authorisation expired uncaptured ("no action taken": the merchant never completed)
+EXPIRY_REASON = "21"
+#: octets of SHA-256(merID) in a merchant's tag
+TAG_SIZE = 8
 #: issuer response code (DE 39) -> SET AuthCode in AuthRes; anything else is systemError
 AUTH_CODES = {"00": "approved", "05": "declined", "51": "declined", "14": "invalidTransaction",
               "54": "expiredCard"}
@@ -62,6 +70,47 @@ def stan(xid: bytes, kind: str = "IssAuthReq") -> int:
 def rrn(xid: bytes) -> str:
     """DE 37: the XID's first twelve hex digits."""
     return xid.hex()[:12]
+
+
+def merchant_tag(mer_id: str) -> bytes:
+    """The first 8 octets of SHA-256(merID): names a merchant in transaction keys and in the
+    issuer leg's header (LID-M), where a merID of any length and alphabet would not fit."""
+    return hashlib.sha256(mer_id.encode()).digest()[:TAG_SIZE]
+
+
+def purchase_key(xid: bytes, mer_id: str) -> str:
+    """``<XID hex>.<merchant tag hex>``: one merchant's purchase (``setmail tx show <xid>`` finds
+    it by the prefix)."""
+    return f"{xid.hex()}.{merchant_tag(mer_id).hex()}"
+
+
+def key_octets(key: str) -> bytes:
+    """The key as octets (XID, then tag): what a CapToken names (``token_opaque``)."""
+    return bytes.fromhex(key.replace(".", ""))
+
+
+def leg_ids(xid: bytes, mer_id: str) -> dict[str, bytes]:
+    """The header ids of an issuer-leg request: the XID and the merchant's tag as LID-M."""
+    return {"lid_m": merchant_tag(mer_id), "xid": xid}
+
+
+T = TypeVar("T")
+
+
+def once(event: Inbound, slot: str, compute: Callable[[], T]) -> T:
+    """``compute()`` for this event, computed at most once (``transaction_key`` and the step both
+    need the opened message; opening costs an RSA decryption).  Kept in the event as
+    ``roles.wire.wire`` keeps the split wrapper; a SetmailError is kept and raised again."""
+    cache = event.__dict__.setdefault("_once", {})
+    if slot not in cache:
+        try:
+            cache[slot] = compute()
+        except SetmailError as exc:
+            cache[slot] = exc
+    found = cache[slot]
+    if isinstance(found, SetmailError):
+        raise found
+    return found
 
 
 def zero(amount: Mapping[str, Any]) -> dict:
@@ -95,28 +144,49 @@ def seal(kind: str, fields: Mapping[str, Any], signer: Identity, recipient: x509
     return wrap(kind, body, now=now, rrpid=rrpid, **ids)
 
 
-def open_network(parsed: Parsed, recipient: Identity, pinned: Iterable[x509.Certificate | bytes],
-                 now: dt.datetime, suite: CryptoSuite = DEFAULT_SUITE) -> tuple[Any, Signed]:
-    """Open an Iss* message addressed to ``recipient``: signer pinned, right MTI, header XID =
-    payload XID.  Any failure is a SetmailError (answered with an Error).  The data comes as
-    plain values (``decode_native``: a dict of the <X>Data fields)."""
-    mti, cls = KINDS[parsed.type]
-    opened = open_Enc(parsed.body, recipient, parsed.type + "TBE", parsed.type + "Data",
-                      validate=pinned_check(pinned, now), suite=suite)
+def open_sealed(kind: str, body: bytes, recipient: Identity,
+                suite: CryptoSuite = DEFAULT_SUITE) -> tuple[Any, Signed]:
+    """Decrypt an Iss* message of type ``kind`` and verify its signature, *without* judging the
+    signer (the caller pins it: ``pinned_check``), and check its MTI.  Pure: no clock, so a
+    transaction key may be read from it.  The data comes as plain values (``decode_native``)."""
+    mti, cls = KINDS[kind]
+    opened = open_Enc(body, recipient, kind + "TBE", kind + "Data", suite=suite)
     data = decode_native(cls, opened.content)
     if data["mti"] != mti:
-        raise ProtocolError(f"{parsed.type} carries MTI {data['mti']}, not {mti}",
-                            "messageNotSupported")
-    if parsed.message_id("xid") != data["xid"]:
-        raise ProtocolError("MessageHeader XID disagrees with the payload", "badMessageHeader")
+        raise ProtocolError(f"{kind} carries MTI {data['mti']}, not {mti}", "messageNotSupported")
     return data, opened.signed
 
 
-def check_answer(data, *, rrpid: bytes, parsed: Parsed, xid: bytes, request: str) -> None:
-    """An issuer response must answer our ``request`` (its type): header RRPID, STAN, RRN and XID
-    echoed."""
-    if parsed.rrpid != rrpid:
-        raise ProtocolError("response RRPID does not name our request", "badMessageHeader")
+def opened(event: Inbound, recipient: Identity, suite: CryptoSuite = DEFAULT_SUITE):
+    """``open_sealed`` of an inbound Iss* message, once per event."""
+    return once(event, "network", lambda: open_sealed(event.message_type, wire(event).body,
+                                                      recipient, suite))
+
+
+def check_signed(parsed: Parsed, data, signed: Signed, pinned: Iterable[x509.Certificate | bytes],
+                 now: dt.datetime) -> None:
+    """The signer is a pinned certificate, valid now, and the clear header names the payload's
+    XID."""
+    pinned_check(pinned, now)(signed.signer, signed.certificates)
+    if parsed.message_id("xid") != data["xid"]:
+        raise ProtocolError("MessageHeader XID disagrees with the payload", "badMessageHeader")
+
+
+def open_network(parsed: Parsed, recipient: Identity, pinned: Iterable[x509.Certificate | bytes],
+                 now: dt.datetime, suite: CryptoSuite = DEFAULT_SUITE) -> tuple[Any, Signed]:
+    """Open an Iss* message addressed to ``recipient``: signer pinned, right MTI, header XID =
+    payload XID.  Any failure is a SetmailError."""
+    data, signed = open_sealed(parsed.type, parsed.body, recipient, suite)
+    check_signed(parsed, data, signed, pinned, now)
+    return data, signed
+
+
+def check_answer(data, *, xid: bytes, mer_id: str, request: str) -> None:
+    """An issuer response must answer our ``request`` (its type) for this purchase: STAN, RRN,
+    XID and DE 42 (the merchant) echoed.  The RRPID and the signer are the exchange's business
+    (``roles.exchange.Exchange.accept``)."""
     if (data["stan"] != stan(xid, request) or data["rrn"] != rrn(xid)
             or data["xid"] != xid):
         raise ProtocolError("STAN/RRN/XID do not match our request", "unknownXID")
+    if data.get("merchant_id") != mer_id:
+        raise ProtocolError("the answer names another merchant's purchase (DE 42)", "unknownXID")

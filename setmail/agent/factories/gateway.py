@@ -1,8 +1,10 @@
 """The payment gateway agent's role, built from a world on disk.
 
 world.toml options of a gateway: ``issuer`` (agent name; default: the world's only issuer),
-``acquirer_id`` (DE 32, default "41111111"), ``retry_after`` (seconds, default 1800) and
-``max_retries`` (default 3).  Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
+``acquirer_id`` (DE 32, default "41111111"), ``retry_after`` (seconds, default 1800),
+``max_retries`` (default 3) and ``auth_expiry_days`` (days an uncaptured authorisation lives
+before the gateway wipes the card and reverses the hold, default 7; fractions allowed).  Merchant
+addresses come from the world's directory (``setmail.world.directory``), bound to merIDs.  Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
 ``chain.pem`` (the PCA chain; the root is never sent); the issuer's pinned certificates from
 ``agents/<issuer>/keys/{sig,kex}.cert.pem``; the brand's BCI (omitted from AuthRes/CapRes if
 absent) and every CA's CRL (merchant and cardholder paths are checked against them) as
@@ -24,6 +26,7 @@ def gateway(world: World, spec: AgentSpec) -> Role:
     from setmail.crypto.suite import get_suite
     from setmail.roles.gateway import Gateway, GatewayConfig
     from setmail.world.keys import load_cert, load_chain, load_key
+    from setmail.world.directory import load_directory
     from setmail.world.trees import brand_bci, crls, trust_store
 
     opts = spec.options
@@ -45,4 +48,16 @@ def gateway(world: World, spec: AgentSpec) -> Role:
         crls=crls(world), acquirer_id=str(opts.get("acquirer_id", "41111111")),
         suite=get_suite(world.suite),
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
-        max_retries=int(opts.get("max_retries", 3))))
+        max_retries=int(opts.get("max_retries", 3)), directory=load_directory(world),
+        auth_expiry=days_option(spec.name, opts, "auth_expiry_days", 7)))
+
+
+def days_option(name: str, opts, option: str, default: float) -> dt.timedelta:
+    """A positive number of days from world.toml (a clear error otherwise)."""
+    try:
+        days = float(opts.get(option, default))
+    except (TypeError, ValueError):
+        days = -1.0
+    if not days > 0:
+        raise WorldError(f"{name}: `{option}` must be a positive number of days")
+    return dt.timedelta(days=days)

@@ -4,12 +4,14 @@ Accounts come from the ``issuer_accounts`` table of the issuer's own store (``se
 it from world.toml; the currency's alphabetic code becomes ISO numeric and exponent, ``money``),
 read once when the agent starts; the pinned gateway certificates from
 ``agents/<gateway>/keys/{sig,kex}.cert.pem`` of every gateway of the world; the issuer's own keys
-from ``agents/<name>/keys/{sig,kex}.{key,cert}.pem``.
+from ``agents/<name>/keys/{sig,kex}.{key,cert}.pem``.  world.toml option ``hold_days`` (default
+10; fractions allowed): a hold neither captured nor reversed is released after that many days.
 Importing this module registers the ledger effects (``setmail.agent.ledger``).
 """
 from __future__ import annotations
 
 import setmail.agent.ledger  # noqa: F401  (registers the ledger.* effects)
+from setmail.agent.factories.gateway import days_option
 from setmail.agent.factory import register_role
 from setmail.roles.base import Role
 from setmail.world.config import AgentSpec, World
@@ -51,4 +53,5 @@ def issuer(world: World, spec: AgentSpec) -> Role:
         name=spec.address,
         signature=Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem")),
         key_exchange=Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem")),
-        gateways=gateways, accounts=load_accounts(world, spec.name), suite=get_suite(world.suite)))
+        gateways=gateways, accounts=load_accounts(world, spec.name), suite=get_suite(world.suite),
+        hold_expiry=days_option(spec.name, spec.options, "hold_days", 10)))
