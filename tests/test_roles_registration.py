@@ -461,6 +461,18 @@ def test_the_bci_sequence_is_kept_in_shared_state(hier):
     assert net.state(ALICE)["bci_sequence"] == bci["sequence_num"].native
 
 
+def test_a_revoked_cas_answers_are_refused_when_the_crls_are_configured():
+    tree = create_hierarchy(DEFAULT_SUITE, NOW - dt.timedelta(days=1))
+    tree.brand.revoke(tree.cca.certificate, NOW - dt.timedelta(hours=1))
+    net = Net({})
+    net.roles[CA] = cca(tree)
+    net.roles[ALICE] = CardholderRegistration(CardholderRegConfig(
+        ALICE, tree.trust_store(), crls=tuple(tree.crls())))
+    net.run(ALICE, Command("register", register_args()), NOW)
+    alice = net.state(ALICE)
+    assert alice["state"] == "CINIT_SENT" and alice["refused"]["code"] == "revokedCertificate"
+
+
 # --- expiry at the CA ----------------------------------------------------------------------------
 def _expire(net, address=CA):
     (_, _, name), timer = next((k, t) for k, t in net.timers.items()
