@@ -4,8 +4,12 @@ bookkeeping of that state.
 Pure functions, plain values in, DER (or a new state) out, so ``roles/merchant.py`` keeps only the
 protocol logic: PInitResData, AuthReqData, CapReqData and the PResData that PRes and InqRes share;
 ``opened``/``enter``/``record`` keep what ``setmail tx show`` prints (dates, completion,
-refusals).  The status a PResData reports is a function of the merchant's state alone
+refusals, expiry).  The status a PResData reports is a function of the merchant's state alone
 (``COMPLETION``), which is why an InqRes can be answered in any state without asking anybody.
+
+PInitReqs are *offers*: each different PInitReq the merchant answers keeps its own challenge
+(``offer``/``find_offer``), so a forged PInitReq neither displaces a genuine one nor blocks it;
+the dual-signed PReq says which offer the cardholder took.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from setmail.asn1.fastder import Raw, encode
 from setmail.asn1.issuer import RESPONSE_CODES
 from setmail.crypto import der
 from setmail.errors import ProtocolError
-from setmail.roles.wire import unh
+from setmail.roles.wire import h, unh
 from setmail.roles.purchase_msgs import ratio
 
 #: merchant state -> the CompletionCode a PRes/InqRes reports in it
@@ -28,9 +32,12 @@ COMPLETION = {
     "CAPTURED": "capturePerformed",
     "DECLINED": "authorizationDeclined",
     "REJECTED": "orderRejected",
+    "EXPIRED": "orderRejected",   # never authorised in time, or the authorisation lapsed
 }
 #: at most this many refusals are kept per purchase (a peer must not grow our state forever)
 MAX_REFUSALS = 20
+#: at most this many different PInitReqs are answered (or parked) per purchase
+MAX_OFFERS = 4
 
 
 def utc(now: dt.datetime) -> dt.datetime:
@@ -67,9 +74,19 @@ def amount(state: dict, minor: int | None = None) -> dict:
             "amt_exp10": state["amt_exp10"]}
 
 
+def expired(state: dict, now: dt.datetime, reason: str) -> dict:
+    """``state`` moved to EXPIRED, saying when and why (``setmail tx show`` prints it)."""
+    return enter({**state, "expired": {"at": iso(now), "reason": reason}}, "EXPIRED", now)
+
+
 def check_order(args) -> dict:
-    """The order fields of an ``order`` command, checked (ProtocolError: the command fails)."""
+    """The order fields of an ``order`` command, checked (ProtocolError: the command fails).
+    ``cardholder``: the address the shop front-end took the order from, where every answer of
+    this purchase goes (never a mail's From)."""
     description = args.get("description")
+    cardholder = args.get("cardholder")
+    if not isinstance(cardholder, str) or "@" not in cardholder.strip():
+        raise ProtocolError("order needs the cardholder's address (from the shop front-end)")
     values = {k: args.get(k) for k in ("amount", "currency")}
     values["amt_exp10"] = args.get("amt_exp10", -2)
     if not isinstance(description, str) or not description.strip():
@@ -78,7 +95,7 @@ def check_order(args) -> dict:
         raise ProtocolError("order amount, currency and amt_exp10 must be integers")
     if values["amount"] <= 0 or not 1 <= values["currency"] <= 999:
         raise ProtocolError("order amount must be positive and currency an ISO 4217 number")
-    return {"description": description, **values}
+    return {"description": description, "cardholder": cardholder.strip(), **values}
 
 
 def xid_octets(key: str) -> bytes:
@@ -100,8 +117,33 @@ def rr_tags(rrpid: bytes, mer_id: str, now: dt.datetime) -> dict:
     return {"rrpid": rrpid, "mer_term_ids": {"merchant_id": mer_id}, "date": utc(now)}
 
 
-def pinit_res_data(state: dict, *, chall_m: bytes, pe_thumb: bytes, bci_der: bytes | None) -> bytes:
-    pinit = state["pinit_req"]
+def offer(req: dict, digest: bytes, mail_id: str) -> dict:
+    """What the merchant keeps of a PInitReq (``decode_native``'d): enough to answer it, and to
+    recognise the PReq that takes it (``trans_ids``/``chall_m`` are added when it is answered)."""
+    return {"rrpid": h(req["rrpid"]), "lid_c": h(req["local_id_c"]), "chall_c": h(req["chall_c"]),
+            "language": req["language"], "brand_id": req["brand_id"], "digest": digest.hex(),
+            "mail_id": mail_id}
+
+
+def same_offer(a: dict, b: dict) -> bool:
+    """The same PInitReq content (RRPID, LID-C, Chall-C), whatever its clear header says."""
+    return all(a[k] == b[k] for k in ("rrpid", "lid_c", "chall_c"))
+
+
+def find_offer(offers: list, trans_ids: bytes, chall_m: bytes | None) -> dict:
+    """The answered offer whose TransIDs a PReq (or InqReq) names, preferring the one whose
+    Chall-M it echoes; ProtocolError unknownXID if it names none."""
+    named = [o for o in offers if o.get("trans_ids") == trans_ids.hex()]
+    if not named:
+        raise ProtocolError("TransIDs differ from those signed in PInitRes", "unknownXID")
+    return next((o for o in named if chall_m is not None and o["chall_m"] == chall_m.hex()),
+                named[0])
+
+
+def pinit_res_data(state: dict, *, chall_m: bytes, pe_thumb: bytes,
+                   bci_der: bytes | None) -> bytes:
+    """``state``: the answered offer (or a state whose ``pinit_req`` is that offer)."""
+    pinit = state.get("pinit_req", state)
     return encode(pu.PInitResData, {
         "trans_ids": Raw(unh(state["trans_ids"])), "rrpid": unh(pinit["rrpid"]),
         "chall_c": unh(pinit["chall_c"]), "chall_m": chall_m, "pe_thumb": pe_thumb,
@@ -136,8 +178,10 @@ def cap_token_seq(cap_token: bytes) -> bytes:
     return encode(gw.CapTokenSeq, [Raw(cap_token)])
 
 
-def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | None) -> bytes:
-    """PResData for PRes and InqRes: the purchase's status as the merchant's state records it."""
+def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | None,
+               trans_ids: bytes | None = None) -> bytes:
+    """PResData for PRes and InqRes: the purchase's status as the merchant's state records it;
+    ``trans_ids`` (DER): the ones the request named (default: those of the PReq taken)."""
     results: dict = {}
     if state.get("acq_card_msg"):
         results["acq_card_msg"] = Raw(unh(state["acq_card_msg"]))
@@ -152,7 +196,8 @@ def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | No
     payload: dict = {"completion_code": COMPLETION[state["state"]]}
     if results:
         payload["results"] = results
-    return encode(pu.PResData, {"trans_ids": Raw(unh(state["trans_ids"])), "rrpid": rrpid,
+    trans_ids = unh(state["trans_ids"]) if trans_ids is None else trans_ids
+    return encode(pu.PResData, {"trans_ids": Raw(trans_ids), "rrpid": rrpid,
                                 "chall_c": chall_c, "p_res_payload_seq": [payload],
                                 **_bci(bci_der)})
 

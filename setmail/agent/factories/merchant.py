@@ -1,9 +1,18 @@
 """The merchant agent's role, built from a world on disk.
 
-world.toml options of a merchant: ``gateway`` (agent name, required), ``auto_capture`` (bool,
-default false), ``mer_id`` (must match the merchantData of its signature certificate, which is
-what the gateway checks; default: read from the certificate), ``retry_after`` (seconds, default
-1800) and ``max_retries`` (default 3).  Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
+world.toml options of a merchant:
+
+* ``gateway`` (agent name, required): its acquirer's gateway, the only one whose answers count;
+* ``auto_capture`` (bool, default false);
+* ``mer_id`` (must match the merchantData of its signature certificate, which is what the gateway
+  checks; default: read from the certificate);
+* ``retry_after`` (seconds, default 1800) and ``max_retries`` (default 3): AuthReq/CapReq re-sends;
+* ``expire_after`` (seconds, default 86400 = 1 day): an ORDERED, PARKED or PINIT_SENT purchase
+  nobody continues becomes EXPIRED (parked PInitReqs and unanswered challenges go with it);
+* ``auth_expiry_days`` (default 7, like the gateway's): an AUTHORIZED purchase not captured by
+  then becomes EXPIRED and a ``capture`` is refused (the gateway has released the hold).
+
+Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
 ``chain.pem``; the gateway's key-exchange certificate and chain from ``agents/<gateway>/keys``; the
 brand's BCI (omitted from messages if absent) and every CA's CRL (cardholder and gateway paths are
 checked against them) as ``setmail.world.trees`` reads them when the agent starts.
@@ -52,4 +61,6 @@ def merchant(world: World, spec: AgentSpec) -> Role:
         trust=trust_store(world), bci=brand_bci(world), crls=crls(world),
         auto_capture=bool(opts.get("auto_capture", False)), suite=get_suite(world.suite),
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
-        max_retries=int(opts.get("max_retries", 3))))
+        max_retries=int(opts.get("max_retries", 3)),
+        expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
+        auth_expiry=dt.timedelta(days=float(opts.get("auth_expiry_days", 7)))))
