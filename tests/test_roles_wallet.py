@@ -1,5 +1,11 @@
 """The cardholder wallet's purchase against a hand-built merchant (docs/purchase.md), and the
-cardholder agent's composite role (registration + wallet) with its wallet files."""
+cardholder agent's composite role (registration + wallet) with its wallet files.
+
+The mail attacker (roles/base.py): the wallet takes a PInitRes only from the merchant it buys
+from (its merID in the world's directory), then only that certificate; the AcqCardMsg only from
+the gateway PInitRes named; an Error ends a request only if that merchant signed it naming our
+exact bytes; nothing it receives is ever answered; BCIs of another brand or an older sequence
+are refused; a purchase the merchant keeps waiting expires."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,16 +28,20 @@ from setmail.roles.base import CancelTimer, Command, Inbound, SetTimer, TimerFir
 from setmail.roles.ca import CAConfig, CARole
 from setmail.roles.cardholder_reg import CardholderRegConfig, CardholderRegistration
 from setmail.roles.certs import path_check, private_pem
-from setmail.roles.refusal import error_wrapper, read_error
-from setmail.roles.wire import unwrap, wrap
+from setmail.roles.refusal import error_wrapper
+from setmail.roles.wire import wrap
 from setmail.roles.dispatch import Dispatch, merge_tables
 from setmail.roles.purchase_msgs import Order, hod, ratio
 from setmail.roles.wallet import Wallet, WalletCard, WalletConfig
 from setmail.vectors.build import EXPIRY, NOW as ISSUED, PAN, Parties
 from tests.roles_net import Net
+from tests.test_roles_merchant import another_gateway, foreign_brand_bci
 
 NOW = ISSUED + dt.timedelta(hours=1)
 ALICE, SHOP, CCA = "alice@wallet.example", "shop@merchant.example", "cca@visa.example"
+SHOP2 = "shop2@merchant.example"
+#: the world's directory as the wallet sees it: merchant address -> merID
+DIRECTORY = {SHOP: Parties.MER_ID, SHOP2: "shop-0002"}
 XID = bytes(range(1, 21))
 ORDER = Order("one blue teapot", 1234, 978)
 
@@ -54,11 +64,16 @@ def card_of(p):
     return WalletCard(p.cardholder, p.pan_secret)
 
 
-def wallet(p, *, credentials=None, max_retries=2) -> Wallet:
+@pytest.fixture(scope="module")
+def gateway2(p):
+    return another_gateway(p)
+
+
+def wallet(p, *, credentials=None, max_retries=2, **kw) -> Wallet:
     found = credentials if credentials is not None else (
         lambda last4, brand: card_of(p) if (last4, brand) == (PAN[-4:], "Visa") else None)
     return Wallet(WalletConfig(ALICE, p.tree.trust_store(), max_retries=max_retries, agent="alice",
-                               credentials=found))
+                               credentials=found, merchants=DIRECTORY, **kw))
 
 
 def buy_args(**kw):
@@ -71,9 +86,17 @@ def body(send):
     return message_body(decode_wrapper(send.wrapper_der))
 
 
-def error_code(send) -> str:
-    assert send.message_type == "Error"
-    return read_error(unwrap(Inbound("Error", send.wrapper_der, SHOP), NOW)).code
+def merchant_error(p, code: str, about: bytes, signer=None) -> Inbound:
+    """A SET Error naming ``about``, signed by the merchant unless told otherwise."""
+    signer = p.merchant_sig if signer is None else signer
+    return Inbound("Error", error_wrapper(code, about, now=NOW, signer=signer or None), SHOP)
+
+
+def unchanged(out, before: dict) -> None:
+    """A refused answer: noted (``refused``), never answered, nothing else changed."""
+    assert out.sends == () and out.refused and out.timers == ()
+    assert {k: v for k, v in out.state.items() if k != "refused"} == \
+        {k: v for k, v in before.items() if k != "refused"}
 
 
 class Shop:
@@ -114,7 +137,7 @@ class Shop:
                 decode(pu.PANData, gview.pan_data))
 
     def result(self, send, completion, *, acq_text=None, auth_code=None, auth_amt=0, captured=False,
-               inquiry=None, signer=None, acq_key=None, **override) -> Inbound:
+               inquiry=None, signer=None, acq_key=None, acq_signer=None, **override) -> Inbound:
         """PRes answering PReq ``send`` (or InqRes answering ``inquiry``)."""
         oi, head, _ = self.open_preq(send)
         results = {}
@@ -123,7 +146,8 @@ class Shop:
             msg = pu.AcqCardCodeMsg({"acq_card_code": "accountInfo",
                                      "acq_card_msg_data": {"acq_card_text": acq_text}})
             results["acq_card_msg"] = pu.AcqCardMsg.load(EncK(
-                back_key, self.p.gateway_sig, "AcqCardCodeMsg", msg.dump(), "AcqCardCodeMsgTBE"))
+                back_key, acq_signer or self.p.gateway_sig, "AcqCardCodeMsg", msg.dump(),
+                "AcqCardCodeMsgTBE"))
         if auth_code:
             results["auth_status"] = {"auth_date": NOW, "auth_code": auth_code,
                                       "auth_ratio": ratio(auth_amt, ORDER.amount)}
@@ -151,6 +175,7 @@ def start(p, role=None):
     out = role.step(None, Command("buy", buy_args()), NOW)
     out2 = role.step(out.state, shop.pinit_res(out.sends[0]), NOW)
     assert out2.state["state"] == "PREQ_SENT", out2.state
+    assert out2.peer == SHOP and out2.sends[0].to == SHOP
     return role, out2.state, out2.sends[0], shop
 
 
@@ -166,6 +191,7 @@ def test_buy_sends_a_clear_pinit_req_naming_the_purchase(p):
     assert header["message_ids"].native == {"lid_c": req["local_id_c"].native, "lid_m": XID, "xid": None}
     assert header["rrpid"].native == req["rrpid"].native
     assert out.state["secret"] == {"pan": PAN, "expiry": EXPIRY}
+    assert out.state["mer_id"] == Parties.MER_ID  # from the directory: the only merID it takes
     assert PAN not in json.dumps({k: v for k, v in out.state.items() if k != "secret"})
     assert any(isinstance(t, SetTimer) and t.name == "retry" for t in out.timers)
 
@@ -211,7 +237,7 @@ def test_approval_then_inquiry_reports_the_capture(p):
     assert (s["auth_code"], s["auth_amt"], s["iso_code"], s["iso_text"]) == ("approved", 1234, "00",
                                                                              "Approved")
     assert s["acq_card_code"] == "accountInfo" and s["captured"] is False
-    assert "secret" not in s and "last" not in s and CancelTimer("retry") in out.timers
+    assert "secret" not in s and "out" not in s and CancelTimer("retry") in out.timers
     # inquiry: signed InqReq over the same TransIDs, fresh RRPID and Chall-C2
     inq = role.step(s, Command("inquire", {"xid": XID.hex()}), NOW + dt.timedelta(days=1))
     (send,) = inq.sends
@@ -245,7 +271,8 @@ def test_declined_and_rejected(p, completion, auth_code, text, final, iso):
 def test_order_received_stops_re_sending_and_an_inquiry_finishes(p):
     role, state, preq, shop = start(p)
     out = role.step(state, shop.result(preq, "orderReceived"), NOW)
-    assert out.state["state"] == "PREQ_SENT" and "last" not in out.state and "secret" in out.state
+    assert out.state["state"] == "PREQ_SENT" and "out" not in out.state and "secret" in out.state
+    assert any(isinstance(t, SetTimer) and t.name == "expire" for t in out.timers)
     inq = role.step(out.state, Command("inquire", {"xid": XID.hex()}), NOW)
     done = role.step(inq.state, shop.result(preq, "authorizationPerformed", acq_text="00 Approved",
                                             auth_code="approved", auth_amt=1234,
@@ -253,7 +280,7 @@ def test_order_received_stops_re_sending_and_an_inquiry_finishes(p):
     assert done.state["state"] == "APPROVED" and done.state["iso_text"] == "Approved"
 
 
-# --- refusals: an Error, and nothing changes ------------------------------------------------------
+# --- refusals: noted, never answered, nothing changes ----------------------------------------------
 def _bad_pinit(p, rogue, shop, send, what):
     other_ids = {"lid_c": b"x" * 16}
     return {
@@ -263,59 +290,107 @@ def _bad_pinit(p, rogue, shop, send, what):
         "not a merchant": lambda: shop.pinit_res(send, signer=p.gateway_sig),
         "gateway not pgwy": lambda: shop.pinit_res(send, pe_cert=p.merchant_kex.cert),
         "unknown gateway": lambda: shop.pinit_res(send, pe_cert=rogue.cert, pe_thumb=fresh()),
+        "shop2": lambda: shop.pinit_res(send, signer=rogue),
+        "foreign BCI": lambda: shop.pinit_res(send, brand_crl_identifier=foreign_brand_bci(p)),
     }[what]()
 
 
 @pytest.mark.parametrize("what, code", [
-    ("chall", "challengeMismatch"), ("rrpid", "challengeMismatch"), ("trans_ids", "unknownXID"),
+    ("chall", "challengeMismatch"), ("rrpid", "badMessageHeader"), ("trans_ids", "unknownXID"),
     ("not a merchant", "invalidCertificate"), ("gateway not pgwy", "invalidCertificate"),
-    ("unknown gateway", "missingCertificate")])
+    ("unknown gateway", "missingCertificate"),
+    ("shop2", "invalidCertificate"),  # a genuine merchant, not the one we buy from
+    ("foreign BCI", "")])
 def test_bad_pinit_res_is_refused_and_changes_nothing(p, rogue, what, code):
     role, shop = wallet(p), Shop(p)
     out = role.step(None, Command("buy", buy_args()), NOW)
     bad = role.step(out.state, _bad_pinit(p, rogue, shop, out.sends[0], what), NOW)
-    (err,) = bad.sends
-    assert error_code(err) == code and err.to == SHOP
-    assert bad.state["refused"]["code"] == code and bad.timers == ()
-    assert {k: v for k, v in bad.state.items() if k != "refused"} == out.state
+    unchanged(bad, out.state)
+    assert bad.state["refused"]["code"].startswith(code) and bad.peer is None
     # the genuine answer still goes through
     assert role.step(bad.state, shop.pinit_res(out.sends[0]), NOW).state["state"] == "PREQ_SENT"
+
+
+def test_buying_from_an_address_the_directory_does_not_know_fails(p):
+    out = wallet(p).step(None, Command("buy", buy_args(merchant="mallory@evil.example")), NOW)
+    assert out.state["state"] == "FAILED" and out.sends == ()
+    assert "no merchant of this world" in out.state["failure"]
+
+
+def test_the_wallet_buying_from_shop2_takes_shop2_only(p, rogue):
+    role = wallet(p)
+    out = role.step(None, Command("buy", buy_args(merchant=SHOP2)), NOW)
+    assert out.sends[0].to == SHOP2
+    unchanged(role.step(out.state, Shop(p).pinit_res(out.sends[0]), NOW), out.state)
+    assert role.step(out.state, Shop(p, rogue).pinit_res(out.sends[0]), NOW).state["state"] == \
+        "PREQ_SENT"
 
 
 def test_revoked_merchant_is_refused(p, rogue):
     crl = p.tree.mca.revoke(rogue.cert, ISSUED)
     role = Wallet(dataclasses.replace(wallet(p).config, crls=(crl,)))
-    out = role.step(None, Command("buy", buy_args()), NOW)
+    out = role.step(None, Command("buy", buy_args(merchant=SHOP2)), NOW)
     bad = role.step(out.state, Shop(p, rogue).pinit_res(out.sends[0]), NOW)
-    assert error_code(bad.sends[0]) == "revokedCertificate" and bad.state["state"] == "PINIT_SENT"
-    assert role.step(out.state, Shop(p).pinit_res(out.sends[0]), NOW).state["state"] == "PREQ_SENT"
+    unchanged(bad, out.state)
+    assert bad.state["refused"]["code"] == "revokedCertificate"
 
 
 @pytest.mark.parametrize("what, code", [
-    ("chall", "challengeMismatch"), ("rrpid", "challengeMismatch"),
-    ("other merchant", "invalidCertificate"), ("trans_ids", "unknownXID")])
+    ("chall", "challengeMismatch"), ("rrpid", "badMessageHeader"),
+    ("other merchant", "invalidCertificate"), ("trans_ids", "unknownXID"), ("foreign BCI", "")])
 def test_bad_pres_is_refused_and_changes_nothing(p, rogue, what, code):
     role, state, preq, shop = start(p)
     oi, _, _ = shop.open_preq(preq)
     other = TransIDs({**oi["trans_ids"].native, "language": "fr"})
     kw = {"chall": {"chall_c": fresh()}, "rrpid": {"rrpid": fresh()},
-          "other merchant": {"signer": rogue}, "trans_ids": {"trans_ids": other}}[what]
+          "other merchant": {"signer": rogue}, "trans_ids": {"trans_ids": other},
+          "foreign BCI": {"brand_crl_identifier": foreign_brand_bci(p)}}[what]
     bad = role.step(state, shop.result(preq, "authorizationPerformed", auth_code="approved",
                                        auth_amt=1234, **kw), NOW)
-    assert error_code(bad.sends[0]) == code
-    assert {k: v for k, v in bad.state.items() if k != "refused"} == state
+    unchanged(bad, state)
+    assert bad.state["refused"]["code"].startswith(code)
 
 
-def test_acq_card_msg_under_another_key_is_refused(p):
+def test_acq_card_msg_under_another_key_or_from_another_gateway_is_refused(p, gateway2):
     role, state, preq, shop = start(p)
-    bad = shop.result(preq, "authorizationPerformed", acq_text="00 Approved", auth_code="approved",
-                      acq_key=fresh(32))
-    out = role.step(state, bad, NOW)
-    assert out.sends[0].message_type == "Error" and out.state["state"] == "PREQ_SENT"
-    assert "secret" in out.state and "iso_code" not in out.state
+    for bad in (dict(acq_key=fresh(32)), dict(acq_signer=gateway2)):
+        out = role.step(state, shop.result(preq, "authorizationPerformed", acq_text="00 Approved",
+                                           auth_code="approved", **bad), NOW)
+        unchanged(out, state)
+        assert "secret" in out.state and "iso_code" not in out.state
+    assert "another gateway" in out.refused
 
 
-# --- retries, Errors, local failures --------------------------------------------------------------
+def test_an_older_bci_is_refused_and_a_newer_one_kept(p):
+    role, shop = wallet(p), Shop(p)
+    seq = p.tree.brand.bci["tbs"]["sequence_num"].native
+    out = role.step(None, Command("buy", buy_args()), NOW)
+    res = shop.pinit_res(out.sends[0])
+    older = role.step(out.state, res, NOW, {"Visa": seq + 1})
+    unchanged(older, out.state)
+    assert "older" in older.refused
+    taken = role.step(out.state, res, NOW, {"Visa": seq - 1, "JCB": 5})
+    assert taken.state["state"] == "PREQ_SENT" and taken.shared == {"Visa": seq, "JCB": 5}
+    assert role.step(out.state, res, NOW, {"Visa": seq}).shared is None  # nothing new
+
+
+def test_a_repeated_response_is_absorbed(p):
+    role, state, preq, shop = start(p)
+    pres = shop.result(preq, "authorizationPerformed", auth_code="approved", auth_amt=1234)
+    done = role.step(state, pres, NOW).state
+    for late in (pres, shop.pinit_res(Command("x") and preq_of(role))):
+        out = role.step(done, late, NOW)
+        assert out.sends == () and out.refused and out.state["state"] == "APPROVED"
+    out = role.step(None, pres, NOW)  # for no purchase at all
+    assert out.state is None and out.sends == () and out.refused
+
+
+def preq_of(role):
+    """A PInitReq of a fresh purchase (what a replayed PInitRes answers)."""
+    return role.step(None, Command("buy", buy_args()), NOW).sends[0]
+
+
+# --- retries, Errors, expiry, local failures ------------------------------------------------------
 def test_retry_resends_the_same_bytes_then_fails(p):
     role = wallet(p, max_retries=2)
     out = role.step(None, Command("buy", buy_args()), NOW)
@@ -323,28 +398,57 @@ def test_retry_resends_the_same_bytes_then_fails(p):
     for _ in range(2):
         again = role.step(state, timer, NOW)
         assert [s.wrapper_der for s in again.sends] == [out.sends[0].wrapper_der]
+        assert again.sends[0].to == SHOP
         state = again.state
     final = role.step(state, timer, NOW)
     assert final.sends == () and final.state["state"] == "FAILED" and "secret" not in final.state
     assert "no answer to PInitReq" in final.state["failure"]
+    assert final.state["expired"]["reason"] == final.state["failure"]
     assert role.step(final.state, timer, NOW).state == final.state  # stale timer
 
 
-def test_error_naming_the_preq_fails_the_purchase_and_other_errors_do_not(p):
+@pytest.mark.parametrize("case", ["unsigned", "signed by shop2", "names other bytes"])
+def test_an_error_not_from_our_merchant_about_our_exact_preq_only_nudges(p, rogue, case):
     role, state, preq, shop = start(p)
-    unrelated = Inbound("Error", error_wrapper("unknownXID", wrap(
-        "PInitReq", body(role.step(None, Command("buy", buy_args()), NOW).sends[0]), now=NOW,
-        rrpid=fresh(), lid_m=XID), now=NOW), SHOP)
-    assert role.step(state, unrelated, NOW).state == state
-    out = role.step(state, Inbound("Error", error_wrapper("challengeMismatch", preq.wrapper_der,
-                                                           now=NOW), SHOP), NOW)
+    other = bytearray(preq.wrapper_der)
+    other[-40] ^= 1
+    signer, about = {"unsigned": (False, preq.wrapper_der),
+                     "signed by shop2": (rogue, preq.wrapper_der),
+                     "names other bytes": (None, bytes(other))}[case]
+    out = role.step(state, merchant_error(p, "challengeMismatch", about, signer), NOW)
+    assert out.state["state"] == "PREQ_SENT" and out.sends == () and out.refused
+    assert out.timers == (SetTimer("retry", NOW + dt.timedelta(seconds=60),
+                                   {"transaction": XID.hex()}),)
+    again = role.step(out.state, merchant_error(p, "challengeMismatch", about, signer), NOW)
+    assert again.timers == () and again.state["state"] == "PREQ_SENT"  # once per attempt
+    resent = role.step(again.state, TimerFired("retry", {"transaction": XID.hex()}), NOW)
+    assert [s.wrapper_der for s in resent.sends] == [preq.wrapper_der]
+
+
+def test_an_error_from_our_merchant_naming_the_preq_fails_the_purchase(p):
+    role, state, preq, shop = start(p)
+    unrelated = merchant_error(p, "unknownXID", wrap(
+        "PInitReq", body(preq_of(role)), now=NOW, rrpid=fresh(), lid_m=XID))
+    out = role.step(state, unrelated, NOW)
+    assert out.refused and out.state == state
+    out = role.step(state, merchant_error(p, "challengeMismatch", preq.wrapper_der), NOW)
     assert out.state["state"] == "FAILED" and out.state["error_code"] == "challengeMismatch"
     assert "PReq refused" in out.state["failure"] and "secret" not in out.state
-    assert out.sends == ()  # never an Error to an Error
+    assert out.sends == () and out.peer == SHOP  # never an Error to an Error
     # the merchant did take the PReq after all: a late PRes still tells the outcome
     late = role.step(out.state, shop.result(preq, "authorizationPerformed", auth_code="approved",
                                             auth_amt=1234), NOW)
     assert late.state["state"] == "APPROVED" and "failure" not in late.state
+
+
+def test_an_error_from_the_chosen_merchant_naming_the_pinit_req_fails_the_purchase(p, rogue):
+    role = wallet(p)
+    out = role.step(None, Command("buy", buy_args()), NOW)
+    nudged = role.step(out.state, merchant_error(p, "unknownXID", out.sends[0].wrapper_der,
+                                                 rogue), NOW)
+    assert nudged.state["state"] == "PINIT_SENT" and nudged.refused
+    failed = role.step(out.state, merchant_error(p, "unknownXID", out.sends[0].wrapper_der), NOW)
+    assert failed.state["state"] == "FAILED" and "secret" not in failed.state
 
 
 def test_inquiry_error_and_give_up_leave_the_purchase_alone(p):
@@ -352,8 +456,11 @@ def test_inquiry_error_and_give_up_leave_the_purchase_alone(p):
     approved = role.step(state, shop.result(preq, "authorizationPerformed", auth_code="approved",
                                             auth_amt=1234), NOW).state
     inq = role.step(approved, Command("inquire", {"xid": XID.hex()}), NOW)
-    err = role.step(inq.state, Inbound("Error", error_wrapper("unknownXID", inq.sends[0].wrapper_der,
-                                                               now=NOW), SHOP), NOW)
+    assert inq.state["inq"]["pin"] == {"thumb": state["_merchant_cert"]}
+    nudge = role.step(inq.state, merchant_error(p, "unknownXID", inq.sends[0].wrapper_der,
+                                                False), NOW)
+    assert nudge.state["inquiry_pending"] is True and nudge.timers[0].name == "inquiry"
+    err = role.step(inq.state, merchant_error(p, "unknownXID", inq.sends[0].wrapper_der), NOW)
     assert err.state["state"] == "APPROVED" and err.state["inquiry_pending"] is False
     assert "unknownXID" in err.state["inquiry_error"]
     inq2 = role.step(err.state, Command("inquire", {"xid": XID.hex()}), NOW)
@@ -364,6 +471,20 @@ def test_inquiry_error_and_give_up_leave_the_purchase_alone(p):
     assert gave_up.state["state"] == "APPROVED" and "no answer to InqReq" in gave_up.state["inquiry_error"]
 
 
+def test_a_purchase_the_merchant_keeps_waiting_expires(p):
+    role, state, preq, shop = start(p, wallet(p, expire_after=dt.timedelta(hours=6)))
+    received = role.step(state, shop.result(preq, "orderReceived"), NOW)
+    due = next(t for t in received.timers if isinstance(t, SetTimer) and t.name == "expire")
+    assert due.due == NOW + dt.timedelta(hours=6)
+    out = role.step(received.state, TimerFired("expire", {"transaction": XID.hex()}), due.due)
+    s = out.state
+    assert s["state"] == "FAILED" and "secret" not in s and "within 6 h" in s["failure"]
+    assert s["expired"] == {"at": due.due.isoformat(), "reason": s["failure"]}
+    late = role.step(s, shop.result(preq, "authorizationPerformed", auth_code="approved",
+                                    auth_amt=1234), NOW)
+    assert late.state["state"] == "APPROVED" and "expired" not in late.state
+
+
 def test_local_failures_are_clear(p):
     nobody = wallet(p, credentials=lambda last4, brand: None)
     out = nobody.step(None, Command("buy", buy_args()), NOW)
@@ -372,7 +493,7 @@ def test_local_failures_are_clear(p):
                                     "run `setmail register alice` first")
     _, _, preq, shop = start(p)  # a PRes for a purchase that never started is refused
     late = nobody.step(out.state, shop.result(preq, "authorizationPerformed"), NOW)
-    assert late.sends[0].message_type == "Error" and late.state["state"] == "FAILED"
+    assert late.sends == () and late.refused and late.state["state"] == "FAILED"
     other_card = wallet(p).step(None, Command("buy", buy_args(pan="4111111111111111", expiry="203001")),
                                 NOW)
     assert "does not certify" in other_card.state["failure"]
@@ -413,7 +534,9 @@ def cardholder_agent(p, card=None):
     trust = p.tree.trust_store()
     registration = CardholderRegistration(CardholderRegConfig(ALICE, trust))
     net.roles[ALICE] = Dispatch([wallet(p, credentials=credentials), registration], name="cardholder")
-    net.roles[CCA] = CARole(CAConfig(p.tree.cca, "cca", CCA, trust))
+    from setmail.roles.directory import Directory, Party
+    net.roles[CCA] = CARole(CAConfig(p.tree.cca, "cca", CCA, trust, cards={ALICE: {PAN}},
+                                     directory=Directory([Party("alice", "cardholder", ALICE)])))
     return net
 
 

@@ -16,6 +16,7 @@ from setmail.asn1.base import TransIDs
 from setmail.asn1.fastder import Raw, encode
 from setmail.crypto.operators import DD, HMAC
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
+from setmail.roles.forms import luhn_ok
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,27 @@ class Order:
 
     def display(self) -> str:
         return f"{self.amount / 10 ** -self.amt_exp10:.{-self.amt_exp10}f} ({self.currency})"
+
+
+def order_problem(args, pan: str, expiry: str) -> str | None:
+    """Why a ``buy`` command cannot start a purchase (None: it can), checked before anything is
+    sent: card number, expiry, merchant, brand, description and amount."""
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    checks = (
+        (luhn_ok(pan), "PAN is not a valid card number"),
+        (len(expiry) == 6 and expiry.isdigit() and 1 <= int(expiry[4:]) <= 12,
+         "expiry must be YYYYMM"),
+        (bool(args.get("merchant")) and bool(args.get("brand")),
+         "merchant and brand are required"),
+        (isinstance(args.get("description"), str) and args["description"].strip() != "",
+         "description is required"),
+        (integer(args.get("amount")) and args["amount"] > 0,
+         "amount must be a positive integer (minor units)"),
+        (integer(args.get("currency")) and 0 < args["currency"] < 1000,
+         "currency must be an ISO 4217 numeric code"),
+        (integer(args.get("amt_exp10", -2)), "amt_exp10 must be an integer"))
+    return next((why for ok, why in checks if not ok), None)
 
 
 def trans_ids(*, lid_c: bytes, xid: bytes, p_req_date: dt.datetime, lid_m: bytes | None = None,

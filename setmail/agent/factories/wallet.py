@@ -7,15 +7,22 @@ each call, so a certificate obtained while the agent runs is found at once, and 
 version once (cached by modification time): a purchase asks for its card twice.
 
 The wallet checks the merchant's and the gateway's certificate paths against every CA's CRL
-(``setmail.world.trees.crls``, read when the agent starts).  world.toml options of a cardholder:
-``retry_after`` (seconds, default 1800) and ``max_retries`` (default 3) for PInitReq, PReq and
-InqReq.
+(``setmail.world.trees.crls``, read when the agent starts), and takes a PInitRes only from a
+certificate carrying the merID the world's directory binds to the merchant address it buys from
+(``DirectoryMerchants``).  world.toml options of a cardholder:
+
+* ``retry_after`` (seconds, default 1800) and ``max_retries`` (default 3): re-sends of PInitReq,
+  PReq and InqReq, after which the purchase FAILS (secrets dropped) or the inquiry gives up;
+* ``expire_after`` (seconds, default 86400 = 1 day): how long a PReq the merchant said it has
+  (orderReceived) may wait for its outcome before the purchase FAILS (secrets dropped; a late
+  PRes or an inquiry still records the outcome).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from setmail.agent.factory import register_role
@@ -81,6 +88,34 @@ class WalletFiles:
         return card
 
 
+class DirectoryMerchants(Mapping):
+    """merchant address (any case) -> merID, from the world's directory (``world.directory``):
+    read when first asked, and again when an address is not found (a merchant registered since)."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self._ids: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        from setmail.world.directory import load_directory
+        self._ids = {p.address.lower(): p.mer_id for p in load_directory(self.world).of_kind(
+            "merchant") if p.mer_id}
+        return self._ids
+
+    def __getitem__(self, address: str) -> str:
+        key = str(address).lower()
+        ids = self._ids if self._ids is not None else self._load()
+        if key not in ids:
+            ids = self._load()
+        return ids[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids if self._ids is not None else self._load())
+
+    def __len__(self) -> int:
+        return len(self._ids if self._ids is not None else self._load())
+
+
 @register_role("cardholder")
 def cardholder(world: World, spec: AgentSpec) -> Role:
     from setmail.crypto.suite import get_suite
@@ -101,5 +136,7 @@ def cardholder(world: World, spec: AgentSpec) -> Role:
         name=spec.address, trust=trust, suite=suite, agent=spec.name, crls=crls(world),
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
         max_retries=int(opts.get("max_retries", 3)),
+        expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
+        merchants=DirectoryMerchants(world),
         credentials=WalletFiles(world.agent_home(spec.name))))
     return Dispatch([wallet, registration], name="cardholder")
