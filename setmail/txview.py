@@ -1,8 +1,9 @@
 """Read-only views of purchases across a world's agents: what ``setmail tx``/``trace`` print.
 
-Every purchase role keys its state by the XID (hex) in its own store (``tx/<xid>``), and every mail
-an agent sends names that key in its Subject (``SET <type> <xid>``), so one XID finds the
-purchase everywhere.  Nothing here decrypts anything: states are shown without their
+Every purchase role keys its state by the XID (hex) in its own store: ``tx/<xid>`` at the wallet and
+the merchant, ``tx/<xid>.<tag>`` at the gateway and the issuer, where a purchase is one merchant's
+XID (D-140, D-141: two merchants' purchases under one XID stay apart).  Every mail an agent sends
+names its key in its Subject (``SET <type> <key>``), so one XID finds the purchase everywhere.  Nothing here decrypts anything: states are shown without their
 ``secret`` part, mails by their clear headers.
 """
 from __future__ import annotations
@@ -38,19 +39,33 @@ def _public(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k not in HIDDEN and not k.startswith("_")}
 
 
+def purchase_states(store, xid: str) -> list[tuple[str, dict[str, Any]]]:
+    """(key, state) of every transaction of ``xid`` in one agent's store: ``tx/<xid>`` and the
+    ``tx/<xid>.<tag>`` keys of the gateway and the issuer (a range scan of the primary key)."""
+    keys = [k for k, in store.query(
+        "SELECT txkey FROM role_state WHERE txkey = ? OR (txkey > ? AND txkey < ?) ORDER BY txkey",
+        (f"tx/{xid}", f"tx/{xid}.", f"tx/{xid}/"))]
+    return [(k, s) for k in keys if (s := store.get_state(k))]
+
+
 def agent_states(world: World, xid: str) -> dict[str, dict[str, Any]]:
-    """agent name -> its (public) state of purchase ``xid``, for every agent that has one."""
+    """agent name -> its (public) state of purchase ``xid``, for every agent that has one; an
+    agent holding the XID for several merchants (a gateway, an issuer) is listed once per
+    merchant as ``name[merID]``."""
     out = {}
     for spec in world.agents.values():
         if spec.kind not in PURCHASE_KINDS or not world.store_path(spec.name).exists():
             continue
         store = open_store(world, spec.name)
         try:
-            state = store.get_state("tx/" + xid)
+            found = purchase_states(store, xid)
         finally:
             store.close()
-        if state:
-            out[spec.name] = {"kind": spec.kind, **_public(state)}
+        for _, state in found:
+            label = spec.name
+            if len(found) > 1:
+                label += f"[{state.get('mer_id') or state.get('merchant_id') or '?'}]"
+            out[label] = {"kind": spec.kind, **_public(state)}
     return out
 
 

@@ -97,13 +97,21 @@ class RunningWorld:
         return path.read_text() if path.exists() else ""
 
     # -- observing ------------------------------------------------------------------------------
-    def state(self, agent: str, xid: str) -> dict:
+    def state(self, agent: str, xid: str, mer_id: str | None = None) -> dict:
+        """``agent``'s state of purchase ``xid``; at a gateway or issuer, which key by (merchant,
+        XID), the one of merchant ``mer_id`` when it holds several."""
         from setmail.agent.commands import open_store
+        from setmail.txview import purchase_states
         store = open_store(self.world.store_path(agent))
         try:
-            return store.get_state("tx/" + xid) or {}
+            found = [s for _, s in purchase_states(store, xid)]
         finally:
             store.close()
+        if mer_id is not None:
+            found = [s for s in found if mer_id in (s.get("mer_id"), s.get("merchant_id"))]
+        if len(found) > 1:
+            raise AssertionError(f"{agent} holds {len(found)} states for {xid[:12]}: name mer_id")
+        return found[0] if found else {}
 
     def wait_state(self, agent: str, xid: str, states, timeout: float = 30,
                    check=lambda s: True) -> dict:

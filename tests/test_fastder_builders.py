@@ -258,7 +258,7 @@ def test_wallet_and_gateway_pieces_are_the_former_constructions():
     signed = enveloped("InqReqData").dump()
     assert pm.inq_req(signed) == pu.InqReq(name="inq_req_signed",
                                            value=cms.ContentInfo.load(signed)).dump()
-    assert gc.cap_token_data(auth_rrpid=b"r" * 32, amount=AMOUNT, xid=b"x" * 20) == \
+    assert gc.cap_token_data(auth_rrpid=b"r" * 32, amount=AMOUNT, opaque=b"x" * 20) == \
         gw.CapTokenData({"auth_rrpid": b"r" * 32, "auth_amt": AMOUNT,
                          "token_opaque": b"x" * 20}).dump()
     for iso in ("00", "51", "zz"):
