@@ -378,7 +378,7 @@ def test_a_repeated_response_is_absorbed(p):
     role, state, preq, shop = start(p)
     pres = shop.result(preq, "authorizationPerformed", auth_code="approved", auth_amt=1234)
     done = role.step(state, pres, NOW).state
-    for late in (pres, shop.pinit_res(Command("x") and preq_of(role))):
+    for late in (pres, shop.pinit_res(preq_of(role))):
         out = role.step(done, late, NOW)
         assert out.sends == () and out.refused and out.state["state"] == "APPROVED"
     out = role.step(None, pres, NOW)  # for no purchase at all
