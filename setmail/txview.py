@@ -18,7 +18,7 @@ from setmail.world.config import World
 
 PURCHASE_KINDS = ("cardholder", "merchant", "gateway", "issuer")
 #: state keys never shown (secrets, raw DER of requests kept for re-sending)
-HIDDEN = frozenset({"secret", "last", "pi", "preq", "pinit_req", "parked"})
+HIDDEN = frozenset({"secret", "last", "pi", "preq", "pinit_req", "parked", "out", "inq", "offers"})
 _XID = re.compile(r"^[0-9a-f]{40}$")
 
 

@@ -113,6 +113,15 @@ class RunningWorld:
             raise AssertionError(f"{agent} holds {len(found)} states for {xid[:12]}: name mer_id")
         return found[0] if found else {}
 
+    def shared(self, agent: str, key: str) -> dict:
+        """``agent``'s cross-transaction state ``key`` (e.g. "brand": BCI sequences seen)."""
+        from setmail.agent.commands import open_store
+        store = open_store(self.world.store_path(agent))
+        try:
+            return store.get_state("shared/" + key) or {}
+        finally:
+            store.close()
+
     def wait_state(self, agent: str, xid: str, states, timeout: float = 30,
                    check=lambda s: True) -> dict:
         states = (states,) if isinstance(states, str) else tuple(states)

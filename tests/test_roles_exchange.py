@@ -11,7 +11,7 @@ import pytest
 
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.errors import ProtocolError
-from setmail.roles.base import CancelTimer, Inbound, SetTimer
+from setmail.roles.base import CancelTimer, Inbound, Outcome, SetTimer
 from setmail.roles.exchange import ENDS, NUDGE, UNRELATED, Exchange, pin, pin_matches
 from setmail.roles.purchase_msgs import pinit_req
 from setmail.roles.refusal import error_wrapper
@@ -21,6 +21,11 @@ from tests.minipki import NOW
 EX = Exchange(retry_after=dt.timedelta(minutes=5), max_retries=2,
               nudge_after=dt.timedelta(seconds=30))
 PEER = "gateway@gateway.example"
+
+
+def GIVE_UP(why: str) -> Outcome:
+    """What a role does when the re-sends are spent (here: say why)."""
+    return Outcome("tx1", None, refused=why)
 
 
 def request(rrpid: bytes, lid_c: bytes = b"C" * 16, xid: bytes = b"X" * 20) -> bytes:
@@ -58,14 +63,14 @@ def test_resends_are_the_same_bytes_then_the_exchange_is_spent(asked):
     out, der, _ = asked
     state = out.state
     for attempt in (1, 2):
-        again = EX.on_timer(state, "tx1", NOW)
+        again = EX.on_timer(state, "tx1", NOW, GIVE_UP)
         assert [s.wrapper_der for s in again.sends] == [der] and again.sends[0].to == PEER
         state = again.state
         assert EX.pending(state)["attempts"] == attempt
-    assert EX.on_timer(state, "tx1", NOW) is None
+    assert EX.on_timer(state, "tx1", NOW, GIVE_UP).refused == "no answer to PInitReq after 2 re-sends"
     settled, timers = EX.settle(state)
     assert EX.pending(settled) is None and timers == (CancelTimer("retry"),)
-    stale = EX.on_timer(settled, "tx1", NOW)
+    stale = EX.on_timer(settled, "tx1", NOW, GIVE_UP)
     assert stale.sends == () and stale.state == settled
 
 
@@ -121,7 +126,7 @@ def test_a_nudge_brings_the_resend_forward_once_per_attempt(asked):
     assert [t.due for t in timers] == [NOW + dt.timedelta(seconds=30)]
     again, timers = EX.nudge(state, "tx1", NOW)
     assert timers == () and again == state
-    resent = EX.on_timer(state, "tx1", NOW).state  # the next attempt may be nudged again
+    resent = EX.on_timer(state, "tx1", NOW, GIVE_UP).state  # the next attempt may be nudged again
     assert EX.nudge(resent, "tx1", NOW)[1] != ()
 
 

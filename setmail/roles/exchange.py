@@ -16,7 +16,7 @@ Rules (docs/threat-model.md):
   (``accept``).  The role then checks what the message itself must echo (tags, challenges).
 * **Re-sends are the same bytes** (``on_timer``), up to ``max_retries`` times: the responder's
   dedupe answers an identical re-send with its stored answer.  When they are spent the role decides
-  what giving up means (``on_timer`` returns None).
+  what giving up means (``on_timer``'s ``give_up``).
 * **An Error ends the request only if it is signed by the pinned counterpart and names exactly
   the bytes we sent** (``refusedHash`` = SHA-256 of our wrapper, D-134): verdict ``ENDS``.  Any
   other Error that repeats our RRPID (unsigned, another signer, another hash: anybody can copy a
@@ -173,14 +173,16 @@ class Exchange:
         return state
 
     # -- timers ----------------------------------------------------------------------------------
-    def on_timer(self, state: Mapping, key: str, now: dt.datetime) -> Outcome | None:
-        """Re-send the same bytes; None when the re-sends are spent (the role gives up its own
-        way, then calls ``settle``); a stale timer (nothing outstanding) changes nothing."""
+    def on_timer(self, state: Mapping, key: str, now: dt.datetime,
+                 give_up: Callable[[str], Outcome]) -> Outcome:
+        """Re-send the same bytes; when the re-sends are spent, ``give_up(why)`` (the role ends the
+        request its own way and calls ``settle``); a stale timer (nothing outstanding) changes
+        nothing."""
         rec = self.pending(state)
         if rec is None:
             return Outcome(key, dict(state))
         if rec["attempts"] >= self.max_retries:
-            return None
+            return give_up(f"no answer to {rec['type']} after {rec['attempts']} re-sends")
         rec = {**rec, "attempts": rec["attempts"] + 1}
         return Outcome(key, {**state, self.slot: rec},
                        sends=(Send(rec["to"], rec["type"], unh(rec["der"])),),

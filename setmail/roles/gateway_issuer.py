@@ -212,12 +212,8 @@ class IssuerLeg:
     # -- waiting on the issuer -----------------------------------------------------------------------
     def on_timer_retry(self, state, event, now, shared) -> Outcome:
         key = self.transaction_key(event)
-        out = self.exchange.on_timer(state, key, now)
-        if out is not None:
-            return out
-        rec = self.exchange.pending(state)
-        return self._give_up(state, key, now, f"no answer to {rec['type']} after "
-                             f"{rec['attempts']} re-sends")
+        return self.exchange.on_timer(state, key, now,
+                                      lambda why: self._give_up(state, key, now, why))
 
     def on_Error(self, state, event, now, shared) -> Outcome:
         """Ends our issuer request only if signed by the issuer and naming its bytes; an Error

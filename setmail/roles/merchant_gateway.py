@@ -183,12 +183,8 @@ class GatewaySide:
 
     def on_timer_retry(self, state, event, now, shared) -> Outcome:
         key = self.transaction_key(event)
-        out = self.exchange.on_timer(state, key, now)
-        if out is not None:
-            return out
-        rec = self.exchange.pending(state)
-        return self._give_up(dict(state), key, now, f"no answer to {rec['type']} after "
-                             f"{rec['attempts']} re-sends", "noReply", by="merchant")
+        return self.exchange.on_timer(state, key, now, lambda why: self._give_up(
+            dict(state), key, now, why, "noReply", by="merchant"))
 
     def _give_up(self, state: dict, key: str, now: dt.datetime, reason: str, code: str | None,
                  *, by: str) -> Outcome:

@@ -71,7 +71,7 @@ def waiting(state: str) -> dict:
 
 
 _ANSWERED = ("DONE", "PENDING", "FAILED")
-_STALE = {"timer:retry", "timer:poll", "Error"}
+_STALE = ("timer:retry", "timer:poll", "Error")
 #: the end of every registration table: CertReq sent, pended and polled, done or failed
 CERTIFICATE_STATES = {
     "CERT_REQ_SENT": {"CertRes": (*_ANSWERED, "CERT_REQ_SENT"), **waiting("CERT_REQ_SENT")},
@@ -249,12 +249,8 @@ class Registration(Role):
     # -- waiting ---------------------------------------------------------------------------------
     def on_timer_retry(self, state, event, now, shared) -> Outcome:
         key = self.transaction_key(event)
-        out = self.exchange.on_timer(state, key, now)
-        if out is not None:
-            return out
-        rec = self.exchange.pending(state)
-        return self.fail(dict(state), key, f"no answer to {rec['type']} after "
-                         f"{rec['attempts']} re-sends")
+        return self.exchange.on_timer(state, key, now,
+                                      lambda why: self.fail(dict(state), key, why))
 
     def on_Error(self, state, event, now, shared) -> Outcome:
         """Ends the request only on ENDS (signed by the pinned CA, naming our exact bytes); a

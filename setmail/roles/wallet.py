@@ -293,12 +293,8 @@ class Wallet(StatusSide, Role):
     # -- timers -----------------------------------------------------------------------------------
     def on_timer_retry(self, state, event, now, shared) -> Outcome:
         key = self.transaction_key(event)
-        out = self.purchase.on_timer(state, key, now)
-        if out is not None:
-            return out
-        rec = self.purchase.pending(state)
-        return self.fail(dict(state), key, f"no answer to {rec['type']} after {rec['attempts']} "
-                         "re-sends", now=now)
+        return self.purchase.on_timer(state, key, now,
+                                      lambda why: self.fail(dict(state), key, why, now=now))
 
     def on_timer_expire(self, state, event, now, shared) -> Outcome:
         """The merchant said it has our PReq, and no outcome came in ``expire_after``: FAILED

@@ -149,12 +149,12 @@ class StatusSide:
     def on_timer_inquiry(self, state, event, now, shared) -> Outcome:
         """Re-send the same InqReq bytes; give up (the purchase itself unchanged) when spent."""
         key = self.transaction_key(event)
-        out = self.inquiry.on_timer(state, key, now)
-        if out is not None:
-            return out
-        attempts = self.inquiry.pending(state)["attempts"]
+        return self.inquiry.on_timer(state, key, now, lambda why: self._inquiry_failed(
+            state, key, why))
+
+    def _inquiry_failed(self, state, key: str, why: str) -> Outcome:
+        """The InqReq's re-sends are spent: the inquiry ends, the purchase is unchanged."""
         state, timers = self.inquiry.settle(state)
-        state.update(inquiry_pending=False,
-                     inquiry_error=f"no answer to InqReq after {attempts} re-sends")
+        state.update(inquiry_pending=False, inquiry_error=why)
         state.pop("_inq_chall", None)
         return Outcome(key, state, timers=timers)

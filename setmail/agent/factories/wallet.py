@@ -130,10 +130,11 @@ def cardholder(world: World, spec: AgentSpec) -> Role:
         path = keys / f"{key_id}.key.pem"
         return load_key(path) if path.exists() else None
 
+    revoked = crls(world)
     registration = CardholderRegistration(CardholderRegConfig(
-        name=spec.address, trust=trust, suite=suite, key_lookup=key_lookup))
+        name=spec.address, trust=trust, suite=suite, key_lookup=key_lookup, crls=revoked))
     wallet = Wallet(WalletConfig(
-        name=spec.address, trust=trust, suite=suite, agent=spec.name, crls=crls(world),
+        name=spec.address, trust=trust, suite=suite, agent=spec.name, crls=revoked,
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
         max_retries=int(opts.get("max_retries", 3)),
         expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
