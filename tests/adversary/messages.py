@@ -182,6 +182,22 @@ class Messages:
                     "AuthResTBE", certs=[gateway.sig.cert, *gateway.sig.chain], suite=self.suite)
         return wrap("AuthRes", body, now=now, like=auth_req, rrpid=p.rrpid, **p.ids)
 
+    def cap_res(self, gateway: Party, *, cap_req: bytes, auth_rrpid: bytes, trans_ids: bytes,
+                merchant: Party, amount: dict, code: str = "success",
+                now: dt.datetime | None = None) -> bytes:
+        """A CapRes by ``gateway`` answering a CapReq seen on the wire (its clear header) for
+        the authorisation ``auth_rrpid`` (the AuthReq's clear RRPID) of the purchase with TransIDs
+        ``trans_ids``."""
+        now, p = now or utcnow(), split(cap_req)
+        data = encode(cap.CapResData, {
+            "cap_rr_tags": _rr_tags(p.rrpid, merchant.mer_id, now),
+            "brand_crl_identifier": Raw(self.current_bci()),
+            "cap_res_item_seq": [{"trans_ids": Raw(trans_ids), "auth_rrpid": auth_rrpid,
+                                  "cap_res_payload": {"cap_code": code, "cap_amt": amount}}]})
+        body = Enc(gateway.sig, merchant.kex.cert, "CapResData", data, "CapResTBE",
+                   certs=[gateway.sig.cert, *gateway.sig.chain], suite=self.suite)
+        return wrap("CapRes", body, now=now, like=cap_req, rrpid=p.rrpid, **p.ids)
+
     def cap_req(self, merchant: Party, *, cap_token: bytes, trans_ids: bytes, auth_rrpid: bytes,
                 amount: dict, gateway_kex: x509.Certificate, like: bytes,
                 now: dt.datetime | None = None) -> bytes:

@@ -86,12 +86,15 @@ def test_errors_and_responses_bounced_between_agents_stop(rw, attacker):
             ("shop", "gateway", "AuthRes"), ("shop", "gateway", "CapRes"),
             ("alice", "shop", "PRes"), ("gateway", "bank", "IssAuthRes"))],
         ("shop", "gateway", b"\x30\x03\x02\x01\x01"),  # undecodable
+        ("gateway", "shop", mine["AuthRes"].der),  # headers announce a PReq, it holds a response
     ]
     answered_once = [("shop", "gateway", flip_body(mine["PReq"].der, 3)),
                      ("gateway", "shop", flip_body(mine["AuthReq"].der, 3))]
     sent = set()
-    for to, sender, der in silent + answered_once:
+    for n, (to, sender, der) in enumerate(silent + answered_once):
         kw = {"message_type": "Error"} if der.startswith(b"\x30\x03") else {}
+        if n == len(silent) - 1:
+            kw = {"subject": "SET PReq", "type_header": "PReq"}
         sent.add(msgid := attacker.send(to, der, sender=sender, **kw))
         wait_processed(rw, attacker, to, msgid)
     settle(rw)

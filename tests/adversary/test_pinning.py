@@ -55,20 +55,22 @@ def test_pinit_res_builder_is_accepted_from_the_right_merchant(rw, attacker):
     assert state(rw, "alice", p.xid)["state"] == "PREQ_SENT"
 
 
-def test_preq_and_auth_res_builders_are_accepted_with_the_right_keys(rw, attacker):
-    forge = attacker.forge
+def test_auth_res_and_cap_res_builders_are_accepted_with_the_right_keys(rw, attacker):
+    forge, gateway, shop = attacker.forge, attacker.forge.party("gateway"), attacker.forge.party(
+        "shop")
     rw.stop("gateway")
     p = buy(rw, "bob", "shop")
     auth_req = attacker.mail("gateway", "AuthReq", p.xid)
-    preq = attacker.mail("shop", "PReq", p.xid)
-    _, _, oi = preq_parts(preq.der)
-    amount = {"currency": 978, "amount": p.minor, "amt_exp10": -2}
-    res = forge.auth_res(forge.party("gateway"), auth_req=auth_req.der,
-                         trans_ids=bytes(oi["trans_ids"]), merchant=forge.party("shop"),
-                         amount=amount)
-    msgid = attacker.send("shop", res, sender="gateway")
-    wait_processed(rw, attacker, "shop", msgid)
-    assert state(rw, "shop", p.xid)["state"] in ("AUTHORIZED", "CAP_SENT", "CAPTURED")
+    trans_ids = bytes(preq_parts(attacker.mail("shop", "PReq", p.xid).der)[2]["trans_ids"])
+    res = forge.auth_res(gateway, auth_req=auth_req.der, trans_ids=trans_ids, merchant=shop,
+                         amount=p.amount)
+    wait_processed(rw, attacker, "shop", attacker.send("shop", res, sender="gateway"))
+    assert state(rw, "shop", p.xid)["state"] == "CAP_SENT"  # shop captures at once
+    cap_req = attacker.mail("gateway", "CapReq", p.xid)
+    res = forge.cap_res(gateway, cap_req=cap_req.der, auth_rrpid=auth_req.parts.rrpid,
+                        trans_ids=trans_ids, merchant=shop, amount=p.amount)
+    wait_processed(rw, attacker, "shop", attacker.send("shop", res, sender="gateway"))
+    assert state(rw, "shop", p.xid)["state"] == "CAPTURED"
 
 
 def test_auth_req_builder_from_a_merchant_with_its_own_card_is_authorised(rw, attacker):
@@ -109,6 +111,27 @@ def test_auth_res_signed_by_another_gateway_is_refused(rw, attacker):
         rw, attacker, stopped="gateway", request="AuthReq", at="shop", forgeries=forgeries,
         still=lambda p: state(rw, "shop", p.xid).get("state") == "AUTH_SENT"
         and not attacker.mails("alice", type="PRes", xid=p.xid))
+
+
+def test_cap_res_signed_by_another_gateway_is_refused(rw, attacker):
+    """shop2 captures on command: while its CapReq waits, CapRes "success" signed by gateway2 and
+    by evilgw reach it; it stays CAP_SENT and the genuine capture posts once."""
+    forge = attacker.forge
+    p = buy(rw, "bob", "shop2")
+    expect_completed(rw, p)
+    rw.stop("gateway")
+    code, out, err = run_cli("capture", p.xid, "--home", str(rw.home))
+    assert code == 0, out + err
+    cap_req = attacker.mail("gateway", "CapReq", p.xid)
+    auth_rrpid = attacker.mail("gateway", "AuthReq", p.xid).parts.rrpid
+    for gateway in (forge.party("gateway2"), forge.evilgw):
+        res = forge.cap_res(gateway, cap_req=cap_req.der, auth_rrpid=auth_rrpid,
+                            trans_ids=_trans_ids(attacker, p.xid, "shop2"),
+                            merchant=forge.party("shop2"), amount=p.amount)
+        wait_processed(rw, attacker, "shop2", attacker.send("shop2", res, sender="gateway"))
+        assert state(rw, "shop2", p.xid)["state"] == "CAP_SENT", gateway.name
+    rw.start("gateway")
+    expect_completed(rw, p, captured=True)
 
 
 def test_pinit_res_signed_by_another_merchant_is_refused(rw, attacker):

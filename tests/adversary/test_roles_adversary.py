@@ -40,8 +40,12 @@ def _attack(world, net, data, kind: str) -> None:
     elif kind == "replay_elsewhere":
         send_to(net, target, der, sender)
     elif kind in ("unsigned_error", "signed_error"):
-        signer = None if kind == "unsigned_error" else forge.party(
-            data.draw(st.sampled_from(["shop2", "gateway2"]))).sig
+        # signed by certified parties that are no counterpart of the genuine purchases (their
+        # own merchant may refuse them: that is no attack)
+        signer = None if kind == "unsigned_error" else {
+            "gateway2": forge.party("gateway2"), "evilshop": forge.evilshop,
+            "evilgw": forge.evilgw}[data.draw(st.sampled_from(["gateway2", "evilshop",
+                                                               "evilgw"]))].sig
         try:
             error = forge.error(about=der, signer=signer)
         except SetmailError:
