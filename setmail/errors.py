@@ -189,7 +189,8 @@ class StoreError(SetmailError):
 
 
 class DedupeConflict(StoreError):
-    """A dedupe record for (peer, RRPID, message type) already exists: the message was processed."""
+    """A dedupe record for this SHA-256 of the MessageWrapper DER already exists: the exact same
+    message was accepted and processed before."""
 
 
 # --- PKI additions (setmail.pki) ------------------------------------------------------------------

@@ -122,8 +122,9 @@ class IssCapResData(core.Sequence):
 class IssRevReqData(core.Sequence):
     """MTI 0400: reverse a whole approved authorisation the gateway no longer wants.
 
-    No PAN: the issuer finds the hold by XID and checks RRN, approval code and amount, so the
-    gateway need not keep the card number after it declined."""
+    No PAN: the issuer finds the hold by its purchase (the signing gateway, DE 42 and the XID)
+    and checks RRN, approval code and amount, so the gateway need not keep the card number after
+    it declined or the authorisation expired."""
 
     _fields = [
         ("mti", core.PrintableString),                # "0400"

@@ -58,8 +58,9 @@ def is_response(message_type: str) -> bool:
 class Inbound:
     """A SET message as delivered: the whole MessageWrapper DER, not yet verified by the role.
 
-    ``sender`` is the mail routing address the reply goes to; it is never evidence of identity —
-    identity comes from signatures inside the DER.
+    ``sender`` is the mail's From: logged, never a reply address and never evidence of identity
+    (the CA reads it only to pick which directory member a request claims to be, D-145) —
+    identity comes from signatures inside the DER, addresses from the directory or the state.
     """
 
     message_type: str
