@@ -77,6 +77,12 @@ def processed(rw: RunningWorld, agent: str, key: str) -> tuple[str, str | None] 
     return tuple(rows[0]) if rows else None
 
 
+def refusal(rw: RunningWorld, agent: str, key: str) -> str:
+    """What ``agent`` recorded of processing its mail ``key`` (status and reason), lower case."""
+    found = processed(rw, agent, key)
+    return " ".join(str(x) for x in found).lower() if found else ""
+
+
 def wait_processed(rw: RunningWorld, attacker: Attacker, agent: str, message_id: str,
                    timeout: float = 15) -> tuple[str, str | None]:
     """(status, detail) once ``agent`` has processed the mail ``message_id``: proof that an
@@ -244,18 +250,20 @@ def _short(s: dict) -> dict:
 
 def attack_while_waiting(rw: RunningWorld, attacker: Attacker, *, stopped: str, request: str,
                          at: str, forgeries, still, holder: str = "alice",
-                         merchant: str = "shop") -> Purchase:
+                         merchant: str = "shop", reason: str | None = None) -> Purchase:
     """The pattern of most attacks on a step: ``stopped`` is down, so a genuine purchase waits
     with its ``request`` in ``stopped``'s Maildir; each of ``forgeries(that request)`` is sent to
     ``at`` as if from ``stopped`` and must be processed with ``still(purchase)`` holding (nothing
-    moved); then ``stopped`` answers and the purchase completes, leaving no other state."""
+    moved; ``reason``: a word the agent's record of the refusal must contain); then ``stopped``
+    answers and the purchase completes, leaving no other state."""
     before = tx_keys(rw)
     rw.stop(stopped)
     p = buy(rw, holder, merchant)
     genuine = attacker.mail(stopped, request, p.xid)
     wait_for(f"{p.xid[:12]} waiting at {at}", lambda: still(p))
     for n, der in enumerate(forgeries(genuine)):
-        wait_processed(rw, attacker, at, attacker.send(at, der, sender=stopped))
+        _, detail = wait_processed(rw, attacker, at, attacker.send(at, der, sender=stopped))
+        assert reason is None or reason in (detail or "").lower(), (n, detail)
         assert still(p), (f"forgery #{n} to {at} moved the purchase: "
                           f"{[_short(x) for x in states(rw, at, p.xid).values()]}")
     rw.start(stopped)
