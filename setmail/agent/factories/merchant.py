@@ -9,8 +9,9 @@ world.toml options of a merchant:
 * ``retry_after`` (seconds, default 1800) and ``max_retries`` (default 3): AuthReq/CapReq re-sends;
 * ``expire_after`` (seconds, default 86400 = 1 day): an ORDERED, PARKED or PINIT_SENT purchase
   nobody continues becomes EXPIRED (parked PInitReqs and unanswered challenges go with it);
-* ``auth_expiry_days`` (default 7, like the gateway's): an AUTHORIZED purchase not captured by
-  then becomes EXPIRED and a ``capture`` is refused (the gateway has released the hold).
+* ``auth_expiry_days`` (default: its gateway's ``auth_expiry_days``, else 7): an AUTHORIZED
+  purchase not captured by then becomes EXPIRED and a ``capture`` is refused (the gateway has
+  reversed the hold at the same age).
 
 Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
 ``chain.pem``; the gateway's key-exchange certificate and chain from ``agents/<gateway>/keys``; the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from setmail.agent.factories.gateway import days_option
 from setmail.agent.factory import register_role
 from setmail.errors import WorldError
 from setmail.roles.base import Role
@@ -63,4 +65,5 @@ def merchant(world: World, spec: AgentSpec) -> Role:
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
         max_retries=int(opts.get("max_retries", 3)),
         expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
-        auth_expiry=dt.timedelta(days=float(opts.get("auth_expiry_days", 7)))))
+        auth_expiry=days_option(spec.name, opts, "auth_expiry_days",
+                                gateway.options.get("auth_expiry_days", 7))))
