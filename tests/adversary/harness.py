@@ -31,7 +31,7 @@ from setmail.mail import maildir
 from setmail.mail.mime import ParsedMail, build_mail, parse_mail
 from setmail.world.config import Card
 from tests.adversary.forge import MALLORY_EXPIRY, MALLORY_PAN, Forge
-from tests.adversary.judge import wait_for
+from tests.adversary.judge import settle, wait_for
 from tests.adversary.wire import Parts, split
 from tests.e2e_world import EXTRA_AGENTS, RunningWorld, run_cli
 
@@ -54,7 +54,8 @@ def start_world(home: Path) -> RunningWorld:
 
 
 def keep_running(rw: RunningWorld) -> None:
-    """Restart every agent a test stopped or crashed (and left so after a failure)."""
+    """Restart every agent a test stopped or crashed (and left so after a failure), and let
+    what they find waiting come to rest before the next test looks."""
     down = []
     for name in rw.world.agents:
         proc = rw.procs.get(name)
@@ -65,6 +66,7 @@ def keep_running(rw: RunningWorld) -> None:
             down.append(name)
     if down:
         restart(rw, *down)
+        settle(rw)
 
 
 def restart(rw: RunningWorld, *names: str, timeout: float = 60) -> None:
@@ -203,10 +205,18 @@ class Attacker:
 
     # -- ordering ---------------------------------------------------------------------------------
     def file_of(self, agent: str, message_id: str) -> Path:
-        for path in self._files(agent):
-            with open(path, "rb") as fh:
-                if f"<{message_id}>".encode() in fh.read(4096):
-                    return path
+        """Where the mail ``message_id`` is in ``agent``'s Maildir right now (the agent moves
+        files as it claims and finishes them: a file gone meanwhile means look again)."""
+        needle = f"<{message_id}>".encode()
+        for _ in range(5):
+            try:
+                for path in self._files(agent):
+                    with open(path, "rb") as fh:
+                        if needle in fh.read(4096):
+                            return path
+            except FileNotFoundError:
+                continue
+            break
         raise AssertionError(f"{message_id} is not in {agent}'s Maildir")
 
     def _files(self, agent: str):

@@ -57,6 +57,12 @@ def tx_keys(rw: RunningWorld) -> dict[str, set]:
             for a in rw.world.agents}
 
 
+def snapshot(rw: RunningWorld) -> dict[str, set]:
+    """The transaction keys once the world is at rest: what a test compares with afterwards."""
+    settle(rw)
+    return tx_keys(rw)
+
+
 def new_tx_keys(rw: RunningWorld, before: dict[str, set], *xids: str) -> dict[str, set]:
     """Transaction keys created since ``before`` that name none of ``xids``: what an attack
     left behind."""
@@ -256,7 +262,7 @@ def attack_while_waiting(rw: RunningWorld, attacker: Attacker, *, stopped: str, 
     ``at`` as if from ``stopped`` and must be processed with ``still(purchase)`` holding (nothing
     moved; ``reason``: a word the agent's record of the refusal must contain); then ``stopped``
     answers and the purchase completes, leaving no other state."""
-    before = tx_keys(rw)
+    before = snapshot(rw)
     rw.stop(stopped)
     p = buy(rw, holder, merchant)
     genuine = attacker.mail(stopped, request, p.xid)

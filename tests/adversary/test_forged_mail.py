@@ -15,7 +15,7 @@ import pytest
 
 from tests.adversary.harness import OUTSIDER
 from tests.adversary.judge import (attack_while_waiting, buy, expect_completed, expect_untouched,
-                                   sent_to, settle, sql, state, states, tx_keys, wait_processed)
+                                   sent_to, settle, snapshot, sql, state, states, wait_processed)
 from tests.adversary.wire import flip_body, preq_body, preq_halves, preq_parts, rewrap
 
 
@@ -129,7 +129,7 @@ def test_forged_copy_with_the_genuine_rrpid_arriving_first_does_not_block_the_ge
     """Point 2: copies of the PReq with a signature bit flipped (same RRPID, same or another
     From) or another XID in the header are refused first, and refusing them records nothing that
     makes the genuine PReq a duplicate."""
-    before = tx_keys(rw)
+    before = snapshot(rw)
     p, genuine = _hold_preq(rw, attacker, "bob")
     forged = [attacker.replay(genuine, der=flip_body(genuine.der, 2)),
               attacker.replay(genuine, der=flip_body(genuine.der, 40), sender=OUTSIDER),
@@ -148,7 +148,7 @@ def test_forged_copy_with_the_genuine_rrpid_arriving_first_does_not_block_the_ge
 def test_copy_of_pinit_req_from_another_sender_does_not_take_the_purchase(rw, attacker):
     """Point 3: whoever sends the PInitReq first, the merchant answers the cardholder its order
     names; the copies' senders (bob, an outsider) get nothing."""
-    before = tx_keys(rw)
+    before = snapshot(rw)
     rw.stop("shop")
     p = buy(rw, "alice", "shop")
     genuine = attacker.mail("shop", "PInitReq", p.xid)
@@ -173,7 +173,7 @@ def test_answers_go_to_the_authenticated_sender_not_the_from(rw, attacker, stopp
     """Point 3 at the gateway (the merchant whose signature the AuthReq carries) and the issuer
     (its pinned gateway): exact copies From a bystander or an outsider arrive first; the answer
     goes to the directory address, the bystander and the outsider get nothing."""
-    before = tx_keys(rw)
+    before = snapshot(rw)
     rw.stop(stopped)
     p = buy(rw, holder, "shop")
     genuine = attacker.mail(stopped, mtype, p.xid)
@@ -209,7 +209,7 @@ def test_refusals_are_not_sent_to_the_from(rw, attacker):
 # --- the PI and the signature -------------------------------------------------------------------
 def test_pi_swapped_between_two_concurrent_purchases_is_refused(rw, attacker):
     settle(rw)
-    before = tx_keys(rw)
+    before = snapshot(rw)
     rw.stop("shop")
     p1, p2 = buy(rw, "alice", "shop", "21.00"), buy(rw, "bob", "shop", "22.00")
     for p in (p1, p2):
@@ -232,7 +232,7 @@ def test_pi_swapped_between_two_concurrent_purchases_is_refused(rw, attacker):
 def test_downgrade_to_an_unsigned_purchase_is_refused(rw, attacker):
     """A PReq without dual signature (PReqUnsigned, the attacker's own card token) arriving
     before the genuine one, then unsigned and foreign-signed InqReqs: refused, no status leaks."""
-    before = tx_keys(rw)
+    before = snapshot(rw)
     p, genuine = _hold_preq(rw, attacker, "alice")
     forge = attacker.forge
     down = forge.unsigned_preq(genuine.der, gateway_kex=forge.party("gateway").kex.cert)

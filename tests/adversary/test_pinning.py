@@ -16,7 +16,7 @@ from __future__ import annotations
 from setmail.roles.purchase_msgs import Order
 from tests.adversary.harness import OUTSIDER, restart
 from tests.adversary.judge import (attack_while_waiting, buy, expect_completed, expect_untouched,
-                                   ledger, run_cli, settle, state, states, tx_keys, wait_for,
+                                   ledger, run_cli, settle, snapshot, state, states, wait_for,
                                    wait_processed)
 from tests.adversary.wire import cap_token_of, preq_parts, split
 
@@ -151,7 +151,7 @@ def test_another_merchant_cannot_burn_an_xid(rw, attacker):
     """Point 5: AuthReqs for the victim's XID, signed by shop2 or evilshop and carrying the
     victim's own PI (copied from its PReq), reach the gateway first; the victim's AuthReq is still
     authorised, once."""
-    before, forge = tx_keys(rw), attacker.forge
+    before, forge = snapshot(rw), attacker.forge
     rw.stop("gateway")
     p = buy(rw, "bob", "shop")
     attacker.mail("gateway", "AuthReq", p.xid)

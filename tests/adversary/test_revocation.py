@@ -14,8 +14,8 @@ from __future__ import annotations
 from setmail.roles.purchase_msgs import Order
 from tests.adversary.harness import restart
 from tests.adversary.judge import (attack_while_waiting, buy, expect_completed, expect_untouched,
-                                   ledger, new_tx_keys, refusal, run_cli, settle, state, states,
-                                   tx_keys, wait_for, wait_processed)
+                                   ledger, new_tx_keys, refusal, run_cli, settle, snapshot, state,
+                                   states, wait_for, wait_processed)
 from tests.adversary.wire import preq_parts, split
 
 
@@ -39,7 +39,7 @@ def _refused_at_gateway(rw, attacker, der, xid, reason, sender="shop2"):
 def test_merchant_refuses_an_expired_cardholder_certificate(rw, attacker):
     """bob signs his PReq with an expired certificate of his own key; it arrives before his
     genuine one (the merchant crashed holding it)."""
-    forge, before = attacker.forge, tx_keys(rw)
+    forge, before = attacker.forge, snapshot(rw)
     settle(rw)
     rw.stop("shop")
     p = buy(rw, "bob", "shop")
@@ -102,7 +102,7 @@ def test_gateway_refuses_a_revoked_merchant(rw, attacker):
 def test_wallet_refuses_a_revoked_merchant(rw, attacker):
     """shop2 (revoked above) answers alice's PInitReq with its genuine, revoked certificate:
     the wallet sends no PReq, nothing reaches the gateway or the issuer."""
-    before = tx_keys(rw)
+    before = snapshot(rw)
     p = buy(rw, "alice", "shop2")
     res = wait_for("shop2 answered", lambda: attacker.mails("alice", type="PInitRes", xid=p.xid))
     settle(rw)
