@@ -96,3 +96,22 @@ def test_close_pays_a_checkpoint_still_owed(tmp_path):
     store.close()
     assert files_holding(tmp_path) == []
     other.close()
+
+
+def test_a_running_agents_wipes_share_one_deferred_checkpoint(tmp_path):
+    """With ``wipe_delay`` (a running agent's), the checkpoint waits until it is due, then
+    ``retry_wipe`` does it once for every wipe before it."""
+    import time
+    with Store(tmp_path / "state.db") as store:
+        store.wipe_delay = 0.3
+        put_secret(store, "tx/a")
+        put_secret(store, "tx/b")
+        for key in ("tx/a", "tx/b"):
+            with store.transaction(now=2.0) as tx:
+                tx.put_state(key, {"state": "DONE"})
+                tx.note_wipe()
+        assert store.wipe_pending and files_holding(tmp_path) == ["state.db-wal"]
+        assert store.retry_wipe() is False  # not due yet: still owed
+        time.sleep(0.35)
+        assert store.retry_wipe() is True and not store.wipe_pending
+        assert files_holding(tmp_path) == []

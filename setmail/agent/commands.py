@@ -71,6 +71,10 @@ def get(store, command_id: int) -> CommandRow | None:
 
 
 REDACTED = "(redacted)"
+#: arguments that carry a secret (card data, form values, registration codes): redacting one is a
+#: wipe, so the store makes it unreadable in every file (the others are redacted all the same)
+SECRET_ARGS = frozenset({"pan", "expiry", "card_expiry", "cvv", "fields", "registration_code",
+                         "card_secret"})
 
 
 def finish(tx, command_id: int, status: str, *, txkey: str | None = None,
@@ -80,7 +84,7 @@ def finish(tx, command_id: int, status: str, *, txkey: str | None = None,
     row = tx.execute("SELECT args FROM agent_commands WHERE id = ?", (command_id,)).fetchone()
     args = json.loads(row[0]) if row else {}
     redacted = json.dumps({k: REDACTED for k in args})
-    if any(v != REDACTED for v in args.values()):
+    if any(v != REDACTED for k, v in args.items() if k in SECRET_ARGS):
         tx.note_wipe()
     tx.execute("UPDATE agent_commands SET status = ?, txkey = ?, detail = ?, done_at = ?, "
                "args = ? WHERE id = ?", (status, txkey, detail, tx.now, redacted, command_id))

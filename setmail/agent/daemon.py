@@ -27,6 +27,9 @@ from setmail.mail.watch import MaildirWatcher
 
 log = logging.getLogger("setmail.agent")
 PROFILE_ENV = "SETMAIL_PROFILE"
+#: seconds the wipes of a running agent may wait for their shared WAL checkpoint (``Store``'s
+#: ``wipe_delay``): a wiped secret is gone from every file within this plus one poll
+WIPE_DELAY = 0.5
 
 
 class AgentRunner:
@@ -35,6 +38,7 @@ class AgentRunner:
 
     def __init__(self, agent: Agent, *, poll: float = 0.25, watch_mode: str = "auto"):
         self.agent = agent
+        agent.store.wipe_delay = WIPE_DELAY  # the work loop calls retry_wipe after every round
         self.poll = poll
         self.watch_mode = watch_mode
         self._halt = threading.Event()   # set once: finish the unit in progress, then stop
@@ -64,7 +68,7 @@ class AgentRunner:
                 if failures:
                     keys = agent.recover()
                 self._round(keys)
-                agent.store.retry_wipe()  # a wipe's checkpoint another reader made busy
+                agent.store.retry_wipe()  # the wipes' checkpoint, once due
                 failures = 0
                 timeout = self.poll
                 nxt = agent.next_timer_at()
