@@ -322,9 +322,9 @@ class Store(_Reads):
 
     def retry_wipe(self) -> bool:
         """Do the checkpoint a wipe still owes once it is due (deferred by ``wipe_delay``, or
-        made busy by another reader); whether none is owed any more.  Why deferred: one TRUNCATE
-        checkpoint per wipe cost a busy agent a third of its CPU per purchase, one per
-        ``wipe_delay`` costs nothing measurable, and the secret is gone from every file a
+        made busy by another reader); whether none is owed any more.  Why deferred: a busy agent
+        wipes a card number at nearly every purchase step, and each TRUNCATE checkpoint fsyncs;
+        one per ``wipe_delay`` serves them all, and the secret is gone from every file a
         fraction of a second later."""
         with self._lock:
             if not self.wipe_pending or self._in_tx or time.monotonic() < self._wipe_due:
