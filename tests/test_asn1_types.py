@@ -30,6 +30,8 @@ MESSAGE_ORDER = [
     "BatchAdminRes", "CardCInitReq", "CardCInitRes", "Me-AqCInitReq", "Me-AqCInitRes",
     "RegFormReq", "RegFormRes", "CertReq", "CertRes", "CertInqReq", "CertInqRes", "Error",
     "IssAuthReq", "IssAuthRes", "IssCapReq", "IssCapRes", "IssRevReq", "IssRevRes",
+    "IssCredReq", "IssCredRes", "IssCredRevReq", "IssCredRevRes", "IssCapRevReq", "IssCapRevRes",
+    "IssClearReq", "IssClearRes", "Statement",
 ]
 SET_COUNT = 33  # SET's own types incl. Error; setmail's issuer leg follows (D-130)
 
@@ -49,7 +51,7 @@ def assert_round_trip(cls, value) -> bytes:
 def test_message_types_order_and_tags():
     assert list(MESSAGE_TYPES) == MESSAGE_ORDER
     tags = [(name, params["explicit"]) for name, _, params in Message._alternatives]
-    assert [t for _, t in tags] == list(range(SET_COUNT - 1)) + [999, *range(900, 906)]
+    assert [t for _, t in tags] == list(range(SET_COUNT - 1)) + [999, *range(900, 915)]
     assert len({name for name, _ in tags}) == len(tags)
 
 

@@ -92,7 +92,10 @@ def test_openssl_verifies_every_signature_and_opens_every_envelope(vectors, tmp_
             blob.write_bytes(_find(wrapper, kind, layer["content_type"]))
             out = tmp_path / "out"
             if kind in ("S", "SO"):
-                args = ["cms", "-verify", "-inform", "DER", "-in", blob, "-CAfile", pki / "root.pem",
+                # the issuer signs with a pinned self-signed certificate, outside SET's PKI
+                signer = layer.get("signer", "")
+                anchor = pki / (f"{signer}.cert.pem" if signer.startswith("issuer-") else "root.pem")
+                args = ["cms", "-verify", "-inform", "DER", "-in", blob, "-CAfile", anchor,
                         "-certfile", pki / "chain.pem", "-purpose", "any", "-ignore_critical", "-out", out]
                 if kind == "SO":
                     args += ["-content", vectors / "messages" / layer["content_file"], "-binary"]

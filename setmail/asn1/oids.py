@@ -108,6 +108,17 @@ SETMAIL_CONTENT_TYPES: dict[str, str] = {
     "IssCapResData": SETMAIL_CTYPE + ".8", "IssCapResTBE": SETMAIL_CTYPE + ".9",
     "IssRevReqData": SETMAIL_CTYPE + ".10", "IssRevReqTBE": SETMAIL_CTYPE + ".11",
     "IssRevResData": SETMAIL_CTYPE + ".12", "IssRevResTBE": SETMAIL_CTYPE + ".13",
+    # its lifecycle pairs (issue 13)
+    "IssCredReqData": SETMAIL_CTYPE + ".14", "IssCredReqTBE": SETMAIL_CTYPE + ".15",
+    "IssCredResData": SETMAIL_CTYPE + ".16", "IssCredResTBE": SETMAIL_CTYPE + ".17",
+    "IssCredRevReqData": SETMAIL_CTYPE + ".18", "IssCredRevReqTBE": SETMAIL_CTYPE + ".19",
+    "IssCredRevResData": SETMAIL_CTYPE + ".20", "IssCredRevResTBE": SETMAIL_CTYPE + ".21",
+    "IssCapRevReqData": SETMAIL_CTYPE + ".22", "IssCapRevReqTBE": SETMAIL_CTYPE + ".23",
+    "IssCapRevResData": SETMAIL_CTYPE + ".24", "IssCapRevResTBE": SETMAIL_CTYPE + ".25",
+    "IssClearReqData": SETMAIL_CTYPE + ".26", "IssClearReqTBE": SETMAIL_CTYPE + ".27",
+    "IssClearResData": SETMAIL_CTYPE + ".28", "IssClearResTBE": SETMAIL_CTYPE + ".29",
+    # the issuer's statement to a cardholder: S(I, StatementData)
+    "StatementData": SETMAIL_CTYPE + ".30",
 }
 CONTENT_TYPES.update(SETMAIL_CONTENT_TYPES)
 CONTENT_TYPE_NAMES.update({v: k for k, v in SETMAIL_CONTENT_TYPES.items()})

@@ -17,6 +17,7 @@ from . import certmsgs as cm
 from . import gateway as gw
 from . import issuer as iss
 from . import purchase as pu
+from . import statement as st
 from .base import MAX_MESSAGE_SIZE, MessageHeader, MsgExtensions, decode
 from .error import Error, ErrorTBS
 
@@ -37,12 +38,20 @@ MESSAGE_TYPES: dict[str, type] = {
     # setmail's gateway <-> issuer leg (D-130), outside SET's numbering
     "IssAuthReq": iss.IssAuthReq, "IssAuthRes": iss.IssAuthRes, "IssCapReq": iss.IssCapReq,
     "IssCapRes": iss.IssCapRes, "IssRevReq": iss.IssRevReq, "IssRevRes": iss.IssRevRes,
+    # ... its lifecycle pairs (issue 13) and the issuer's statement to a cardholder
+    "IssCredReq": iss.IssCredReq, "IssCredRes": iss.IssCredRes,
+    "IssCredRevReq": iss.IssCredRevReq, "IssCredRevRes": iss.IssCredRevRes,
+    "IssCapRevReq": iss.IssCapRevReq, "IssCapRevRes": iss.IssCapRevRes,
+    "IssClearReq": iss.IssClearReq, "IssClearRes": iss.IssClearRes,
+    "Statement": st.Statement,
 }
 
 ERROR_TAG = 999
 #: Message CHOICE tags of types SET does not define: a private range far from SET's [0]..[31]
 NETWORK_TAGS = {"IssAuthReq": 900, "IssAuthRes": 901, "IssCapReq": 902, "IssCapRes": 903,
-                "IssRevReq": 904, "IssRevRes": 905}
+                "IssRevReq": 904, "IssRevRes": 905, "IssCredReq": 906, "IssCredRes": 907,
+                "IssCredRevReq": 908, "IssCredRevRes": 909, "IssCapRevReq": 910,
+                "IssCapRevRes": 911, "IssClearReq": 912, "IssClearRes": 913, "Statement": 914}
 
 MIME_PAYMENT = "application/set-payment"
 MIME_REGISTRATION = "application/set-registration"
@@ -189,6 +198,11 @@ PLAINTEXT_TYPES: dict[str, type] = {
     "IssAuthReqData": iss.IssAuthReqData, "IssAuthResData": iss.IssAuthResData,
     "IssCapReqData": iss.IssCapReqData, "IssCapResData": iss.IssCapResData,
     "IssRevReqData": iss.IssRevReqData, "IssRevResData": iss.IssRevResData,
+    "IssCredReqData": iss.IssCredReqData, "IssCredResData": iss.IssCredResData,
+    "IssCredRevReqData": iss.IssCredRevReqData, "IssCredRevResData": iss.IssCredRevResData,
+    "IssCapRevReqData": iss.IssCapRevReqData, "IssCapRevResData": iss.IssCapRevResData,
+    "IssClearReqData": iss.IssClearReqData, "IssClearResData": iss.IssClearResData,
+    "StatementData": st.StatementData,
 }
 PLAINTEXT_TYPES.update({n: cms.ContentInfo for n in (
     "AuthReqTBE", "AuthResTBE", "AuthResTBEX", "AuthTokenTBE", "CapTokenTBE", "CapTokenTBEX",
@@ -197,4 +211,5 @@ PLAINTEXT_TYPES.update({n: cms.ContentInfo for n in (
     "CredReqTBEX", "CredResTBE", "CredRevReqTBE", "CredRevReqTBEX", "CredRevResTBE",
     "BatchAdminReqTBE", "BatchAdminResTBE", "CertReqTBE", "CertReqTBEX", "CertResTBE",
     "IssAuthReqTBE", "IssAuthResTBE", "IssCapReqTBE", "IssCapResTBE", "IssRevReqTBE",
-    "IssRevResTBE")})
+    "IssRevResTBE", "IssCredReqTBE", "IssCredResTBE", "IssCredRevReqTBE", "IssCredRevResTBE",
+    "IssCapRevReqTBE", "IssCapRevResTBE", "IssClearReqTBE", "IssClearResTBE")})

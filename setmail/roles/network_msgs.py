@@ -8,7 +8,10 @@ RRPID on requests, echoed by the response, the XID and, as LID-M, the merchant's
 (D-141), so the gateway routes an answer (or an Error) by both.  The header is clear and proves
 nothing: each side keys and checks by the signed payload (XID and DE 42, which every response
 echoes).  STAN and RRN are derived from the XID (docs/purchase.md) so a re-sent request and its
-answer can be matched without extra state.
+answer can be matched without extra state; each request of one purchase gets its own STAN (its
+kind, and ``seq``, the how-many-th request of that kind it is: a second authorisation, capture or
+credit).  A clearing request (0500) is about a batch, not a purchase: it names the batch by a
+derived XID (``batch_xid``), so the header, the keys and the answer checks work as for the rest.
 """
 from __future__ import annotations
 
@@ -35,13 +38,25 @@ KINDS: dict[str, tuple[str, type]] = {
     "IssAuthReq": ("0100", iss.IssAuthReqData), "IssAuthRes": ("0110", iss.IssAuthResData),
     "IssCapReq": ("0220", iss.IssCapReqData), "IssCapRes": ("0230", iss.IssCapResData),
     "IssRevReq": ("0400", iss.IssRevReqData), "IssRevRes": ("0410", iss.IssRevResData),
+    "IssCredReq": ("0220", iss.IssCredReqData), "IssCredRes": ("0230", iss.IssCredResData),
+    "IssCredRevReq": ("0420", iss.IssCredRevReqData),
+    "IssCredRevRes": ("0430", iss.IssCredRevResData),
+    "IssCapRevReq": ("0420", iss.IssCapRevReqData), "IssCapRevRes": ("0430", iss.IssCapRevResData),
+    "IssClearReq": ("0500", iss.IssClearReqData), "IssClearRes": ("0510", iss.IssClearResData),
 }
-#: request type -> what its DE 11 adds to the authorisation's STAN (a new number per request)
-STAN_STEP = {"IssAuthReq": 0, "IssCapReq": 1, "IssRevReq": 2}
+#: request type -> what its DE 11 adds to the authorisation's STAN (a new number per request);
+#: the ``seq``-th request of one kind adds ``STAN_STRIDE * seq`` more
+STAN_STEP = {"IssAuthReq": 0, "IssCapReq": 1, "IssRevReq": 2, "IssCredReq": 3,
+             "IssCredRevReq": 4, "IssCapRevReq": 5, "IssClearReq": 6}
+STAN_STRIDE = 8
+#: DE 3 of a credit (refund) request
+CREDIT_PROCESSING_CODE = "200000"
 #: DE 39 a reversal request carries as its reason: the approval came after the gateway gave up
 REVERSAL_REASON = "68"
 #: ... or the authorisation expired uncaptured ("no action taken": the merchant never completed)
 EXPIRY_REASON = "21"
+#: ... or the merchant cancelled it (void, AuthRevReq), or undid a capture or a credit (0420)
+CANCEL_REASON = "17"
 #: octets of SHA-256(merID) in a merchant's tag
 TAG_SIZE = 8
 #: issuer response code (DE 39) -> SET AuthCode in AuthRes; anything else is systemError
@@ -61,10 +76,36 @@ def cap_code(response_code: str) -> str:
     return CAP_CODES.get(response_code, "unspecifiedFailure")
 
 
-def stan(xid: bytes, kind: str = "IssAuthReq") -> int:
-    """DE 11: from the XID's first three octets; the completion advice and the reversal use the
-    next numbers (``STAN_STEP``)."""
-    return (int.from_bytes(xid[:3], "big") + STAN_STEP[kind]) % 1_000_000
+def stan(xid: bytes, kind: str = "IssAuthReq", seq: int = 0) -> int:
+    """DE 11: from the XID's first three octets; each kind of request uses the next numbers
+    (``STAN_STEP``), and its ``seq``-th repetition on the same purchase (a second authorisation,
+    capture, credit; 0 = the first) ``STAN_STRIDE * seq`` further on, so every request of one
+    purchase has its own STAN, and a re-sent one the same."""
+    if seq < 0:
+        raise ValueError("seq counts from 0")
+    return (int.from_bytes(xid[:3], "big") + STAN_STEP[kind] + STAN_STRIDE * seq) % 1_000_000
+
+
+def batch_xid(mer_id: str, batch_id: int) -> bytes:
+    """The XID a clearing request (0500) and its answer carry for one merchant's batch: 32 octets
+    from SHA-256, so it names the batch in headers, keys and answer checks like a purchase's."""
+    return hashlib.sha256(b"setmail batch\x00" + mer_id.encode() + b"\x00"
+                          + str(batch_id).encode()).digest()
+
+
+def clear_totals(items: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """ClearTotals of clearing ``items`` ({xid, kind, stan, amount: CurrencyAmount}): per
+    currency (in order of first appearance), the count and sum of captures and of credits.  The
+    gateway sends these; the issuer computes its own from the items it matched and compares."""
+    totals: dict[tuple[int, int], dict] = {}
+    for item in items:
+        amount = item["amount"]
+        total = totals.setdefault((amount["currency"], amount["amt_exp10"]), {
+            "currency": amount["currency"], "amt_exp10": amount["amt_exp10"],
+            "capture_count": 0, "capture_amount": 0, "credit_count": 0, "credit_amount": 0})
+        total[item["kind"] + "_count"] += 1
+        total[item["kind"] + "_amount"] += amount["amount"]
+    return list(totals.values())
 
 
 def rrn(xid: bytes) -> str:
@@ -181,12 +222,16 @@ def open_network(parsed: Parsed, recipient: Identity, pinned: Iterable[x509.Cert
     return data, signed
 
 
-def check_answer(data, *, xid: bytes, mer_id: str, request: str) -> None:
-    """An issuer response must answer our ``request`` (its type) for this purchase: STAN, RRN,
-    XID and DE 42 (the merchant) echoed.  The RRPID and the signer are the exchange's business
-    (``roles.exchange.Exchange.accept``)."""
-    if (data["stan"] != stan(xid, request) or data["rrn"] != rrn(xid)
+def check_answer(data, *, xid: bytes, mer_id: str, request: str, seq: int = 0,
+                 batch_id: int | None = None) -> None:
+    """An issuer response must answer our ``request`` (its type; ``seq``: the how-many-th of its
+    kind, as given to ``stan``) for this purchase: STAN, RRN, XID and DE 42 (the merchant)
+    echoed; a clearing answer also its ``batch_id`` (``xid`` = ``batch_xid``).  The RRPID and the
+    signer are the exchange's business (``roles.exchange.Exchange.accept``)."""
+    if (data["stan"] != stan(xid, request, seq) or data["rrn"] != rrn(xid)
             or data["xid"] != xid):
         raise ProtocolError("STAN/RRN/XID do not match our request", "unknownXID")
     if data.get("merchant_id") != mer_id:
         raise ProtocolError("the answer names another merchant's purchase (DE 42)", "unknownXID")
+    if batch_id is not None and data.get("batch_id") != batch_id:
+        raise ProtocolError("the clearing answer names another batch", "unknownXID")

@@ -208,6 +208,9 @@ def _message(b: _Builder, name: str):
         plain = smp.PLAINTEXT_SAMPLES[name + "Data"]()
         return MESSAGE_TYPES[name].load(b.Enc(name, signer, recipient, name + "Data", dump(plain),
                                               name + "TBE"))
+    if name == "Statement":  # the issuer's signed statement to a cardholder (D-173)
+        plain = smp.PLAINTEXT_SAMPLES["StatementData"]()
+        return MESSAGE_TYPES[name].load(b.S(name, p.issuer_sig, "StatementData", dump(plain)))
     if name == "Error":
         signed = b.S(name, p.merchant_sig, "ErrorTBS", dump(d.error_tbs()))
         return er.Error(name="signed_error", value=er.Error._alternatives[0][1].load(signed))

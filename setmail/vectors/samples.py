@@ -16,6 +16,7 @@ from asn1crypto import cms, x509
 from setmail.asn1 import capture as cap
 from setmail.asn1 import certext, certmsgs as cm, error, gateway as gw, purchase as pu
 from setmail.asn1 import issuer as iss
+from setmail.asn1 import statement as st
 from setmail.asn1.oids import PROFILE_MODERN_2026, ct
 from setmail.asn1.pkcs7plus import GCMParameters
 from setmail.asn1.wrapper import make_wrapper
@@ -520,7 +521,7 @@ def iss_cap_req_data() -> iss.IssCapReqData:
     return iss.IssCapReqData({
         "mti": "0220", "stan": 123457, "rrn": "581234567890", "pan": "4111111111111111",
         "amount": amount(), "approval_code": "A1B2C3", "transmitted": NOW,
-        "merchant_id": "MER-0001", "xid": octets(0x58)})
+        "merchant_id": "MER-0001", "xid": octets(0x58), "remaining_hold": amount(2050)})
 
 
 def iss_cap_res_data() -> iss.IssCapResData:
@@ -534,13 +535,69 @@ def iss_rev_req_data() -> iss.IssRevReqData:
         "mti": "0400", "stan": 123458, "rrn": "581234567890", "amount": amount(),
         "approval_code": "A1B2C3", "reason_code": "68", "original_mti": "0100",
         "original_stan": 123456, "transmitted": NOW, "merchant_id": "MER-0001",
-        "xid": octets(0x58)})
+        "xid": octets(0x58), "replacement_amount": amount(10000)})
 
 
 def iss_rev_res_data() -> iss.IssRevResData:
     return iss.IssRevResData({
         "mti": "0410", "stan": 123458, "rrn": "581234567890", "response_code": "00",
         "amount": amount(), "transmitted": NOW, "xid": octets(0x58)})
+
+
+def iss_moved_answer(cls, mti: str, stan: int = 123459):
+    """A 0230/0430 answer (credit, credit reversal, capture reversal)."""
+    return cls({"mti": mti, "stan": stan, "rrn": "581234567890", "response_code": "00",
+                "amount": amount(), "transmitted": NOW, "xid": octets(0x58),
+                "merchant_id": "MER-0001"})
+
+
+def iss_cred_req_data() -> iss.IssCredReqData:
+    return iss.IssCredReqData({
+        "mti": "0220", "stan": 123459, "rrn": "581234567890", "processing_code": "200000",
+        "amount": amount(), "approval_code": "A1B2C3", "transmitted": NOW,
+        "merchant_id": "MER-0001", "xid": octets(0x58)})
+
+
+def iss_reversal_advice(cls, original_stan: int = 123459):
+    """A 0420 (credit reversal, capture reversal) naming the original's STAN."""
+    return cls({"mti": "0420", "stan": 123460, "rrn": "581234567890", "amount": amount(),
+                "approval_code": "A1B2C3", "reason_code": "17", "original_mti": "0220",
+                "original_stan": original_stan, "transmitted": NOW, "merchant_id": "MER-0001",
+                "xid": octets(0x58)})
+
+
+def clear_totals() -> list:
+    return [{"currency": 840, "amt_exp10": -2, "capture_count": 1, "capture_amount": 12950,
+             "credit_count": 1, "credit_amount": 2000}]
+
+
+def iss_clear_req_data() -> iss.IssClearReqData:
+    return iss.IssClearReqData({
+        "mti": "0500", "stan": 654321, "rrn": "5a1b2c3d4e5f", "batch_id": 1,
+        "items": [{"xid": octets(0x58), "kind": "capture", "stan": 123457, "amount": amount()},
+                  {"xid": octets(0x58), "kind": "credit", "stan": 123459,
+                   "amount": amount(2000)}],
+        "totals": clear_totals(), "transmitted": NOW, "merchant_id": "MER-0001",
+        "xid": octets(0x5A)})
+
+
+def iss_clear_res_data() -> iss.IssClearResData:
+    return iss.IssClearResData({
+        "mti": "0510", "stan": 654321, "rrn": "5a1b2c3d4e5f", "response_code": "00",
+        "batch_id": 1, "totals": clear_totals(), "transmitted": NOW, "xid": octets(0x5A),
+        "merchant_id": "MER-0001"})
+
+
+def statement_data() -> st.StatementData:
+    entries = [{"xid": octets(0x58), "kind": "hold", "amount": 12950, "at": NOW,
+                "merchant_id": "MER-0001"},
+               {"xid": octets(0x58), "kind": "post", "amount": 12950, "at": NOW}]
+    card = {"pan_last4": "1111", "currency": 840, "amt_exp10": -2, "limit": 500000, "held": 0,
+            "posted_pending": 12950, "posted_settled": 0, "credited_pending": 0,
+            "credited_settled": 0, "balance": 12950, "available": 487050, "entries": entries}
+    return st.StatementData({"statement_id": octets(0x53), "issuer": "Issuer Bank",
+                             "holder": "alice", "issued": NOW, "cards": [card],
+                             "period_from": NOW, "period_to": NOW})
 
 
 def header() -> dict:
@@ -598,6 +655,15 @@ MESSAGE_SAMPLES = {
     "IssCapRes": lambda: enveloped("IssCapResTBE", iss.IssCapRes),
     "IssRevReq": lambda: enveloped("IssRevReqTBE", iss.IssRevReq),
     "IssRevRes": lambda: enveloped("IssRevResTBE", iss.IssRevRes),
+    "IssCredReq": lambda: enveloped("IssCredReqTBE", iss.IssCredReq),
+    "IssCredRes": lambda: enveloped("IssCredResTBE", iss.IssCredRes),
+    "IssCredRevReq": lambda: enveloped("IssCredRevReqTBE", iss.IssCredRevReq),
+    "IssCredRevRes": lambda: enveloped("IssCredRevResTBE", iss.IssCredRevRes),
+    "IssCapRevReq": lambda: enveloped("IssCapRevReqTBE", iss.IssCapRevReq),
+    "IssCapRevRes": lambda: enveloped("IssCapRevResTBE", iss.IssCapRevRes),
+    "IssClearReq": lambda: enveloped("IssClearReqTBE", iss.IssClearReq),
+    "IssClearRes": lambda: enveloped("IssClearResTBE", iss.IssClearRes),
+    "Statement": lambda: signed("StatementData", statement_data().dump(), st.Statement),
 }
 
 #: further alternatives of the CHOICE-typed messages, so every alternative is exercised
@@ -657,6 +723,14 @@ PLAINTEXT_SAMPLES = {
     "IssAuthReqData": iss_auth_req_data, "IssAuthResData": iss_auth_res_data,
     "IssCapReqData": iss_cap_req_data, "IssCapResData": iss_cap_res_data,
     "IssRevReqData": iss_rev_req_data, "IssRevResData": iss_rev_res_data,
+    "IssCredReqData": iss_cred_req_data,
+    "IssCredResData": lambda: iss_moved_answer(iss.IssCredResData, "0230"),
+    "IssCredRevReqData": lambda: iss_reversal_advice(iss.IssCredRevReqData),
+    "IssCredRevResData": lambda: iss_moved_answer(iss.IssCredRevResData, "0430", 123460),
+    "IssCapRevReqData": lambda: iss_reversal_advice(iss.IssCapRevReqData, 123457),
+    "IssCapRevResData": lambda: iss_moved_answer(iss.IssCapRevResData, "0430", 123460),
+    "IssClearReqData": iss_clear_req_data, "IssClearResData": iss_clear_res_data,
+    "StatementData": statement_data,
 }
 for _kind in ("CapRev", "Cred", "CredRev"):
     _req, _tbs, _tbsx, _res = (getattr(cap, _kind + s) for s in
