@@ -65,6 +65,14 @@ AUTH_CODES = {"00": "approved", "05": "declined", "51": "declined", "14": "inval
 #: issuer response code -> SET CapCode in CapRes; anything else is unspecifiedFailure
 CAP_CODES = {"00": "success", "13": "amountTooLarge", "12": "invalidAuthData",
              "94": "duplicateRequest"}
+#: issuer response code of a 0410 -> SET AuthRevCode; anything else is declined
+AUTH_REV_CODES = {"00": "approved", "13": "amountError", "12": "alreadyCaptured",
+                  "25": "unknownXID"}
+#: issuer response code of a credit (0230) -> SET CapRevOrCredCode; else unspecifiedFailure
+CRED_CODES = {"00": "success", "12": "originalNotFound", "13": "amountTooLarge",
+              "94": "duplicateRequest"}
+#: ... of a credit or capture reversal (0430): 12 = settled (or credited, or reversed already)
+REV_ADVICE_CODES = {"00": "success", "25": "originalNotFound", "12": "originalProcessed"}
 RESPONSE_CODES = iss.RESPONSE_CODES
 
 
@@ -74,6 +82,19 @@ def auth_code(response_code: str) -> str:
 
 def cap_code(response_code: str) -> str:
     return CAP_CODES.get(response_code, "unspecifiedFailure")
+
+
+def auth_rev_code(response_code: str) -> str:
+    return AUTH_REV_CODES.get(response_code, "declined")
+
+
+def cred_code(response_code: str) -> str:
+    return CRED_CODES.get(response_code, "unspecifiedFailure")
+
+
+def rev_advice_code(response_code: str) -> str:
+    """CapRevOrCredCode for the answer to an IssCredRevReq or IssCapRevReq."""
+    return REV_ADVICE_CODES.get(response_code, "unspecifiedFailure")
 
 
 def stan(xid: bytes, kind: str = "IssAuthReq", seq: int = 0) -> int:
