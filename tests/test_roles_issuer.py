@@ -13,6 +13,7 @@ from setmail.agent.effects import EffectContext, stage
 from setmail.agent.ledger import ledger_report
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.roles.base import Inbound
+from setmail.roles.issuer_books import cards
 from setmail.roles.network_msgs import leg_ids, open_network, rrn, seal, stan
 from setmail.roles.wire import unwrap
 from setmail.store import Store
@@ -109,7 +110,7 @@ class Bank:
         return data["response_code"], data["amount"]["amount"]
 
     def totals(self, pan=PAN):
-        return self.shared.get(pan, {"held": 0, "posted": 0})
+        return self.shared.get(pan, {"held": 0, "posted": 0, "credited": 0})
 
 
 # --- authorisation decisions, in the contract's order ---------------------------------------------
@@ -140,7 +141,7 @@ def test_decision(p, iso, request_changes, account_changes):
         assert data["approval_code"] == state["approval_code"]
         assert len(state["approval_code"]) == 6
         assert effect.kind == "ledger.hold" and effect.data["amount"] == 1234
-        assert bank.totals() == {"held": 1234, "posted": 0}
+        assert bank.totals() == {"held": 1234, "posted": 0, "credited": 0}
     else:
         assert state["state"] == "DECLINED" and data["amount"]["amount"] == 0
         assert data["approval_code"] is None and effect.kind == "ledger.decline"
@@ -154,14 +155,14 @@ def test_available_credit_counts_holds_and_postings(p):
     bank = Bank(p)
     first, auth = bank.authorise(amount=300000)
     assert bank.capture(first, 250000, auth["approval_code"]) == ("00", 250000)
-    assert bank.totals() == {"held": 0, "posted": 250000}
+    assert bank.totals() == {"held": 0, "posted": 250000, "credited": 0}
     _, held = bank.authorise(amount=200000)
     assert held["response_code"] == "00" and bank.totals()["held"] == 200000
     _, over = bank.authorise(amount=50001)      # 500000 - 250000 - 200000 = 50000 left
     assert over["response_code"] == "51"
     _, exact = bank.authorise(amount=50000)
     assert exact["response_code"] == "00"
-    assert bank.totals() == {"held": 250000, "posted": 250000}
+    assert bank.totals() == {"held": 250000, "posted": 250000, "credited": 0}
 
 
 def test_the_same_request_gets_the_same_answer_and_no_second_hold(p):
@@ -197,14 +198,16 @@ def test_capture_posts_the_amount_and_releases_the_whole_hold(p):
     assert bank.capture(xid, 4000, "ZZZZZZ") == ("12", 0)          # not the approval code
     assert bank.capture(xid, 4000, approval, pan="4012888888881881") == ("12", 0)
     assert bank.capture(xid, 4000, approval) == ("00", 4000)
-    assert bank.totals() == {"held": 0, "posted": 4000}
+    assert bank.totals() == {"held": 0, "posted": 4000, "credited": 0}
     state = bank.state(xid)
     assert state["state"] == "POSTED" and state["posted"] == 4000 and state["held"] == 0
     post = bank.effects[-1]
     assert post.kind == "ledger.post"
     assert (post.data["amount"], post.data["released"]) == (4000, 5000)
-    assert bank.capture(xid, 4000, approval) == ("94", 0)          # already posted
-    assert bank.totals() == {"held": 0, "posted": 4000}
+    assert bank.capture(xid, 4000, approval) == ("00", 4000)       # a repeat: the same answer
+    assert bank.capture(xid, 3000, approval) == ("94", 0)          # another under its STAN
+    assert len([e for e in bank.effects if e.kind == "ledger.post"]) == 1
+    assert bank.totals() == {"held": 0, "posted": 4000, "credited": 0}
     _, repeat = bank.authorise(xid, amount=5000)                    # still the same decision
     assert repeat["response_code"] == "00" and repeat["amount"]["amount"] == 5000
 
@@ -235,9 +238,9 @@ def test_reversal_releases_the_hold_once(p):
     assert bank.reverse(xid, 5000, "ZZZZZZ") == ("12", 0)          # not the approval code
     assert bank.reverse(xid, 4000, approval) == ("13", 0)          # not the approved amount
     assert bank.reverse(xid, 5000, approval, currency=840) == ("13", 0)
-    assert bank.totals() == {"held": 5000, "posted": 0} and len(bank.effects) == 1
+    assert bank.totals() == {"held": 5000, "posted": 0, "credited": 0} and len(bank.effects) == 1
     assert bank.reverse(xid, 5000, approval) == ("00", 5000)
-    assert bank.totals() == {"held": 0, "posted": 0}
+    assert bank.totals() == {"held": 0, "posted": 0, "credited": 0}
     state = bank.state(xid)
     assert (state["state"], state["held"], state["authorized"]) == ("REVERSED", 0, 5000)
     assert state["reversed_at"] == NOW.isoformat()
@@ -247,7 +250,7 @@ def test_reversal_releases_the_hold_once(p):
     assert reverse.data["secret"] == {"pan": PAN} and reverse.data["pan_last4"] == PAN[-4:]
     effects = len(bank.effects)
     assert bank.reverse(xid, 5000, approval) == ("00", 5000)      # a repeat: the same answer
-    assert bank.totals() == {"held": 0, "posted": 0} and len(bank.effects) == effects
+    assert bank.totals() == {"held": 0, "posted": 0, "credited": 0} and len(bank.effects) == effects
     assert bank.capture(xid, 5000, approval) == ("12", 0)         # nothing left to capture
     _, repeat = bank.authorise(xid, amount=5000)                   # the decision stands, no hold
     assert repeat["response_code"] == "00" and bank.totals()["held"] == 0
@@ -261,7 +264,7 @@ def test_reversal_of_a_captured_authorisation_is_12_and_changes_nothing(p):
     state, effects = dict(bank.state(xid)), len(bank.effects)
     assert bank.reverse(xid, 5000, auth["approval_code"]) == ("12", 0)
     assert bank.state(xid) == state and len(bank.effects) == effects
-    assert bank.totals() == {"held": 0, "posted": 4000}
+    assert bank.totals() == {"held": 0, "posted": 4000, "credited": 0}
 
 
 def test_reversal_without_an_approved_authorisation_is_25(p):
@@ -344,7 +347,7 @@ def test_ledger_rows_add_up_to_the_shared_totals(p, tmp_path):
     b1, rb = bank.authorise(amount=150000, pan="4012888888881881", expiry="202806")
     bank.capture(a1, 9000, r1["approval_code"])
     bank.capture(b1, 150000, rb["approval_code"], pan="4012888888881881")
-    bank.capture(b1, 150000, rb["approval_code"], pan="4012888888881881")  # 94: no effect
+    bank.capture(b1, 150000, rb["approval_code"], pan="4012888888881881")  # a repeat: no effect
     bank.reverse(a3, 7000, r3["approval_code"])
     bank.reverse(a3, 7000, r3["approval_code"])                       # a repeat: no effect
     store = Store(tmp_path / "bank.db")
@@ -373,9 +376,9 @@ def test_ledger_rows_add_up_to_the_shared_totals(p, tmp_path):
     assert alice["entries"][-1]["xid"] == a3.hex() and alice["entries"][-1]["amount"] == 7000
     assert alice["entries"][3]["code"] == "51" and alice["entries"][0]["at"] == NOW.isoformat()
     assert (bob["held"], bob["posted"], bob["available"]) == (0, 150000, 0)
-    assert bank.totals("4012888888881881") == {"held": 0, "posted": 150000}
+    assert bank.totals("4012888888881881") == {"held": 0, "posted": 150000, "credited": 0}
     assert unknown["pan_last4"] == "0002" and [e["code"] for e in unknown["entries"]] == ["14"]
-    for pan, totals in bank.shared.items():  # the invariant, card by card
+    for pan, totals in cards(bank.shared).items():  # the invariant, card by card
         assert totals["held"] + totals["posted"] <= bank.role.config.accounts[pan].limit
 
 
@@ -423,4 +426,4 @@ def test_world_factories_wire_gateway_and_issuer(tmp_path):
     out = bank_role.step(None, Inbound("IssAuthReq", der, cfg.name), NOW, {})
     answer = unwrap(Inbound("IssAuthRes", out.sends[0].wrapper_der, bank_cfg.name), NOW)
     data, _ = open_network(answer, cfg.key_exchange, cfg.issuer_pinned, NOW)
-    assert data["response_code"] == "00" and out.shared == {PAN: {"held": 2500, "posted": 0}}
+    assert data["response_code"] == "00" and out.shared == {PAN: {"held": 2500, "posted": 0, "credited": 0}}

@@ -1,18 +1,29 @@
-"""The issuer's ledger: the effects ``ledger.hold``/``ledger.post``/``ledger.decline``/
-``ledger.reverse``/``ledger.expire`` and the report ``setmail ledger`` prints.
+"""The issuer's ledger: the effects ``ledger.*`` of the issuer role and the report ``setmail
+ledger`` prints.
 
 Why rows as well as the role's shared totals: the totals decide (they are small and travel with
 every step), the rows explain — one row per change, written by the effect handlers inside the
 agent's single store transaction, so a row exists exactly when the state that caused it was
-committed.  Kinds: ``hold`` (an approved authorisation), ``release`` (the hold given back when the
-capture posts), ``post`` (the captured amount), ``decline`` (a refused authorisation; it changes
-no total), ``reversal`` (the hold given back because the gateway reversed the authorisation,
-IssRevReq 0400), ``expired`` (the hold given back because nobody captured or reversed it within
-the issuer's ``hold_days``).  Per card: held = holds - releases - reversals - expired, posted =
-posts; the issuer role keeps the same numbers in its shared state (tested).
+committed.  Each row keeps the XID, the purchase key (``<XID>.<gateway+merchant tag>``: two
+merchants may use one XID), the merchant, the card, the STAN of the request that caused it and,
+for reversals, the original's.  Kinds (``KINDS``), with what they move on the card:
 
-The issuer's store already holds full PANs (``issuer_accounts``); ledger rows keep the PAN too, to
-join them to the account, and ``pan_last4`` for display.  Nothing here logs a PAN.
+* ``hold`` +held: an approved authorisation (or an incremental one, or the hold a capture
+  reversal reinstates); ``decline``: a refused authorisation, moves nothing;
+* ``release`` -held: the rest of the hold given back when a capture posts; ``partial_release``
+  -held: part of the hold given back, the rest still held (a capture with ``remaining_hold``, a
+  partial reversal); ``reversal`` -held: the hold given back because the gateway reversed the
+  authorisation (0400); ``expired`` -held: given back after the issuer's ``hold_days``;
+* ``post`` +posted: a captured amount; ``capture_reversal`` -posted: a posting undone (0420);
+* ``credit`` +credited: a refund (0220, DE 3 200000); ``credit_reversal`` -credited;
+* ``settle``: a posting or credit (``item``: capture|credit) moved from pending to settled by the
+  clearing of batch ``batch_id`` (0500); it changes no total.
+
+Per card: held, posted and credited are those sums; available = limit - held - posted + credited,
+the numbers the issuer role keeps in its shared state (``setmail.agent.ledger_check`` checks that
+and the per-purchase invariant).  The issuer's store already holds full PANs (``issuer_accounts``);
+rows keep the PAN too, to join them to the account, and ``pan_last4`` for display.  Nothing here
+logs a PAN.
 """
 from __future__ import annotations
 
@@ -24,17 +35,44 @@ from setmail.agent.effects import register_effect
 
 LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS issuer_ledger (id INTEGER PRIMARY KEY AUTOINCREMENT, "
               "xid TEXT NOT NULL, kind TEXT NOT NULL, pan TEXT NOT NULL, pan_last4 TEXT NOT NULL, "
-              "amount INTEGER NOT NULL, currency INTEGER, code TEXT NOT NULL, at REAL NOT NULL)")
+              "amount INTEGER NOT NULL, currency INTEGER, code TEXT NOT NULL, at REAL NOT NULL, "
+              "purchase TEXT, merchant_id TEXT, stan INTEGER, original_stan INTEGER, item TEXT, "
+              "batch_id INTEGER)")
+#: columns added since the first ledger (a store written before gets them on the next row)
+_ADDED = ("purchase TEXT", "merchant_id TEXT", "stan INTEGER", "original_stan INTEGER",
+          "item TEXT", "batch_id INTEGER")
+#: row kind -> (the card total it moves, sign); ``decline`` and ``settle`` move none
+KINDS: dict[str, tuple[str, int] | None] = {
+    "hold": ("held", 1), "release": ("held", -1), "partial_release": ("held", -1),
+    "reversal": ("held", -1), "expired": ("held", -1), "post": ("posted", 1),
+    "capture_reversal": ("posted", -1), "credit": ("credited", 1),
+    "credit_reversal": ("credited", -1), "decline": None, "settle": None}
+_COLUMNS = ("xid", "kind", "pan", "pan_last4", "amount", "currency", "code", "at", "purchase",
+            "merchant_id", "stan", "original_stan", "item", "batch_id")
+
+
+def _table(tx) -> None:
+    tx.execute(LEDGER_DDL)
+    have = {r[1] for r in tx.execute("PRAGMA table_info(issuer_ledger)").fetchall()}
+    for column in _ADDED:
+        if column.split()[0] not in have:
+            tx.execute(f"ALTER TABLE issuer_ledger ADD COLUMN {column}")
+
+
+def _insert(tx, row: Mapping[str, Any]) -> None:
+    tx.execute(f"INSERT INTO issuer_ledger ({', '.join(_COLUMNS)}) VALUES "
+               f"({', '.join('?' * len(_COLUMNS))})", tuple(row.get(c) for c in _COLUMNS))
 
 
 def _rows(tx, data: Mapping[str, Any], *rows: tuple[str, int]) -> None:
-    tx.execute(LEDGER_DDL)
+    _table(tx)
     pan = str((data.get("secret") or {}).get("pan", ""))
     for kind, amount in rows:
-        tx.execute("INSERT INTO issuer_ledger (xid, kind, pan, pan_last4, amount, currency, code, "
-                   "at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (data["xid"], kind, pan, data["pan_last4"], int(amount), data.get("currency"),
-                    data["code"], tx.now))
+        _insert(tx, {"xid": data["xid"], "kind": kind, "pan": pan,
+                     "pan_last4": data["pan_last4"], "amount": int(amount),
+                     "currency": data.get("currency"), "code": data["code"], "at": tx.now,
+                     "purchase": data.get("purchase"), "merchant_id": data.get("merchant_id"),
+                     "stan": data.get("stan"), "original_stan": data.get("original_stan")})
 
 
 def hold(ctx, tx, data) -> None:
@@ -42,8 +80,10 @@ def hold(ctx, tx, data) -> None:
 
 
 def post(ctx, tx, data) -> None:
-    """The capture posts its amount and gives back the whole hold."""
-    _rows(tx, data, ("release", data["released"]), ("post", data["amount"]))
+    """The capture posts its amount and gives back the hold: all of it, or all but
+    ``remaining`` (a partial completion)."""
+    release = "partial_release" if data.get("remaining") else "release"
+    _rows(tx, data, (release, data["released"]), ("post", data["amount"]))
 
 
 def decline(ctx, tx, data) -> None:
@@ -55,59 +95,116 @@ def reverse(ctx, tx, data) -> None:
     _rows(tx, data, ("reversal", data["amount"]))
 
 
+def partial_release(ctx, tx, data) -> None:
+    """A partial reversal gives back the part of the hold above the replacement amount."""
+    _rows(tx, data, ("partial_release", data["amount"]))
+
+
 def expire(ctx, tx, data) -> None:
     """An unclaimed hold released by the issuer itself; nothing is posted."""
     _rows(tx, data, ("expired", data["amount"]))
 
 
-register_effect("ledger.hold", in_tx=hold)
-register_effect("ledger.post", in_tx=post)
-register_effect("ledger.decline", in_tx=decline)
-register_effect("ledger.reverse", in_tx=reverse)
-register_effect("ledger.expire", in_tx=expire)
+def credit(ctx, tx, data) -> None:
+    _rows(tx, data, ("credit", data["amount"]))
 
 
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).replace(microsecond=0).isoformat()
+def credit_reversal(ctx, tx, data) -> None:
+    _rows(tx, data, ("credit_reversal", data["amount"]))
 
 
-def _table(store, name: str) -> bool:
+def capture_reversal(ctx, tx, data) -> None:
+    """The posting undone, and the hold that capture had released held again."""
+    _rows(tx, data, ("capture_reversal", data["amount"]), ("hold", data["reinstated"]))
+
+
+def settle(ctx, tx, data) -> None:
+    """One ``settle`` row per item of a cleared batch (its PAN from ``secret["pans"]``)."""
+    _table(tx)
+    pans = (data.get("secret") or {}).get("pans", [])
+    for item, pan in zip(data["items"], pans):
+        _insert(tx, {"xid": item["xid"], "kind": "settle", "pan": pan,
+                     "pan_last4": item["pan_last4"], "amount": int(item["amount"]),
+                     "currency": item["currency"], "code": data["code"], "at": tx.now,
+                     "purchase": item["purchase"], "merchant_id": data["merchant_id"],
+                     "stan": item["stan"], "item": item["kind"], "batch_id": data["batch_id"]})
+
+
+for _kind, _handler in (("hold", hold), ("post", post), ("decline", decline),
+                        ("reverse", reverse), ("partial_release", partial_release),
+                        ("expire", expire), ("credit", credit),
+                        ("credit_reversal", credit_reversal),
+                        ("capture_reversal", capture_reversal), ("settle", settle)):
+    register_effect("ledger." + _kind, in_tx=_handler)
+
+
+def iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).replace(microsecond=0).isoformat()
+
+
+def has_table(store, name: str) -> bool:
     return bool(store.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                             (name,)))
+
+
+def ledger_rows(store) -> list[dict[str, Any]]:
+    """Every ledger row, oldest first, as a dict of its columns (``id`` too; ``at`` as epoch).
+    Carries the full PAN: for reports and checks, never for a log."""
+    if not has_table(store, "issuer_ledger"):
+        return []
+    have = {r[1] for r in store.query("PRAGMA table_info(issuer_ledger)")}
+    columns = ["id", *(c for c in _COLUMNS if c in have)]
+    rows = store.query(f"SELECT {', '.join(columns)} FROM issuer_ledger ORDER BY id")
+    return [{**dict.fromkeys(_COLUMNS), **dict(zip(columns, r))} for r in rows]
+
+
+def accounts(store) -> dict[str, dict[str, Any]]:
+    """{pan: {holder, limit, currency (alphabetic), currency_number, amt_exp10, status}}."""
+    from setmail.money import currency_number
+    out: dict[str, dict[str, Any]] = {}
+    if has_table(store, "issuer_accounts"):
+        for pan, holder, limit, currency, status in store.query(
+                "SELECT pan, holder, credit_limit_minor, currency, status FROM issuer_accounts "
+                "ORDER BY holder, pan"):
+            number, exp10 = currency_number(currency)
+            out[pan] = {"holder": holder, "limit": limit, "currency": currency,
+                        "currency_number": number, "amt_exp10": exp10, "status": status}
+    return out
 
 
 def _card(holder, last4, limit, currency, number, exp10, status) -> dict[str, Any]:
     return {"holder": holder, "pan_last4": last4, "limit": limit, "currency": currency,
             "currency_number": number, "amt_exp10": exp10, "status": status, "held": 0,
-            "posted": 0, "entries": []}
+            "posted": 0, "credited": 0, "entries": []}
 
 
-def ledger_report(store) -> list[dict[str, Any]]:
+def entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as a report shows it (no PAN)."""
+    out = {"xid": row["xid"], "kind": row["kind"], "amount": row["amount"], "code": row["code"],
+           "at": iso(row["at"])}
+    for extra in ("merchant_id", "stan", "original_stan", "item", "batch_id"):
+        if row.get(extra) is not None:
+            out[extra] = row[extra]
+    return out
+
+
+def ledger_report(store, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Per card: holder, pan_last4, limit, currency (alphabetic, and ``currency_number``/
-    ``amt_exp10``), status, held, posted, available (minor units) and its entries (oldest first:
-    xid, kind, amount, code, at as ISO 8601 UTC).
-    Cards the issuer does not know (declined 14) appear as holder "(unknown)" with limit 0."""
-    from setmail.money import currency_code, currency_number
-    cards: dict[str, dict[str, Any]] = {}
-    if _table(store, "issuer_accounts"):
-        for pan, holder, limit, currency, status in store.query(
-                "SELECT pan, holder, credit_limit_minor, currency, status FROM issuer_accounts "
-                "ORDER BY holder, pan"):
-            number, exp10 = currency_number(currency)
-            cards[pan] = _card(holder, pan[-4:], limit, currency, number, exp10, status)
-    if _table(store, "issuer_ledger"):
-        sign = {"hold": ("held", 1), "release": ("held", -1), "reversal": ("held", -1),
-                "expired": ("held", -1), "post": ("posted", 1)}
-        for pan, last4, xid, kind, amount, currency, code, at in store.query(
-                "SELECT pan, pan_last4, xid, kind, amount, currency, code, at FROM issuer_ledger "
-                "ORDER BY id"):
-            card = cards.get(pan) or cards.setdefault(pan, _card(
-                "(unknown)", last4, 0, currency_code(currency), currency, -2, "unknown"))
-            if kind in sign:
-                total, factor = sign[kind]
-                card[total] += factor * amount
-            card["entries"].append({"xid": xid, "kind": kind, "amount": amount, "code": code,
-                                    "at": _iso(at)})
+    ``amt_exp10``), status, held, posted, credited, available (minor units) and its entries
+    (oldest first: xid, kind, amount, code, at as ISO 8601 UTC, and merchant_id, stan,
+    original_stan, item, batch_id where known).  Cards the issuer does not know (declined 14)
+    appear as holder "(unknown)" with limit 0."""
+    from setmail.money import currency_code
+    cards = {pan: _card(a["holder"], pan[-4:], a["limit"], a["currency"], a["currency_number"],
+                        a["amt_exp10"], a["status"]) for pan, a in accounts(store).items()}
+    for row in ledger_rows(store) if rows is None else rows:
+        card = cards.get(row["pan"]) or cards.setdefault(row["pan"], _card(
+            "(unknown)", row["pan_last4"], 0, currency_code(row["currency"]), row["currency"],
+            -2, "unknown"))
+        moves = KINDS.get(row["kind"])
+        if moves is not None:
+            card[moves[0]] += moves[1] * row["amount"]
+        card["entries"].append(entry(row))
     for card in cards.values():
-        card["available"] = card["limit"] - card["held"] - card["posted"]
+        card["available"] = card["limit"] - card["held"] - card["posted"] + card["credited"]
     return list(cards.values())

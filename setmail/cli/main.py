@@ -46,7 +46,8 @@ def decode(path: Path = typer.Argument(..., help="a DER MessageWrapper (or a mai
 def _register_commands() -> None:
     """init/register, run/agent, mailbox and the purchase commands live in their own modules (setmail/cli/*_cmds.py)."""
     from setmail.cli import mailbox_cmds, purchase_cmds, run_cmds, world_cmds
-    for module in (world_cmds, run_cmds, mailbox_cmds, purchase_cmds):
+    from setmail.cli import ledger_cmds
+    for module in (world_cmds, run_cmds, mailbox_cmds, purchase_cmds, ledger_cmds):
         module.register_commands(app)
 
 

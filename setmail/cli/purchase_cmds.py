@@ -1,4 +1,5 @@
-"""``setmail buy``, ``tx list|show``, ``capture``, ``inquire``, ``trace`` and ``ledger``.
+"""``setmail buy``, ``tx list|show``, ``capture``, ``inquire`` and ``trace`` (``ledger`` lives in
+``ledger_cmds``).
 
 ``buy`` plays the shopping phase SET leaves outside the protocol: it picks the XID, hands the
 order (description, amount) to the merchant's agent and the purchase to the cardholder's wallet,
@@ -309,48 +310,9 @@ def trace(xid: str = typer.Argument(..., help="the purchase's XID"),
                    f"{e.size:>6} B  {e.result}")
 
 
-def ledger(issuer: str = typer.Option(None, "--issuer", help="issuer agent (default: the first)"),
-           json_out: bool = typer.Option(False, "--json", help="print JSON"),
-           home: Path = home_option()) -> None:
-    """The issuer's card accounts: limit, held, posted, available, and every entry."""
-    from setmail.agent.ledger import ledger_report
-    from setmail.txview import open_store
-    world = load(home)
-    issuers = [issuer] if issuer else [a.name for a in world.agents_of_kind("issuer")]
-    if not issuers:
-        _fail("the world has no issuer")
-    _agent_of_kind(world, issuers[0], "issuer")
-    store = open_store(world, issuers[0])
-    try:
-        report = ledger_report(store)
-    finally:
-        store.close()
-    if json_out:
-        typer.echo(json.dumps(report, indent=2, default=str))
-        return
-    typer.echo(render_ledger(report))
-
-
-def render_ledger(report) -> str:
-    """Text form of ``ledger_report``: one line per card, then its entries."""
-    from setmail.money import format_amount
-    lines = []
-    for acct in report:
-        cur, exp = acct.get("currency_number", 840), acct.get("amt_exp10", -2)
-        money = lambda v: format_amount(v, cur, exp)  # noqa: E731
-        lines.append(f"{acct['holder']:<8} card …{acct['pan_last4']}  limit {money(acct['limit'])}"
-                     f"  held {money(acct['held'])}  posted {money(acct['posted'])}"
-                     f"  available {money(acct['available'])}")
-        for e in acct.get("entries", []):
-            lines.append(f"    {e.get('at', '')}  {e['kind']:<8} {money(e.get('amount') or 0):>14}"
-                         f"  {e.get('code') or ''}  xid {str(e.get('xid', ''))[:16]}…")
-    return "\n".join(lines)
-
-
 def register_commands(app: typer.Typer) -> None:
     app.command("buy")(buy)
     app.add_typer(tx_app, name="tx")
     app.command("capture")(capture)
     app.command("inquire")(inquire)
     app.command("trace")(trace)
-    app.command("ledger")(ledger)

@@ -1,47 +1,45 @@
-"""The card issuer behind the payment gateway (D-130): decides authorisations, posts captures.
+"""The card issuer behind the payment gateway (D-130): decides authorisations, posts captures,
+credits refunds and settles batches (the request types are listed with their codes in
+``roles/issuer_moves.py``, ``issuer_credits.py`` and ``issuer_clearing.py``).
 
     IssAuthReq (0100) -> IssAuthRes (0110): 14 unknown card, 05 blocked, 54 expired/wrong expiry,
                                             05 other currency, 13 no positive amount, 51 over the
-                                            available credit, else 00 and a hold of the amount
-    IssCapReq  (0220) -> IssCapRes  (0230): 12 no approved hold, 94 already posted, 13 more than
-                                            the hold, else 00: post the amount, release the hold
-    IssRevReq  (0400) -> IssRevRes  (0410): 25 no approved authorisation (or its hold expired),
-                                            12 another gateway's, another approval code or
-                                            already posted, 13 not the approved amount, else 00:
-                                            release the hold (a repeat: 00 again, nothing
-                                            released twice)
+                                            available credit, else 00 and a hold of the amount.
+                                            A new STAN on an approved purchase (same card) is an
+                                            incremental authorisation: its hold is added (D-174)
 
 Why the shared state: the decision needs each card's running totals across transactions, so the
-role keeps ``{pan: {"held": minor units, "posted": minor units}}`` under ``shared_key = "ledger"``
-and the agent commits it with the transaction; the decision is then a pure function of (message,
-accounts, totals, now).  Every change is also an effect (``ledger.hold``/``ledger.post``/
-``ledger.decline``/``ledger.reverse``/``ledger.expire``, ``setmail.agent.ledger``) that writes a
-row in the same store transaction.
+role keeps ``{pan: {"held", "posted", "credited"}}`` (minor units) and, under ``"pending"``, every
+posting and credit not yet settled (``<purchase key>/<STAN>`` -> kind, amount, PAN; a clearing
+moves them to settled, D-176) under ``shared_key = "ledger"``; the agent commits it with the
+transaction, so the decision is a pure function of (message, accounts, totals, now).  Every change
+is also an effect (``setmail.agent.ledger``) that writes rows in the same store transaction.
 
 Against the mail attacker: only a gateway whose pinned signature certificate signed the request
 may ask, and the answer goes to *that gateway's configured address* (never to From), enveloped
 for its pinned key-exchange certificate.  A purchase is (gateway, merchant, XID): the transaction
 key is ``<XID hex>.<tag>`` with tag = SHA-256(gateway thumbprint, 0, merID)[:8] hex, read from the
 signed payload (opened once per event in ``transaction_key``; the pin is judged in the step), so two
-merchants' purchases with one XID never meet.  A request for a decided purchase gets the same
-decision only when it is the same request (same PAN, expiry, amount, STAN and RRN: a re-delivery
-with another header); any other gets 94 and changes nothing, so one card's decision is never
-handed to another card.  A capture or reversal must come from the gateway that got the hold.
-Input that does not open, verify or parse changes nothing; it gets a SET Error, signed by the
-issuer and naming the refused bytes (D-134), only when its signer is a pinned gateway (to that
-gateway's address).  A hold nobody captures or reverses is released after ``hold_expiry``
-(``timer:hold_expiry``: EXPIRED, ledger row ``expired``), even if the gateway is gone.
+merchants' purchases with one XID never meet.  Each request of a purchase has its own STAN: every
+request that changed something (and every authorisation decision) is recorded under
+``answered["<type>:<STAN>"]`` with a fingerprint of its signed fields, so the same request again
+(a re-delivery under another header) gets the same answer and changes nothing, and another request
+under a STAN already used gets 94.  Refusals change nothing and are not recorded.  Input that does
+not open, verify or parse changes nothing; it gets a SET Error, signed by the issuer and naming the
+refused bytes (D-134), only when its signer is a pinned gateway (to that gateway's address).  A
+hold nobody captures or reverses is released after ``hold_expiry`` (``timer:hold_expiry``), even if
+the gateway is gone.
 
 ``IssuerConfig``: ``name``, ``signature``/``key_exchange`` (Identity, pinned self-signed),
 ``gateways`` {address: (sig cert, kex cert)}, ``accounts`` {pan: Account}, ``suite``,
-``hold_expiry``.  State keeps the PAN and expiry under ``state["secret"]`` only.
+``hold_expiry``, ``holders`` {cardholder agent: directory address} (where statements go).  State
+keeps the PAN and expiry under ``state["secret"]`` only.
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from cryptography import x509
@@ -50,14 +48,37 @@ from setmail.crypto.cms import Identity
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import ProtocolError, SetmailError
 from setmail.pki.thumbs import thumbprint
-from setmail.roles.base import (START, CancelTimer, Effect, Inbound, Outcome, Role, Send,
-                                SetTimer, TimerFired)
+from setmail.roles.base import START, Inbound, Outcome, Role, Send, SetTimer, TimerFired
+from setmail.roles.issuer_books import (
+    available,
+    fingerprint,
+    issuer_key,
+    ledger_effect,
+    moved,
+    pan_last4,
+)
+from setmail.roles.issuer_clearing import ClearingLeg
+from setmail.roles.issuer_credits import CreditLeg
+from setmail.roles.issuer_moves import MovesLeg
+from setmail.roles.issuer_statement import StatementLeg
+from setmail.roles.network_msgs import (
+    check_signed,
+    message_ids,
+    opened,
+    seal,
+    when,
+    zero,
+)
 from setmail.roles.refusal import guarded, refusal
 from setmail.roles.wire import unwrap
-from setmail.roles.network_msgs import check_signed, message_ids, opened, seal, when, zero
+
+__all__ = ["Account", "Issuer", "IssuerConfig", "issuer_key", "pan_last4"]
 
 #: key of input that names no purchase: nothing is ever stored under it
 UNROUTABLE = "unroutable"
+#: the request types the issuer answers
+REQUESTS = ("IssAuthReq", "IssCapReq", "IssRevReq", "IssCredReq", "IssCredRevReq",
+            "IssCapRevReq", "IssClearReq")
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,8 @@ class IssuerConfig:
     accounts: Mapping[str, Account]
     suite: CryptoSuite = DEFAULT_SUITE
     hold_expiry: dt.timedelta = dt.timedelta(days=10)
+    #: cardholder agent name -> its directory address (statements go there, never elsewhere)
+    holders: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def gateway_by_signer(self) -> dict[bytes, tuple[str, x509.Certificate]]:
@@ -88,36 +111,33 @@ class IssuerConfig:
         return {thumbprint(sig): (address, kex) for address, (sig, kex) in self.gateways.items()}
 
 
-def pan_last4(pan: str) -> str:
-    return pan[-4:]
-
-
-def issuer_key(xid: bytes, gateway_thumb: bytes, mer_id: str) -> str:
-    """``<XID hex>.<tag>``: one gateway's purchase of one merchant (``setmail tx show <xid>``
-    finds it by the prefix)."""
-    tag = hashlib.sha256(gateway_thumb + b"\x00" + mer_id.encode()).digest()[:8]
-    return f"{xid.hex()}.{tag.hex()}"
-
-
 def _decided(state: str) -> dict:
     """A state no request moves any more: each gets its answer (same decision, 12, 25, 94)."""
-    return {"IssAuthReq": state, "IssCapReq": state, "IssRevReq": state, "Error": state,
-            "timer:hold_expiry": state}
+    return {**{kind: state for kind in REQUESTS}, "Error": state, "timer:hold_expiry": state}
 
 
-class Issuer(Role):
+class Issuer(MovesLeg, CreditLeg, ClearingLeg, StatementLeg, Role):
     name = "issuer"
     shared_key = "ledger"
     TRANSITIONS = {
         START: {"IssAuthReq": ("HELD", "DECLINED"), "IssCapReq": START, "IssRevReq": START,
-                "Error": START},
+                "IssCredReq": START, "IssCredRevReq": START, "IssCapRevReq": START,
+                "IssClearReq": ("CLEARED", "UNBALANCED"), "Error": START,
+                "statement": "SENT"},
         "HELD": {"IssAuthReq": "HELD", "IssCapReq": ("POSTED", "HELD"),
-                 "IssRevReq": ("REVERSED", "HELD"), "Error": "HELD",
-                 "timer:hold_expiry": "EXPIRED"},
+                 "IssRevReq": ("REVERSED", "HELD", "POSTED"), "IssCredReq": "HELD",
+                 "IssCredRevReq": "HELD", "IssCapRevReq": "HELD", "IssClearReq": "HELD",
+                 "Error": "HELD", "timer:hold_expiry": ("EXPIRED", "POSTED")},
+        "POSTED": {"IssAuthReq": ("POSTED", "HELD"), "IssCapReq": "POSTED",
+                   "IssRevReq": "POSTED", "IssCredReq": "POSTED", "IssCredRevReq": "POSTED",
+                   "IssCapRevReq": ("HELD", "POSTED"), "IssClearReq": "POSTED",
+                   "Error": "POSTED", "timer:hold_expiry": "POSTED"},
         "DECLINED": _decided("DECLINED"),
-        "POSTED": _decided("POSTED"),
         "REVERSED": _decided("REVERSED"),
         "EXPIRED": _decided("EXPIRED"),
+        "CLEARED": _decided("CLEARED"),
+        "UNBALANCED": {**_decided("UNBALANCED"), "IssClearReq": ("CLEARED", "UNBALANCED")},
+        "SENT": {"statement": "SENT"},
     }
 
     def __init__(self, config: IssuerConfig):
@@ -127,7 +147,9 @@ class Issuer(Role):
         """From the signed payload (XID, merchant) and its signer, opened once per event."""
         if isinstance(event, TimerFired):
             return str(event.payload.get("transaction", ""))
-        if not isinstance(event, Inbound) or not event.message_type.startswith("Iss"):
+        if not isinstance(event, Inbound):
+            return self.command_key(event)
+        if not event.message_type.startswith("Iss"):
             return UNROUTABLE
         try:
             data, signed = opened(event, self.config.key_exchange, self.config.suite)
@@ -157,7 +179,8 @@ class Issuer(Role):
                        refused="an Error, but the issuer has no request outstanding")
 
     def _open(self, event, now):
-        """(key, data, gateway address, gateway kex cert) of a pinned gateway's request."""
+        """(key, parsed, data, gateway address, gateway kex cert) of a pinned gateway's
+        request."""
         cfg = self.config
         parsed = unwrap(event, now)
         data, signed = opened(event, cfg.key_exchange, cfg.suite)
@@ -179,6 +202,33 @@ class Issuer(Role):
                    ids=message_ids(parsed), suite=self.config.suite)
         return Send(gateway, kind, der, event.mail_id or None)
 
+    # -- repeats ---------------------------------------------------------------------------------
+    @staticmethod
+    def recorded(state, kind: str, data) -> dict | None:
+        """The answer recorded for this request type and STAN, if any."""
+        return (state.get("answered") or {}).get(f"{kind}:{data['stan']}")
+
+    def repeat(self, key, state, event, parsed, data, gateway, kex, kind, now) -> Outcome | None:
+        """The recorded answer again for the same request, 94 for another one under its STAN;
+        None when this STAN is new.  Nothing changes either way."""
+        found = self.recorded(state, kind, data)
+        if found is None:
+            return None
+        if found["fp"] != fingerprint(data):
+            send = self._answer(event, parsed, gateway, kex, data, "94", 0, now)
+        else:
+            extra = ({"approval_code": found["approval_code"]}
+                     if found.get("approval_code") else {})
+            send = self._answer(event, parsed, gateway, kex, data, found["code"],
+                                found["amount"], now, **extra)
+        return Outcome(key, dict(state), sends=(send,), peer=gateway)
+
+    @staticmethod
+    def record(state: dict, kind: str, data, code: str, amount: int, **extra) -> None:
+        """Remember the answer to this request (in place), for its repeats."""
+        state["answered"] = {**(state.get("answered") or {}), f"{kind}:{data['stan']}": {
+            "fp": fingerprint(data), "code": code, "amount": amount, **extra}}
+
     # -- authorisation ---------------------------------------------------------------------------
     def decide(self, data, now: dt.datetime, totals: Mapping) -> str:
         """ISO 8583 DE 39 for an authorisation request, in the contract's order."""
@@ -195,21 +245,9 @@ class Issuer(Role):
             return "05"
         if amount["amount"] <= 0:
             return "13"
-        used = totals.get(pan, {})
-        if amount["amount"] > account.limit - used.get("held", 0) - used.get("posted", 0):
+        if amount["amount"] > available(account.limit, totals.get(pan, {})):
             return "51"
         return "00"
-
-    @staticmethod
-    def same_request(state, data) -> bool:
-        """Is ``data`` the request ``state`` decided (a re-delivery), not another one under the
-        same key?"""
-        amount = data["amount"]
-        return (state["secret"]["pan"] == data["pan"]
-                and state["secret"].get("expiry") == data["card_expiry"]
-                and (state["currency"], state["amount"], state["amt_exp10"]) == (
-                    amount["currency"], amount["amount"], amount["amt_exp10"])
-                and (state.get("stan"), state.get("rrn")) == (data["stan"], data["rrn"]))
 
     @guarded
     def on_IssAuthReq(self, state, event, now, shared) -> Outcome:
@@ -217,120 +255,70 @@ class Issuer(Role):
         if data["processing_code"] != "000000":
             raise ProtocolError("only purchases (processing code 000000) are handled",
                                 "messageNotSupported")
-        if state["state"] != START:  # decided before: the same answer, if the same request
-            if not self.same_request(state, data):
+        if state["state"] != START:
+            again = self.repeat(key, state, event, parsed, data, gateway, kex, "IssAuthReq", now)
+            if again is not None:
+                return again
+            if not self.incremental(state, data, gateway):
                 send = self._answer(event, parsed, gateway, kex, data, "94", 0, now)
                 return Outcome(key, dict(state), sends=(send,), peer=gateway)
-            approval = {"approval_code": state["approval_code"]} if state["approval_code"] else {}
-            send = self._answer(event, parsed, gateway, kex, data, state["response_code"],
-                                state["authorized"], now, **approval)
-            return Outcome(key, dict(state), sends=(send,), peer=gateway)
         pan, amount = data["pan"], data["amount"]
         code = self.decide(data, now, shared)
         held = amount["amount"] if code == "00" else 0
-        state = {"state": "HELD" if held else "DECLINED", "xid": data["xid"].hex(),
-                 "gateway": gateway, "merchant_id": data["merchant_id"],
-                 "pan_last4": pan_last4(pan), **amount, "stan": data["stan"], "rrn": data["rrn"],
-                 "response_code": code, "authorized": held, "held": held,
-                 "approval_code": fresh(3).hex().upper() if held else None,
-                 "decided_at": when(now), "secret": {"pan": pan, "expiry": data["card_expiry"]}}
+        approval = fresh(3).hex().upper() if held else None
+        if state["state"] == START:
+            new = {"state": "HELD" if held else "DECLINED", "xid": data["xid"].hex(),
+                   "gateway": gateway, "merchant_id": data["merchant_id"],
+                   "pan_last4": pan_last4(pan), **amount, "stan": data["stan"],
+                   "rrn": data["rrn"], "response_code": code, "authorized": held, "held": held,
+                   "posted": 0, "credited": 0, "approval_code": approval,
+                   "approval_codes": [approval] if held else [], "decided_at": when(now),
+                   "secret": {"pan": pan, "expiry": data["card_expiry"]}}
+        else:  # an incremental authorisation of an approved purchase (split shipment, recurring)
+            new = dict(state)
+            if held:
+                new.update(state="HELD", authorized=state["authorized"] + held,
+                           held=state["held"] + held,
+                           approval_codes=[*state["approval_codes"], approval])
+        self.record(new, "IssAuthReq", data, code, held,
+                    **({"approval_code": approval} if held else {}))
         new_shared, timers = None, ()
         if held:
             new_shared = moved(shared, pan, held=held)
             due = now + self.config.hold_expiry
-            state["hold_expires_at"] = when(due)
+            new["hold_expires_at"] = when(due)
             timers = (SetTimer("hold_expiry", due, {"transaction": key}),)
-        effect = ledger_effect("ledger.hold" if held else "ledger.decline", state, code,
-                               amount=amount["amount"])
-        approval = {"approval_code": state["approval_code"]} if held else {}
-        send = self._answer(event, parsed, gateway, kex, data, code, held, now, **approval)
-        return Outcome(key, state, sends=(send,), effects=(effect,), shared=new_shared,
+        effect = ledger_effect("ledger.hold" if held else "ledger.decline", key, new, code,
+                               amount=amount["amount"], stan=data["stan"])
+        send = self._answer(event, parsed, gateway, kex, data, code, held, now,
+                            **({"approval_code": approval} if held else {}))
+        return Outcome(key, new, sends=(send,), effects=(effect,), shared=new_shared,
                        timers=timers, peer=gateway)
+
+    @staticmethod
+    def incremental(state, data, gateway: str) -> bool:
+        """May a new STAN add to this purchase's authorisation?  Only an approved purchase not
+        reversed or expired, of the same gateway, card, expiry, currency and RRN."""
+        amount = data["amount"]
+        return (state["state"] in ("HELD", "POSTED") and state["gateway"] == gateway
+                and state["secret"]["pan"] == data["pan"]
+                and state["secret"].get("expiry") == data["card_expiry"]
+                and (state["currency"], state["amt_exp10"]) == (amount["currency"],
+                                                                amount["amt_exp10"])
+                and state["rrn"] == data["rrn"])
 
     def on_timer_hold_expiry(self, state, event, now, shared) -> Outcome:
         """Nobody captured or reversed the hold in ``hold_expiry``: give it back, so nothing is
-        held for ever even when the gateway is gone (a later IssCapReq gets 12)."""
+        held for ever even when the gateway is gone (a later IssCapReq gets 12).  What was posted
+        stays posted."""
         key = self.transaction_key(event)
-        if state["state"] != "HELD":
+        if state["state"] != "HELD" or state.get("held", 0) <= 0:
             return Outcome(key, dict(state))  # stale
         days = self.config.hold_expiry / dt.timedelta(days=1)
-        new = {**state, "state": "EXPIRED", "held": 0, "expired": {
-            "at": when(now), "reason": f"neither captured nor reversed within {days:g} days: "
-                                       "hold released"}}
+        new = {**state, "state": "POSTED" if state.get("posted") else "EXPIRED", "held": 0,
+               "expired": {"at": when(now), "reason": f"neither captured nor reversed within "
+                                                      f"{days:g} days: hold released"}}
         return Outcome(key, new, shared=moved(shared, state["secret"]["pan"], held=-state["held"]),
-                       effects=(ledger_effect("ledger.expire", state, "00",
+                       effects=(ledger_effect("ledger.expire", key, state, "00",
                                               amount=state["held"]),))
 
-    # -- completion ------------------------------------------------------------------------------
-    def capture_code(self, state, data, gateway: str) -> str:
-        amount = data["amount"]
-        if (state["state"] not in ("HELD", "POSTED") or state["secret"]["pan"] != data["pan"]
-                or state["approval_code"] != data["approval_code"]
-                or state["gateway"] != gateway):
-            return "12"
-        if state["state"] == "POSTED":
-            return "94"
-        if ((amount["currency"], amount["amt_exp10"]) != (state["currency"], state["amt_exp10"])
-                or not 0 < amount["amount"] <= state["held"]):
-            return "13"
-        return "00"
-
-    @guarded
-    def on_IssCapReq(self, state, event, now, shared) -> Outcome:
-        key, parsed, data, gateway, kex = self._open(event, now)
-        code = self.capture_code(state, data, gateway)
-        new_state = None if state["state"] == START else dict(state)
-        new_shared, effects, posted, timers = None, (), 0, ()
-        if code == "00":
-            posted, hold = data["amount"]["amount"], state["held"]
-            new_shared = moved(shared, state["secret"]["pan"], held=-hold, posted=posted)
-            new_state.update(state="POSTED", posted=posted, held=0, posted_at=when(now))
-            effects = (ledger_effect("ledger.post", state, code, amount=posted, released=hold),)
-            timers = (CancelTimer("hold_expiry"),)
-        send = self._answer(event, parsed, gateway, kex, data, code, posted, now)
-        return Outcome(key, new_state, sends=(send,), effects=effects, shared=new_shared,
-                       timers=timers, peer=gateway)
-
-    # -- reversal --------------------------------------------------------------------------------
-    def reversal_code(self, state, data, gateway: str) -> str:
-        """DE 39 for a reversal request, in this order: is there an approval still held or
-        reversed (25), is it this gateway's and not yet captured (12), is it the whole approved
-        amount (13)."""
-        if state["state"] not in ("HELD", "POSTED", "REVERSED"):
-            return "25"
-        if (state["state"] == "POSTED" or state["gateway"] != gateway
-                or state["approval_code"] != data["approval_code"]):
-            return "12"
-        asked = tuple(data["amount"][k] for k in ("currency", "amt_exp10", "amount"))
-        whole = (state["currency"], state["amt_exp10"], state["authorized"])
-        return "00" if asked == whole else "13"
-
-    @guarded
-    def on_IssRevReq(self, state, event, now, shared) -> Outcome:
-        key, parsed, data, gateway, kex = self._open(event, now)
-        code = self.reversal_code(state, data, gateway)
-        new_state = None if state["state"] == START else dict(state)
-        new_shared, effects, timers = None, (), ()
-        released = state["authorized"] if code == "00" else 0
-        if code == "00" and state["state"] == "HELD":  # a repeat releases nothing twice
-            new_shared = moved(shared, state["secret"]["pan"], held=-state["held"])
-            new_state.update(state="REVERSED", held=0, reversed_at=when(now),
-                             reversal_reason=data["reason_code"])
-            effects = (ledger_effect("ledger.reverse", state, code, amount=state["held"]),)
-            timers = (CancelTimer("hold_expiry"),)
-        send = self._answer(event, parsed, gateway, kex, data, code, released, now)
-        return Outcome(key, new_state, sends=(send,), effects=effects, shared=new_shared,
-                       timers=timers, peer=gateway)
-
-
-def moved(shared: Mapping, pan: str, *, held: int = 0, posted: int = 0) -> dict:
-    """The shared totals with ``pan``'s held and posted amounts moved by the given amounts."""
-    totals = shared.get(pan, {"held": 0, "posted": 0})
-    return {**shared, pan: {"held": totals["held"] + held, "posted": totals["posted"] + posted}}
-
-
-def ledger_effect(kind: str, state: Mapping, code: str, **amounts) -> Effect:
-    """The row data ``setmail.agent.ledger`` writes; the PAN only under ``secret``."""
-    return Effect(kind, {"xid": state["xid"], "pan_last4": state["pan_last4"],
-                         "currency": state["currency"], "code": code, **amounts,
-                         "secret": {"pan": state["secret"]["pan"]}})

@@ -6,7 +6,12 @@ read once when the agent starts; the pinned gateway certificates from
 ``agents/<gateway>/keys/{sig,kex}.cert.pem`` of every gateway of the world; the issuer's own keys
 from ``agents/<name>/keys/{sig,kex}.{key,cert}.pem``.  world.toml option ``hold_days`` (default
 10; fractions allowed): a hold neither captured nor reversed is released after that many days.
-Importing this module registers the ledger effects (``setmail.agent.ledger``).
+Statements go to the directory address of each cardholder holding one of this issuer's cards
+(``holders``).  Importing this module registers the ledger effects (``setmail.agent.ledger``).
+
+``statement_keeper`` builds the cardholder's side: the wallet's ``Statements`` sub-role, pinned to
+the signature certificates of the issuers of that cardholder's cards, each found in the world's
+directory (its address, and its certificate's subject among the issuer's identities).
 """
 from __future__ import annotations
 
@@ -43,9 +48,12 @@ def issuer(world: World, spec: AgentSpec) -> Role:
     from setmail.crypto.cms import Identity
     from setmail.crypto.suite import get_suite
     from setmail.roles.issuer import Issuer, IssuerConfig
+    from setmail.world.directory import load_directory
     from setmail.world.keys import load_cert, load_key
-
     keys = world.keys_dir(spec.name)
+    directory = load_directory(world)
+    mine = {c.holder for c in world.cards.values() if c.issuer == spec.name}
+    holders = {p.name: p.address for p in directory.of_kind("cardholder") if p.name in mine}
     gateways = {g.address: (load_cert(world.keys_dir(g.name) / "sig.cert.pem"),
                             load_cert(world.keys_dir(g.name) / "kex.cert.pem"))
                 for g in world.agents_of_kind("gateway")}
@@ -54,4 +62,25 @@ def issuer(world: World, spec: AgentSpec) -> Role:
         signature=Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem")),
         key_exchange=Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem")),
         gateways=gateways, accounts=load_accounts(world, spec.name), suite=get_suite(world.suite),
-        hold_expiry=days_option(spec.name, spec.options, "hold_days", 10)))
+        hold_expiry=days_option(spec.name, spec.options, "hold_days", 10), holders=holders))
+
+
+def statement_keeper(world: World, spec: AgentSpec) -> Role:
+    """The cardholder ``spec``'s ``Statements`` sub-role (the wallet factory adds it)."""
+    from setmail.crypto.suite import get_suite
+    from setmail.errors import WorldError
+    from setmail.roles.statements import Statements, StatementsConfig
+    from setmail.world.directory import load_directory
+    from setmail.world.keys import load_cert
+    directory, issuers = load_directory(world), {}
+    for name in sorted({c.issuer for c in world.cards.values() if c.holder == spec.name}):
+        party = directory.by_address(world.agent(name).address)
+        path = world.keys_dir(name) / "sig.cert.pem"
+        if party is None or party.kind != "issuer" or not path.exists():
+            continue  # no such issuer (yet): its statements are refused
+        cert = load_cert(path)
+        if cert.subject.public_bytes() not in party.subjects:
+            raise WorldError(f"{path} is not a certificate the directory gives {name}")
+        issuers[party.address] = cert
+    return Statements(StatementsConfig(holder=spec.name, issuers=issuers,
+                                       suite=get_suite(world.suite)))
