@@ -140,4 +140,5 @@ def cardholder(world: World, spec: AgentSpec) -> Role:
         expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
         merchants=DirectoryMerchants(world),
         credentials=WalletFiles(world.agent_home(spec.name))))
-    return Dispatch([wallet, registration], name="cardholder")
+    from setmail.agent.factories.issuer import statement_keeper  # the issuer's Statements
+    return Dispatch([wallet, statement_keeper(world, spec), registration], name="cardholder")
