@@ -110,7 +110,8 @@ class Bank:
         return data["response_code"], data["amount"]["amount"]
 
     def totals(self, pan=PAN):
-        return self.shared.get(pan, {"held": 0, "posted": 0, "credited": 0})
+        found = self.shared.get(pan, {})
+        return {k: found.get(k, 0) for k in ("held", "posted", "credited")}
 
 
 # --- authorisation decisions, in the contract's order ---------------------------------------------
@@ -426,4 +427,4 @@ def test_world_factories_wire_gateway_and_issuer(tmp_path):
     out = bank_role.step(None, Inbound("IssAuthReq", der, cfg.name), NOW, {})
     answer = unwrap(Inbound("IssAuthRes", out.sends[0].wrapper_der, bank_cfg.name), NOW)
     data, _ = open_network(answer, cfg.key_exchange, cfg.issuer_pinned, NOW)
-    assert data["response_code"] == "00" and out.shared == {PAN: {"held": 2500, "posted": 0, "credited": 0}}
+    assert data["response_code"] == "00" and out.shared == {PAN: {"held": 2500, "posted": 0}}

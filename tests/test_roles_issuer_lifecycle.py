@@ -348,3 +348,19 @@ def test_the_shared_cards_never_hold_the_pending_entries(p):
     bank = Books(p)
     _batch(bank)
     assert set(cards(bank.shared)) == {PAN}
+
+
+def test_the_hold_left_by_a_partial_completion_expires_and_the_posting_stays(p):
+    from setmail.roles.base import TimerFired
+    bank = Books(p)
+    xid, approval = approved(bank, 10000)
+    bank.cap(xid, 3000, approval, remaining=7000)
+    (key,) = bank.states
+    timer = TimerFired("hold_expiry", {"transaction": key})
+    out = bank.role.step(bank.states[key], timer, NOW, bank.shared)
+    assert (out.state["state"], out.state["held"], out.state["posted"]) == ("POSTED", 0, 3000)
+    assert out.shared[PAN] == {"held": 0, "posted": 3000}
+    (effect,) = out.effects
+    assert (effect.kind, effect.data["amount"]) == ("ledger.expire", 7000)
+    again = bank.role.step(out.state, timer, NOW, out.shared)   # stale: nothing more
+    assert again.effects == () and again.state == out.state

@@ -22,9 +22,9 @@ key is ``<XID hex>.<tag>`` with tag = SHA-256(gateway thumbprint, 0, merID)[:8] 
 signed payload (opened once per event in ``transaction_key``; the pin is judged in the step), so two
 merchants' purchases with one XID never meet.  Each request of a purchase has its own STAN: every
 request that changed something (and every authorisation decision) is recorded under
-``answered["<type>:<STAN>"]`` with a fingerprint of its signed fields, so the same request again
-(a re-delivery under another header) gets the same answer and changes nothing, and another request
-under a STAN already used gets 94.  Refusals change nothing and are not recorded.  Input that does
+``_answered["<type>:<STAN>"]`` (hidden from ``tx show``) with a fingerprint of its signed fields,
+so the same request again (a re-delivery under another header) gets the same answer and changes
+nothing, and another request under a STAN already used gets 94.  Refusals change nothing and are not recorded.  Input that does
 not open, verify or parse changes nothing; it gets a SET Error, signed by the issuer and naming the
 refused bytes (D-134), only when its signer is a pinned gateway (to that gateway's address).  A
 hold nobody captures or reverses is released after ``hold_expiry`` (``timer:hold_expiry``), even if
@@ -206,7 +206,7 @@ class Issuer(MovesLeg, CreditLeg, ClearingLeg, StatementLeg, Role):
     @staticmethod
     def recorded(state, kind: str, data) -> dict | None:
         """The answer recorded for this request type and STAN, if any."""
-        return (state.get("answered") or {}).get(f"{kind}:{data['stan']}")
+        return (state.get("_answered") or {}).get(f"{kind}:{data['stan']}")
 
     def repeat(self, key, state, event, parsed, data, gateway, kex, kind, now) -> Outcome | None:
         """The recorded answer again for the same request, 94 for another one under its STAN;
@@ -226,7 +226,7 @@ class Issuer(MovesLeg, CreditLeg, ClearingLeg, StatementLeg, Role):
     @staticmethod
     def record(state: dict, kind: str, data, code: str, amount: int, **extra) -> None:
         """Remember the answer to this request (in place), for its repeats."""
-        state["answered"] = {**(state.get("answered") or {}), f"{kind}:{data['stan']}": {
+        state["_answered"] = {**(state.get("_answered") or {}), f"{kind}:{data['stan']}": {
             "fp": fingerprint(data), "code": code, "amount": amount, **extra}}
 
     # -- authorisation ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 and the ledger effects (``setmail.agent.ledger`` writes their rows).
 
 Shared state (``Issuer.shared_key = "ledger"``): ``{pan: {"held", "posted", "credited"}}`` in
-minor units, and ``"pending"``: ``{"<purchase key>/<STAN>": {"kind": "capture"|"credit",
+minor units (``credited`` from the card's first credit on), and ``"pending"``: ``{"<purchase key>/<STAN>": {"kind": "capture"|"credit",
 "amount", "currency", "amt_exp10", "pan", "xid"}}``, every posting and credit not yet settled.
 A capture or credit reversal is possible only while its entry is pending; a clearing (0500) moves
 entries out of it, to settled (D-176).  Why in the shared state: a clearing names items of many
@@ -60,11 +60,12 @@ def cards(shared: Mapping) -> dict[str, Mapping]:
 def moved(shared: Mapping, pan: str, *, held: int = 0, posted: int = 0,
           credited: int = 0) -> dict:
     """The shared totals with ``pan``'s held, posted and credited amounts moved by the given
-    amounts."""
+    amounts (``credited`` appears once the card was first credited)."""
     totals = shared.get(pan, {})
-    return {**shared, pan: {"held": totals.get("held", 0) + held,
-                            "posted": totals.get("posted", 0) + posted,
-                            "credited": totals.get("credited", 0) + credited}}
+    new = {"held": totals.get("held", 0) + held, "posted": totals.get("posted", 0) + posted}
+    if credited or "credited" in totals:
+        new["credited"] = totals.get("credited", 0) + credited
+    return {**shared, pan: new}
 
 
 def pending_id(key: str, stan: int) -> str:

@@ -91,7 +91,7 @@ class ClearingLeg:
         new = {"state": "UNBALANCED" if faults else "CLEARED", "xid": data["xid"].hex(),
                "batch_id": data["batch_id"], "merchant_id": data["merchant_id"],
                "gateway": gateway, "stan": data["stan"], "items": len(data["items"]),
-               "totals": ours, "answered": state.get("answered", {})}
+               "totals": ours, "_answered": state.get("_answered", {})}
         if faults:
             new.update(faults=faults[:20], unbalanced_at=when(now))
             send = self._clear_answer(event, parsed, gateway, kex, data, "95", ours, now)

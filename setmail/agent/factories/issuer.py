@@ -54,9 +54,13 @@ def issuer(world: World, spec: AgentSpec) -> Role:
     directory = load_directory(world)
     mine = {c.holder for c in world.cards.values() if c.issuer == spec.name}
     holders = {p.name: p.address for p in directory.of_kind("cardholder") if p.name in mine}
+    # a gateway without certificates yet (registering by mail) is pinned when it has them: the
+    # agent rebuilds this role when they appear (agent.compose watches them)
     gateways = {g.address: (load_cert(world.keys_dir(g.name) / "sig.cert.pem"),
                             load_cert(world.keys_dir(g.name) / "kex.cert.pem"))
-                for g in world.agents_of_kind("gateway")}
+                for g in world.agents_of_kind("gateway")
+                if (world.keys_dir(g.name) / "kex.cert.pem").exists()
+                and (world.keys_dir(g.name) / "sig.cert.pem").exists()}
     return Issuer(IssuerConfig(
         name=spec.address,
         signature=Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem")),
