@@ -16,7 +16,7 @@ from setmail.asn1.base import decode
 from setmail.asn1.issuer import IssAuthReqData
 from setmail.asn1.wrapper import decode_wrapper, message_body
 from setmail.crypto import dual
-from setmail.crypto.operators import DD, Enc, open_Enc, open_EncK
+from setmail.crypto.operators import DD, Enc, open_Enc, open_EncK, open_EncX
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
 from setmail.errors import DecryptionFailed
 from setmail.pki.thumbs import thumbprint
@@ -28,8 +28,9 @@ from setmail.vectors.build import EXPIRY, NOW, PAN, Parties
 from setmail.roles.gateway import key_octets, purchase_key
 from setmail.roles.network_msgs import merchant_tag
 from tests.gateway_cast import (BANK, GW, OD, SHOP, Purchase, approved, auth, auth_res, cap_code,
-                                capture, error_of, eur, fire_retry, gateway, gw_state, issuer,
-                                keyed, network, open_auth_res, open_cap_res, to_shop)
+                                capture, card, error_of, eur, fire_retry, gateway, gw_state,
+                                issuer, keyed, kept, network, open_auth_res, open_cap_res,
+                                to_shop)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,15 @@ def test_approval_reaches_the_merchant_with_token_and_cardholder_message(p):
     assert data["auth_tags"]["trans_ids"].dump() == pur.trans_ids
     assert data["mer_thumb"].native == thumbprint(p.merchant_sig.cert)
     assert data["brand_crl_identifier"].untag().dump() == p.tree.brand.bci.dump()
-    # the CapToken is the gateway's own memory: the merchant cannot open it, the gateway can
+    # the CapToken is the gateway's own memory (and the card, sealed to itself): the merchant
+    # cannot open it, the gateway can
     token = baggage["cap_token"].untag().dump()
     with pytest.raises(DecryptionFailed):
-        open_Enc(token, p.merchant_kex, "CapTokenTBE", "CapTokenData")
-    inner = decode(gw.CapTokenData, open_Enc(token, p.gateway_kex, "CapTokenTBE", "CapTokenData",
-                                             certs=(p.gateway_sig.cert,)).content)
+        open_EncX(token, p.merchant_kex, "CapTokenTBEX", "CapTokenTBS", "PANToken")
+    opened = open_EncX(token, p.gateway_kex, "CapTokenTBEX", "CapTokenTBS", "PANToken",
+                       certs=(p.gateway_sig.cert,))
+    inner = decode(gw.CapTokenData, opened.content)
+    assert decode(pu.PANToken, opened.extra)["pan"].native == PAN
     key = purchase_key(pur.xid, Parties.MER_ID)
     assert inner["token_opaque"].native == key_octets(key) == pur.xid + merchant_tag(Parties.MER_ID)
     assert inner["auth_rrpid"].native == pur.auth_rrpid
@@ -258,7 +262,8 @@ def test_reused_xid_is_pi_previously_used_and_changes_nothing(p):
     before, log = dict(gw_state(net, pur)), len(net.log)
     done = net.run(GW, Inbound("AuthReq", pur.auth_req(), "forged@evil.example"), NOW)
     assert auth_res(p, done)[0] == "piPreviouslyUsed"  # a new RRPID, to the directory address
-    assert gw_state(net, pur) == before and [t for _, _, t in net.log[log:]] == ["AuthRes"]
+    assert kept(gw_state(net, pur)) == kept(before)
+    assert [t for _, _, t in net.log[log:]] == ["AuthRes"]
     assert done[0][1].peer == SHOP
     net = network(p)
     over = Purchase(p, amount=600000)
@@ -456,4 +461,4 @@ def test_real_wallet_and_merchant_complete_a_purchase_through_gateway_and_issuer
     assert {a: s["state"] for a, s in states.items()} == {
         alice: "APPROVED", SHOP: "CAPTURED", GW: "CAPTURED", BANK: "POSTED"}
     assert states[alice]["iso_code"] == "00" and states[SHOP]["cap_code"] == "success"
-    assert OD not in json.dumps(states[GW]) and net.shared[BANK][PAN] == {"held": 0, "posted": 1234}
+    assert OD not in json.dumps(states[GW]) and card(net) == {"held": 0, "posted": 1234}

@@ -2,8 +2,10 @@
 
 world.toml options of a gateway: ``issuer`` (agent name; default: the world's only issuer),
 ``acquirer_id`` (DE 32, default "41111111"), ``retry_after`` (seconds, default 1800),
-``max_retries`` (default 3) and ``auth_expiry_days`` (days an uncaptured authorisation lives
-before the gateway wipes the card and reverses the hold, default 7; fractions allowed).  Merchant
+``max_retries`` (default 3), ``auth_expiry_days`` (days an uncaptured authorisation lives
+before the gateway wipes the card and reverses the hold, default 7; fractions allowed) and
+``max_batch_items`` (items a merchant's open batch takes before the next ones go to a new batch,
+default 1000: the open batches live in the gateway's shared state, read at every step).  Merchant
 addresses come from the world's directory (``setmail.world.directory``), bound to merIDs.  Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
 ``chain.pem`` (the PCA chain; the root is never sent); the issuer's pinned certificates from
 ``agents/<issuer>/keys/{sig,kex}.cert.pem``; the brand's BCI (omitted from AuthRes/CapRes if
@@ -49,7 +51,8 @@ def gateway(world: World, spec: AgentSpec) -> Role:
         suite=get_suite(world.suite),
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
         max_retries=int(opts.get("max_retries", 3)), directory=load_directory(world),
-        auth_expiry=days_option(spec.name, opts, "auth_expiry_days", 7)))
+        auth_expiry=days_option(spec.name, opts, "auth_expiry_days", 7),
+        max_batch_items=count_option(spec.name, opts, "max_batch_items", 1000)))
 
 
 def days_option(name: str, opts, option: str, default: float) -> dt.timedelta:
@@ -61,3 +64,11 @@ def days_option(name: str, opts, option: str, default: float) -> dt.timedelta:
     if not days > 0:
         raise WorldError(f"{name}: `{option}` must be a positive number of days")
     return dt.timedelta(days=days)
+
+
+def count_option(name: str, opts, option: str, default: int) -> int:
+    """A positive whole number from world.toml (a clear error otherwise)."""
+    value = opts.get(option, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WorldError(f"{name}: `{option}` must be a positive whole number")
+    return value
