@@ -19,6 +19,7 @@ from setmail.vectors.build import PAN, Parties
 from tests.gateway_cast import (BANK, GW, SHOP, Purchase, adjust_code, approved, auth_rev_code,
                                 batch_admin_req, book, cap_batch, capture, card, deliver, eur,
                                 gw_state, keyed, kept, open_batch_res, shop2)
+from tests.ledger_check import assert_ledger_holds
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def test_a_full_void_releases_the_hold_and_wipes_the_card(p):
     assert cap_batch(p, capture(net, pur.cap_req(token)))[0] == "invalidAuthData"
     again = deliver(net, "AuthRevReq", pur.auth_rev_req(token, new_amount=0))
     assert auth_rev_code(p, again)[0] == "duplicateRequest"
+    assert_ledger_holds(net)
 
 
 def test_a_reduction_gives_a_new_cap_token_for_the_new_amount(p):
@@ -76,6 +78,7 @@ def test_a_reduction_gives_a_new_cap_token_for_the_new_amount(p):
     assert cap_batch(p, capture(net, pur.cap_req(new_token, amount=eur(1000))))[:2] == \
         ("success", 1000)
     assert card(net) == {"held": 0, "posted": 1000}
+    assert_ledger_holds(net)
 
 
 @pytest.mark.parametrize("new_amount", [1234, 1500, -1])
@@ -86,6 +89,7 @@ def test_a_reduction_must_be_below_the_authorisation(p, new_amount):
                                                 pur.auth_rev_req(token, new_amount=new_amount)))
     assert (code, new_amt) == ("amountError", 1234) and sent(net, log) == ["AuthRevRes"]
     assert gw_state(net, pur)["state"] == "AUTHORIZED"
+    assert_ledger_holds(net)
 
 
 def test_void_after_capture_is_already_captured(p):
@@ -94,6 +98,7 @@ def test_void_after_capture_is_already_captured(p):
     done = deliver(net, "AuthRevReq", pur.auth_rev_req(token, new_amount=0))
     assert auth_rev_code(p, done)[:2] == ("alreadyCaptured", 1234)
     assert sent(net, log) == ["AuthRevRes"] and gw_state(net, pur)["state"] == "CAPTURED"
+    assert_ledger_holds(net)
 
 
 def test_void_of_an_unknown_xid_or_with_another_merchants_token(p):
@@ -109,6 +114,7 @@ def test_void_of_an_unknown_xid_or_with_another_merchants_token(p):
     assert auth_rev_code(p, deliver(net, "AuthRevReq", pur.auth_rev_req(
         None, new_amount=0)))[0] == "unspecifiedFailure"  # no token at all
     assert gw_state(net, pur)["state"] == gw_state(net, other)["state"] == "AUTHORIZED"
+    assert_ledger_holds(net)
 
 
 def test_a_void_replayed_under_a_new_header_changes_nothing(p):
@@ -122,6 +128,7 @@ def test_a_void_replayed_under_a_new_header_changes_nothing(p):
 
 
 # --- CredReq ------------------------------------------------------------------------------------
+    assert_ledger_holds(net)
 def test_refunds_up_to_the_captured_amount_each_in_the_open_batch(p):
     net, pur, token = captured(p, 1000)
     done = deliver(net, "CredReq", pur.adjust_req("CredReq", token, amount=400))
@@ -142,6 +149,7 @@ def test_refunds_up_to_the_captured_amount_each_in_the_open_batch(p):
     done = deliver(net, "CredReq", pur.adjust_req("CredReq", token))
     assert adjust_code(p, done, "CredRes")[:2] == ("amountTooLarge", 0)
     assert keyed(net, BANK, pur)["credited"] == 1000
+    assert_ledger_holds(net)
 
 
 def test_credit_of_an_uncaptured_unknown_or_other_merchants_purchase(p):
@@ -167,6 +175,8 @@ def test_credit_of_an_uncaptured_unknown_or_other_merchants_purchase(p):
     assert adjust_code(p, deliver(net2, "CredReq", pur2.adjust_req("CredReq", None)),
                        "CredRes")[0] == "missingCapToken"
     assert gw_state(net2, pur2).get("cred_amt", 0) == 0
+    assert_ledger_holds(net)
+    assert_ledger_holds(net2)
 
 
 def test_a_request_with_two_items_is_an_error(p):
@@ -189,6 +199,7 @@ def test_a_credit_reversal_takes_the_credit_out_of_its_batch(p):
     # nothing left to reverse
     done = deliver(net, "CredRevReq", pur.adjust_req("CredRevReq", token, amount=300))
     assert adjust_code(p, done, "CredRevRes")[0] == "originalNotFound"
+    assert_ledger_holds(net)
 
 
 def test_a_credit_of_a_closed_batch_is_processed(p):
@@ -202,6 +213,7 @@ def test_a_credit_of_a_closed_batch_is_processed(p):
 
 
 # --- CapRevReq ----------------------------------------------------------------------------------
+    assert_ledger_holds(net)
 def test_a_capture_reversal_before_settlement_makes_the_purchase_authorized_again(p):
     net, pur, token = captured(p, 1000)
     done = deliver(net, "CapRevReq", pur.adjust_req("CapRevReq", token))
@@ -214,6 +226,7 @@ def test_a_capture_reversal_before_settlement_makes_the_purchase_authorized_agai
     # capture again (the same CapToken), then void is refused, refund works
     assert cap_batch(p, capture(net, pur.cap_req(token)))[:2] == ("success", 1234)
     assert card(net) == {"held": 0, "posted": 1234}
+    assert_ledger_holds(net)
 
 
 def test_a_capture_reversal_after_settlement_sends_the_merchant_to_a_refund(p):
@@ -225,6 +238,7 @@ def test_a_capture_reversal_after_settlement_sends_the_merchant_to_a_refund(p):
     assert sent(net, log) == ["CapRevRes"] and gw_state(net, pur)["state"] == "CAPTURED"
     done = deliver(net, "CredReq", pur.adjust_req("CredReq", token))
     assert adjust_code(p, done, "CredRes") == ("success", 1234, 2, 1)  # into the next batch
+    assert_ledger_holds(net)
 
 
 def test_a_credited_capture_cannot_be_reversed(p):
@@ -232,6 +246,7 @@ def test_a_credited_capture_cannot_be_reversed(p):
     deliver(net, "CredReq", pur.adjust_req("CredReq", token, amount=100))
     done = deliver(net, "CapRevReq", pur.adjust_req("CapRevReq", token))
     assert adjust_code(p, done, "CapRevRes")[0] == "originalProcessed"
+    assert_ledger_holds(net)
 
 
 def test_a_refused_reversal_goes_back_into_its_batch(p):
@@ -249,7 +264,7 @@ def test_a_refused_reversal_goes_back_into_its_batch(p):
 def test_no_answer_to_a_credit_gives_the_merchant_unspecified_failure(p):
     from tests.gateway_cast import fire_retry
     net, pur, token = captured(p)
-    net.roles.pop(BANK)
+    bank = net.roles.pop(BANK)
     deliver(net, "CredReq", pur.adjust_req("CredReq", token))
     assert gw_state(net, pur)["state"] == "ISSUER_CRED"
     # meanwhile another request of the purchase is a duplicate
@@ -262,6 +277,8 @@ def test_no_answer_to_a_credit_gives_the_merchant_unspecified_failure(p):
     state = gw_state(net, pur)
     assert state["state"] == "CAPTURED" and not state.get("cred_amt")
     assert kept(state)["last_adjust"]["code"] == "unspecifiedFailure"
+    net.roles[BANK] = bank
+    assert_ledger_holds(net)
 
 
 def test_batch_ids_in_every_answer_and_the_query(p):
@@ -277,3 +294,4 @@ def test_batch_ids_in_every_answer_and_the_query(p):
     assert [(d["cap_amt"]["amount"].native, d["batch_sequence_num"].native)
             for d in data["trans_detail_seq"]] == [(1000, 1), (250, 2)]
     assert data["trans_detail_seq"][0]["trans_ids"].dump() == pur.trans_ids
+    assert_ledger_holds(net)

@@ -194,7 +194,7 @@ class Gateway(BatchAdmin, Adjustments, SplitAuth, IssuerLeg, Role):
                      "timer:retry": ("CLEARING", "UNCLEARED"), "Error": ("CLEARING", "UNCLEARED")},
         "SETTLED": _batch("SETTLED"),
         "OUT_OF_BALANCE": _batch("OUT_OF_BALANCE"),
-        "UNCLEARED": _batch("UNCLEARED"),
+        "UNCLEARED": {**_batch("UNCLEARED"), "BatchAdminReq": ("UNCLEARED", "CLEARING")},
     }
 
     def __init__(self, config: GatewayConfig):

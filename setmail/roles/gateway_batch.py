@@ -32,6 +32,7 @@ from collections.abc import Mapping
 
 from setmail.errors import ProtocolError, SetmailError
 from setmail.roles.base import START, Outcome
+from setmail.roles.exchange import pin
 from setmail.roles.gateway_answers import batch_admin_res
 from setmail.roles.gateway_requests import authenticate, reply_to
 from setmail.roles.network_msgs import (batch_xid, clear_totals, merchant_tag, opened, rrn,
@@ -194,6 +195,8 @@ class BatchAdmin:
         live = book["live"].get(str(target))
         if live is None:
             if keep is not None and keep.get("batch_id") == target:  # a closed batch of ours
+                if op == "close" and keep["state"] == "UNCLEARED":
+                    return self._reclear(keep, key, answer, data, now)
                 if op == "close":
                     return answer("batchIDUnavailable", batch_id=target)
                 return answer("success", batch_id=target, **self._shown(keep, data))
@@ -236,7 +239,21 @@ class BatchAdmin:
         out = self._ask(batch, new_key, "IssClearReq", {
             "rrn": batch["rrn"], "batch_id": target, "items": clearing_items(live["items"]),
             "totals": batch["totals"]}, now)
+        batch.update(_clear_der=batch["_issuer"]["der"], _clear_rrpid=batch["_issuer"]["rrpid"])
         return dataclasses.replace(out, sends=(res, *out.sends), shared=new_shared, peer=to)
+
+    def _reclear(self, batch: dict, key: str, answer, data, now) -> Outcome:
+        """Closing a batch the issuer never answered about: the very same IssClearReq again (the
+        issuer answers a request it has decided the same way, so nothing settles twice)."""
+        cfg = self.config
+        out = answer("success", batch_id=batch["batch_id"], **self._shown(batch, data))
+        batch = {**batch, "state": "CLEARING", "reclear_at": when(now)}
+        asked = self.exchange.ask(batch, key, to=cfg.issuer, type_name="IssClearReq",
+                                  der=unh(batch["_clear_der"]), rrpid=unh(batch["_clear_rrpid"]),
+                                  expects=("IssClearRes",), pin_=pin(thumb=cfg.issuer_sig),
+                                  now=now)
+        return dataclasses.replace(asked, sends=(*out.sends, *asked.sends), shared=out.shared,
+                                   peer=out.peer)
 
     @guarded
     def on_IssClearRes(self, state, event, now, shared) -> Outcome:
