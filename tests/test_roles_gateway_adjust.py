@@ -295,3 +295,50 @@ def test_batch_ids_in_every_answer_and_the_query(p):
             for d in data["trans_detail_seq"]] == [(1000, 1), (250, 2)]
     assert data["trans_detail_seq"][0]["trans_ids"].dump() == pur.trans_ids
     assert_ledger_holds(net)
+
+
+# --- the attacker's rules hold for the new requests -----------------------------------------------
+def test_a_refund_replayed_under_a_new_header_is_not_refunded_twice(p):
+    from tests.test_roles_gateway_attacker import EVIL, rewrap
+    net, pur, token = captured(p)
+    der = pur.adjust_req("CredReq", token, amount=100)
+    done = deliver(net, "CredReq", der, sender=EVIL)  # From proves nothing: the answer goes
+    (answer,) = [s for _, out in done for s in out.sends if s.message_type == "CredRes"]
+    assert answer.to == SHOP and done[0][1].peer == SHOP
+    assert answer.answers == Inbound("CredReq", der, EVIL).digest.hex()  # exact repeats: dedupe
+    before, log = gw_state(net, pur), len(net.log)
+    again = deliver(net, "CredReq", rewrap(der), sender=EVIL)
+    assert sent(net, log) == [] and again[0][1].state == before
+    state = gw_state(net, pur)
+    assert state["cred_amt"] == 100 and PAN not in json.dumps(state)
+    assert keyed(net, BANK, pur)["credited"] == 100
+    assert_ledger_holds(net)
+
+
+def test_a_request_whose_clear_header_disagrees_gets_a_signed_error(p):
+    from tests.gateway_cast import error_of
+    from tests.test_roles_gateway_attacker import EVIL, rewrap
+    net, pur, token = captured(p)
+    der = rewrap(pur.adjust_req("CapRevReq", token), rrpid=b"\x01" * 32)
+    done = deliver(net, "CapRevReq", der, sender=EVIL)
+    (send,) = [s for _, out in done for s in out.sends]
+    assert send.to == SHOP and error_of(p, send) == (
+        "badMessageHeader", Inbound("CapRevReq", der, EVIL).digest)
+    assert gw_state(net, pur)["state"] == "CAPTURED" and net.log[-1][2] == "Error"
+    assert [t for _, _, t in net.log].count("IssCapRevReq") == 0
+    assert_ledger_holds(net)
+
+
+def test_a_void_while_the_capture_is_with_the_issuer_is_already_captured(p):
+    from tests.gateway_cast import fire_retry, network
+    net, pur, token = approved(p, network(p, max_retries=0))
+    bank = net.roles.pop(BANK)
+    capture(net, pur.cap_req(token))
+    assert gw_state(net, pur)["state"] == "ISSUER_CAP"
+    done = deliver(net, "AuthRevReq", pur.auth_rev_req(token, new_amount=0))
+    assert auth_rev_code(p, done)[:2] == ("alreadyCaptured", 1234)
+    assert cap_batch(p, fire_retry(net))[0] == "unspecifiedFailure"  # the issuer stays away
+    net.roles[BANK] = bank
+    done = deliver(net, "AuthRevReq", pur.auth_rev_req(token, new_amount=0))
+    assert auth_rev_code(p, done)[0] == "approved" and gw_state(net, pur)["state"] == "VOIDED"
+    assert_ledger_holds(net)

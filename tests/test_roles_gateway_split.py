@@ -202,3 +202,29 @@ def test_a_declined_subsequent_authorisation_leaves_the_purchase_as_it_was(p):
         "invalidCapToken"  # the declined AuthReq's RRPID names no authorisation
     done = capture(net, pur.cap_req(cap1, amount=eur(500), auth_rrpid=first))
     assert cap_batch(p, done)[0] == "success"
+
+
+def test_a_late_approval_of_a_later_authorisation_is_reversed_alone(p):
+    """The issuer answers a subsequent IssAuthReq only after the gateway gave up (the merchant
+    has its noReply): the late approval is reversed down to what the purchase had."""
+    from setmail.roles.base import Inbound
+    net, pur = network(p, max_retries=0), Purchase(p, amount=1234)
+    _, _, _, more = authorize(p, net, pur, 500)
+    asked = []
+    net.tamper = lambda frm, send: asked.append(send) or send
+    bank = net.roles.pop(BANK)
+    net.run(GW, Inbound("AuthReq", pur.auth_req(amount=eur(734), auth_token=more), "x"), NOW)
+    done = fire(net, "retry")
+    assert auth_res(p, done)[0] == "noReply"
+    state = gw_state(net, pur)
+    assert (state["state"], state["auth_amt"], state["auths"]) == ("AUTHORIZED", 500, 1)
+    net.roles[BANK] = bank
+    (late,) = [s for s in asked if s.message_type == "IssAuthReq"]
+    net.run(BANK, Inbound("IssAuthReq", late.wrapper_der, GW), NOW)
+    assert [t for _, _, t in net.log][-3:] == ["IssAuthRes", "IssRevReq", "IssRevRes"]
+    state = gw_state(net, pur)
+    assert (state["state"], state["auth_amt"], state["rev_code"], state["late_amt"]) == (
+        "AUTHORIZED", 500, "00", 734)
+    assert card(net)["held"] == 500 and "_late_reauth" not in state
+    assert any(k[2] == "auth_expiry" for k in net.timers if k[0] == GW)
+    assert_ledger_holds(net)
