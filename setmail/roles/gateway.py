@@ -126,6 +126,8 @@ _RESPONSES = ("IssAuthRes", "IssCapRes", "IssRevRes", "IssCredRes", "IssCredRevR
 #: the merchant requests about one purchase
 _PURCHASE_REQUESTS = ("AuthReq", "CapReq", "AuthRevReq", "CredReq", "CredRevReq", "CapRevReq")
 _TIMERS = ("timer:retry", "timer:auth_expiry")
+#: where a credit or its reversal leaves a purchase: where it was
+_BACK = ("AUTHORIZED", "CAPTURED", "EXPIRED")
 
 
 def _stays(state: str, *events: str) -> dict:
@@ -139,11 +141,12 @@ def _settled(state: str) -> dict:
     return _stays(state, *_PURCHASE_REQUESTS, *_RESPONSES, *_TIMERS)
 
 
-def _waiting(state: str, answer: str, *outcomes: str) -> dict:
-    """A purchase state with one issuer request outstanding: its ``answer`` (or giving up)
-    decides between ``outcomes``; merchant requests get a 'busy' code meanwhile."""
-    ends = (state, *outcomes)
-    return {**_settled(state), answer: ends, "timer:retry": ends, "Error": ends}
+def _waiting(state: str, answer: str, answered: tuple[str, ...], gave_up: tuple[str, ...]) -> dict:
+    """A purchase state with one issuer request outstanding: its ``answer`` decides between
+    ``answered``, giving up (re-sends spent, or the issuer's signed Error) between ``gave_up``;
+    merchant requests get a 'busy' code meanwhile."""
+    return {**_settled(state), answer: (state, *answered), "timer:retry": (state, *gave_up),
+            "Error": (state, *gave_up)}
 
 
 def _batch(state: str) -> dict:
@@ -158,8 +161,8 @@ class Gateway(BatchAdmin, Adjustments, SplitAuth, IssuerLeg, Role):
         START: {**_settled(START), "AuthReq": (START, "ISSUER_AUTH"),
                 "BatchAdminReq": (START, "CLEARING", "SETTLED"), "IssClearRes": START},
         # the first authorisation (a sale goes on to capture at once)
-        "ISSUER_AUTH": _waiting("ISSUER_AUTH", "IssAuthRes", "AUTHORIZED", "DECLINED",
-                                "ISSUER_CAP"),
+        "ISSUER_AUTH": _waiting("ISSUER_AUTH", "IssAuthRes", ("AUTHORIZED", "DECLINED",
+                                                              "ISSUER_CAP"), ("DECLINED",)),
         "AUTHORIZED": {**_settled("AUTHORIZED"), "AuthReq": ("AUTHORIZED", "ISSUER_REAUTH"),
                        "CapReq": ("ISSUER_CAP", "AUTHORIZED"),
                        "AuthRevReq": ("ISSUER_REV", "AUTHORIZED"),
@@ -168,23 +171,26 @@ class Gateway(BatchAdmin, Adjustments, SplitAuth, IssuerLeg, Role):
                        "CapRevReq": ("ISSUER_CAPREV", "AUTHORIZED"),
                        "IssAuthRes": ("AUTHORIZED", "ISSUER_REV"),
                        "timer:auth_expiry": "EXPIRED"},
-        "ISSUER_CAP": _waiting("ISSUER_CAP", "IssCapRes", "CAPTURED", "AUTHORIZED"),
+        "ISSUER_CAP": _waiting("ISSUER_CAP", "IssCapRes", ("CAPTURED", "AUTHORIZED"),
+                               ("AUTHORIZED",)),
         "CAPTURED": {**_settled("CAPTURED"), "AuthReq": ("CAPTURED", "ISSUER_REAUTH"),
                      "CredReq": ("ISSUER_CRED", "CAPTURED"),
                      "CredRevReq": ("ISSUER_CREDREV", "CAPTURED"),
                      "CapRevReq": ("ISSUER_CAPREV", "CAPTURED"),
                      "IssAuthRes": ("CAPTURED", "ISSUER_REV")},
         # a later authorisation of a split, instalment or recurring purchase (gateway_split)
-        "ISSUER_REAUTH": _waiting("ISSUER_REAUTH", "IssAuthRes", "AUTHORIZED", "CAPTURED"),
+        "ISSUER_REAUTH": _waiting("ISSUER_REAUTH", "IssAuthRes", ("AUTHORIZED", "CAPTURED"),
+                                  ("AUTHORIZED", "CAPTURED")),
         # a void or reduction, a late subsequent approval, the rest of a split at its expiry
-        "ISSUER_REV": _waiting("ISSUER_REV", "IssRevRes", "VOIDED", "AUTHORIZED", "CAPTURED"),
-        "ISSUER_CRED": _waiting("ISSUER_CRED", "IssCredRes", "AUTHORIZED", "CAPTURED", "EXPIRED"),
-        "ISSUER_CREDREV": _waiting("ISSUER_CREDREV", "IssCredRevRes", "AUTHORIZED", "CAPTURED",
-                                   "EXPIRED"),
-        "ISSUER_CAPREV": _waiting("ISSUER_CAPREV", "IssCapRevRes", "AUTHORIZED", "CAPTURED"),
+        "ISSUER_REV": _waiting("ISSUER_REV", "IssRevRes", ("VOIDED", "AUTHORIZED", "CAPTURED"),
+                               ("AUTHORIZED", "CAPTURED")),
+        "ISSUER_CRED": _waiting("ISSUER_CRED", "IssCredRes", _BACK, _BACK),
+        "ISSUER_CREDREV": _waiting("ISSUER_CREDREV", "IssCredRevRes", _BACK, _BACK),
+        "ISSUER_CAPREV": _waiting("ISSUER_CAPREV", "IssCapRevRes", ("AUTHORIZED", "CAPTURED"),
+                                  ("AUTHORIZED", "CAPTURED")),
         "VOIDED": _settled("VOIDED"),
         "DECLINED": {**_settled("DECLINED"), "IssAuthRes": ("DECLINED", "REVERSING")},
-        "REVERSING": _waiting("REVERSING", "IssRevRes", "DECLINED"),
+        "REVERSING": _waiting("REVERSING", "IssRevRes", ("DECLINED",), ("DECLINED",)),
         # (a split purchase whose captures stay: they may still be refunded)
         "EXPIRED": {**_settled("EXPIRED"), "CredReq": ("ISSUER_CRED", "EXPIRED"),
                     "CredRevReq": ("ISSUER_CREDREV", "EXPIRED")},
