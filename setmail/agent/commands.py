@@ -11,18 +11,12 @@ whatever result it waits for) to report back.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from setmail.store.shared import open_store  # noqa: F401  (re-export: it moved below)
-
-DDL = ("CREATE TABLE IF NOT EXISTS agent_commands (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-       "name TEXT NOT NULL, args TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
-       "txkey TEXT, detail TEXT, submitted_at REAL NOT NULL, done_at REAL)",
-       # the agent looks for pending rows several times a second; done ones pile up
-       "CREATE INDEX IF NOT EXISTS agent_commands_pending ON agent_commands (id) "
-       "WHERE status = 'pending'")
+# the queue lives below the agent: ``setmail init`` (world) queues commands too
+from setmail.store.shared import COMMANDS_DDL as DDL  # noqa: F401  (re-export)
+from setmail.store.shared import ensure_tables, open_store, submit  # noqa: F401  (re-exports)
 
 
 @dataclass(frozen=True)
@@ -34,23 +28,6 @@ class CommandRow:
     txkey: str | None
     detail: str | None
     submitted_at: float
-
-
-def ensure_tables(store, ddl=DDL) -> None:
-    with store.transaction(now=time.time()) as tx:
-        for statement in ddl:
-            tx.execute(statement)
-
-
-def submit(store, name: str, args: dict[str, Any] | None = None, *,
-           now: float | None = None) -> int:
-    """Queue a command for the agent owning ``store``; returns its id."""
-    ensure_tables(store)
-    now = time.time() if now is None else now
-    with store.transaction(now=now) as tx:
-        cur = tx.execute("INSERT INTO agent_commands (name, args, submitted_at) VALUES (?, ?, ?)",
-                         (name, json.dumps(args or {}, sort_keys=True), now))
-        return cur.lastrowid
 
 
 def _row(r) -> CommandRow:

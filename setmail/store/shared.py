@@ -1,12 +1,16 @@
-"""Opening an agent's store that another process (the agent, the CLI) may be opening too.
+"""Opening an agent's store that another process (the agent, the CLI) may be opening too, and
+queueing a command into it.
 
 Why here, below the agent and the world: ``setmail init`` writes the issuer's accounts into its
-store, the CLI queues commands into any agent's store, and the agent opens its own; all of them
-need the same work-around (``agent.commands`` re-exports it).
+store and queues the merchants' and gateways' ``register`` commands, the CLI queues commands into
+any agent's store, and the agent opens its own; all of them need the same work-around and the
+same command table (``agent.commands`` re-exports both).
 """
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 from setmail.errors import StoreError
 from setmail.store.db import Store
@@ -25,3 +29,30 @@ def open_store(path, *, attempts: int = 5) -> Store:
             if "already exists" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+#: the queue a running agent polls (``agent.commands``): one row per command
+COMMANDS_DDL = (
+    ("CREATE TABLE IF NOT EXISTS agent_commands (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+     "name TEXT NOT NULL, args TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', "
+     "txkey TEXT, detail TEXT, submitted_at REAL NOT NULL, done_at REAL)"),
+    # the agent looks for pending rows several times a second; done ones pile up
+    ("CREATE INDEX IF NOT EXISTS agent_commands_pending ON agent_commands (id) "
+     "WHERE status = 'pending'"))
+
+
+def ensure_tables(store, ddl=COMMANDS_DDL) -> None:
+    with store.transaction(now=time.time()) as tx:
+        for statement in ddl:
+            tx.execute(statement)
+
+
+def submit(store, name: str, args: dict[str, Any] | None = None, *,
+           now: float | None = None) -> int:
+    """Queue a command for the agent owning ``store``; returns its id."""
+    ensure_tables(store)
+    now = time.time() if now is None else now
+    with store.transaction(now=now) as tx:
+        cur = tx.execute("INSERT INTO agent_commands (name, args, submitted_at) VALUES (?, ?, ?)",
+                         (name, json.dumps(args or {}, sort_keys=True), now))
+        return cur.lastrowid
