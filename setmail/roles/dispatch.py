@@ -8,17 +8,22 @@ Routing, all decided before any state is read (the agent needs the key first):
 
 * commands and inbound messages by name: the one sub-role whose TRANSITIONS mention it (a name
   claimed by two sub-roles is refused at construction);
-* a SET Error by its MessageHeader: the first sub-role whose ``LID_FIELD`` (the message id that
-  keys its transactions) the Error's message ids carry, so list the most specific first: the
-  wallet's lid-M before registration's lid-C, which purchase messages carry too.  The sub-role
-  then judges it (``roles.exchange``: only its pinned counterpart naming its exact bytes ends a
-  request).  An Error that names no sub-role's transaction, or that does not decode, is absorbed
-  here (``Outcome.refused``): never answered, nothing stored;
+* a SET Error by its MessageHeader: the first sub-role that claims the Error's message ids (its
+  ``claims_error(ids)``, else the presence of its ``LID_FIELD``, the message id that keys its
+  transactions), so list the most specific first: the wallet's lid-M before registration's
+  lid-C, which purchase messages carry too.  The sub-role then judges it (``roles.exchange``: only
+  its pinned counterpart naming its exact bytes ends a request).  An Error no sub-role claims goes
+  to ``errors_to`` (a party's main role, which judges every Error it is sent, as it did alone),
+  else it is absorbed here (``Outcome.refused``): never answered, nothing stored;
 * timers by payload: every timer a sub-role sets (an exchange's re-send, a poll, an expiry) is
   tagged ``payload["role"] = its name``; an untagged timer goes to the last sub-role.
 
-Shared state: the sub-roles may name one ``shared_key`` between them (the wallet and registration
-both keep the brand's BrandCRLIdentifier sequence in ``"brand"``: one brand, one sequence).
+Shared state: the agent keeps one, under the ``shared_key`` of the ``primary`` sub-role (default:
+the first that names one).  A sub-role naming the same key shares it (the wallet and registration
+both keep the brand's BrandCRLIdentifier sequence in ``"brand"``: one brand, one sequence); a
+sub-role naming another key gets its part *inside* the primary one, under its own key (a
+merchant's registration and PCert client keep their ``"brand"`` sequences in the merchant's
+shared state, next to the merchant's own: still one sequence per agent).
 
 ``TRANSITIONS`` is the union of the sub-roles' tables (what the agent accepts in each state name;
 for docs); ``tables`` keeps each one.  ``step`` is checked by the sub-role against its own table.
@@ -53,7 +58,8 @@ def merge_tables(tables) -> dict[str, dict[str, tuple[str, ...]]]:
 class Dispatch(Role):
     """A composite role: the sub-roles' events, each handled by the sub-role that owns it."""
 
-    def __init__(self, roles: Sequence[Role], name: str = "dispatch"):
+    def __init__(self, roles: Sequence[Role], name: str = "dispatch", *,
+                 primary: str | None = None, errors_to: str | None = None):
         if not roles:
             raise ValueError("Dispatch needs at least one role")
         self.name, self.roles = name, tuple(roles)
@@ -66,10 +72,12 @@ class Dispatch(Role):
                 owner = self.routes.setdefault(event, role)
                 if owner is not role:
                     raise ValueError(f"{event} belongs to both {owner.name} and {role.name}")
-        shared = {r.shared_key for r in self.roles} - {None}
-        if len(shared) > 1:
-            raise ValueError(f"sub-roles need different shared states: {sorted(shared)}")
-        self.shared_key = next(iter(shared), None)
+        keyed = [r for r in self.roles if r.shared_key is not None]
+        main = self.by_name.get(primary) if primary else (keyed[0] if keyed else None)
+        self.shared_key = main.shared_key if main is not None else None
+        if errors_to is not None and errors_to not in self.by_name:
+            raise ValueError(f"errors_to names no sub-role: {errors_to}")
+        self.errors_to = self.by_name.get(errors_to) if errors_to else None
         self.tables = {r.name: r.TRANSITIONS for r in self.roles}
         self.TRANSITIONS = merge_tables(self.tables.values())
 
@@ -79,8 +87,7 @@ class Dispatch(Role):
             return self.by_name.get(str(event.payload.get("role")), self.roles[-1])
         if isinstance(event, Inbound) and event.message_type == "Error":
             ids = header_ids(event)
-            return next((r for r in self.roles
-                         if getattr(r, "LID_FIELD", None) and ids.get(r.LID_FIELD)), None)
+            return next((r for r in self.roles if _claims(r, ids)), self.errors_to)
         role = self.routes.get(event.event)
         if role is None:
             raise ProtocolError(f"{self.name}: no role takes {event.event}",
@@ -96,7 +103,23 @@ class Dispatch(Role):
         role = self.route(event)
         if role is None:
             return Outcome(UNCLAIMED, None, refused="Error names no transaction here: absorbed")
-        out = role.step(state, event, now, shared)
+        nested = role.shared_key is not None and role.shared_key != self.shared_key
+        mine = (shared or {}).get(role.shared_key) if nested else shared
+        out = role.step(state, event, now, mine)
         timers = tuple(dataclasses.replace(t, payload={**t.payload, "role": role.name})
                        if isinstance(t, SetTimer) else t for t in out.timers)
-        return dataclasses.replace(out, timers=timers)
+        changed = {"timers": timers}
+        if nested and out.shared is not None:
+            changed["shared"] = {**(shared or {}), role.shared_key: dict(out.shared)}
+        elif nested or role.shared_key is None:
+            changed["shared"] = None  # a sub-role without the agent's key never replaces it
+        return dataclasses.replace(out, **changed)
+
+
+def _claims(role: Role, ids: Mapping) -> bool:
+    """Does ``role`` take an Error whose header carries ``ids``?"""
+    claims = getattr(role, "claims_error", None)
+    if claims is not None:
+        return bool(claims(ids))
+    field = getattr(role, "LID_FIELD", None)
+    return bool(field and ids.get(field))
