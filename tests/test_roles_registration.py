@@ -4,6 +4,7 @@ mail attacker's moves: forged Errors, forged From, another holder's card, forged
 registrations left open at the CA."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -41,9 +42,9 @@ CA, ALICE, BOB, SHOP = ("cca@visa.example", "alice@wallet.example", "bob@wallet.
 MALLORY = "mallory@evil.example"
 FIELDS = {"CardholderName": "Alice Example", "PostalCode": "75001"}
 CODE = "correct horse battery staple"
+#: GatewayName: a PCA certifies a gateway under the name agreed with it, its world name (D-181)
 MERCHANT_FIELDS = {"MerchantName": "Example Shop", "City": "Paris", "CountryName": "France",
-                   "CountryCode": "250", "GatewayName": "Example Gateway",
-                   "RegistrationCode": CODE}
+                   "CountryCode": "250", "GatewayName": "shop", "RegistrationCode": CODE}
 DIRECTORY = Directory([Party("alice", "cardholder", ALICE), Party("bob", "cardholder", BOB),
                        Party("shop", "merchant", SHOP, mer_id="MER-0001")])
 CARDS = {ALICE: frozenset({PAN, ALICE_2ND_PAN}), BOB: frozenset({BOB_PAN})}
@@ -646,4 +647,135 @@ def test_the_ca_factory_gives_each_ca_its_members_and_the_cards_they_hold(tmp_pa
     assert config.expire_after == dt.timedelta(days=1)
     directory, cards, codes = ca_members(world, "mca")
     (shop,) = directory.parties
-    assert (shop.name, shop.mer_id, cards, codes) == ("shop", "SHOP-0001", {}, {})
+    # by mail (init's default), the MCA knows the code init agreed with shop: its SHA-256
+    code = world.agent("shop").options["registration_code"]
+    assert (shop.name, shop.mer_id, cards) == ("shop", "SHOP-0001", {})
+    assert codes == {world.agent("shop").address.lower(): code_digest(code)}
+    assert ca_members(world, "pca")[2] == {world.agent("gateway").address.lower(): code_digest(
+        world.agent("gateway").options["registration_code"])}
+
+
+# --- renewal (cardRenewalSig, merRenewalBoth, pgwyRenewalBoth) -----------------------------------
+def _current(net, address, effect_kind):
+    """The signature identity a registration gave ``address`` (what the agent's files hold)."""
+    from setmail.crypto.cms import Identity
+    got = net.effect(address, effect_kind).data
+    sig = got.get("signature") or got
+    cert = x509.load_pem_x509_certificate(sig["certificate_pem"].encode())
+    chain = tuple(c for c in (x509.load_pem_x509_certificate(p.encode())
+                              for p in got["chain_pem"]) if c.subject != c.issuer)
+    return Identity(keys_from(net, address)[sig["key_id"]], cert, chain)
+
+
+def ee_renewal_net(hier, kind="merchant", ca_kind="mca", *, crls=None):
+    net = ee_net(hier, kind, ca_kind)
+    ee_register(net)
+    current = _current(net, SHOP, "ee.certificate")
+    ca = net.roles[CA]
+    net.roles[CA] = CARole(dataclasses.replace(ca.config, crls=crls))
+    net.roles[SHOP] = EERegistration(dataclasses.replace(net.roles[SHOP].config,
+                                                         current=lambda: current))
+    return net, current
+
+
+def ee_renew(net, **args):
+    fields = {k: v for k, v in MERCHANT_FIELDS.items() if k != "RegistrationCode"}
+    net.run(SHOP, Command("renew", {"ca": CA, "bin": "41111111", "merchant_id": "MER-0001",
+                                    "fields": fields, **args}), NOW)
+    return [s for (a, _), s in net.states.items() if a == SHOP][-1]
+
+
+@pytest.mark.parametrize("kind,ca_kind,request_type", [("merchant", "mca", "merRenewalBoth"),
+                                                        ("gateway", "pca", "pgwyRenewalBoth")])
+def test_a_merchant_or_gateway_renews_by_the_certificate_it_holds(hier, kind, ca_kind,
+                                                                  request_type):
+    net, old = ee_renewal_net(hier, kind, ca_kind)
+    sent = []
+    net.tamper = lambda to, send: sent.append(send) or send
+    net.effects.clear()
+    state = ee_renew(net)  # no registration code: the certificate authenticates the request
+    assert state["state"] == "DONE" and state["request_type"] == request_type
+    got = net.effect(SHOP, "ee.certificate").data
+    new = x509.load_pem_x509_certificate(got["signature"]["certificate_pem"].encode())
+    assert new.serial_number != old.cert.serial_number and new.subject == old.cert.subject
+    assert net.effect(SHOP, "role.reload")
+    ca_state = [s for (a, _), s in net.states.items() if a == CA][-1]
+    assert ca_state["state"] == "ISSUED" and ca_state["renewal"] is True
+    # the CertReq: Enc(old certificate, CA, S(new key, CertReqData)) naming the old one
+    from setmail.crypto.operators import open_Enc, verify_S
+    from setmail.pki.thumbs import thumbprint
+    req = next(s for s in sent if s.message_type == "CertReq")
+    opened = open_Enc(message_body(decode_wrapper(req.wrapper_der)).dump(),
+                      net.roles[CA].config.key_exchange, "CertReqTBE", "CertReqData")
+    assert opened.signed.signer == old.cert
+    inner = verify_S(opened.content, "CertReqData")
+    data = decode(cm.CertReqData, inner.content)
+    assert data["request_type"].native == request_type
+    assert data["ee_thumb"].native == thumbprint(old.cert)
+    assert spki(inner.signer.public_key()) == spki(new.public_key())  # proof of possession
+
+
+def test_a_revoked_certificate_is_not_renewed_and_the_ca_says_why():
+    hier = create_hierarchy(DEFAULT_SUITE, NOW - dt.timedelta(days=1))
+    net, old = ee_renewal_net(hier)
+    hier.mca.revoke(old.cert, NOW - dt.timedelta(minutes=5))
+    net.roles[CA] = CARole(dataclasses.replace(net.roles[CA].config, crls=tuple(hier.crls())))
+    state = ee_renew(net)
+    assert state["state"] == "FAILED" and state["error_code"] == "rejectByCA"
+    assert f"certificate {old.cert.serial_number:x} is revoked" in state["reason"]
+    assert "cannot be renewed" in state["reason"]
+    ca_state = [s for (a, _), s in net.states.items() if a == CA][-1]
+    assert ca_state["state"] == "FORM_SENT"  # nothing issued, the challenge unspent
+
+
+def test_a_renewal_needs_a_valid_certificate_of_the_member_itself(hier):
+    net, old = ee_renewal_net(hier)
+    net.roles[SHOP] = EERegistration(dataclasses.replace(net.roles[SHOP].config,
+                                                         current=lambda: None))
+    state = ee_renew(net)
+    assert state["state"] == "FAILED" and state["reason"] == "no certificate to renew"
+    # another merchant's certificate: refused by the MCA (merID), nothing issued
+    other = ee_net(hier, "merchant", "mca",
+                   directory=Directory([Party("shop", "merchant", SHOP, mer_id="MER-0002")]))
+    other.roles[SHOP] = EERegistration(dataclasses.replace(other.roles[SHOP].config,
+                                                           current=lambda: old))
+    state = ee_renew(other, merchant_id="MER-0002")
+    assert state["state"] == "FAILED" and f"{old.cert.serial_number:x} is not shop's" in \
+        state["reason"]
+
+
+def test_a_renewal_not_signed_by_a_certificate_is_refused(hier):
+    """A renewal's form has no RegistrationCode; one whose CertReq only the new key signed (no
+    certificate being renewed) is refused, not taken for a registration."""
+    net, old = ee_renewal_net(hier)
+    net.effects.clear()
+    held = holding(net, "Me-AqCInitRes")
+    ee_renew(net)
+    key, state = next((k, s) for k, s in net.states.items() if k[0] == SHOP
+                      and s["state"] == "INIT_SENT")
+    net.states[key] = {**state, "renewing": None}  # the requester forgets what it renews
+    net.tamper = None
+    deliver(net, CA, held[0])
+    state = net.states[key]
+    assert state["state"] == "FAILED" and state["error_code"] == "messageNotSupported"
+    assert not [e for a, e in net.effects if a == SHOP and e.kind == "ee.certificate"]
+
+
+def test_a_cardholder_renews_with_its_card_certificate(hier):
+    net = cardholder_net(hier)
+    net.run(ALICE, Command("register", register_args()), NOW)
+    old = _current(net, ALICE, "wallet.certificate")
+    net.roles[ALICE] = CardholderRegistration(dataclasses.replace(
+        net.roles[ALICE].config, current=lambda last4, brand: old if last4 == PAN[-4:] else None))
+    net.effects.clear()
+    net.run(ALICE, Command("renew", register_args()), NOW)
+    alice = [s for (a, _), s in net.states.items() if a == ALICE][-1]
+    assert alice["state"] == "DONE" and alice["request_type"] == "cardRenewalSig"
+    got = net.effect(ALICE, "wallet.certificate").data
+    new = x509.load_pem_x509_certificate(got["certificate_pem"].encode())
+    assert new.serial_number != old.cert.serial_number
+    verify_cardholder_id(new, bytes.fromhex(got["secret"]["pan_secret"]), PAN, EXPIRY)
+    # and a card without a certificate has nothing to renew
+    net.run(ALICE, Command("renew", register_args(pan=ALICE_2ND_PAN)), NOW)
+    assert [s for (a, _), s in net.states.items() if a == ALICE][-1]["reason"] == \
+        "no certificate to renew"

@@ -16,7 +16,8 @@ stranger's mail is refused without a reply (``Outcome.refused``).  The transacti
 Chall-CA issued to *its* registration and unused (``state["challenges"]``: Chall-CA hex ->
 {"rrpid", "used"}; a request's re-sends, even with an altered clear header, get the same one; at
 most ``MAX_CHALLENGES`` per registration); proof of possession: the CertReq is signed by the key it
-asks to certify (D-302).  Whether this member may have this certificate: ``roles/ca_issue.py``.
+asks to certify (D-302).  Whether this member may have this certificate: ``roles/ca_issue.py``;
+renewals (the same messages, SET's renewal request types): ``roles/ca_renewal.py``.
 
 **Refusals.** Malformed, inauthentic or stale input gets a SET Error signed by the CA, naming the
 refused bytes (refusedHash, D-134), sent to the member's directory address, and leaves the
@@ -39,13 +40,14 @@ import functools
 from setmail.asn1 import certmsgs as cm
 from setmail.asn1.base import decode
 from setmail.asn1.purchase import PANOnly
-from setmail.crypto.operators import EncK, S, open_Enc, open_EncX, open_EXH, verify_S
+from setmail.crypto.operators import EncK, S, open_EXH, verify_S
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
 from setmail.pki import thumbprint
 from setmail.roles.base import START, CancelTimer, Outcome, Role, Send, SetTimer, TimerFired
 from setmail.roles.ca_issue import (CERTIFIES, MAX_CHALLENGES, REQUEST_TYPES, CAConfig, Refused,
                                     certify, challenge_for, who_may_ask)
+from setmail.roles.ca_renewal import RENEWAL_TYPES, check_renewal, fields_for, open_cert_req
 from setmail.roles.certs import check_pop, load_cert_hex, spki
 from setmail.roles.refusal import guarded, refusal
 from setmail.roles.wire import check_header, h, header_ids, unh, unwrap, wrap
@@ -175,9 +177,9 @@ class CARole(Role):
         bci = self.config.bci
         return {**value, "brand_crl_identifier": bci} if bci is not None else value
 
-    def _form(self):
+    def _form(self, renewal: bool = False):
         fields = [{"field_name": f.name, "field_len": f.length, "field_required": f.required}
-                  for f in self.config.fields]
+                  for f in fields_for(self.config, renewal)]
         return cm.RegFormOrReferral(name="reg_form_data", value={
             "reg_template": {"reg_form_id": self.config.reg_form_id, "reg_field_seq": fields},
             "policy": self.config.policy})
@@ -216,9 +218,13 @@ class CARole(Role):
         req = decode(cm.MeAqCInitReq, parsed.body)
         rrpid, lid = req["rrpid"].native, req["lid_ee"].native
         check_header(parsed, rrpid, lid, self.lid_field)
-        wanted = REQUEST_TYPES[self.config.kind]
-        if req["request_type"].native != wanted:
-            raise ProtocolError(f"this CA handles {wanted} only", "messageNotSupported")
+        wanted = req["request_type"].native
+        renewal = wanted == RENEWAL_TYPES[self.config.kind]
+        if wanted != REQUEST_TYPES[self.config.kind] and not renewal:
+            raise ProtocolError(f"this CA handles {REQUEST_TYPES[self.config.kind]} and "
+                                f"{RENEWAL_TYPES[self.config.kind]} only", "messageNotSupported")
+        if state["state"] != START and renewal != state.get("renewal", False):
+            raise ProtocolError("a registration does not become a renewal", "challengeMismatch")
         id_data = req["id_data"]
         expected_id = "merchant_acquirer_id" if self.config.kind == "mca" else "acquirer_id"
         bin_ = id_data.chosen[id_data.chosen._fields[0][0]].native
@@ -232,13 +238,13 @@ class CARole(Role):
         tbs = cm.MeAqCInitResTBS(self._with_bci({
             "rrpid": rrpid, "lid_ee": lid, "chall_ee": req["chall_ee"].native,
             "lid_ca": unh(new["lid_ca"]), "chall_ca": chall_ca, "request_type": wanted,
-            "reg_form_or_referral": self._form(),
+            "reg_form_or_referral": self._form(renewal),
             "cae_thumb": thumbprint(self.config.ca.key_exchange_certificate)}))
         send = self._reply(event, "Me-AqCInitRes",
                            self._sign("MeAqCInitResTBS", tbs, self._held(req["thumbs"])), now,
                            rrpid, lid)
-        return Outcome(key, {**new, "state": "FORM_SENT", "challenges": challenges},
-                       sends=(send,), timers=timers)
+        return Outcome(key, {**new, "state": "FORM_SENT", "challenges": challenges,
+                             "renewal": renewal}, sends=(send,), timers=timers)
 
     # -- RegFormReq (cardholders) -------------------------------------------------------------------
     @members_only
@@ -250,8 +256,10 @@ class CARole(Role):
         pan = decode(PANOnly, opened.extra)["pan"].native
         rrpid, lid = data["rrpid"].native, data["lid_ee"].native
         check_header(parsed, rrpid, lid, self.lid_field)
-        if data["request_type"].native != "cardInitialSig":
-            raise ProtocolError("this CA handles cardInitialSig only", "messageNotSupported")
+        asked = data["request_type"].native
+        if asked not in ("cardInitialSig", "cardRenewalSig"):
+            raise ProtocolError("this CA handles cardInitialSig and cardRenewalSig only",
+                                "messageNotSupported")
         member = self.config.member(event.sender)
         theirs = pan in self.config.cards.get(member.address.lower(), ())
         new, refused = dict(state), None
@@ -260,13 +268,14 @@ class CARole(Role):
             if chall_ca is None:
                 return _too_many(key, state)
             new["state"], form = "FORM_SENT", self._form()
+            new["renewal"] = asked == "cardRenewalSig"
         else:
             chall_ca, refused = fresh(), f"RegFormReq for a card {member.name} does not hold"
             form = cm.RegFormOrReferral(name="referral_data", value={
                 "reason": "card number not recognised for this cardholder; ask your bank"})
         tbs = cm.RegFormResTBS(self._with_bci({
             "rrpid": rrpid, "lid_ee": lid, "chall_ee2": data["chall_ee2"].native,
-            "lid_ca": unh(state["lid_ca"]), "chall_ca": chall_ca, "request_type": "cardInitialSig",
+            "lid_ca": unh(state["lid_ca"]), "chall_ca": chall_ca, "request_type": asked,
             "reg_form_or_referral": form}))
         send = self._reply(event, "RegFormRes",
                            self._sign("RegFormResTBS", tbs, self._held(data["thumbs"])), now,
@@ -278,15 +287,8 @@ class CARole(Role):
     def on_CertReq(self, state, event, now, shared) -> Outcome:
         key, parsed = self.transaction_key(event), unwrap(event, now)
         card = self.config.kind == "cca"
-        if card:
-            opened = open_EncX(parsed.body, self.config.key_exchange, "CertReqTBEX", "CertReqTBS",
-                               "PANData", suite=self.suite)
-            acct = decode(cm.PANData0, opened.extra)  # D-303: PANData0, not the AcctInfo CHOICE
-        else:
-            opened = open_Enc(parsed.body, self.config.key_exchange, "CertReqTBE", "CertReqData",
-                              suite=self.suite)
-            acct = None
-        data = decode(cm.CertReqData, opened.content)
+        opened = open_cert_req(self.config, parsed.body, self.suite)
+        data, acct, renewal = opened.data, opened.acct, opened.renewing is not None
         rrpid, lid = data["rrpid"].native, data["lid_ee"].native
         check_header(parsed, rrpid, lid, self.lid_field)
         chall = data["chall_ca"].native
@@ -299,9 +301,12 @@ class CARole(Role):
         public_s = keys["public_key_s"]
         if public_s.native is None:
             raise ProtocolError("CertReq carries no signature key", "unspecifiedFailure")
-        check_pop(opened.signed.signer, public_s.untag().dump())
-        if data["request_type"].native != REQUEST_TYPES[self.config.kind]:
-            raise ProtocolError("request type not handled by this CA", "messageNotSupported")
+        check_pop(opened.pop, public_s.untag().dump())
+        wanted = (RENEWAL_TYPES if renewal else REQUEST_TYPES)[self.config.kind]
+        if data["request_type"].native != wanted or renewal != state.get("renewal", False):
+            raise ProtocolError("request type not the one of this registration, or not signed "
+                                "as one (a renewal by the certificate it renews)",
+                                "messageNotSupported")
         back_key = None
         if card:
             back = data["ca_back_key_data"]
@@ -313,8 +318,10 @@ class CARole(Role):
                      held=self._held(data["thumbs"]))
         member = self.config.member(event.sender)
         try:  # is it the member's to ask?  If not, the challenge stays unspent
+            if renewal:
+                check_renewal(self.config, opened, member, now)
             who_may_ask(self.config.kind, member, data, acct["pan"].native if card else None,
-                        cards=self.config.cards, codes=self.config.codes)
+                        cards=self.config.cards, codes=self.config.codes, renewal=renewal)
         except Refused as refused:
             send = self._cert_res(event, "CertRes", now, reply, refused.status,
                                   message=str(refused))
@@ -324,7 +331,8 @@ class CARole(Role):
         # the registration is decided: every challenge of it is gone, whatever the outcome
         decided = {k: v for k, v in state.items() if k not in ("challenges", "refused")}
         try:
-            result, shared = certify(self.config, data, acct, shared, now)
+            result, shared = certify(self.config, data, acct, shared, now,
+                                     fields=fields_for(self.config, renewal))
         except Refused as refused:
             send = self._cert_res(event, "CertRes", now, reply, refused.status,
                                   message=str(refused))

@@ -13,7 +13,10 @@ fresh CertReq, may this member have this certificate?
   - Merchant CA: the merID agreed with this merchant (``Party.mer_id``), and
   - Merchant and Payment Gateway CAs: the registration code agreed with the member out of band
     (``codes``: address -> SHA-256 hex; form field ``RegistrationCode``, encrypted to the CA).
-    A member without one is not certified by mail (its certificates come out of band).
+    A member without one is not certified by mail (its certificates come out of band).  A
+    renewal is authenticated by the certificate it renews instead (``roles.ca_renewal``).
+  - Payment Gateway CA: the gateway is certified under the name agreed with it, its name in the
+    world (form field ``GatewayName``): merchants recognise their gateway by that subject.
 * **Challenges** (``challenge_for``): one per request, kept per registration, never evicted.
 * **What may be certified** (``certify``): keys certified at most once (shared ``certified``),
   the form as the template says, a valid unexpired card; ``Refused`` carries the CertStatusCode.
@@ -70,7 +73,8 @@ class CAConfig:
     the certificate is released on the first CertInqReq, D-306), ``directory`` (the world's
     directory; parties of other kinds are ignored), ``cards`` (cca: member address, lower case
     -> the PANs it holds), ``codes`` (mca/pca: member address, lower case -> ``code_digest`` of
-    its registration code), ``expire_after`` (a registration still waiting then expires)."""
+    its registration code), ``expire_after`` (a registration still waiting then expires),
+    ``crls`` (what a certificate to renew is checked against)."""
 
     ca: CertificateAuthority
     kind: str  # "cca" | "mca" | "pca"
@@ -84,6 +88,8 @@ class CAConfig:
     cards: Mapping[str, frozenset] = field(default_factory=dict)
     codes: Mapping[str, str] = field(default_factory=dict)
     expire_after: dt.timedelta = dt.timedelta(days=1)
+    #: the CRLs a renewed certificate is checked against (None: none)
+    crls: tuple | None = None
 
     @cached_property
     def signature(self) -> Identity:
@@ -122,8 +128,10 @@ def code_digest(code: str) -> str:
 
 
 def who_may_ask(kind: str, member: Party, data, pan: str | None, *,
-                cards: Mapping[str, frozenset], codes: Mapping[str, str]) -> None:
-    """Refused unless the CertReq binds to ``member`` by what a From-forger lacks (module doc)."""
+                cards: Mapping[str, frozenset], codes: Mapping[str, str],
+                renewal: bool = False) -> None:
+    """Refused unless the CertReq binds to ``member`` by what a From-forger lacks (module doc);
+    a ``renewal`` was authenticated by the certificate it renews (``ca_renewal``), not a code."""
     address = member.address.lower()
     if kind == "cca":
         if pan not in cards.get(address, ()):
@@ -137,14 +145,22 @@ def who_may_ask(kind: str, member: Party, data, pan: str | None, *,
         if not member.mer_id or mer_id != member.mer_id:
             raise Refused("rejectByCA", f"merID {mer_id!r} is not the one agreed with "
                           f"{member.name}")
+    if kind == "pca" and _form_value(data, "GatewayName") != member.name:
+        raise Refused("rejectByCA", f"GatewayName must be {member.name!r}, the name agreed "
+                      "with this gateway")
+    if renewal:
+        return
     agreed = codes.get(address)
     if agreed is None:
         raise Refused("rejectByCA", f"no registration code agreed with {member.name}: its "
                       "certificates are issued out of band")
-    given = next((item["field_value"] for item in (data["reg_form"].native or [])
-                  if item["field_name"] == CODE_FIELD.name), "")
-    if not hmac.compare_digest(code_digest(given), agreed):
+    if not hmac.compare_digest(code_digest(_form_value(data, CODE_FIELD.name)), agreed):
         raise Refused("rejectByCA", "the registration code does not match")
+
+
+def _form_value(data, name: str) -> str:
+    return next((item["field_value"] for item in (data["reg_form"].native or [])
+                 if item["field_name"] == name), "")
 
 
 def challenge_for(state, rrpid: bytes) -> tuple[bytes | None, dict]:
@@ -163,9 +179,10 @@ def challenge_for(state, rrpid: bytes) -> tuple[bytes | None, dict]:
     return chall, challenges
 
 
-def certify(config, data, acct, shared: Mapping, now) -> tuple[dict, dict]:
+def certify(config, data, acct, shared: Mapping, now, *, fields=None) -> tuple[dict, dict]:
     """Check the request's content and issue: ({"certs": [hex], "nonce_cca": hex}, new shared
-    state), or Refused if the CA will not certify it."""
+    state), or Refused if the CA will not certify it.  ``fields``: the form (default: the
+    CA's)."""
     keys = data["public_key_sor_e"]
     wanted = [keys["public_key_s"]] + ([] if config.kind == "cca" else [keys["public_key_e"]])
     if any(k.native is None for k in wanted):
@@ -177,7 +194,8 @@ def certify(config, data, acct, shared: Mapping, now) -> tuple[dict, dict]:
         raise Refused("rejectByCA", "public key already certified")
     if data["reg_form_id"].native != config.reg_form_id:
         raise Refused("invalidRegFormID", "unknown registration form")
-    form = check_form(config.fields, data["reg_form"].native or [])
+    form = check_form(config.fields if fields is None else fields,
+                      data["reg_form"].native or [])
     publics = [load_der_public_key(s) for s in spkis]
     ca = config.ca
     try:

@@ -14,6 +14,10 @@ XOR NonceCCA (§2.4).
 
 ``CardholderRegConfig``: the ``RegistrationConfig`` fields (roles/registration.py).
 
+Command ``renew`` (same args): the same messages with ``cardRenewalSig``, the CertReq signed by
+the card's current certificate (``config.current(pan_last4, brand)``) around the new key's proof
+of possession, EEThumb naming it; the new certificate joins the wallet beside the old one.
+
 Command ``register`` args: ``pan``, ``expiry`` ("YYYYMM"), ``ca`` (CCA address), ``brand``,
 ``fields`` (registration form values by field name, e.g. {"CardholderName": ..., "PostalCode": ...}),
 optional ``lid`` (hex, 1..20 octets; it is the transaction key; default 16 fresh octets) and
@@ -36,9 +40,9 @@ from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError
 from setmail.pki import validate_path
 from setmail.pki.cardholder import cardholder_common_name, pan_secret, verify_cardholder_id
+from setmail.pki.thumbs import thumbprint
 from setmail.roles.base import Effect, Outcome
-from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, load_cert_hex, pop_identity,
-                                 private_pem, public_key_info, spki)
+from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, load_cert_hex, private_pem, public_key_info, spki)
 from setmail.roles.forms import fill_form, luhn_ok
 from setmail.roles.refusal import guarded
 from setmail.roles.registration import CERTIFICATE_STATES, Registration, RegistrationConfig, waiting
@@ -56,7 +60,8 @@ class CardholderRegistration(Registration):
     LID_FIELD = "lid_c"
     ca_type = "cca"
     TRANSITIONS = {
-        "START": {"register": ("CINIT_SENT", "FAILED"), "Error": "START"},
+        "START": {"register": ("CINIT_SENT", "FAILED"), "renew": ("CINIT_SENT", "FAILED"),
+                  "Error": "START"},
         "CINIT_SENT": {"CardCInitRes": ("FORM_REQ_SENT", "CINIT_SENT"), **waiting("CINIT_SENT")},
         "FORM_REQ_SENT": {"RegFormRes": ("CERT_REQ_SENT", "FORM_REQ_SENT", "FAILED"),
                           **waiting("FORM_REQ_SENT")},
@@ -65,9 +70,26 @@ class CardholderRegistration(Registration):
 
     # -- 1. register -> CardCInitReq --------------------------------------------------------------
     def on_register(self, state, event, now, shared) -> Outcome:
+        return self._start(event, now, "cardInitialSig")
+
+    def on_renew(self, state, event, now, shared) -> Outcome:
+        a = event.args
+        current = (self.config.current(str(a.get("pan", ""))[-4:], a.get("brand"))
+                   if self.config.current else None)
+        problem = self.renewing(current, now)
+        if problem:
+            key = self.transaction_key(event)
+            return self.fail({"state": "CINIT_SENT", "lid": key, "ca": a.get("ca"),
+                              "brand": a.get("brand")}, key, problem)
+        return self._start(event, now, "cardRenewalSig", thumbprint(current.cert).hex())
+
+    def _start(self, event, now, request_type: str, renewing: str | None = None) -> Outcome:
         key, a = self.transaction_key(event), event.args
         state = {"state": "CINIT_SENT", "lid": key, "ca": a.get("ca"), "brand": a.get("brand"),
-                 "language": a.get("language") or self.config.language}
+                 "language": a.get("language") or self.config.language,
+                 "request_type": request_type}
+        if renewing:
+            state["renewing"] = renewing
         pan, expiry = str(a.get("pan", "")), str(a.get("expiry", ""))
         problem = (None if luhn_ok(pan) else "PAN is not a valid card number") or (
             None if len(expiry) == 6 and expiry.isdigit() and 1 <= int(expiry[4:]) <= 12
@@ -96,7 +118,8 @@ class CardholderRegistration(Registration):
         rrpid, chall = fresh(), fresh()
         state["chall"] = h(chall)
         data = cm.RegFormReqData({"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee2": chall,
-                                  "request_type": "cardInitialSig", "language": state["language"],
+                                  "request_type": state.get("request_type", "cardInitialSig"),
+                                  "language": state["language"],
                                   "thumbs": self.held_thumbs()})
         pan_only = PANOnly({"pan": state["secret"]["pan"], "ex_nonce": fresh()})
         body = EXH(kex, "RegFormReqTBE", data.dump(), "PANOnly", pan_only.dump(), suite=self.config.suite)
@@ -124,7 +147,8 @@ class CardholderRegistration(Registration):
         back_key, card_secret, chall = fresh(), fresh(), fresh()
         rrpid = fresh()
         data = {"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee3": chall,
-                "chall_ca": tbs["chall_ca"].native, "request_type": "cardInitialSig",
+                "chall_ca": tbs["chall_ca"].native,
+                "request_type": state.get("request_type", "cardInitialSig"),
                 "request_date": now.replace(microsecond=0),
                 "ca_back_key_data": {"back_alg_id": {"algorithm": "aes256_wrap"}, "back_key": back_key},
                 "public_key_sor_e": {"public_key_s": public_key_info(public)},
@@ -137,9 +161,16 @@ class CardholderRegistration(Registration):
         # the OAEP block carries PANData0 itself, not the AcctInfo CHOICE around it (D-303)
         acct = cm.PANData0({"pan": secret["pan"], "card_expiry": secret["expiry"],
                             "card_secret": card_secret, "ex_nonce": fresh()})
-        body = EncX(pop_identity(new_key, now, self.config.suite), load_cert_hex(state["ca_kex"]),
-                    "CertReqTBS", cm.CertReqData(data).dump(), "PANData", acct.dump(), "CertReqTBEX",
-                    suite=self.config.suite)
+        current = (self.config.current(secret["pan"][-4:], state["brand"])
+                   if state.get("renewing") and self.config.current else None)
+        if current is not None:
+            data["ee_thumb"] = thumbprint(current.cert)
+        signer, content = self.renewal_signer(state, new_key, cm.CertReqData(data).dump(), now,
+                                              current)
+        if signer is None:
+            return self.fail(state, key, content, shared=shared)
+        body = EncX(signer, load_cert_hex(state["ca_kex"]), "CertReqTBS", content, "PANData",
+                    acct.dump(), "CertReqTBEX", suite=self.config.suite)
         state.update(state="CERT_REQ_SENT", chall=h(chall), spki=public.hex(), key_id=key_id, polls=0,
                      secret={**secret, "back_key": back_key.hex(), "card_secret": card_secret.hex()})
         der = wrap("CertReq", body, now=now, rrpid=rrpid, lid_c=unh(state["lid"]))

@@ -14,6 +14,7 @@ from setmail.roles.ee_reg import EERegistration
 from setmail.roles.gateway import Gateway
 from setmail.roles.issuer import Issuer
 from setmail.roles.merchant import Merchant
+from setmail.roles.pcert import PCertClient
 from setmail.roles.wallet import Wallet
 
 #: (title, table) in the order a reader meets them
@@ -22,8 +23,9 @@ TABLES = (
     ("Merchant", Merchant.TRANSITIONS),
     ("Payment gateway", Gateway.TRANSITIONS),
     ("Issuer (setmail's ISO 8583 leg)", Issuer.TRANSITIONS),
-    ("Cardholder: registration", CardholderRegistration.TRANSITIONS),
-    ("Merchant / gateway: registration", EERegistration.TRANSITIONS),
+    ("Cardholder: registration and renewal", CardholderRegistration.TRANSITIONS),
+    ("Merchant / gateway: registration and renewal", EERegistration.TRANSITIONS),
+    ("Merchant: its gateway's certificates (PCertReq/PCertRes)", PCertClient.TRANSITIONS),
     ("Cardholder CA", CCA_TRANSITIONS),
     ("Merchant and gateway CAs", EE_TRANSITIONS),
 )

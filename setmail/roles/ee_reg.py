@@ -16,6 +16,10 @@ agreed with its acquirer out of band (``RegistrationCode``, docs/pki.md).
 ``EERegConfig``: the ``RegistrationConfig`` fields and the keyword-only ``kind`` ("merchant" |
 "gateway").
 
+Command ``renew`` (same args; the form needs no RegistrationCode): the same messages with
+``merRenewalBoth`` / ``pgwyRenewalBoth``, the CertReq signed by the certificate being renewed
+(``config.current()``) around the new signature key's proof of possession, EEThumb naming it.
+
 Command ``register`` args: ``ca`` (MCA/PCA address), ``bin`` (8-digit acquirer BIN),
 ``merchant_id`` (merchants: agreed with the acquirer) or ``acquirer_business_id`` (gateways,
 optional), ``fields`` (form values: MerchantName/City/CountryName/CountryCode, or GatewayName, and
@@ -23,7 +27,8 @@ RegistrationCode; kept under ``state["secret"]`` until done), optional ``lid`` (
 transaction key, carried as lid-M in headers; default 16 fresh octets).
 Effects: ``ee.key`` {transaction, kind, usage "signature"|"key_exchange", key_id, spki_sha256,
 secret: {private_key_pem}} (two of them); ``ee.certificate`` {transaction, kind, signature:
-{key_id, certificate_pem}, key_exchange: {key_id, certificate_pem}, chain_pem, mer_id}.
+{key_id, certificate_pem}, key_exchange: {key_id, certificate_pem}, chain_pem, mer_id}, then
+``role.reload`` (the agent rebuilds its role on the new certificates, ``agent.reload``).
 """
 from __future__ import annotations
 
@@ -37,16 +42,17 @@ from setmail.errors import ProtocolError
 from setmail.pki import validate_path
 from setmail.pki.setext import read_merchant_data
 from setmail.roles.base import Effect, Outcome
-from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, pop_identity, private_pem,
+from setmail.roles.certs import (cert_hex, cert_pem, find_certificate, private_pem,
                                  public_key_info, spki)
 from setmail.roles.forms import fill_form
 from setmail.roles.refusal import guarded
+from setmail.pki.thumbs import thumbprint
 from setmail.roles.registration import CERTIFICATE_STATES, Registration, RegistrationConfig, waiting
 from setmail.roles.wire import h, unh, wrap
 
-KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType)
-    "merchant": ("mca", "mer", "merInitialBoth"),
-    "gateway": ("pca", "pgwy", "pgwyInitialBoth"),
+KINDS = {  # kind -> (CA certificate type, our certificate type, RequestType, renewal RequestType)
+    "merchant": ("mca", "mer", "merInitialBoth", "merRenewalBoth"),
+    "gateway": ("pca", "pgwy", "pgwyInitialBoth", "pgwyRenewalBoth"),
 }
 
 
@@ -63,7 +69,8 @@ class EERegistration(Registration):
     name = "ee-registration"
     LID_FIELD = "lid_m"
     TRANSITIONS = {
-        "START": {"register": ("INIT_SENT", "FAILED"), "Error": "START"},
+        "START": {"register": ("INIT_SENT", "FAILED"), "renew": ("INIT_SENT", "FAILED"),
+                  "Error": "START"},
         "INIT_SENT": {"Me-AqCInitRes": ("CERT_REQ_SENT", "INIT_SENT", "FAILED"),
                       **waiting("INIT_SENT")},
         **CERTIFICATE_STATES,
@@ -73,13 +80,34 @@ class EERegistration(Registration):
         if config.kind not in KINDS:
             raise ValueError(f"kind must be merchant or gateway, not {config.kind!r}")
         super().__init__(config)
-        self.ca_type, self.own_type, self.request_type = KINDS[config.kind]
+        self.ca_type, self.own_type, self.initial_type, self.renewal_type = KINDS[config.kind]
 
-    # -- register -> Me-AqCInitReq ---------------------------------------------------------------
+    @staticmethod
+    def claims_error(ids) -> bool:
+        """An Error naming a lid-M of the length registration draws (16 octets, D-145) and no XID
+        is registration's; purchase messages carry an XID, the issuer leg a merchant tag."""
+        lid = ids.get("lid_m") or b""
+        return len(lid) == 16 and not ids.get("xid")
+
+    # -- register / renew -> Me-AqCInitReq ---------------------------------------------------------
     def on_register(self, state, event, now, shared) -> Outcome:
+        return self._start(event, now, self.initial_type)
+
+    def on_renew(self, state, event, now, shared) -> Outcome:
+        current = self.config.current() if self.config.current else None
+        problem = self.renewing(current, now)
+        if problem:
+            key = self.transaction_key(event)
+            return self.fail({"state": "INIT_SENT", "lid": key, "ca": event.args.get("ca"),
+                              "kind": self.config.kind}, key, problem)
+        return self._start(event, now, self.renewal_type, thumbprint(current.cert).hex())
+
+    def _start(self, event, now, request_type: str, renewing: str | None = None) -> Outcome:
         key, a = self.transaction_key(event), event.args
         state = {"state": "INIT_SENT", "lid": key, "ca": a.get("ca"), "kind": self.config.kind,
-                 "secret": {"fields": dict(a.get("fields") or {})}}
+                 "request_type": request_type, "secret": {"fields": dict(a.get("fields") or {})}}
+        if renewing:
+            state["renewing"] = renewing
         bin_ = str(a.get("bin", ""))
         problem = None if len(bin_) == 8 and bin_.isdigit() else "bin must be 8 digits"
         if self.config.kind == "merchant":
@@ -98,7 +126,7 @@ class EERegistration(Registration):
         rrpid, chall = fresh(), fresh()
         state.update(chall=h(chall), id_data=id_data.dump().hex(), mer_id=a.get("merchant_id"))
         msg = cm.MeAqCInitReq({"rrpid": rrpid, "lid_ee": lid, "chall_ee": chall,
-                               "request_type": self.request_type, "id_data": id_data,
+                               "request_type": request_type, "id_data": id_data,
                                "language": a.get("language") or self.config.language,
                                "thumbs": self.held_thumbs()})
         der = wrap("Me-AqCInitReq", msg, now=now, rrpid=rrpid, lid_m=lid)
@@ -110,7 +138,8 @@ class EERegistration(Registration):
         key, state = self.transaction_key(event), dict(state)
         _, signed, tbs, shared = self.ca_answer(state, event, now, shared, "MeAqCInitResTBS",
                                                 cm.MeAqCInitResTBS, "chall_ee")
-        if tbs["request_type"].native != self.request_type:
+        request_type = state.get("request_type", self.initial_type)
+        if tbs["request_type"].native != request_type:
             raise ProtocolError("Me-AqCInitRes answers another request type", "challengeMismatch")
         kex = self.ca_key_exchange(signed, tbs["cae_thumb"].native, now)
         state["lid_ca"] = h(tbs["lid_ca"].native)
@@ -127,7 +156,7 @@ class EERegistration(Registration):
         publics = {u: spki(k.public_key()) for u, k in keys.items()}
         rrpid, chall = fresh(), fresh()
         data = {"rrpid": rrpid, "lid_ee": unh(state["lid"]), "chall_ee3": chall,
-                "chall_ca": tbs["chall_ca"].native, "request_type": self.request_type,
+                "chall_ca": tbs["chall_ca"].native, "request_type": request_type,
                 "request_date": now.replace(microsecond=0),
                 "id_data": cm.IDData.load(unh(state["id_data"])),
                 "public_key_sor_e": {"public_key_s": public_key_info(publics["signature"]),
@@ -137,8 +166,14 @@ class EERegistration(Registration):
             data["lid_ca"] = unh(state["lid_ca"])
         if reg_form_id is not None:
             data.update(reg_form_id=reg_form_id, reg_form=items)
-        body = Enc(pop_identity(keys["signature"], now, suite), kex, "CertReqData",
-                   cm.CertReqData(data).dump(), "CertReqTBE", suite=suite)
+        current = self.config.current() if state.get("renewing") and self.config.current else None
+        if current is not None:
+            data["ee_thumb"] = thumbprint(current.cert)
+        signer, content = self.renewal_signer(state, keys["signature"],
+                                              cm.CertReqData(data).dump(), now, current)
+        if signer is None:
+            return self.fail(state, key, content, shared=shared)
+        body = Enc(signer, kex, "CertReqData", content, "CertReqTBE", suite=suite)
         key_ids = {u: hashlib.sha256(p).hexdigest()[:32] for u, p in publics.items()}
         state.update(state="CERT_REQ_SENT", chall=h(chall), polls=0, key_id=key_ids["signature"],
                      key_ids=key_ids, spkis={u: p.hex() for u, p in publics.items()})
@@ -186,7 +221,8 @@ class EERegistration(Registration):
             **{u: {"key_id": state["key_ids"][u], "certificate_pem": cert_pem(c)}
                for u, c in found.items()},
             "chain_pem": [cert_pem(c) for c in certs if c not in found.values()]})
-        return self.finish(state, key, effect, shared=shared,
+        reload = Effect("role.reload", {"why": f"{self.config.kind} certificates issued"})
+        return self.finish(state, key, effect, reload, shared=shared,
                            certificates={u: cert_hex(c) for u, c in found.items()})
 
     on_CertInqRes = on_CertRes

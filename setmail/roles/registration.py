@@ -1,6 +1,9 @@
 """What the two registration requesters share (cardholder, merchant/gateway), and nobody else.
 
 A registration asks one CA a chain of questions (init, [form,] CertReq, CertInqReq while pended);
+a renewal (command ``renew``) asks the same ones with SET's renewal request type, and its CertReq
+is signed by the certificate being renewed around the new key's proof of possession
+(``renewal_signer``, ``roles.ca_renewal``);
 each waits in an ``Exchange`` (``roles.exchange``: re-sends of the same bytes, Error verdicts).
 What only registration adds lives here: the LID-EE that keys the transaction, the CA pin, the
 checks every CA answer passes, polling a pended CA, and the tail of the transition table
@@ -50,7 +53,9 @@ class RegistrationConfig:
     """``name`` (our address), ``trust``, ``suite``, ``retry_after``/``max_retries`` (re-send the
     same bytes), ``poll_after``/``max_polls`` (CertInqReq while pended), ``language``, ``crls``
     (None: no revocation check of the CA), ``key_lookup`` (key_id -> the private key the agent
-    stored from our key effect; needed only to sign CertInqReq)."""
+    stored from our key effect; needed only to sign CertInqReq), ``current`` (the signature
+    identity a renewal renews: ``current()`` for a merchant or gateway, ``current(pan_last4,
+    brand)`` for a cardholder; None: nothing to renew)."""
 
     name: str
     trust: TrustStore
@@ -62,6 +67,7 @@ class RegistrationConfig:
     language: str = "en"
     crls: tuple | None = None
     key_lookup: Callable[[str], Any] | None = None
+    current: Callable[..., Any] | None = None
 
 
 def waiting(state: str) -> dict:
@@ -170,14 +176,35 @@ class Registration(Role):
         return Outcome(key, state, timers=(CancelTimer("retry"), CancelTimer("poll")),
                        shared=shared)
 
-    def finish(self, state: dict, key: str, effect: Effect, *, shared=None, **fields) -> Outcome:
+    def finish(self, state: dict, key: str, *effects: Effect, shared=None, **fields) -> Outcome:
         """Certificate received: DONE, nothing outstanding, secrets dropped."""
         state, timers = self.exchange.settle(state)
         state.update(state=self.DONE, **fields)
         for k in ("refused", "secret"):
             state.pop(k, None)
-        return Outcome(key, state, effects=(effect,), timers=timers, shared=shared,
+        return Outcome(key, state, effects=effects, timers=timers, shared=shared,
                        peer=state["ca"])
+
+    # -- renewal ---------------------------------------------------------------------------------
+    def renewing(self, current, now: dt.datetime) -> str | None:
+        """Why the certificate ``current`` (an Identity, or None) cannot be renewed, else None."""
+        if current is None:
+            return "no certificate to renew"
+        if current.cert.not_valid_after_utc <= now:
+            return "the certificate has expired: register anew"
+        return None
+
+    def renewal_signer(self, state: dict, new_key, data_der: bytes, now: dt.datetime, current):
+        """(signer, content) of a CertReq: the new key's proof of possession over CertReqData,
+        inside a signature by the certificate being renewed for a renewal (D-182); (None, why)
+        when that certificate is no longer the one the renewal began with."""
+        pop = pop_identity(new_key, now, self.config.suite)
+        renewing = state.get("renewing")
+        if not renewing:
+            return pop, data_der
+        if current is None or thumbprint(current.cert).hex() != renewing:
+            return None, "the certificate being renewed is gone or was replaced meanwhile"
+        return current, S(pop, "CertReqData", data_der, suite=self.config.suite)
 
     def refuse(self, state, event, exc, now) -> Outcome:
         """A refused answer changes nothing but a note, and is never answered (a response)."""
