@@ -68,8 +68,12 @@ class AgentRunner:
                 if failures:
                     keys = agent.recover()
                 self._round(keys)
+                again = agent.poll_reload()  # a rebuilt role takes what it deferred, at once
                 agent.store.retry_wipe()  # the wipes' checkpoint, once due
                 failures = 0
+                if again:
+                    keys = again
+                    continue
                 timeout = self.poll
                 nxt = agent.next_timer_at()
                 if nxt is not None:
@@ -169,8 +173,11 @@ async def serve(agents: Iterable[Agent], *, routes: Mapping[str, Path] | None = 
     runners = [AgentRunner(agent, poll=poll) for agent in agents]
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
     for runner in runners:
-        log.info("%-8s started (%s, role %s)", runner.agent.name, runner.agent.config.address,
-                 runner.agent.role.name)
+        agent = runner.agent
+        waiting = (f", waiting for {agent.reloader.built.waiting}"
+                   if agent.reloader is not None and not agent.reloader.ready else "")
+        log.info("%-8s started (%s, role %s%s)", agent.name, agent.config.address,
+                 agent.role.name, waiting)
     if ready is not None:
         ready()
     try:

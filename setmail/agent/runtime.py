@@ -32,6 +32,7 @@ from typing import Any
 from setmail.agent import commands as cmdq
 from setmail.agent import effects as fx
 from setmail.agent import dedupe, fault, mailout
+from setmail.agent import reload as rl
 from setmail.agent.secrecy import loggable, secret_lost
 from setmail.asn1.wrapper import MIME_TYPES, decode_wrapper
 from setmail.errors import (
@@ -73,17 +74,22 @@ def _ts_to_dt(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
 
 
-class Agent:
+class Agent(rl.Reloading):
     """Runs ``role`` for one party.  ``clock`` returns epoch seconds (tests may pin it)."""
 
     def __init__(self, config: AgentConfig, role: Role, *, store: Store | None = None,
                  clock: Callable[[], float] = time.time, pool: SMTPClientPool | None = None,
-                 lock: FileLock | None = None):
+                 lock: FileLock | None = None, reloader: rl.Reloader | None = None):
         """``lock``: this agent's ``agent.lock``, already taken (``setmail run`` takes every
         lock before building any agent); otherwise taken here (``AlreadyRunning`` if another
-        process or Agent has it).  Held until ``close``."""
+        process or Agent has it).  Held until ``close``.  ``reloader``: how to build the role
+        again (``agent.reload``); None: the role is never rebuilt."""
         self.config = config
         self.role = role
+        self.reloader = reloader
+        self.rescan = False  # mail was deferred and a rebuild may take it now
+        self.rescanned: set[str] = set()  # the mail taken up after the last rebuild
+        self._deferred: set[str] = set()
         self.clock = clock
         config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock = lock if lock is not None and lock.held else agent_lock(config.home,
@@ -111,7 +117,8 @@ class Agent:
     # -- start-up --------------------------------------------------------------------------------
     def recover(self) -> list[str]:
         """After a (re)start: apply journaled effects; return the mail keys still to process."""
-        fx.apply_journal(self.ctx, self.store, self.clock())
+        self._apply_journal(self.clock())
+        self.rescan = False
         return [e.key for e in maildir.pending(self.config.maildir)]
 
     def close(self) -> None:
@@ -127,6 +134,8 @@ class Agent:
         ...)."""
         status = self.store.processed_status(key)
         if status is not None:
+            if key in self.rescanned:  # taken after a rebuild, reported by the watcher too
+                return status
             return self._finish(key, status, resumed=True)
         claimed = None
         try:
@@ -152,6 +161,9 @@ class Agent:
         except SetmailError as exc:
             return self._quarantine(key, exc, mail, mtype)
         fault.hit("after_decode", self.name)
+        if self.reloader is not None and not self.reloader.takes(event):
+            return self._defer(key, mtype)
+        self._deferred.discard(key)
         record = self.store.lookup_dedupe(event.digest)
         if record is not None:
             return self._duplicate(key, record, mail, mtype, claimed)
@@ -184,7 +196,7 @@ class Agent:
                 claimed: str | None = None) -> str:
         if resumed:
             log.info("%-8s      resuming %s (%s before the crash)", self.name, key, status)
-            fx.apply_journal(self.ctx, self.store, self.clock())
+            self._apply_journal(self.clock())
         try:
             if status == "quarantined":
                 if any(e.key == key for e in maildir.pending(self.config.maildir)):
@@ -236,10 +248,18 @@ class Agent:
 
     # -- the role step and the commit ------------------------------------------------------------
     def _step(self, txkey: str, event) -> Outcome:
-        state = self.store.get_state(STATE_PREFIX + txkey)
-        shared = (self.store.get_state(SHARED_PREFIX + self.role.shared_key)
-                  if self.role.shared_key else None)
-        return self.role.step(state, event, _ts_to_dt(self.clock()), shared)
+        """One step; a response that names newer CRLs (its BCI) rebuilds the role from the
+        world's files and is judged again by the new one (``agent.reload``)."""
+        now = _ts_to_dt(self.clock())
+        for _ in range(2):
+            state = self.store.get_state(STATE_PREFIX + txkey)
+            shared = (self.store.get_state(SHARED_PREFIX + self.role.shared_key)
+                      if self.role.shared_key else None)
+            outcome = self.role.step(state, event, now, shared)
+            why = self.reloader.stale(self.role, outcome) if self.reloader is not None else None
+            if why is None or not self.reload(why):
+                break
+        return outcome
 
     def _outgoing(self, to: str, mtype: str, der: bytes, txkey: str, msgid: str,
                   now: dt.datetime, request: ParsedMail | None) -> OutgoingMail:
@@ -299,13 +319,15 @@ class Agent:
                           mailout.safe_token(tx_key, 16), send.to)
         fault.hit("after_commit", self.name)
         if outcome.effects:
-            fx.apply_journal(self.ctx, self.store, now)
+            self._apply_journal(now, rl.asks_reload(outcome), look=False)
 
     # -- commands and timers -----------------------------------------------------------------------
     def process_commands(self) -> int:
         done = 0
         for row in cmdq.pending(self.store):
             event = Command(row.name, row.args)
+            if self.reloader is not None and not self.reloader.takes(event):
+                continue  # pending until the role that takes it is built
             try:
                 txkey = self.role.transaction_key(event)
                 outcome = self._step(txkey, event)
@@ -338,6 +360,8 @@ class Agent:
             info = timer.payload or {}
             txkey, name = info.get("tx", ""), info.get("name", timer.key)
             event = TimerFired(name, info.get("payload") or {})
+            if self.reloader is not None and not self.reloader.takes(event):
+                continue  # due until the role that set it is built again
             try:
                 outcome = self._step(txkey, event)
             except Exception as exc:
