@@ -46,10 +46,14 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 class RunningWorld:
-    def __init__(self, home: Path, *, extra_agents=EXTRA_AGENTS, extra_cards: tuple[Card, ...] = ()):
+    """``certificates``: "direct" (merchants and gateways certified by ``create_world``: fast, for
+    tests that are not about registration) or "mail" (they register when their agents start)."""
+
+    def __init__(self, home: Path, *, extra_agents=EXTRA_AGENTS, extra_cards: tuple[Card, ...] = (),
+                 certificates: str = "direct"):
         self.home = home
         create_world(home, smtp_port=pick_free_port(), extra_agents=extra_agents,
-                     extra_cards=extra_cards)
+                     extra_cards=extra_cards, certificates=certificates)
         self.world = load_world(home)
         self.procs: dict[str, subprocess.Popen] = {}
         (home / "logs").mkdir(mode=0o700, exist_ok=True)

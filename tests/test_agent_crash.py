@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    return create_world(tmp_path_factory.mktemp("tpl") / "world").home
+    return create_world(tmp_path_factory.mktemp("tpl") / "world", certificates="direct").home
 
 
 def fresh_world(template: Path, tmp_path: Path):

@@ -108,7 +108,7 @@ def test_init_refuses_existing_world_without_force(world_home, tmp_path, capsys)
     code, out, _ = cli(capsys, "init", "--home", str(home), "--force")
     assert code == 0 and not (home / "mailboxes" / "alice" / "new" / "junk").exists()
     assert 'port = 2525' in (home / "world.toml").read_text()
-    assert oct((home / "agents" / "shop" / "keys" / "sig.key.pem").stat().st_mode & 0o777) == "0o600"
+    assert oct((home / "agents" / "bank" / "keys" / "sig.key.pem").stat().st_mode & 0o777) == "0o600"
     assert oct((home / "agents" / "shop").stat().st_mode & 0o777) == "0o700"
 
 

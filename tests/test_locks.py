@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("locks") / "world"
-    create_world(home, smtp_port=pick_free_port())
+    create_world(home, smtp_port=pick_free_port(), certificates="direct")
     return home
 
 
@@ -90,7 +90,7 @@ def test_a_killed_agent_leaves_no_stale_lock(home):
 
 def test_init_force_refuses_while_an_agent_of_the_world_runs(tmp_path):
     home = tmp_path / "world"
-    create_world(home, smtp_port=pick_free_port())
+    create_world(home, smtp_port=pick_free_port(), certificates="direct")
     toml = (home / "world.toml").read_bytes()
     running = run_agent(home, "gateway")
     try:

@@ -8,7 +8,7 @@ from setmail.world.keys import load_cert
 
 
 def test_directory_binds_addresses_to_certificate_identities(tmp_path):
-    create_world(tmp_path / "w", smtp_port=2599)
+    create_world(tmp_path / "w", smtp_port=2599, certificates="direct")
     world = load_world(tmp_path / "w")
     directory = load_directory(world)
     shop = directory.merchant("SHOP-0001")

@@ -20,7 +20,7 @@ from tests.e2e_world import run_cli
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("revoke") / "world"
-    create_world(home, smtp_port=2599)
+    create_world(home, smtp_port=2599, certificates="direct")
     return home
 
 

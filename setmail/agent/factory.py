@@ -1,8 +1,10 @@
 """Which role an agent of a world runs: a registry keyed by the agent's ``kind`` (world.toml).
 
 The modules of ``setmail.agent.factories`` register the purchase parties (``register_role
-("merchant")`` …); ``build_agent`` returns None for a kind without a role; ``setmail run`` then
-still accepts that agent's mail (it waits in the Maildir) but does not process it.
+("merchant")`` …); ``build_agent`` composes the certificate lifecycle around the role a kind's
+factory returns (``agent.compose``) and gives the agent what it needs to build it again while it
+runs (``agent.reload``).  It returns None for a kind without a role; ``setmail run`` then still
+accepts that agent's mail (it waits in the Maildir) but does not process it.
 """
 from __future__ import annotations
 
@@ -31,31 +33,39 @@ def agent_config(world: World, name: str) -> AgentConfig:
 
 
 def build_agent(world: World, name: str, **kwargs) -> Agent | None:
+    from setmail.agent.compose import compose
     from setmail.agent.factories import load_all
+    from setmail.agent.reload import Reloader
     load_all()
     spec = world.agent(name)
     factory = ROLE_FACTORIES.get(spec.kind)
     if factory is None:
         return None
-    return Agent(agent_config(world, name), factory(world, spec), **kwargs)
+    built = compose(world, spec, factory)
+    reloader = Reloader(lambda: compose(world, world.agent(name), factory), built)
+    return Agent(agent_config(world, name), built.role, reloader=reloader, **kwargs)
 
 
 @register_role("ca")
 def _ca(world: World, spec: AgentSpec) -> Role:
     """A CA agent: world.toml option ``ca`` (cca, mca or pca: which CA of the tree it is) and
-    ``expire_after`` (seconds a registration may wait for its next request, default 86400)."""
+    ``expire_after`` (seconds a registration may wait for its next request, default 86400).
+    It carries the brand's current BCI and checks a certificate to renew against the current
+    CRLs: the tree is loaded again when they change (``setmail revoke``)."""
     import datetime as dt
 
+    from setmail.agent.compose import publication
+    from setmail.agent.reload import stamps
     from setmail.roles.ca import CAConfig, CARole
-    from setmail.world.trees import load_ca_tree, trust_store
+    from setmail.world.trees import crls, load_ca_tree, trust_store
     label = spec.options.get("ca", spec.name)
-    key = str(world.home)
-    if key not in _TREES:  # one load per world and process: cca, mca, pca share the tree
-        _TREES[key] = load_ca_tree(world)
+    key, stamp = str(world.home), stamps(publication(world))
+    if _TREES.get(key, (None,))[0] != stamp:  # one load per world, process and publication
+        _TREES[key] = (stamp, load_ca_tree(world))
     directory, cards, codes = ca_members(world, label)
-    return CARole(CAConfig(ca=_TREES[key][label], kind=label, address=spec.address,
+    return CARole(CAConfig(ca=_TREES[key][1][label], kind=label, address=spec.address,
                            trust=trust_store(world), directory=directory, cards=cards,
-                           codes=codes, expire_after=dt.timedelta(
+                           codes=codes, crls=crls(world), expire_after=dt.timedelta(
                                seconds=float(spec.options.get("expire_after", 86400)))))
 
 
@@ -86,4 +96,4 @@ def ca_members(world: World, label: str):
             else {}, codes)
 
 
-_TREES: dict[str, dict] = {}
+_TREES: dict[str, tuple] = {}

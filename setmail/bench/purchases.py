@@ -57,7 +57,7 @@ class BenchWorld:
         from setmail.world import load_world
         from setmail.world.create import create_world
         self.home = home
-        create_world(home, smtp_port=pick_free_port())
+        create_world(home, smtp_port=pick_free_port(), certificates="direct")
         self.world = load_world(home)
         self.procs: dict[str, subprocess.Popen] = {}
 

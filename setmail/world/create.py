@@ -2,14 +2,20 @@
 
 Parties: cardholders ``alice`` and ``bob`` (cards at ``bank``), merchant ``shop``, payment gateway
 ``gateway``, issuer ``bank`` and the CA agents ``cca`` (cardholders), ``mca`` (merchants) and
-``pca`` (gateways).  The CA tree is created here; the merchant and the gateway get their
-signature and key-exchange certificates directly (a real world would use Me-AqCInitReq ...);
-cardholders get theirs by mail (``setmail register``).
+``pca`` (gateways).  The CA tree is created here.  Merchants and gateways get their signature and
+key-exchange certificates by mail (``certificates="mail"``, the default): init writes the
+registration code each agrees with its acquirer (world.toml ``registration_code``, which the
+MCA/PCA check) and queues its ``register`` command (a merchant's ``pcert`` too), which its agent
+runs when ``setmail run`` starts.  ``certificates="direct"`` issues them here instead (tests that
+are not about registration: fast), with each merchant's copy of its gateway's certificates
+(``world.peers``).  Cardholders get theirs by mail (``setmail register``).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +29,13 @@ from setmail.pki.parse import to_pem
 from setmail.pki.pinned import pinned_certificate
 from setmail.pki.setext import MerchantInfo, MerName
 from setmail.store.lock import AlreadyRunning, FileLock, WorldBusy, agent_lock, world_lock
-from setmail.store.shared import open_store
+from setmail.store.shared import open_store, submit
 from setmail.world.config import WORLD_FILE, AgentSpec, Card, World, dump_toml
 from setmail.world.keys import save_ca, save_chain, save_identity
+from setmail.world.peers import peer_dir
+
+#: how merchants and gateways get their certificates: by mail (the product) or issued by init
+CERTIFICATES = ("mail", "direct")
 
 DEMO_AGENTS = (
     AgentSpec("alice", "cardholder", "alice@cardholder.example", options={"ca": "cca"}),
@@ -63,11 +73,14 @@ def _mkdir(path: Path) -> None:
 def create_world(home: Path, *, smtp_host: str = "127.0.0.1", smtp_port: int = 2525,
                  force: bool = False, suite: str = "rsa2048", brand: str = "Visa",
                  mailboxes: Path | None = None, now: dt.datetime | None = None,
-                 extra_agents: tuple[AgentSpec, ...] = (), extra_cards: tuple[Card, ...] = ()
-                 ) -> World:
+                 extra_agents: tuple[AgentSpec, ...] = (), extra_cards: tuple[Card, ...] = (),
+                 certificates: str = "mail") -> World:
     """Create the demo world; ``extra_agents``/``extra_cards`` add parties and card accounts
-    (tests use them for a second gateway or a card its issuer does not know).  Holds the world
-    lock, and with ``force`` refuses (``WorldBusy``) while any agent of the world runs."""
+    (tests use them for a second gateway or a card its issuer does not know); ``certificates``:
+    "mail" or "direct" (module doc).  Holds the world lock, and with ``force`` refuses
+    (``WorldBusy``) while any agent of the world runs."""
+    if certificates not in CERTIFICATES:
+        raise WorldError(f"certificates must be one of {', '.join(CERTIFICATES)}")
     home = Path(home).absolute()
     try:
         _mkdir(home)
@@ -80,7 +93,8 @@ def create_world(home: Path, *, smtp_host: str = "127.0.0.1", smtp_port: int = 2
         with _stopped_agents(home):
             return _create(home, smtp_host=smtp_host, smtp_port=smtp_port, force=force, suite=suite,
                            brand=brand, mailboxes=mailboxes, now=now,
-                           extra_agents=extra_agents, extra_cards=extra_cards)
+                           extra_agents=extra_agents, extra_cards=extra_cards,
+                           by_mail=certificates == "mail")
 
 
 @contextmanager
@@ -107,7 +121,7 @@ def _stopped_agents(home: Path) -> Iterator[None]:
 
 def _create(home: Path, *, smtp_host: str, smtp_port: int, force: bool, suite: str, brand: str,
             mailboxes: Path | None, now: dt.datetime | None, extra_agents: tuple[AgentSpec, ...],
-            extra_cards: tuple[Card, ...]) -> World:
+            extra_cards: tuple[Card, ...], by_mail: bool) -> World:
     if force:
         for sub in ("agents", "pki", WORLD_FILE):
             target = home / sub
@@ -118,8 +132,11 @@ def _create(home: Path, *, smtp_host: str, smtp_port: int, force: bool, suite: s
     crypto = get_suite(suite)
     now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
     mailboxes = Path(mailboxes).absolute() if mailboxes else home / "mailboxes"
+    agents = (*DEMO_AGENTS, *extra_agents)
+    if by_mail:
+        agents = tuple(_with_code(a) for a in agents)
     world = World(home, "demo", suite, brand, smtp_host, smtp_port, mailboxes,
-                  {a.name: a for a in (*DEMO_AGENTS, *extra_agents)},
+                  {a.name: a for a in agents},
                   {c.name: c for c in (*DEMO_CARDS, *extra_cards)},
                   now.isoformat())
     try:
@@ -130,8 +147,10 @@ def _create(home: Path, *, smtp_host: str, smtp_port: int, force: bool, suite: s
             if force and maildir.exists():
                 shutil.rmtree(maildir)
             ensure_maildir(maildir)
-        _write_pki(world, crypto, now)
+        _write_pki(world, crypto, now, by_mail=by_mail)
         _write_accounts(world, now)
+        if by_mail:
+            _queue_registrations(world, now)
         (home / WORLD_FILE).write_text(
             "# setmail world: parties, mail addresses, SMTP, suite, demo card accounts\n"
             + dump_toml(world.to_dict()))
@@ -152,7 +171,7 @@ def _private_tree(root: Path) -> None:
             os.chmod(os.path.join(dirpath, f), 0o600)
 
 
-def _write_pki(world: World, crypto, now: dt.datetime) -> None:
+def _write_pki(world: World, crypto, now: dt.datetime, *, by_mail: bool) -> None:
     tree = create_hierarchy(crypto, now, brand=world.brand)
     for label, ca in (("root", tree.root), ("brand", tree.brand)):
         _mkdir(world.pki_dir / label)
@@ -161,6 +180,9 @@ def _write_pki(world: World, crypto, now: dt.datetime) -> None:
     (world.pki_dir / "trust" / "root.cert.pem").write_bytes(to_pem(tree.root.certificate))
     for spec in world.agents_of_kind("ca"):
         save_ca(world.keys_dir(spec.name), getattr(tree, spec.options.get("ca", spec.name)))
+    _write_issuers(world, crypto, now)
+    if by_mail:
+        return
     for spec in world.agents_of_kind("merchant"):
         sig, kex = crypto.generate_key(), crypto.generate_key()
         name = spec.options.get("display_name", spec.name)
@@ -174,6 +196,13 @@ def _write_pki(world: World, crypto, now: dt.datetime) -> None:
         sig_cert, kex_cert = tree.issue_gateway(sig.public_key(), kex.public_key(), now,
                                                 name=spec.name)
         _save_ee(world, spec.name, sig, sig_cert, kex, kex_cert, tree.pca.chain)
+    for spec in world.agents_of_kind("merchant"):  # as the acquirer hands them over
+        gateway = world.agents.get(spec.options.get("gateway") or "")
+        if gateway is not None:
+            _copy_peer(world, spec.name, gateway.name)
+
+
+def _write_issuers(world: World, crypto, now: dt.datetime) -> None:
     for spec in world.agents_of_kind("issuer"):  # outside SET's PKI: pinned certificates (D-130)
         keys = world.keys_dir(spec.name)
         for prefix, kex in (("sig", False), ("kex", True)):
@@ -181,6 +210,65 @@ def _write_pki(world: World, crypto, now: dt.datetime) -> None:
             cert = pinned_certificate(key, spec.options.get("display_name", spec.name), now,
                                       key_exchange=kex, suite=crypto)
             save_identity(keys, prefix, key, cert)
+
+
+def _copy_peer(world: World, name: str, peer: str) -> None:
+    """``name``'s copy of ``peer``'s certificates (what PCertRes would bring)."""
+    folder, source = peer_dir(world.agent_home(name), peer), world.keys_dir(peer)
+    _mkdir(folder.parent)
+    _mkdir(folder)
+    for file in ("sig.cert.pem", "kex.cert.pem", "chain.pem"):
+        (folder / file).write_bytes((source / file).read_bytes())
+
+
+def _with_code(spec: AgentSpec) -> AgentSpec:
+    """A merchant or gateway with the registration code it agrees with its acquirer (kept if
+    world.toml gives one): the MCA/PCA certify by mail only with it (D-147)."""
+    if spec.kind not in ("merchant", "gateway") or spec.options.get("registration_code"):
+        return spec
+    return dataclasses.replace(spec, options={**spec.options,
+                                              "registration_code": secrets.token_hex(16)})
+
+
+def _ca_of(world: World, label: str) -> AgentSpec:
+    found = [a for a in world.agents_of_kind("ca") if a.options.get("ca", a.name) == label]
+    if not found:
+        raise WorldError(f"no `{label}` CA agent to certify by mail; give init "
+                         "certificates=\"direct\"")
+    return found[0]
+
+
+def registration_args(world: World, spec: AgentSpec) -> dict:
+    """The ``register`` (or ``renew``) command of a merchant or gateway: its CA, its acquirer
+    BIN, merID and the form (without the registration code)."""
+    opts = spec.options
+    if spec.kind == "merchant":
+        return {"ca": _ca_of(world, "mca").address, "bin": str(opts.get("acquirer_bin", "41111111")),
+                "merchant_id": str(opts.get("mer_id", spec.name.upper())),
+                "fields": {"MerchantName": str(opts.get("display_name", spec.name)),
+                           "City": str(opts.get("city", "Springfield")),
+                           "CountryName": str(opts.get("country_name", "US")),
+                           "CountryCode": str(opts.get("country_code", "840"))}}
+    args = {"ca": _ca_of(world, "pca").address, "fields": {"GatewayName": spec.name},
+            "bin": str(opts.get("acquirer_bin") or opts.get("acquirer_id") or "41111111")}
+    if opts.get("acquirer_business_id"):
+        args["acquirer_business_id"] = str(opts["acquirer_business_id"])
+    return args
+
+
+def _queue_registrations(world: World, now: dt.datetime) -> None:
+    """Each merchant's and gateway's ``register`` (and a merchant's ``pcert``), run by its agent
+    when it starts."""
+    for spec in (*world.agents_of_kind("gateway"), *world.agents_of_kind("merchant")):
+        args = registration_args(world, spec)
+        args["fields"]["RegistrationCode"] = str(spec.options["registration_code"])
+        store = open_store(world.store_path(spec.name))
+        try:
+            submit(store, "register", args, now=now.timestamp())
+            if spec.kind == "merchant":
+                submit(store, "pcert", {}, now=now.timestamp())
+        finally:
+            store.close()
 
 
 def _save_ee(world, name, sig, sig_cert, kex, kex_cert, chain) -> None:

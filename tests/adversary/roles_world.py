@@ -65,7 +65,7 @@ class RoleWorld:
 
     def __init__(self, home: Path):
         create_world(home, smtp_port=pick_free_port(), extra_agents=EXTRA_AGENTS,
-                     extra_cards=(MALLORY_CARD,))
+                     extra_cards=(MALLORY_CARD,), certificates="direct")
         self.world = load_world(home)
         self.forge = Forge(self.world)
         for holder in ("alice", "bob"):
