@@ -49,6 +49,8 @@ def _register_commands() -> None:
     from setmail.cli import ledger_cmds
     for module in (world_cmds, run_cmds, mailbox_cmds, purchase_cmds, ledger_cmds):
         module.register_commands(app)
+    from setmail.cli import cert_cmds  # renew
+    cert_cmds.register_commands(app)
 
 
 _register_commands()

@@ -116,8 +116,8 @@ def revoke(agent: str = typer.Argument(..., help="agent whose certificates to re
            home: Path = home_option()) -> None:
     """Revoke an agent's SET certificates: each issuing CA signs a new CRL, the brand a new BCI.
 
-    Agents read CRLs when they start: restart them (or `setmail run`) for the revocation to
-    take effect."""
+    Running agents take them up without a restart: CAs, gateways and merchants at once, wallets
+    from the next response whose BrandCRLIdentifier names them."""
     import datetime as dt
     from cryptography import x509
     from setmail.world.revoke import revoke_agent
@@ -136,7 +136,8 @@ def revoke(agent: str = typer.Argument(..., help="agent whose certificates to re
         _fail(f"{agent} holds no SET certificate to revoke", EXIT_FAILED)
     for ca, serial, subject in revoked:
         typer.echo(f"revoked serial {serial:x} ({subject}) on the {ca} CRL")
-    typer.echo("restart running agents for the new CRLs and BrandCRLIdentifier to take effect")
+    typer.echo("running agents take up the new CRLs and BrandCRLIdentifier themselves (CAs, "
+               "gateways, merchants at once; wallets from the next BCI they receive)")
 
 
 
