@@ -405,7 +405,7 @@ def test_world_factories_wire_gateway_and_issuer(tmp_path):
     from setmail.agent.factories.issuer import issuer as issuer_factory
     from setmail.agent.effects import HANDLERS
     from setmail.world.create import create_world
-    world = create_world(tmp_path / "w", now=NOW)
+    world = create_world(tmp_path / "w", now=NOW, certificates="direct")
     gw_role = gateway_factory(world, world.agent("gateway"))
     bank_role = issuer_factory(world, world.agent("bank"))
     assert {"ledger.hold", "ledger.post", "ledger.decline", "ledger.reverse"} <= set(HANDLERS)
