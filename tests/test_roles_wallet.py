@@ -485,6 +485,31 @@ def test_a_purchase_the_merchant_keeps_waiting_expires(p):
     assert late.state["state"] == "APPROVED" and "expired" not in late.state
 
 
+@pytest.mark.parametrize("args, terms", [
+    ({"instalments": 3}, ("instalments", 3)),
+    ({"recurring": {"days": 30, "until": "20301231"}}, ("recurring", 30, "20301231")),
+])
+def test_instalment_and_recurring_terms_are_hashed_into_hod(p, args, terms):
+    role, shop = wallet(p), Shop(p)
+    out = role.step(None, Command("buy", buy_args(**args)), NOW)
+    assert out.state["terms"] == list(terms)
+    out = role.step(out.state, shop.pinit_res(out.sends[0]), NOW)
+    oi, head, _ = shop.open_preq(out.sends[0])
+    salt = oi["od_salt"].native
+    agreed = Order(ORDER.description, ORDER.amount, ORDER.currency, terms=terms)
+    assert oi["hod"].dump() == hod(agreed, salt) == head["inputs"]["hod"].dump()
+    assert hod(agreed, salt) != hod(ORDER, salt)  # the terms are part of what was agreed
+
+
+@pytest.mark.parametrize("args, why", [
+    ({"instalments": 1}, "instalments"), ({"recurring": {"days": 30}}, "end date"),
+    ({"instalments": 2, "recurring": {"days": 1, "until": "20300101"}}, "not both"),
+])
+def test_bad_terms_fail_the_buy(p, args, why):
+    out = wallet(p).step(None, Command("buy", buy_args(**args)), NOW)
+    assert out.state["state"] == "FAILED" and why in out.state["failure"] and out.sends == ()
+
+
 def test_local_failures_are_clear(p):
     nobody = wallet(p, credentials=lambda last4, brand: None)
     out = nobody.step(None, Command("buy", buy_args()), NOW)
@@ -624,8 +649,8 @@ def test_factory_builds_the_composite(p, tmp_path):
     world = World(tmp_path, "w", "rsa2048", "Visa", "localhost", 25, tmp_path / "mail",
                   {"alice": spec}, {})
     role = cardholder(world, spec)
-    assert isinstance(role, Dispatch) and [r.name for r in role.roles] == ["wallet",
-                                                                            "cardholder-registration"]
+    assert isinstance(role, Dispatch) and [r.name for r in role.roles] == [
+        "wallet", "statements", "cardholder-registration"]
     config = role.roles[0].config
     assert (config.retry_after, config.max_retries, config.agent) == (dt.timedelta(minutes=1), 5, "alice")
     out = role.step(None, Command("buy", buy_args()), NOW)

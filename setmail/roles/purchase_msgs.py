@@ -21,12 +21,15 @@ from setmail.roles.forms import luhn_ok
 
 @dataclass(frozen=True)
 class Order:
-    """What cardholder and merchant agreed in the shopping phase, outside SET."""
+    """What cardholder and merchant agreed in the shopping phase, outside SET.  ``terms``: the
+    instalment or recurring terms both agreed (``order_terms``), hashed into HOD with the order
+    so the gateway's InstallRecurData is the one the cardholder signed for (D-105)."""
 
     description: str
     amount: int          # minor units, e.g. 1234 for 12.34
     currency: int = 840  # ISO 4217 numeric (840 = USD)
     amt_exp10: int = -2
+    terms: tuple | None = None  # ("instalments", N) or ("recurring", days, "YYYYMMDD")
 
     @property
     def purch_amt(self) -> dict:
@@ -36,9 +39,55 @@ class Order:
         return f"{self.amount / 10 ** -self.amt_exp10:.{-self.amt_exp10}f} ({self.currency})"
 
 
+#: at most this many instalments, at most this many days between recurring payments
+MAX_INSTALMENTS, MAX_FREQUENCY = 999, 3660
+
+
+def order_terms(args) -> tuple | None:
+    """The instalment/recurring terms of a ``buy`` or ``order`` command's arguments, checked
+    (ValueError with the reason): ``instalments`` N (2..999) or ``recurring`` {days (1..3660),
+    until (YYYYMMDD)}, not both; None without terms.  Wallet and merchant read them alike, so
+    both hash the same HODInput."""
+    instalments, recurring = args.get("instalments"), args.get("recurring")
+    if instalments is not None and recurring is not None:
+        raise ValueError("an order is either in instalments or recurring, not both")
+    if instalments is not None:
+        if isinstance(instalments, bool) or not isinstance(instalments, int) \
+                or not 2 <= instalments <= MAX_INSTALMENTS:
+            raise ValueError(f"instalments must be a whole number from 2 to {MAX_INSTALMENTS}")
+        return ("instalments", instalments)
+    if recurring is None:
+        return None
+    days, until = (recurring.get(k) for k in ("days", "until")) if isinstance(
+        recurring, dict) else (None, None)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_FREQUENCY:
+        raise ValueError(f"recurring payments need days between them (1..{MAX_FREQUENCY})")
+    recurring_expiry(until)
+    return ("recurring", days, until)
+
+
+def recurring_expiry(until) -> dt.datetime:
+    """The Date a recurring agreement ends: the end (23:59:59 UTC) of the day YYYYMMDD."""
+    try:
+        day = dt.datetime.strptime(str(until), "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"recurring payments need an end date YYYYMMDD, not {until!r}") from None
+    return day.replace(hour=23, minute=59, second=59, tzinfo=dt.timezone.utc)
+
+
+def install_recur_data(terms: tuple | None) -> dict | None:
+    """InstallRecurData (as ``encode`` takes it) for ``Order.terms``; None without terms."""
+    if terms is None:
+        return None
+    if terms[0] == "instalments":
+        return {"install_recur_ind": ("install_total_trans", terms[1])}
+    return {"install_recur_ind": ("recurring", {"recurring_frequency": terms[1],
+                                                "recurring_expiry": recurring_expiry(terms[2])})}
+
+
 def order_problem(args, pan: str, expiry: str) -> str | None:
     """Why a ``buy`` command cannot start a purchase (None: it can), checked before anything is
-    sent: card number, expiry, merchant, brand, description and amount."""
+    sent: card number, expiry, merchant, brand, description, amount and terms."""
     def integer(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
     checks = (
@@ -54,7 +103,13 @@ def order_problem(args, pan: str, expiry: str) -> str | None:
         (integer(args.get("currency")) and 0 < args["currency"] < 1000,
          "currency must be an ISO 4217 numeric code"),
         (integer(args.get("amt_exp10", -2)), "amt_exp10 must be an integer"))
-    return next((why for ok, why in checks if not ok), None)
+    why = next((why for ok, why in checks if not ok), None)
+    if why is None:
+        try:
+            order_terms(args)
+        except ValueError as exc:
+            why = str(exc)
+    return why
 
 
 def trans_ids(*, lid_c: bytes, xid: bytes, p_req_date: dt.datetime, lid_m: bytes | None = None,
@@ -67,9 +122,13 @@ def trans_ids(*, lid_c: bytes, xid: bytes, p_req_date: dt.datetime, lid_m: bytes
 
 
 def hod_input(order: Order, od_salt: bytes) -> bytes:
-    """HODInput DER: the order description and amount, salted against dictionary attacks."""
-    return encode(pu.HODInput, {"od": order.description.encode(), "purch_amt": order.purch_amt,
-                                "od_salt": od_salt})
+    """HODInput DER: the order description and amount (and its instalment or recurring terms),
+    salted against dictionary attacks."""
+    value = {"od": order.description.encode(), "purch_amt": order.purch_amt, "od_salt": od_salt}
+    terms = install_recur_data(order.terms)
+    if terms is not None:
+        value["install_recur_data"] = terms
+    return encode(pu.HODInput, value)
 
 
 def hod(order: Order, od_salt: bytes, suite: CryptoSuite = DEFAULT_SUITE) -> bytes:

@@ -24,12 +24,15 @@ and PANSecret, asked at each use), ``agent`` (our name in messages to the user),
 
 Command ``buy`` args: ``xid`` (40 hex digits: the transaction key), ``merchant`` (address),
 ``pan``, ``expiry`` (YYYYMM), ``description``, ``amount`` (minor units), ``currency`` (ISO 4217
-numeric), ``amt_exp10`` (default -2), ``brand``, optional ``language``.  Command ``inquire``
-args: ``xid``; allowed once PInitRes arrived (a command in another state fails, unchanged).
+numeric), ``amt_exp10`` (default -2), ``brand``, optional ``language``, optional terms agreed
+with the merchant (``instalments`` N, or ``recurring`` {days, until YYYYMMDD}, hashed into
+HODInput.installRecurData as the merchant's order is: ``purchase_msgs.order_terms``).
+Command ``inquire`` args: ``xid``; allowed once PInitRes arrived (a command in another state
+fails, unchanged).
 
 State (what ``setmail tx show`` prints; keys starting with "_" are protocol bookkeeping it
 hides): ``state``, ``xid``, ``merchant``, ``mer_id``, ``brand``, ``description``, ``amount``,
-``currency``, ``amt_exp10``, ``pan_last4``, ``lid_c``, ``completion`` (CompletionCode),
+``currency``, ``amt_exp10``, ``terms``, ``pan_last4``, ``lid_c``, ``completion`` (CompletionCode),
 ``auth_code``, ``auth_amt``, ``cap_code``, ``cap_amt``, ``captured``, ``acq_card_code``,
 ``iso_code``/``iso_text`` (from AcqCardMsg), ``failure``/``error_code``, ``expired`` {at, reason},
 ``refused``, ``inquiries`` (InqReqs sent), ``inquiry_pending``, ``inquiry_error``, dates
@@ -60,8 +63,8 @@ from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Role, Timer
 from setmail.roles.brand import SHARED_KEY, check_bci
 from setmail.roles.certs import find_certificate, path_check
 from setmail.roles.exchange import ENDS, NUDGE, Exchange, pin, subject_hex
-from setmail.roles.purchase_msgs import (Order, hod, oi_data, order_problem, p_req, pan_data,
-                                         pi_head, pinit_req, trans_stain)
+from setmail.roles.purchase_msgs import (Order, hod, oi_data, order_problem, order_terms, p_req,
+                                         pan_data, pi_head, pinit_req, trans_stain)
 from setmail.roles.refusal import guarded, refusal
 from setmail.roles.wallet_status import ANSWERED, RAW, StatusSide, when
 from setmail.roles.wire import SW_IDENT, check_echo, check_header, h, header_ids, unh, unwrap, wrap
@@ -222,6 +225,9 @@ class Wallet(StatusSide, Role):
         problem = order_problem(a, pan, expiry)
         if problem:
             return self.fail(state, key, problem)
+        terms = order_terms(a)
+        if terms is not None:  # agreed with the merchant: hashed into HOD with the order
+            state["terms"] = list(terms)
         card = self._card(state)
         if card is None:
             return self.fail(state, key, self._no_card(state))
@@ -267,7 +273,8 @@ class Wallet(StatusSide, Role):
         if card is None:
             return self.fail(state, key, self._no_card(state))
         suite, secret = self.config.suite, state["secret"]
-        order = Order(state["description"], state["amount"], state["currency"], state["amt_exp10"])
+        order = Order(state["description"], state["amount"], state["currency"], state["amt_exp10"],
+                      tuple(state["terms"]) if state.get("terms") else None)
         rrpid, od_salt, back_key = fresh(), fresh(), fresh(32)
         hod_dd = hod(order, od_salt, suite)
         oi = oi_data(trans_ids_der=ids_der, rrpid=rrpid, chall_c=chall_c, hod_dd=hod_dd,
