@@ -6,6 +6,8 @@
     capture                           -> CapReq   = EncB(M, P, CapReqData, CapTokenSeq)
     CapRes  = Enc(P, M, CapResData)
     InqReq  = S(C, InqReqData)        -> InqRes   = S(M, PResData)
+    authorize, void, refund, refund_reverse, capture_reverse, batch: the lifecycle after the
+    authorisation (merchant_split.py, merchant_adjust.py, merchant_batch.py)
 
 Why the checks: the merchant authorises only what it sold, once.  A PReq must carry the
 TransIDs and Chall-M it signed in a PInitRes and that PInitReq's Chall-C (freshness), and a HOD
@@ -27,14 +29,25 @@ expire (``expire_after``), authorisations nobody captures too (``auth_expiry``).
 Transaction key = XID hex, from the header (``xid``, else ``lid_m``: the XID doubles as LID-M,
 D-131); commands name it in ``args["xid"]``; timers carry ``{"transaction": key}``.
 
-Commands: ``order`` {xid, description, amount (minor units), currency (ISO 4217 numeric),
-amt_exp10 (default -2), cardholder (address, required)}; ``capture`` {xid, amount (optional, minor
-units; default the authorised amount)}.  State (what ``setmail tx show`` prints): state, xid,
-cardholder, description, amount, currency, amt_exp10, created, dates (per state entered),
-completion, auth_code, auth_amt, approval_code, iso_code/iso_text (ResponseData.logRefID),
-auth_expires, cap_code, cap_amt, failure, expired {at, reason}, refusals (list of {at, by,
-message, code, reason}, bounded) and the protocol values (offers, pinit_req, trans_ids, chall_m,
-preq_rrpid, card_thumb, oi_data, cap_token, acq_card_msg: DER as hex; ``out``: the Exchange).
+Commands (amounts in minor units): ``order`` {xid, description, amount, currency (ISO 4217
+numeric), amt_exp10 (default -2), cardholder (address, required), ship_now (optional: authorise
+this much first), instalments N or recurring {days, until YYYYMMDD} (optional terms, in HOD)};
+``capture`` {xid, amount (default: what is authorised and not captured)}; ``authorize`` {xid,
+amount}; ``void`` {xid, amount (what stays authorised; 0/absent: all of it)}; ``refund`` {xid,
+amount (default: what is still refundable)}; ``refund_reverse`` {xid}; ``capture_reverse`` {xid};
+``batch`` {operation open|close|query, batch_id, ref} (transaction ``batches``).  world.toml
+``sale``: every AuthReq is a sale (CaptureNow); ``auto_close``: close a batch that long after its
+first item.
+
+State (what ``setmail tx show`` prints): state, xid, cardholder, description, amount, currency,
+amt_exp10, ship_now, terms, created, dates (per state entered), completion, auth_code, auth_amt
+(authorised now, all parts), approval_code, iso_code/iso_text (ResponseData.logRefID),
+auth_expires, cap_code, cap_amt = captured (now, all captures), captures / credits (each {rrpid,
+amount, date, batch_id, seq, reversed}), credited, result (the last request's end: {request,
+rrpid, code, amount, at}), advice, base (the state an ADJUSTING one returns to), failure,
+expired {at, reason}, refusals (list of {at, by, message, code, reason}, bounded) and the protocol
+values (offers, pinit_req, trans_ids, chall_m, preq_rrpid, card_thumb, oi_data, auth_req_data,
+auth_res_payload, cap_token, auth_token, acq_card_msg: DER as hex; ``out``: the Exchange).
 """
 from __future__ import annotations
 
@@ -47,9 +60,9 @@ from cryptography import x509
 from setmail.asn1 import purchase as pu
 from setmail.asn1.certext import BrandCRLIdentifier
 from setmail.asn1.strict import decode_native
-from setmail.crypto import der, dual
+from setmail.crypto import dual
 from setmail.crypto.cms import Identity
-from setmail.crypto.operators import DD, EncB, S, verify_S
+from setmail.crypto.operators import DD, EncB, S
 from setmail.crypto.reader import Reader
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite, fresh
 from setmail.errors import DigestMismatch, ProtocolError
@@ -57,12 +70,15 @@ from setmail.pki.thumbs import thumbprint
 from setmail.pki.trust import TrustStore
 from setmail.roles import merchant_msgs as msgs
 from setmail.roles.base import START, Inbound, Outcome, Role, Send, SetTimer, TimerFired
-from setmail.roles.brand import SHARED_KEY
 from setmail.roles.certs import path_check
 from setmail.roles.exchange import Exchange, pin
+from setmail.roles.merchant_adjust import AdjustSide
+from setmail.roles.merchant_batch import BATCH_LID, BATCHES, SHARED_KEY, BatchSide
 from setmail.roles.merchant_gateway import GatewaySide
-from setmail.roles.merchant_msgs import enter, expired, opened, record, utc
-from setmail.roles.purchase_msgs import Order, hod, trans_ids
+from setmail.roles.merchant_msgs import ADJUSTING, STANDING, enter, opened, record, utc
+from setmail.roles.merchant_split import SplitSide
+from setmail.roles.merchant_status import StatusSide
+from setmail.roles.purchase_msgs import hod, trans_ids
 from setmail.roles.refusal import error_code, guarded, refusal
 from setmail.roles.wire import check_echo, check_header, h, header_ids, unh, unwrap, wrap
 
@@ -78,7 +94,9 @@ class MerchantConfig:
     acquirer's gateway, sent in PInitRes, used to envelope AuthReq/CapReq and the *only* gateway
     whose answers count; ``bci``: the brand's current BrandCRLIdentifier (None: omitted).
     ``expire_after``: how long an ORDERED/PARKED/PINIT_SENT purchase waits for the cardholder;
-    ``auth_expiry``: how long an authorisation may wait for its capture (the gateway's too)."""
+    ``auth_expiry``: how long an authorisation may wait for its capture (the gateway's too);
+    ``sale``: authorise and capture in one AuthReq (CaptureNow); ``auto_close``: close a batch
+    that long after its first item (zero: never)."""
 
     name: str
     sig: Identity
@@ -97,6 +115,8 @@ class MerchantConfig:
     expire_after: dt.timedelta = dt.timedelta(days=1)
     auth_expiry: dt.timedelta = dt.timedelta(days=7)
     nudge_after: dt.timedelta = dt.timedelta(seconds=60)
+    sale: bool = False
+    auto_close: dt.timedelta = dt.timedelta(0)
 
     @cached_property
     def request_certs(self) -> tuple[x509.Certificate, ...]:
@@ -112,13 +132,28 @@ class MerchantConfig:
 #: states a purchase is still taking its cardholder's first messages in
 _OPEN = ("ORDERED", "PARKED", "PINIT_SENT")
 _REQUESTS = ("PInitReq", "PReq", "InqReq")
+#: the gateway's answers (absorbed wherever nobody waits for them)
+_ANSWERS = ("AuthRes", "CapRes", "AuthRevRes", "CredRes", "CredRevRes", "CapRevRes")
+#: ADJUSTING state -> the answer it waits for (any of them may also end VOIDED)
+_WAITS = {"CAP_SENT": "CapRes", "REAUTH_SENT": "AuthRes", "AUTHREV_SENT": "AuthRevRes",
+          "CRED_SENT": "CredRes", "CREDREV_SENT": "CredRevRes", "CAPREV_SENT": "CapRevRes"}
+#: what may be asked after the authorisation, in which states
+_ASKS = {"AUTHORIZED": ("capture", "authorize", "void"),
+         "CAPTURED": ("capture", "authorize", "void", "refund", "capture_reverse"),
+         "PARTLY_REFUNDED": ("capture", "authorize", "refund", "refund_reverse"),
+         "REFUNDED": ("capture", "authorize", "refund", "refund_reverse")}
+_ASKED = {"capture": "CAP_SENT", "authorize": "REAUTH_SENT", "void": "AUTHREV_SENT",
+          "refund": "CRED_SENT", "refund_reverse": "CREDREV_SENT",
+          "capture_reverse": "CAPREV_SENT"}
 
 
 def _quiet(state: str, **events) -> dict:
-    """What every state absorbs: an answer nobody waits for (AuthRes, CapRes), an Error (judged
-    against the outstanding request, if any), a stale timer."""
-    return {"AuthRes": state, "CapRes": state, "Error": state, "timer:retry": state,
-            "timer:expire": state, **events}
+    """What every purchase state absorbs: an answer nobody waits for, an Error (judged against
+    the outstanding request, if any), a stale timer, and the batch timers that only borrow the
+    purchase's transaction (merchant_batch.py)."""
+    return {**{a: state for a in _ANSWERS}, "Error": state, "timer:retry": state,
+            "timer:expire": state, "timer:auto_close": state, "timer:batch_retry": state,
+            **events}
 
 
 def _after_pinit(state: str, **events) -> dict:
@@ -126,12 +161,21 @@ def _after_pinit(state: str, **events) -> dict:
     return _quiet(state, **{"InqReq": state, "PInitReq": state, "PReq": state, **events})
 
 
-class Merchant(GatewaySide, Role):
+def _adjusting(state: str) -> dict:
+    """An ADJUSTING state: its answer, an Error or the end of the re-sends leaves it for where
+    the purchase's amounts (or the refusal) say."""
+    ends = (state, *STANDING, *(("VOIDED",) if state == "AUTHREV_SENT" else ()))
+    return _after_pinit(state, **{_WAITS[state]: ends, "Error": ends, "timer:retry": ends})
+
+
+class Merchant(StatusSide, GatewaySide, AdjustSide, SplitSide, BatchSide, Role):
     name = "merchant"
     shared_key = SHARED_KEY
+    BATCHES = BATCHES
     TRANSITIONS = {
-        START: {"order": "ORDERED", "PInitReq": "PARKED", "AuthRes": START, "CapRes": START,
-                "Error": START},
+        START: {"order": "ORDERED", "PInitReq": "PARKED", **{a: START for a in _ANSWERS},
+                "Error": (START, "BATCHES"), "batch": "BATCHES",
+                "BatchAdminRes": (START, "BATCHES")},
         "ORDERED": _quiet("ORDERED", PInitReq=("PINIT_SENT", "ORDERED"),
                           **{"timer:expire": "EXPIRED"}),
         "PARKED": _quiet("PARKED", order="PINIT_SENT", PInitReq="PARKED",
@@ -139,24 +183,26 @@ class Merchant(GatewaySide, Role):
         "PINIT_SENT": _after_pinit("PINIT_SENT", PReq=("AUTH_SENT", "PINIT_SENT"),
                                    **{"timer:expire": "EXPIRED"}),
         "AUTH_SENT": _after_pinit("AUTH_SENT",
-                                  AuthRes=("AUTHORIZED", "DECLINED", "CAP_SENT", "EXPIRED",
-                                           "AUTH_SENT"),
+                                  AuthRes=("AUTHORIZED", "DECLINED", "CAP_SENT", "CAPTURED",
+                                           "EXPIRED", "AUTH_SENT"),
                                   Error=("AUTH_SENT", "REJECTED"),
                                   **{"timer:retry": ("AUTH_SENT", "REJECTED")}),
-        "AUTHORIZED": _after_pinit("AUTHORIZED", capture=("CAP_SENT", "AUTHORIZED"),
-                                   **{"timer:expire": ("EXPIRED", "AUTHORIZED")}),
-        "CAP_SENT": _after_pinit("CAP_SENT",
-                                 CapRes=("CAPTURED", "AUTHORIZED", "EXPIRED", "CAP_SENT"),
-                                 Error=("CAP_SENT", "AUTHORIZED", "EXPIRED"),
-                                 **{"timer:retry": ("CAP_SENT", "AUTHORIZED", "EXPIRED")}),
-        "EXPIRED": _after_pinit("EXPIRED", capture="EXPIRED"),
-        **{s: _after_pinit(s) for s in ("DECLINED", "CAPTURED", "REJECTED")},
+        **{s: _after_pinit(s, **{c: (_ASKED[c], s) for c in cs}) for s, cs in _ASKS.items()},
+        **{s: _adjusting(s) for s in ADJUSTING},
+        "EXPIRED": _after_pinit("EXPIRED", capture="EXPIRED",
+                                authorize=("REAUTH_SENT", "EXPIRED")),
+        **{s: _after_pinit(s) for s in ("DECLINED", "REJECTED", "VOIDED")},
+        "BATCHES": {"batch": "BATCHES", "BatchAdminRes": "BATCHES", "Error": "BATCHES",
+                    "timer:batch_retry": "BATCHES"},
     }
+    TRANSITIONS["AUTHORIZED"]["timer:expire"] = ("EXPIRED", "AUTHORIZED")
 
     def __init__(self, config: MerchantConfig):
         self.config = config
-        self.exchange = Exchange(retry_after=config.retry_after, max_retries=config.max_retries,
-                                 nudge_after=config.nudge_after)
+        common = {"retry_after": config.retry_after, "max_retries": config.max_retries,
+                  "nudge_after": config.nudge_after}
+        self.exchange = Exchange(**common)  # the purchase's requests, one at a time
+        self.admin = Exchange(**common, slot="admin", timer="batch_retry")  # BatchAdminReq
         self._gateway_pin = pin(subject=config.gateway_kex)
         self._mer_thumb = thumbprint(config.sig.cert)
         self._pe_thumb = thumbprint(config.gateway_kex)
@@ -164,11 +210,17 @@ class Merchant(GatewaySide, Role):
 
     def transaction_key(self, event) -> str:
         if isinstance(event, Inbound):
+            if event.message_type == "BatchAdminRes":
+                return BATCHES
             ids = header_ids(event)
+            if ids.get("lid_m") == BATCH_LID and not ids.get("xid"):
+                return BATCHES  # an Error repeating a BatchAdminReq's header
             xid = ids.get("xid") or ids.get("lid_m")
             return xid.hex() if xid else "unroutable"  # START refuses it; nothing is stored
         if isinstance(event, TimerFired):
             return str(event.payload.get("transaction", ""))
+        if event.name == "batch":
+            return BATCHES
         return str(event.args.get("xid", "")).strip().lower()
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -211,25 +263,6 @@ class Merchant(GatewaySide, Role):
     def _absorb(state, key: str, why: str) -> Outcome:
         """Not accepted, not answered: a repeat, or input this purchase is past."""
         return Outcome(key, None if state["state"] == START else dict(state), refused=why)
-
-    def _status(self, type_name: str, state: dict, key: str, now: dt.datetime, *, tids: bytes,
-                lid_c: str, rrpid: bytes, chall_c: bytes, in_reply_to: str | None,
-                answers: str | None = None) -> Send:
-        """PRes or InqRes to the order's cardholder: S(M, PResData) with the state's status."""
-        data = msgs.p_res_data(state, trans_ids=tids, rrpid=rrpid, chall_c=chall_c,
-                               bci_der=self._bci_der)
-        body = S(self.config.sig, "PResData", data, suite=self.config.suite)
-        wrapper = wrap(type_name, body, now=now, rrpid=rrpid, **self._ids(lid_c, key))
-        return Send(state["cardholder"], type_name, wrapper, in_reply_to or None, answers)
-
-    def _pres(self, state: dict, key: str, now: dt.datetime) -> Send:
-        """The PRes answering the PReq; it joins the PReq's dedupe record (``answers``), so a
-        re-sent PReq gets it again."""
-        pinit = state["pinit_req"]
-        return self._status("PRes", state, key, now, tids=unh(state["trans_ids"]),
-                            lid_c=pinit["lid_c"], rrpid=unh(state["preq_rrpid"]),
-                            chall_c=unh(pinit["chall_c"]), in_reply_to=state.get("preq_mail_id"),
-                            answers=state.get("preq_digest"))
 
     # -- order and PInitReq, in either order -------------------------------------------------------
     def on_order(self, state, event, now, shared) -> Outcome:
@@ -321,8 +354,7 @@ class Merchant(GatewaySide, Role):
         taken = msgs.find_offer(state.get("offers", []), oi["trans_ids"], oi["chall_m"])
         check_echo("Chall-M", oi["chall_m"], unh(taken["chall_m"]))
         check_echo("Chall-C", oi["chall_c"], unh(taken["chall_c"]))
-        order = Order(state["description"], state["amount"], state["currency"], state["amt_exp10"])
-        hod2 = hod(order, oi["od_salt"], cfg.suite)
+        hod2 = hod(msgs.order_of(state), oi["od_salt"], cfg.suite)
         if oi["hod"] != hod2:
             raise DigestMismatch("HOD does not match our order (description or amount differ)")
         auth_rrpid = fresh()
@@ -335,7 +367,10 @@ class Merchant(GatewaySide, Role):
         # the PI itself is not kept: it travels on in the AuthReq (whose bytes the exchange keeps
         # for re-sends) and the merchant can read nothing in it
         data = msgs.auth_req_data(state, rrpid=auth_rrpid, mer_id=cfg.mer_id, now=now,
-                                  h_oi_data=DD("OIData", view.oi_data, cfg.suite), hod2=hod2)
+                                  minor=msgs.next_amount(state),
+                                  h_oi_data=DD("OIData", view.oi_data, cfg.suite), hod2=hod2,
+                                  sale=cfg.sale)
+        state["auth_req_data"] = data.hex()  # what a void names (AuthRevReqData)
         body = EncB(cfg.sig, cfg.gateway_kex, "AuthReqTBS", data, "PI", msgs.pi(pi_dual_signed),
                     "AuthReqTBE", certs=cfg.request_certs, suite=cfg.suite)
         wrapper = wrap("AuthReq", body, now=now, rrpid=auth_rrpid,
@@ -345,45 +380,3 @@ class Merchant(GatewaySide, Role):
                                 expects=("AuthRes",), pin_=self._gateway_pin, now=now,
                                 cancel=("expire",))
         return replace(out, peer=state["cardholder"])
-
-    # -- InqReq -> InqRes --------------------------------------------------------------------------
-    @guarded
-    def on_InqReq(self, state, event, now, shared) -> Outcome:
-        key, parsed = self.transaction_key(event), unwrap(event, now)
-        outer = Reader(parsed.body, "InqReq")
-        if outer.peek() != 0xA0:
-            raise ProtocolError("InqReq must be signed by the cardholder", "signatureRequired")
-        signed = verify_S(der.seq(outer.value(0xA0)), "InqReqData",
-                          validate=self._check(now, "card"), suite=self.config.suite)
-        outer.done()
-        if state.get("card_thumb") not in (None, thumbprint(signed.signer).hex()):
-            raise ProtocolError("InqReq signed by another cardholder than the PReq",
-                                "invalidCertificate")
-        data = decode_native(pu.InqReqData, signed.content, raw=("trans_ids",))
-        rrpid = data["rrpid"]
-        self._same_rrpid(parsed, rrpid)
-        taken = state.get("pinit_req") if "trans_ids" in state else None
-        if taken is None or data["trans_ids"] != unh(state["trans_ids"]):
-            taken = msgs.find_offer(state.get("offers", []), data["trans_ids"], None)
-        send = self._status("InqRes", state, key, now, tids=data["trans_ids"],
-                            lid_c=taken["lid_c"], rrpid=rrpid, chall_c=data["chall_c2"],
-                            in_reply_to=event.mail_id)
-        return Outcome(key, {**state, "inquiries": state.get("inquiries", 0) + 1}, sends=(send,),
-                       peer=state["cardholder"])
-
-    # -- expiry ---------------------------------------------------------------------------------------
-    def on_timer_expire(self, state, event, now, shared) -> Outcome:
-        """Nobody continued this purchase in time: EXPIRED, with why (its challenges are gone);
-        an authorisation nobody captured lapses.  In other states the timer is stale."""
-        key, current, cfg = self.transaction_key(event), state["state"], self.config
-        waited = f"{cfg.expire_after.total_seconds() / 3600:g} h"
-        why = {"ORDERED": f"no PInitReq within {waited} of the order",
-               "PARKED": f"no order within {waited} of the PInitReq",
-               "PINIT_SENT": f"no PReq within {waited} of the order"}.get(current)
-        if why is not None:
-            return Outcome(key, expired({k: v for k, v in state.items() if k != "offers"},
-                                        now, why))
-        if current == "AUTHORIZED":
-            state, timers = self._authorized(dict(state), key, now)
-            return Outcome(key, state, timers=timers)
-        return Outcome(key, dict(state))

@@ -20,24 +20,38 @@ from setmail.asn1.fastder import Raw, encode
 from setmail.asn1.issuer import RESPONSE_CODES
 from setmail.crypto import der
 from setmail.errors import ProtocolError
+from setmail.roles.purchase_msgs import Order, install_recur_data, order_terms, ratio
 from setmail.roles.wire import h, unh
-from setmail.roles.purchase_msgs import ratio
 
-#: merchant state -> the CompletionCode a PRes/InqRes reports in it
+#: merchant state -> the CompletionCode a PRes/InqRes reports in it; a state that waits for the
+#: gateway after the authorisation (``ADJUSTING``) reports that of the state it left (``base``)
 COMPLETION = {
     "PINIT_SENT": "orderNotReceived",
     "AUTH_SENT": "orderReceived",
     "AUTHORIZED": "authorizationPerformed",
-    "CAP_SENT": "authorizationPerformed",
     "CAPTURED": "capturePerformed",
     "DECLINED": "authorizationDeclined",
     "REJECTED": "orderRejected",
     "EXPIRED": "orderRejected",   # never authorised in time, or the authorisation lapsed
+    "VOIDED": "orderRejected",    # the merchant cancelled the authorisation: nothing will ship
+    "PARTLY_REFUNDED": "creditPerformed",
+    "REFUNDED": "creditPerformed",
 }
+#: after the authorisation: what a purchase can be asked to do next in (capture, authorize more,
+#: void, refund), and where an answer to such a request leaves it
+POSTAUTH = ("AUTHORIZED", "CAPTURED", "PARTLY_REFUNDED", "REFUNDED")
+STANDING = (*POSTAUTH, "EXPIRED")
+#: waiting for the gateway's answer to a request made after the authorisation
+ADJUSTING = ("CAP_SENT", "REAUTH_SENT", "AUTHREV_SENT", "CRED_SENT", "CREDREV_SENT",
+             "CAPREV_SENT")
 #: at most this many refusals are kept per purchase (a peer must not grow our state forever)
 MAX_REFUSALS = 20
 #: at most this many different PInitReqs are answered (or parked) per purchase
 MAX_OFFERS = 4
+#: a PRes/InqRes reports at most this many credits (the latest)
+MAX_CRED_STATUS = 10
+#: at most this many captures (or credits) per purchase: a bounded state
+MAX_ENTRIES = 50
 
 
 def utc(now: dt.datetime) -> dt.datetime:
@@ -55,8 +69,15 @@ def opened(state: dict, key: str, now: dt.datetime) -> dict:
 
 
 def enter(state: dict, name: str, now: dt.datetime) -> dict:
-    """``state`` moved to ``name``: its completion code and the date it was entered."""
-    state = {**state, "state": name, "completion": COMPLETION.get(name)}
+    """``state`` moved to ``name``: its completion code and the date it was entered.  Entering an
+    ``ADJUSTING`` state remembers the state it left (``base``), where a refusal returns."""
+    if name in ADJUSTING:
+        base = state.get("base") if state.get("state") in ADJUSTING else state.get("state")
+        state = {**state, "base": base if base in STANDING else "AUTHORIZED"}
+    else:
+        state = {k: v for k, v in state.items() if k != "base"}
+    state = {**state, "state": name,
+             "completion": COMPLETION.get(name, COMPLETION.get(state.get("base", "")))}
     state["dates"] = {**state.get("dates", {}), name.lower(): iso(now)}
     return state
 
@@ -82,7 +103,9 @@ def expired(state: dict, now: dt.datetime, reason: str) -> dict:
 def check_order(args) -> dict:
     """The order fields of an ``order`` command, checked (ProtocolError: the command fails).
     ``cardholder``: the address the shop front-end took the order from, where every answer of
-    this purchase goes (never a mail's From)."""
+    this purchase goes (never a mail's From); ``ship_now`` (optional): the part of the amount to
+    authorise first (a split shipment, the rest with ``authorize``); ``instalments`` /
+    ``recurring``: the terms the cardholder agreed (``purchase_msgs.order_terms``)."""
     description = args.get("description")
     cardholder = args.get("cardholder")
     if not isinstance(cardholder, str) or "@" not in cardholder.strip():
@@ -95,7 +118,42 @@ def check_order(args) -> dict:
         raise ProtocolError("order amount, currency and amt_exp10 must be integers")
     if values["amount"] <= 0 or not 1 <= values["currency"] <= 999:
         raise ProtocolError("order amount must be positive and currency an ISO 4217 number")
-    return {"description": description, "cardholder": cardholder.strip(), **values}
+    out = {"description": description, "cardholder": cardholder.strip(), **values}
+    ship_now = args.get("ship_now")
+    if ship_now is not None:
+        if isinstance(ship_now, bool) or not isinstance(ship_now, int) \
+                or not 0 < ship_now <= values["amount"]:
+            raise ProtocolError("ship_now must be a positive amount no larger than the order's")
+        out["ship_now"] = ship_now
+    try:
+        terms = order_terms(args)
+    except ValueError as exc:
+        raise ProtocolError(f"order terms: {exc}") from None
+    if terms is not None:
+        out["terms"] = list(terms)
+    return out
+
+
+def next_amount(state: dict) -> int:
+    """What the next authorisation asks for by default: the first one ``ship_now`` or the order
+    amount; with instalment terms an equal part (the last takes what is left); with recurring
+    terms the order amount again (each payment's); else (a split) what is not yet authorised."""
+    count, terms = state.get("auth_count", 0), state.get("terms")
+    if count == 0 and state.get("ship_now"):
+        return state["ship_now"]
+    left = state["amount"] - state.get("auth_amt", 0)
+    if terms and terms[0] == "instalments":
+        return left if count >= terms[1] - 1 else state["amount"] // terms[1]
+    if terms or count == 0:
+        return state["amount"]
+    return left
+
+
+def order_of(state: dict) -> Order:
+    """The order as agreed (description, amount, terms): what HOD is recomputed from."""
+    terms = state.get("terms")
+    return Order(state["description"], state["amount"], state["currency"], state["amt_exp10"],
+                 tuple(terms) if terms else None)
 
 
 def xid_octets(key: str) -> bytes:
@@ -155,14 +213,32 @@ def pi(pi_dual_signed: bytes) -> bytes:
     return der.implicit_constructed(1, der.content_of(pi_dual_signed))
 
 
-def auth_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime, h_oi_data: bytes,
-                  hod2: bytes) -> bytes:
-    return encode(gw.AuthReqData, {"auth_req_item": {
-        "auth_tags": {"auth_rr_tags": rr_tags(rrpid, mer_id, now),
-                      "trans_ids": Raw(unh(state["trans_ids"]))},
-        "check_digests": {"h_oi_data": Raw(h_oi_data), "hod2": Raw(hod2)},
-        "auth_req_payload": {"subsequent_auth_ind": False, "auth_req_amt": amount(state),
-                             "request_card_type_ind": False, "merch_data": {}}}})
+def auth_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime,
+                  minor: int | None = None, h_oi_data: bytes | None = None,
+                  hod2: bytes | None = None, sale: bool = False) -> bytes:
+    """AuthReqData asking for ``minor`` (default: the order amount): the first AuthReq carries
+    CheckDigests (the PReq's);
+    a later one (its PI the AuthToken) none, with SubsequentAuthInd; ``sale``: CaptureNow with
+    a SaleDetail naming the order by its XID; the order's terms go in InstallRecurData."""
+    payload: dict = {"subsequent_auth_ind": h_oi_data is None, "auth_req_amt": amount(state, minor),
+                     "request_card_type_ind": False, "merch_data": {}}
+    terms = install_recur_data(tuple(state["terms"]) if state.get("terms") else None)
+    if terms is not None:
+        payload["install_recur_data"] = terms
+    item: dict = {"auth_tags": {"auth_rr_tags": rr_tags(rrpid, mer_id, now),
+                                "trans_ids": Raw(unh(state["trans_ids"]))},
+                  "auth_req_payload": payload}
+    if h_oi_data is not None:
+        item["check_digests"] = {"h_oi_data": Raw(h_oi_data), "hod2": Raw(hod2)}
+    value: dict = {"auth_req_item": item}
+    if sale:
+        value.update(capture_now=True, sale_detail={"merchant_order_num": state["xid"][:32]})
+    return encode(gw.AuthReqData, value)
+
+
+def pi_auth_token(auth_token: bytes) -> bytes:
+    """PI ::= [2] IMPLICIT AuthToken: a later authorisation's payment instruction."""
+    return der.implicit_constructed(2, der.content_of(auth_token))
 
 
 def cap_req_data(state: dict, *, rrpid: bytes, mer_id: str, now: dt.datetime, minor: int) -> bytes:
@@ -189,17 +265,32 @@ def p_res_data(state: dict, *, rrpid: bytes, chall_c: bytes, bci_der: bytes | No
         results["auth_status"] = {"auth_date": dt.datetime.fromisoformat(state["auth_date"]),
                                   "auth_code": state["auth_code"],
                                   "auth_ratio": ratio(state["auth_amt"], state["amount"])}
-    if state["state"] == "CAPTURED":
+    captured = captured_total(state)
+    if captured > 0:
         results["cap_status"] = {"cap_date": dt.datetime.fromisoformat(state["cap_date"]),
-                                 "cap_code": state["cap_code"],
-                                 "cap_ratio": ratio(state["cap_amt"], state["amount"])}
-    payload: dict = {"completion_code": COMPLETION[state["state"]]}
+                                 "cap_code": "success", "cap_ratio": ratio(captured,
+                                                                          state["amount"])}
+    credits = [c for c in state.get("credits", []) if not c.get("reversed")]
+    if credits:
+        results["cred_status_seq"] = [{"credit_date": dt.datetime.fromisoformat(c["date"]),
+                                       "credit_code": "success",
+                                       "credit_ratio": ratio(c["amount"], state["amount"])}
+                                      for c in credits[-MAX_CRED_STATUS:]]
+    payload: dict = {"completion_code": state.get("completion") or COMPLETION[state["state"]]}
     if results:
         payload["results"] = results
     trans_ids = unh(state["trans_ids"]) if trans_ids is None else trans_ids
     return encode(pu.PResData, {"trans_ids": Raw(trans_ids), "rrpid": rrpid,
                                 "chall_c": chall_c, "p_res_payload_seq": [payload],
                                 **_bci(bci_der)})
+
+
+def captured_total(state: dict) -> int:
+    """What is captured now (captures minus reversed ones; a state from before several captures
+    were possible: its one capture)."""
+    if "captured" in state:
+        return state["captured"]
+    return state.get("cap_amt", 0) if state["state"] == "CAPTURED" else 0
 
 
 def auth_result(data: dict) -> dict:

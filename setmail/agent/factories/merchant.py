@@ -11,7 +11,11 @@ world.toml options of a merchant:
   nobody continues becomes EXPIRED (parked PInitReqs and unanswered challenges go with it);
 * ``auth_expiry_days`` (default: its gateway's ``auth_expiry_days``, else 7): an AUTHORIZED
   purchase not captured by then becomes EXPIRED and a ``capture`` is refused (the gateway has
-  reversed the hold at the same age).
+  reversed the hold at the same age);
+* ``sale`` (bool, default false): every AuthReq asks to capture at once (CaptureNow): approved
+  purchases are CAPTURED by the AuthRes, in the gateway's open batch;
+* ``auto_close`` (seconds, default 0 = never): the merchant closes a batch (BatchAdminReq close,
+  then reconciles) that long after the first capture or credit it recorded in it.
 
 Keys: ``agents/<name>/keys/{sig,kex}.{key,cert}.pem`` and
 ``chain.pem``; the gateway's key-exchange certificate and chain from ``agents/<gateway>/keys``; the
@@ -66,4 +70,21 @@ def merchant(world: World, spec: AgentSpec) -> Role:
         max_retries=int(opts.get("max_retries", 3)),
         expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
         auth_expiry=days_option(spec.name, opts, "auth_expiry_days",
-                                gateway.options.get("auth_expiry_days", 7))))
+                                gateway.options.get("auth_expiry_days", 7)),
+        sale=_flag(spec.name, opts, "sale"),
+        auto_close=dt.timedelta(seconds=_seconds(spec.name, opts, "auto_close"))))
+
+
+def _flag(name: str, opts, option: str) -> bool:
+    value = opts.get(option, False)
+    if not isinstance(value, bool):
+        raise WorldError(f"merchant {name}: `{option}` must be true or false")
+    return value
+
+
+def _seconds(name: str, opts, option: str) -> float:
+    """A number of seconds >= 0 from world.toml (0: off; a clear error otherwise)."""
+    value = opts.get(option, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise WorldError(f"merchant {name}: `{option}` must be a number of seconds (0: off)")
+    return float(value)
