@@ -166,7 +166,7 @@ def test_same_sums_but_other_items_are_still_out_of_balance():
                 "cap_amt": usd(300)}]
     out = reconcile(record, native, details)
     assert out["result"] == "OUT_OF_BALANCE" and out["differences"] == [
-        {"seq": 2, "ours": ("bb", 300), "gateway": ("cc", 300)}]
+        {"seq": 2, "ours": ["bb", 300], "gateway": ["cc", 300]}]
     assert reconcile(record, native, details[:1] + [{**details[1], "trans_ids": {
         "xid": bytes.fromhex("bb")}}])["result"] == "BALANCED"
     # an empty batch at the gateway has no totals: zero, against ours

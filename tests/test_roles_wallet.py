@@ -499,6 +499,10 @@ def test_instalment_and_recurring_terms_are_hashed_into_hod(p, args, terms):
     agreed = Order(ORDER.description, ORDER.amount, ORDER.currency, terms=terms)
     assert oi["hod"].dump() == hod(agreed, salt) == head["inputs"]["hod"].dump()
     assert hod(agreed, salt) != hod(ORDER, salt)  # the terms are part of what was agreed
+    # and signed for the gateway, which holds the merchant's InstallRecurData to them
+    assert head["install_recur_data"].native == {"install_recur_ind": (
+        3 if terms[0] == "instalments" else {"recurring_frequency": 30, "recurring_expiry": dt.datetime(
+            2030, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)}), "ir_extensions": None}
 
 
 @pytest.mark.parametrize("args, why", [

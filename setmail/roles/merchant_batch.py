@@ -99,8 +99,8 @@ def reconcile(record: Mapping, batch_totals: Mapping | None, details) -> dict:
     result = "BALANCED" if all(ours[k] == theirs[k] for k in _COMPARED) else "OUT_OF_BALANCE"
     out = {"result": result, "ours": ours, "gateway": theirs}
     if details is not None:
-        mine = {i[0]: (i[2], i[3]) for i in record.get("items", [])}
-        gws = {d["batch_sequence_num"]: (d["trans_ids"]["xid"].hex(), d["cap_amt"]["amount"])
+        mine = {i[0]: [i[2], i[3]] for i in record.get("items", [])}
+        gws = {d["batch_sequence_num"]: [d["trans_ids"]["xid"].hex(), d["cap_amt"]["amount"]]
                for d in details}
         diffs = [{"seq": s, "ours": mine.get(s), "gateway": gws.get(s)}
                  for s in sorted(set(mine) | set(gws)) if mine.get(s) != gws.get(s)]

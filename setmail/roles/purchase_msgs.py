@@ -155,11 +155,15 @@ def pi_head(*, trans_ids_der: bytes, hod_dd: bytes, order: Order, merchant_id: s
             acq_back_key: bytes | None = None) -> bytes:
     """PIHead DER; ``pe_thumb`` names the gateway the cardholder chose (hardening, D-102);
     ``acq_back_key`` (AES-256 key wrap) lets that gateway answer us through the merchant
-    (AcqCardMsg)."""
+    (AcqCardMsg); the order's instalment/recurring terms, signed for the gateway, which holds
+    the merchant's InstallRecurData to them."""
     value = {"trans_ids": Raw(trans_ids_der),
              "inputs": {"hod": Raw(hod_dd), "purch_amt": order.purch_amt},
              "merchant_id": merchant_id, "trans_stain": trans_stain_, "sw_ident": sw_ident,
              "pe_thumb": pe_thumb}
+    terms = install_recur_data(order.terms)
+    if terms is not None:
+        value["install_recur_data"] = terms
     if acq_back_key is not None:
         value["acq_back_key_data"] = {"back_alg_id": _AES256_WRAP, "back_key": acq_back_key}
     return encode(pu.PIHead, value)
