@@ -51,6 +51,8 @@ def _register_commands() -> None:
         module.register_commands(app)
     from setmail.cli import cert_cmds  # renew
     cert_cmds.register_commands(app)
+    from setmail.cli import lifecycle_cmds  # void, refund, authorize, capture-reverse, batch
+    lifecycle_cmds.register_commands(app)
 
 
 _register_commands()

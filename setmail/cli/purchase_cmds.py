@@ -80,6 +80,14 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
                                          help="order description (only the merchant sees it)"),
         card: str = typer.Option(None, "--card", help="card name in world.toml "
                                  "(default: the cardholder's first card)"),
+        ship_now: str = typer.Option(None, "--ship-now", help="authorise only this much now "
+                                     "(a split shipment; the rest with `setmail authorize`)"),
+        instalments: int = typer.Option(None, "--instalments", help="pay in N instalments "
+                                        "(terms the cardholder signs in HOD)"),
+        recurring: int = typer.Option(None, "--recurring", help="a recurring payment every DAYS "
+                                      "days (with --until)"),
+        until: str = typer.Option(None, "--until", help="last day of the recurring payments, "
+                                  "YYYYMMDD"),
         wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the outcome"),
         json_out: bool = typer.Option(False, "--json", help="print JSON"),
         home: Path = home_option()) -> None:
@@ -93,14 +101,19 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
         _fail("--description must be 1..1000 characters")
     cards = cards_for(world, cardholder, card)
     minor, number, exp10 = parse_amount(amount, currency or cards[0].currency)
+    terms = _terms(instalments, recurring, until)
     xid = fresh(20).hex()
     order = {"xid": xid, "description": description, "amount": minor, "currency": number,
-             "amt_exp10": exp10, "cardholder": holder.address}
+             "amt_exp10": exp10, "cardholder": holder.address, **terms}
+    if ship_now is not None:
+        order["ship_now"] = parse_amount(ship_now, currency or cards[0].currency)[0]
+        if order["ship_now"] > minor:
+            _fail("--ship-now is more than the amount")
     _submit(world, merchant, "order", order)
     buy_id = _submit(world, cardholder, "buy", {
         "xid": xid, "merchant": shop.address, "pan": cards[0].pan, "expiry": cards[0].expiry,
         "description": description, "amount": minor, "currency": number, "amt_exp10": exp10,
-        "brand": world.brand})
+        "brand": world.brand, **terms})
     shown = format_amount(minor, number, exp10)
     if wait <= 0:
         typer.echo(json.dumps({"xid": xid, "amount": shown}) if json_out else xid)
@@ -120,6 +133,22 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
         typer.echo(_outcome_line(result))
     if result["state"] not in ("APPROVED", "CAPTURED"):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _terms(instalments: int | None, recurring: int | None, until: str | None) -> dict:
+    """The ``buy``/``order`` arguments of the instalment or recurring terms (checked as the
+    wallet and the merchant check them: one line and exit 2 otherwise)."""
+    from setmail.roles.purchase_msgs import order_terms
+    if (recurring is None) != (until is None):
+        _fail("--recurring DAYS and --until YYYYMMDD go together")
+    args = {"instalments": instalments} if instalments is not None else {}
+    if recurring is not None:
+        args["recurring"] = {"days": recurring, "until": until}
+    try:
+        order_terms(args)
+    except ValueError as exc:
+        _fail(str(exc))
+    return args
 
 
 def _outcome_line(r: dict) -> str:
@@ -210,6 +239,7 @@ def tx_show(xid: str = typer.Argument(..., help="the purchase's XID"),
 
 
 _AMOUNTS = ("amount", "auth_amt", "cap_amt", "cap_req_amt", "rev_amt", "late_amt",  # roles' state
+            "captured", "credited", "ship_now", "reauth_amt",  # the merchant's lifecycle
             "authorized", "held")  # the issuer's
 
 
@@ -217,7 +247,8 @@ def _shown(key: str, value, state: dict) -> str:
     """A state value for people: amounts with their currency, DER blobs by size (--json has
     everything as stored)."""
     from setmail.money import format_amount
-    if key in _AMOUNTS and isinstance(value, int) and isinstance(state.get("currency"), int):
+    if (key in _AMOUNTS and isinstance(value, int) and not isinstance(value, bool)
+            and isinstance(state.get("currency"), int)):
         return format_amount(value, state["currency"], state.get("amt_exp10", -2))
     if isinstance(value, str) and len(value) > 64 and all(c in "0123456789abcdef" for c in value):
         return f"({len(value) // 2} octets, --json shows them)"
@@ -231,12 +262,20 @@ def _shown(key: str, value, state: dict) -> str:
 
 def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
             amount: str = typer.Option(None, "--amount", help="amount to capture "
-                                       "(default: the authorised amount)"),
+                                       "(default: what is authorised and not captured)"),
+            reverse: bool = typer.Option(False, "--reverse", help="undo the latest capture "
+                                         "instead (CapRevReq; `setmail capture-reverse`)"),
             wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the CapRes"),
             home: Path = home_option()) -> None:
     """Ask the merchant's agent to capture an authorised purchase (CapReq to the gateway)."""
     from setmail.money import currency_code, parse_amount
     from setmail.txview import normalise_xid
+    if reverse:
+        if amount is not None:
+            _fail("--reverse takes back the latest capture: it has no --amount")
+        from setmail.cli.lifecycle_cmds import capture_reverse
+        capture_reverse(xid, wait=wait, json_out=False, home=home)
+        return
     world = load(home)
     xid = normalise_xid(xid)
     merchant = _holder_of(world, xid, "merchant")
@@ -252,7 +291,7 @@ def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
     if state is not None:
         code = state.get("cap_code")
         typer.echo(f"{xid[:16]}…  {state.get('state')}  cap_code={code}  "
-                   f"cap_amt={state.get('cap_amt')}")
+                   f"cap_amt={_shown('cap_amt', state.get('cap_amt'), state)}")
         if code != "success":
             raise typer.Exit(EXIT_FAILED)
 
