@@ -10,13 +10,21 @@ import time
 
 import pytest
 
-from tests.e2e_world import RunningWorld, run_cli
+from setmail.world.config import AgentSpec
+from tests.e2e_world import EXTRA_AGENTS, RunningWorld, run_cli
 from tests.ledger_check import assert_ledger_holds
+
+
+#: a third merchant that sells (CaptureNow) and closes its batches 2 s after their first item
+SHOP3 = AgentSpec("shop3", "merchant", "shop3@merchant3.example",
+                  options={"gateway": "gateway", "mer_id": "SHOP-0003", "acquirer_bin": "41111111",
+                           "display_name": "Third Shop", "sale": True, "auto_close": 2})
 
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    world = RunningWorld(tmp_path_factory.mktemp("lifecycle") / "world")
+    world = RunningWorld(tmp_path_factory.mktemp("lifecycle") / "world",
+                         extra_agents=(*EXTRA_AGENTS, SHOP3))
     world.start_smtp()
     world.start()
     try:
@@ -111,6 +119,25 @@ def test_split_shipment_and_instalments(w):
     assert out["authorized"] == "9.00 EUR"
     code, out, err = cli(w, "authorize", xid, "--amount", "1.00", "--wait", "10")
     assert code == 1 and "no AuthToken" in err
+    assert_ledger_holds(w)
+
+
+def test_a_sale_is_captured_at_once_and_its_batch_closes_itself(w):
+    code, out, err = cli(w, "buy", "--cardholder", "alice", "--merchant", "shop3", "--amount",
+                         "4.20", "--wait", "60", "--json")
+    assert code == 0 and out["state"] == "CAPTURED", (out, err)
+    state = w.wait_state("shop3", out["xid"], "CAPTURED")
+    assert state["captures"][0]["batch_id"] == 1 and w.wait_state("gateway", out["xid"],
+                                                                  "CAPTURED")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # auto_close: 2 s after the batch's first item
+        code, rows, err = cli(w, "batch", "list", "--merchant", "shop3", "--json")
+        if code == 0 and rows and rows[0]["status"] == "closed":
+            break
+        time.sleep(0.2)
+    assert rows[0]["status"] == "closed", rows
+    assert rows[0]["reconciliation"]["result"] == "BALANCED"
+    assert rows[0]["items"] == [[1, "capture", out["xid"], 420]]
     assert_ledger_holds(w)
 
 

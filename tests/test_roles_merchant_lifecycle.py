@@ -575,4 +575,7 @@ def test_no_answer_returns_an_adjustment_to_where_it_started(parties):
     buy.timer("retry")
     s = buy.state
     assert s["state"] == "CAPTURED" and s["result"]["code"] == "noReply"
-    assert s["refusals"][-1]["message"] == "CredReq"
+    assert s["refusals"][-1]["message"] == "CredReq" and "adjust_amt" not in s
+    late = cro_res(buy, send)  # the gateway's answer after we gave up: absorbed, not booked
+    out = buy.deliver(*late, sender=GATEWAY)
+    assert out.refused and buy.state == s

@@ -23,7 +23,7 @@ by it naming our exact bytes ends a request.  Each different PInitReq gets its o
 (at most ``MAX_OFFERS``; none displaces another, ``merchant_msgs.offer``), so a forged one cannot
 take or block the purchase: the dual-signed PReq says which one the cardholder answered.  The
 cardholder certificate that signed the PReq is pinned for InqReqs.  BCIs are verified on the
-gateway's validated path and never go back (shared state "brand").  Purchases nobody continues
+gateway's validated path and never go back (shared state "merchant", its "brand" part).  Purchases nobody continues
 expire (``expire_after``), authorisations nobody captures too (``auth_expiry``).
 
 Transaction key = XID hex, from the header (``xid``, else ``lid_m``: the XID doubles as LID-M,

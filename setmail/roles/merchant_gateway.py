@@ -314,9 +314,10 @@ class GatewaySide:
     def _give_up(self, state: dict, key: str, now: dt.datetime, reason: str, code: str | None,
                  *, by: str) -> Outcome:
         """No authorisation: PRes orderRejected to the cardholder.  Any later request: back to
-        the state it left (AUTHORIZED may have become EXPIRED meanwhile)."""
+        the state it left (AUTHORIZED may have become EXPIRED meanwhile).  An answer arriving
+        after this is absorbed; the batch's reconciliation would show what the gateway did."""
         rec = self.exchange.pending(state)
-        state, timers = self.exchange.settle(state)
+        state, timers = self.exchange.settle({k: v for k, v in state.items() if k not in _IN_FLIGHT})
         state = record({**state, "failure": reason,
                         "result": _result(rec["type"], rec, code, None, now)},
                        now, by, rec["type"], code, reason)
@@ -325,6 +326,10 @@ class GatewaySide:
             return Outcome(key, state, timers=(*timers, *more))
         state = enter(state, "REJECTED", now)
         return Outcome(key, state, sends=(self._pres(state, key, now),), timers=timers)
+
+
+#: what a request in flight keeps of what it asked (gone with its answer, or when it gives up)
+_IN_FLIGHT = ("reauth_req_data", "reauth_amt", "void_amt", "adjust_amt", "reversing")
 
 
 def _result(request: str, rec: dict, code: str | None, amount: int | None,
