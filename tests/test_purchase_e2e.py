@@ -80,7 +80,7 @@ def test_approved_purchase_is_captured_and_every_mail_accepted(w):
     assert w.wait_state("gateway", xid, "CAPTURED")
     assert w.wait_state("bank", xid, "POSTED")
     # the brand's BrandCRLIdentifier rode in PInitRes and AuthRes and was verified on receipt
-    assert w.shared("alice", "brand")["Visa"] >= 1 and w.shared("shop", "brand")["Visa"] >= 1
+    assert w.shared("alice", "brand")["Visa"] >= 1 and w.shared("shop", "merchant")["brand"]["Visa"] >= 1
     after = ledger(w)["alice"]
     assert after["posted"] - before["posted"] == 1234 and after["held"] == before["held"]
     code, out, _ = run_cli("tx", "show", xid, "--json", "--home", str(w.home))
