@@ -22,3 +22,21 @@ def test_directory_binds_addresses_to_certificate_identities(tmp_path):
     assert directory.by_address("mallory@evil.example") is None
     assert {p.name for p in directory.of_kind("ca")} == {"cca", "mca", "pca"}
     assert subject_hex(gw_cert) == gw_cert.subject.public_bytes().hex()
+
+
+def test_gateway_directory_reads_a_merchant_certified_after_it_was_built(tmp_path):
+    """A merchant certified by mail after the gateway started is found at its first request
+    (the race the demo met: the gateway refused the shop's first AuthReq)."""
+    from setmail.agent.compose import fresh_merchant_addresses
+    from setmail.agent.factories.gateway import FreshDirectory
+    create_world(tmp_path / "w", smtp_port=2599, certificates="direct")
+    world = load_world(tmp_path / "w")
+    keys = world.keys_dir("shop")
+    hidden = keys.with_name("keys.hidden")
+    keys.rename(hidden)  # the shop before its registration
+    directory, addresses = FreshDirectory(world), fresh_merchant_addresses(world)
+    assert addresses("SHOP-0001") is None or addresses("SHOP-0001") == world.agent("shop").address
+    hidden.rename(keys)  # the shop's certificates arrive by mail
+    assert directory.merchant("SHOP-0001").address == world.agent("shop").address
+    assert addresses("SHOP-0001") == world.agent("shop").address
+    assert directory.merchant("NOBODY-9") is None

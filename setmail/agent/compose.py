@@ -180,12 +180,23 @@ def merchant_addresses(world: World) -> dict[str, str]:
     return out
 
 
+def fresh_merchant_addresses(world: World) -> Callable[[str], str | None]:
+    """merID -> address, read again when a merID is not known (a merchant certified by mail
+    after this role was built asks at once for its gateway's certificates)."""
+    known = merchant_addresses(world)
+
+    def address(mer_id: str) -> str | None:
+        if mer_id not in known:
+            known.update(merchant_addresses(world))
+        return known.get(mer_id)
+    return address
+
+
 def _pcert_server(world, spec, own: Identity) -> PCertServer:
     opts = spec.options
-    merchants = merchant_addresses(world)
     return PCertServer(PCertServerConfig(
         name=spec.address, sig=own, kex=load_cert(world.keys_dir(spec.name) / "kex.cert.pem"),
-        trust=trust_store(world), brand=world.brand, merchants=merchants.get,
+        trust=trust_store(world), brand=world.brand, merchants=fresh_merchant_addresses(world),
         bins=(str(opts.get("acquirer_bin") or opts.get("acquirer_id") or "41111111"),),
         bci=brand_bci(world), crls=crls(world), suite=get_suite(world.suite)))
 

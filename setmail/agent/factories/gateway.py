@@ -19,7 +19,30 @@ import datetime as dt
 from setmail.agent.factory import register_role
 from setmail.errors import WorldError
 from setmail.roles.base import Role
+from setmail.roles.directory import Directory, Party
 from setmail.world.config import AgentSpec, World
+from setmail.world.directory import load_directory
+
+
+class FreshDirectory(Directory):
+    """The world's directory, read again when a merID is not in it.
+
+    Why: a merchant certified by mail after the gateway started is in the directory on disk but
+    not in the copy the gateway was built with; without this its first AuthReq would be refused
+    ("not in the directory") until the gateway noticed the new certificate file.  Only an
+    authenticated request (a merchant certificate valid under the brand's Merchant CA) reaches
+    the look-up, so a stranger cannot make the gateway read the disk at will."""
+
+    def __init__(self, world: World):
+        self.world = world
+        super().__init__(load_directory(world).parties)
+
+    def merchant(self, mer_id: str | None) -> Party | None:
+        found = super().merchant(mer_id)
+        if found is None and mer_id:
+            super().__init__(load_directory(self.world).parties)
+            found = super().merchant(mer_id)
+        return found
 
 
 @register_role("gateway")
@@ -28,7 +51,6 @@ def gateway(world: World, spec: AgentSpec) -> Role:
     from setmail.crypto.suite import get_suite
     from setmail.roles.gateway import Gateway, GatewayConfig
     from setmail.world.keys import load_cert, load_chain, load_key
-    from setmail.world.directory import load_directory
     from setmail.world.trees import brand_bci, crls, trust_store
 
     opts = spec.options
@@ -50,7 +72,7 @@ def gateway(world: World, spec: AgentSpec) -> Role:
         crls=crls(world), acquirer_id=str(opts.get("acquirer_id", "41111111")),
         suite=get_suite(world.suite),
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
-        max_retries=int(opts.get("max_retries", 3)), directory=load_directory(world),
+        max_retries=int(opts.get("max_retries", 3)), directory=FreshDirectory(world),
         auth_expiry=days_option(spec.name, opts, "auth_expiry_days", 7),
         max_batch_items=count_option(spec.name, opts, "max_batch_items", 1000)))
 
