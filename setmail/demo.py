@@ -3,8 +3,9 @@
 Creates a world in a temporary directory (or ``--home``), starts the SMTP server and every agent
 (``setmail run``), then, through the same commands a user types: registers alice's card with the
 cardholder CA, buys 12.34 EUR at the shop (approved, captured automatically), tries 9,999.00 EUR
-(declined by the issuer: insufficient funds), inquires about the first purchase, prints its trace
-and the issuer's ledger, and stops the agents.  Every outcome is checked; exit 0 only if all hold.
+(declined by the issuer: insufficient funds), inquires about the first purchase, refunds it, closes
+the shop's batch (reconciled, then cleared with the issuer), prints the trace and the issuer's
+ledger, checks the ledger's invariant, and stops the agents.  Every outcome is checked; exit 0 only if all hold.
 """
 from __future__ import annotations
 
@@ -70,6 +71,38 @@ def _wait_listening(home: Path, port: int, proc: subprocess.Popen) -> None:
         raise SystemExit("the agents did not start:\n" + (home / "agents.log").read_text())
 
 
+def _certified(home: Path, timeout: float = 60.0) -> bool:
+    """The shop and its gateway got their certificates by mail (``init`` asks for them), and the
+    shop its gateway's key-exchange certificate: before that, the shop cannot sell."""
+    import time
+    from setmail.world import load_world
+    from setmail.world.peers import peer_dir
+    world = load_world(home)
+    needed = (world.keys_dir("shop") / "sig.cert.pem", world.keys_dir("gateway") / "sig.cert.pem",
+              peer_dir(world.agent_home("shop"), "gateway") / "kex.cert.pem")
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in needed):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _settled(home: Path, check: Checks, timeout: float = 30.0) -> dict:
+    """alice's card in the issuer's statement, once the clearing mail has settled the batch."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        code, out = setmail("statement", "alice", "--json", "--home", str(home), show=False)
+        card = (json.loads(out)["cards"] or [{}])[0] if code == 0 else {}
+        if card.get("posted_settled") or time.monotonic() > deadline:
+            check(card.get("posted_settled") == 1234 and card.get("credited_settled") == 1234
+                  and not card.get("posted_pending") and not card.get("credited_pending"),
+                  "the issuer settled the cleared batch: 12.34 posted and 12.34 credited")
+            return card
+        time.sleep(0.2)
+
+
 def run(home: Path) -> int:
     from setmail.mail.smtpd import pick_free_port
     check = Checks()
@@ -86,6 +119,8 @@ def run(home: Path) -> int:
              "registers her card with the cardholder CA, by mail")
         code, _ = setmail("register", "alice", "--wait", "60", *h)
         check(code == 0, "alice holds a cardholder certificate")
+        check(_certified(home), "shop and gateway hold their certificates (Me-AqCInit, RegForm, "
+              "CertReq by mail) and shop its gateway's (PCertReq)")
 
         _say("\n3. alice buys at shop: PInit, PReq (dual signature), AuthReq, issuer 0100/0110, "
              "AuthRes, PRes, CapReq, 0220/0230, CapRes")
@@ -110,20 +145,34 @@ def run(home: Path) -> int:
         code, out = setmail("inquire", xid, "--wait", "30", *h)
         check(code == 0 and "CAPTURED" in out, "the merchant answers: captured")
 
-        _say("\n6. Every mail of the first purchase, as the Maildirs hold them")
+        _say("\n6. alice sends the teapot back: shop refunds it (CredReq/CredRes; the issuer "
+             "credits her card, 0220 credit)")
+        code, out = setmail("refund", xid, "--wait", "30", "--json", *h)
+        refund = json.loads(out) if code in (0, 1) and out.strip() else {}
+        check(code == 0, "the gateway credited 12.34 EUR back")
+
+        _say("\n7. The day ends: shop closes its batch (BatchAdminReq/BatchAdminRes); the "
+             "gateway clears it with the issuer in one mail")
+        code, out = setmail("batch", "close", "--merchant", "shop", "--wait", "30", "--json", *h)
+        closed = json.loads(out) if code in (0, 1) and out.strip() else {}
+        check(code == 0 and "BALANCED" in json.dumps(closed)
+              and "OUT_OF_BALANCE" not in json.dumps(closed),
+              "shop's totals and the gateway's agree (the capture and the credit)")
+
+        _say("\n8. Every mail of the first purchase, as the Maildirs hold them")
         code, out = setmail("trace", xid, *h)
-        check(code == 0 and "IssCapRes" in out and "refused" not in out,
+        check(code == 0 and "IssCapRes" in out and "CredRes" in out and "refused" not in out,
               "the whole purchase travelled by mail, every message accepted")
 
-        _say("\n7. The issuer's ledger")
-        code, out = setmail("ledger", "--json", *h, show=False)
+        _say("\n9. The issuer's books, once the clearing mail is in")
+        card = _settled(home, check)
         setmail("ledger", *h)
-        report = json.loads(out) if code == 0 else []
-        alice = next((a for a in report if a.get("holder") == "alice"), {})
-        check(alice.get("posted") == 1234 and alice.get("held") == 0,
-              "12.34 posted to alice's card, nothing left on hold")
+        check(card.get("held") == 0 and card.get("balance") == 0, "nothing left on hold, "
+              "alice owes nothing")
+        code, _ = setmail("ledger", "--check", *h)
+        check(code == 0, "the ledger's invariant holds for every card")
     finally:
-        _say("\n8. Stopping the agents")
+        _say("\n10. Stopping the agents")
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
