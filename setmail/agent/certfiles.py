@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from setmail.agent.effects import EffectContext, register_effect
+from setmail.crypto.cms import Identity
 from setmail.pki.parse import load_certificate
 from setmail.world.files import write_private
 from setmail.world.peers import peer_dir
@@ -56,6 +57,22 @@ def _public(key_pem: bytes | None):
 def _cert_public(cert_pem: bytes) -> bytes:
     return load_certificate(cert_pem).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def previous_key_exchange(keys: Path, now=None) -> tuple[Identity, ...]:
+    """The archived key-exchange identities of ``keys`` (``old-<serial>.kex.{key,cert}.pem``)
+    whose certificates have not expired: what a renewed party still decrypts with."""
+    import datetime as dt
+    from setmail.world.keys import load_cert, load_key
+    now = now or dt.datetime.now(dt.timezone.utc)
+    out = []
+    for key_file in sorted(keys.glob("old-*.kex.key.pem")):
+        cert_file = key_file.with_name(key_file.name.replace(".key.pem", ".cert.pem"))
+        if cert_file.exists():
+            cert = load_cert(cert_file)
+            if cert.not_valid_after_utc > now:
+                out.append(Identity(load_key(key_file), cert))
+    return tuple(out)
 
 
 def ee_key(ctx: EffectContext, data: Mapping[str, Any]) -> None:

@@ -85,11 +85,16 @@ def _signed_attrs(ct_oid: bytes, digest: bytes) -> bytes:
 
 @dataclass(frozen=True, eq=False)
 class Identity:
-    """A party's private key with its certificate (and the chain it sends along when asked)."""
+    """A party's private key with its certificate (and the chain it sends along when asked).
+
+    ``previous``: key-exchange identities this one replaced at a renewal, still accepted as the
+    recipient of an envelope (mail encrypted to the old certificate may still be on its way);
+    never used to encrypt or sign."""
 
     key: object
     cert: x509.Certificate
     chain: tuple[x509.Certificate, ...] = field(default=())
+    previous: tuple["Identity", ...] = field(default=())
 
     @cached_property
     def issuer_and_serial(self) -> bytes:
@@ -345,12 +350,14 @@ def unwrap_ktri(suite: CryptoSuite, env: Envelope, recipient: Identity, *, set_b
     ri = Reader(env.recipient, "KeyTransRecipientInfo").only(0x30)
     if ri.integer() != 0:
         raise MalformedMessage("KeyTransRecipientInfo: unsupported version")
-    if ri.raw(0x30) != recipient.issuer_and_serial:
+    rid = ri.raw(0x30)
+    holder = next((i for i in (recipient, *recipient.previous) if i.issuer_and_serial == rid), None)
+    if holder is None:
         raise DecryptionFailed("envelope is addressed to another certificate")
     ri.expect(ALG_OAEP_SET if set_block else ALG_OAEP)
     encrypted = ri.value(0x04)
     ri.done()
-    return suite.oaep_decrypt(recipient.key, encrypted)
+    return suite.oaep_decrypt(holder.key, encrypted)
 
 
 def unwrap_kekri(env: Envelope, kek: bytes) -> bytes:

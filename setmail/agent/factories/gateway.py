@@ -47,6 +47,7 @@ class FreshDirectory(Directory):
 
 @register_role("gateway")
 def gateway(world: World, spec: AgentSpec) -> Role:
+    from setmail.agent.certfiles import previous_key_exchange
     from setmail.crypto.cms import Identity
     from setmail.crypto.suite import get_suite
     from setmail.roles.gateway import Gateway, GatewayConfig
@@ -65,7 +66,7 @@ def gateway(world: World, spec: AgentSpec) -> Role:
         name=spec.address,
         signature=Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem"), chain),
         key_exchange=Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem"),
-                              chain),
+                              chain, previous_key_exchange(keys)),
         trust=trust_store(world), issuer=issuer.address,
         issuer_sig=load_cert(issuer_keys / "sig.cert.pem"),
         issuer_kex=load_cert(issuer_keys / "kex.cert.pem"), bci=brand_bci(world),

@@ -40,6 +40,7 @@ def _without_root(chain) -> tuple:
 
 @register_role("merchant")
 def merchant(world: World, spec: AgentSpec) -> Role:
+    from setmail.agent.certfiles import previous_key_exchange
     from setmail.crypto.cms import Identity
     from setmail.crypto.suite import get_suite
     from setmail.pki.setext import read_merchant_data
@@ -54,7 +55,8 @@ def merchant(world: World, spec: AgentSpec) -> Role:
     keys, gateway_keys = world.keys_dir(spec.name), world.keys_dir(gateway.name)
     chain = _without_root(load_chain(keys / "chain.pem"))
     sig = Identity(load_key(keys / "sig.key.pem"), load_cert(keys / "sig.cert.pem"), chain)
-    kex = Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem"), chain)
+    kex = Identity(load_key(keys / "kex.key.pem"), load_cert(keys / "kex.cert.pem"), chain,
+                   previous_key_exchange(keys))
     info = read_merchant_data(sig.cert)
     mer_id = str(opts.get("mer_id") or (info.mer_id if info else ""))
     if info is None or info.mer_id != mer_id:
