@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,14 +171,22 @@ def _error_code(der: bytes) -> str:
 
 
 def _processed(world: World, names) -> dict[tuple[str, str], str]:
+    return each_store(world, names, lambda store: store.query(
+        "SELECT maildir_key, status FROM processed_mail"))
+
+
+def each_store(world: World, names, read: Callable[[Any], Iterable[tuple[str, Any]]]
+               ) -> dict[tuple[str, str], Any]:
+    """(agent, key) -> value for every (key, value) ``read(store)`` yields from the store of each
+    agent in ``names`` that has one."""
     out = {}
     for name in names:
         if not world.store_path(name).exists():
             continue
         store = open_store(world, name)
         try:
-            for key, status in store.query("SELECT maildir_key, status FROM processed_mail"):
-                out[(name, key)] = status
+            for key, value in read(store):
+                out[(name, key)] = value
         finally:
             store.close()
     return out

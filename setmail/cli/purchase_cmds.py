@@ -331,27 +331,10 @@ def inquire(xid: str = typer.Argument(..., help="the purchase's XID"),
         typer.echo(_outcome_line({"xid": xid, **_summary(state)}))
 
 
-def trace(xid: str = typer.Argument(..., help="the purchase's XID"),
-          json_out: bool = typer.Option(False, "--json", help="print JSON"),
-          home: Path = home_option()) -> None:
-    """Every mail of one purchase across all mailboxes, in delivery order."""
-    from dataclasses import asdict
-    from setmail.txview import normalise_xid, trace as build_trace, when
-    world = load(home)
-    entries = build_trace(world, normalise_xid(xid))
-    if json_out:
-        typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
-        return
-    if not entries:
-        _fail(f"no mail of purchase {xid} in any mailbox", EXIT_FAILED)
-    for e in entries:
-        typer.echo(f"{when(e.time)}  {e.sender:>8} -> {e.recipient:<8} {e.message_type:<11} "
-                   f"{e.size:>6} B  {e.result}")
-
-
 def register_commands(app: typer.Typer) -> None:
     app.command("buy")(buy)
     app.add_typer(tx_app, name="tx")
     app.command("capture")(capture)
     app.command("inquire")(inquire)
+    from setmail.cli.trace_cmds import trace  # the pictures: setmail/tracedraw/
     app.command("trace")(trace)
