@@ -7,7 +7,7 @@ claim → parse_mail → decode_wrapper → content type check → [fault after_
 (SHA-256 of the MessageWrapper DER) → role.step → ONE store transaction (state, shared state,
 dedupe record with the responses unless the role refused the mail, outbox rows, timers, effects,
 processed-mail record) → [fault after_commit] → after-commit effects → mark_done →
-[fault after_mark_done] … sender: SMTP → [fault mid_send] → mark_sent.
+[fault after_mark_done] … sender: SMTP → [fault mid_send] → Sent copy → mark_sent.
 
 A mail whose processed-mail record is already committed is only finished (marked done, or moved
 to the quarantine) when seen again, so the crash window between commit and ``mark_done`` does
@@ -19,6 +19,7 @@ quarantined and never answered (whatever its From says); one process per agent (
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -98,6 +99,7 @@ class Agent(rl.Reloading):
             maildir.ensure_maildir(config.maildir)
             self.store = store or cmdq.open_store(config.store_path)
             self.pool = pool or SMTPClientPool(local_hostname=mailout.domain_of(config.address))
+            self.sent = mailout.SentFolder(config.maildir)
             self.ctx = fx.EffectContext(config.name, config.home)
             cmdq.ensure_tables(self.store, cmdq.DDL + fx.JOURNAL_DDL)
         except BaseException:
@@ -261,13 +263,11 @@ class Agent(rl.Reloading):
                 break
         return outcome
 
-    def _outgoing(self, to: str, mtype: str, der: bytes, txkey: str, msgid: str,
-                  now: dt.datetime, request: ParsedMail | None) -> OutgoingMail:
-        raw = mailout.build(der=der, content_type=MIME_TYPES[mtype], sender=self.config.address,
-                            recipient=to, msgid=msgid, message_type=mtype, txkey=txkey, now=now,
-                            reply_to_id=request.message_id if request else None,
-                            reply_refs=request.references if request else ())
-        return OutgoingMail(to, self.config.smtp_host, self.config.smtp_port, raw, msgid)
+    def _outgoing(self, send, txkey: str, seq: int, now: dt.datetime,
+                  request: ParsedMail | None) -> OutgoingMail:
+        msgid, raw = mailout.build(agent=self.name, address=self.config.address, send=send,
+                                   txkey=txkey, seq=seq, now=now, request=request)
+        return OutgoingMail(send.to, self.config.smtp_host, self.config.smtp_port, raw, msgid)
 
     def _commit(self, txkey: str, outcome: Outcome, *, mail_key: str | None = None,
                 request: ParsedMail | None = None, record: tuple[bytes, str] | None = None,
@@ -282,9 +282,7 @@ class Agent(rl.Reloading):
             mails = []
             for send in outcome.sends:
                 seq += 1
-                msgid = mailout.message_id(self.name, self.config.address, tx_key, seq)
-                mails.append(self._outgoing(send.to, send.message_type, send.wrapper_der, tx_key,
-                                            msgid, now_dt, request))
+                mails.append(self._outgoing(send, tx_key, seq, now_dt, request))
             if outcome.sends:
                 tx.put_state(SEQ_PREFIX + tx_key, seq)
             if secret_lost(tx.state_secret(STATE_PREFIX + tx_key), outcome.state):
@@ -325,6 +323,10 @@ class Agent(rl.Reloading):
     def process_commands(self) -> int:
         done = 0
         for row in cmdq.pending(self.store):
+            if cmdq.expire_if_late(self.store, row, self.clock()):
+                log.warning("%-8s CMD  %-14s expired: past its deadline, not carried out",
+                            self.name, row.name)
+                continue
             event = Command(row.name, row.args)
             if self.reloader is not None and not self.reloader.takes(event):
                 continue  # pending until the role that takes it is built
@@ -335,7 +337,8 @@ class Agent(rl.Reloading):
                 if not isinstance(exc, SetmailError):
                     log.error("%s: internal error on command %s: %s", self.name, row.name,
                               traceback.format_exc())
-                with self.store.transaction(now=self.clock()) as tx:
+                with contextlib.suppress(cmdq.CommandGone), \
+                        self.store.transaction(now=self.clock()) as tx:
                     cmdq.finish(tx, row.id, "failed", detail=f"{type(exc).__name__}: {exc}")
                 log.warning("%-8s CMD  %-14s failed: %s", self.name, row.name, loggable(exc))
                 continue
@@ -348,8 +351,12 @@ class Agent(rl.Reloading):
             else:
                 log.info("%-8s CMD  %-14s tx=%s", self.name, row.name,
                          mailout.safe_token(txkey, 16))
-            self._commit(txkey, outcome, extra=lambda tx, r=row, k=tx_key, s=status, d=reason:
-                         cmdq.finish(tx, r.id, s, txkey=k, detail=d))
+            try:
+                self._commit(txkey, outcome, extra=lambda tx, r=row, k=tx_key, s=status, d=reason:
+                             cmdq.finish(tx, r.id, s, txkey=k, detail=d))
+            except cmdq.CommandGone:  # withdrawn while we worked: nothing of it was committed
+                log.info("%-8s CMD  %-14s withdrawn before it ran", self.name, row.name)
+                continue
             self.stats["commands"] += 1
             done += 1
         return done
@@ -384,6 +391,7 @@ class Agent(rl.Reloading):
     # -- sending -----------------------------------------------------------------------------------
     def _send_one(self, host, port, sender, recipients, raw, timeout) -> None:
         self.pool.send(host, port, sender, recipients, raw, timeout)
+        self.sent.keep(raw)
         mtype, txkey = mailout.describe_raw(raw)
         self.stats["out"] += 1
         log.info("%-8s OUT  %-14s tx=%s to %s (sent)", self.name, mtype, txkey[:16],
@@ -391,9 +399,11 @@ class Agent(rl.Reloading):
         fault.hit("mid_send", self.name)
 
     def send_due(self) -> DrainResult:
-        """Send every due outbox row once (250 → row deleted; failure → backoff or dead)."""
+        """Send every due outbox row once (250 → its copy filed in .Sent, row deleted;
+        failure → backoff or dead)."""
         result = drain_outbox(self.store, now=self.clock(), backoff=self.config.backoff,
-                              sender=self.config.address, send_fn=self._send_one, timeout=30.0)
+                              sender=self.config.address, send_fn=self._send_one, timeout=30.0,
+                              before_record=self.sent.file)
         rows = {r.id: r for r in self.store.outbox()} if result.failed or result.dead else {}
         for row_id in result.failed + result.dead:
             row = rows.get(row_id)

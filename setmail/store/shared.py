@@ -39,20 +39,30 @@ COMMANDS_DDL = (
     # the agent looks for pending rows several times a second; done ones pile up
     ("CREATE INDEX IF NOT EXISTS agent_commands_pending ON agent_commands (id) "
      "WHERE status = 'pending'"))
+#: columns added since the table was first created (older stores gain them on open)
+_ADDED = (("deadline", "REAL"),)
 
 
 def ensure_tables(store, ddl=COMMANDS_DDL) -> None:
     with store.transaction(now=time.time()) as tx:
         for statement in ddl:
             tx.execute(statement)
+        if ddl is COMMANDS_DDL:
+            have = {r[1] for r in tx.execute("PRAGMA table_info(agent_commands)").fetchall()}
+            for column, kind in _ADDED:
+                if column not in have:
+                    tx.execute(f"ALTER TABLE agent_commands ADD COLUMN {column} {kind}")
 
 
 def submit(store, name: str, args: dict[str, Any] | None = None, *,
-           now: float | None = None) -> int:
-    """Queue a command for the agent owning ``store``; returns its id."""
+           now: float | None = None, deadline: float | None = None) -> int:
+    """Queue a command for the agent owning ``store``; returns its id.  ``deadline`` (epoch
+    seconds): the agent never carries it out later than that (a ``--wait`` that timed out must
+    not turn into a purchase the user believes failed)."""
     ensure_tables(store)
     now = time.time() if now is None else now
     with store.transaction(now=now) as tx:
-        cur = tx.execute("INSERT INTO agent_commands (name, args, submitted_at) VALUES (?, ?, ?)",
-                         (name, json.dumps(args or {}, sort_keys=True), now))
+        cur = tx.execute("INSERT INTO agent_commands (name, args, submitted_at, deadline) "
+                         "VALUES (?, ?, ?, ?)",
+                         (name, json.dumps(args or {}, sort_keys=True), now, deadline))
         return cur.lastrowid
