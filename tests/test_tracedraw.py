@@ -132,3 +132,12 @@ def test_follow_redraws_on_a_terminal_and_stops_on_ctrl_c_or_timeout():
     ended, last = follow(lambda: running, Console(file=io.StringIO()), timeout=3,
                          clock=clock, sleep=lambda s: None)
     assert ended == TIMED_OUT and last is running
+
+
+def test_bad_options_are_one_line_errors(tmp_path):
+    from tests.e2e_world import run_cli
+    for args, why in ((["--format", "pdf"], "--format must be one of text, html, svg"),
+                      (["--follow", "--json"], "--follow draws in the terminal"),
+                      (["--output", str(tmp_path / "x")], "add --format html")):
+        code, out, err = run_cli("trace", XID, *args, "--home", str(tmp_path))
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
