@@ -64,78 +64,69 @@ def _insert(tx, row: Mapping[str, Any]) -> None:
                f"({', '.join('?' * len(_COLUMNS))})", tuple(row.get(c) for c in _COLUMNS))
 
 
-def _rows(tx, data: Mapping[str, Any], *rows: tuple[str, int]) -> None:
-    _table(tx)
+def _moves(data: Mapping[str, Any], at: float, *moves: tuple[str, int]) -> list[dict[str, Any]]:
     pan = str((data.get("secret") or {}).get("pan", ""))
-    for kind, amount in rows:
-        _insert(tx, {"xid": data["xid"], "kind": kind, "pan": pan,
-                     "pan_last4": data["pan_last4"], "amount": int(amount),
-                     "currency": data.get("currency"), "code": data["code"], "at": tx.now,
-                     "purchase": data.get("purchase"), "merchant_id": data.get("merchant_id"),
-                     "stan": data.get("stan"), "original_stan": data.get("original_stan")})
+    return [{"xid": data["xid"], "kind": kind, "pan": pan, "pan_last4": data["pan_last4"],
+             "amount": int(amount), "currency": data.get("currency"), "code": data["code"],
+             "at": at, "purchase": data.get("purchase"), "merchant_id": data.get("merchant_id"),
+             "stan": data.get("stan"), "original_stan": data.get("original_stan")}
+            for kind, amount in moves]
 
 
-def hold(ctx, tx, data) -> None:
-    _rows(tx, data, ("hold", data["amount"]))
-
-
-def post(ctx, tx, data) -> None:
+def _post(data, at):
     """The capture posts its amount and gives back the hold: all of it, or all but
     ``remaining`` (a partial completion)."""
     release = "partial_release" if data.get("remaining") else "release"
-    _rows(tx, data, (release, data["released"]), ("post", data["amount"]))
+    return _moves(data, at, (release, data["released"]), ("post", data["amount"]))
 
 
-def decline(ctx, tx, data) -> None:
-    _rows(tx, data, ("decline", data["amount"]))
-
-
-def reverse(ctx, tx, data) -> None:
-    """A reversal gives back the whole hold; nothing is posted."""
-    _rows(tx, data, ("reversal", data["amount"]))
-
-
-def partial_release(ctx, tx, data) -> None:
-    """A partial reversal gives back the part of the hold above the replacement amount."""
-    _rows(tx, data, ("partial_release", data["amount"]))
-
-
-def expire(ctx, tx, data) -> None:
-    """An unclaimed hold released by the issuer itself; nothing is posted."""
-    _rows(tx, data, ("expired", data["amount"]))
-
-
-def credit(ctx, tx, data) -> None:
-    _rows(tx, data, ("credit", data["amount"]))
-
-
-def credit_reversal(ctx, tx, data) -> None:
-    _rows(tx, data, ("credit_reversal", data["amount"]))
-
-
-def capture_reversal(ctx, tx, data) -> None:
-    """The posting undone, and the hold that capture had released held again."""
-    _rows(tx, data, ("capture_reversal", data["amount"]), ("hold", data["reinstated"]))
-
-
-def settle(ctx, tx, data) -> None:
+def _settle(data, at):
     """One ``settle`` row per item of a cleared batch (its PAN from ``secret["pans"]``)."""
-    _table(tx)
     pans = (data.get("secret") or {}).get("pans", [])
-    for item, pan in zip(data["items"], pans):
-        _insert(tx, {"xid": item["xid"], "kind": "settle", "pan": pan,
-                     "pan_last4": item["pan_last4"], "amount": int(item["amount"]),
-                     "currency": item["currency"], "code": data["code"], "at": tx.now,
-                     "purchase": item["purchase"], "merchant_id": data["merchant_id"],
-                     "stan": item["stan"], "item": item["kind"], "batch_id": data["batch_id"]})
+    return [{"xid": item["xid"], "kind": "settle", "pan": pan, "pan_last4": item["pan_last4"],
+             "amount": int(item["amount"]), "currency": item["currency"], "code": data["code"],
+             "at": at, "purchase": item["purchase"], "merchant_id": data["merchant_id"],
+             "stan": item["stan"], "item": item["kind"], "batch_id": data["batch_id"]}
+            for item, pan in zip(data["items"], pans)]
 
 
-for _kind, _handler in (("hold", hold), ("post", post), ("decline", decline),
-                        ("reverse", reverse), ("partial_release", partial_release),
-                        ("expire", expire), ("credit", credit),
-                        ("credit_reversal", credit_reversal),
-                        ("capture_reversal", capture_reversal), ("settle", settle)):
-    register_effect("ledger." + _kind, in_tx=_handler)
+#: effect kind (after ``ledger.``) -> the rows it writes, from its data and the commit's time:
+#: hold/decline/credit/credit_reversal one row of that kind; reverse gives back the whole hold
+#: (``reversal``), expire an unclaimed one (``expired``); a capture reversal undoes the posting
+#: and holds again what that capture had released
+ROWS = {
+    "hold": lambda d, at: _moves(d, at, ("hold", d["amount"])),
+    "post": _post,
+    "decline": lambda d, at: _moves(d, at, ("decline", d["amount"])),
+    "reverse": lambda d, at: _moves(d, at, ("reversal", d["amount"])),
+    "partial_release": lambda d, at: _moves(d, at, ("partial_release", d["amount"])),
+    "expire": lambda d, at: _moves(d, at, ("expired", d["amount"])),
+    "credit": lambda d, at: _moves(d, at, ("credit", d["amount"])),
+    "credit_reversal": lambda d, at: _moves(d, at, ("credit_reversal", d["amount"])),
+    "capture_reversal": lambda d, at: _moves(d, at, ("capture_reversal", d["amount"]),
+                                             ("hold", d["reinstated"])),
+    "settle": _settle,
+}
+
+
+def rows_of(kind: str, data: Mapping[str, Any], at: float) -> list[dict[str, Any]]:
+    """The rows effect ``kind`` (``ledger.hold`` …) writes, as ``ledger_rows`` reads them back
+    (no ``id``); [] for a kind that is not the ledger's.  Pure: what the handlers insert, and
+    what a model of the issuer (``setmail.check``) books without a store."""
+    rows = ROWS.get(kind.removeprefix("ledger.")) if kind.startswith("ledger.") else None
+    return [] if rows is None else [{**dict.fromkeys(_COLUMNS), **r} for r in rows(data, at)]
+
+
+def _handler(kind: str):
+    def in_tx(ctx, tx, data) -> None:
+        _table(tx)
+        for row in rows_of(kind, data, tx.now):
+            _insert(tx, row)
+    return in_tx
+
+
+for _kind in ROWS:
+    register_effect("ledger." + _kind, in_tx=_handler("ledger." + _kind))
 
 
 def iso(epoch: float) -> str:

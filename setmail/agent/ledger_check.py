@@ -107,15 +107,20 @@ def _originals(where: str, rows) -> list[dict[str, Any]]:
     return out
 
 
-def check_ledger(store) -> list[dict[str, Any]]:
-    """Every violation of the invariant in an issuer's store ([] = the books hold)."""
-    rows = ledger_rows(store)
-    shared = store.get_state(SHARED_KEY) or {}
+def check_rows(rows, shared: Mapping, state_of) -> list[dict[str, Any]]:
+    """Every violation of the invariant in ``rows`` (oldest first, as ``ledger_rows`` reads
+    them), given the issuer's shared totals and ``state_of(purchase key)`` (its transaction
+    state, or None).  Pure: the store's check and the model checker's (``setmail.check``)."""
     out = _cards(rows, shared)
     by_purchase: dict[str, list] = defaultdict(list)
     for row in rows:
         by_purchase[row["purchase"] or row["xid"]].append(row)
     for key, mine in by_purchase.items():
-        state = store.get_state(STATE_PREFIX + key) if "." in key else None
-        out.extend(_purchase(key, mine, state))
+        out.extend(_purchase(key, mine, state_of(key) if "." in key else None))
     return out
+
+
+def check_ledger(store) -> list[dict[str, Any]]:
+    """Every violation of the invariant in an issuer's store ([] = the books hold)."""
+    return check_rows(ledger_rows(store), store.get_state(SHARED_KEY) or {},
+                      lambda key: store.get_state(STATE_PREFIX + key))
