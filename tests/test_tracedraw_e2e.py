@@ -281,8 +281,9 @@ def test_follow_stops_cleanly_on_ctrl_c(w):
     proc = subprocess.Popen(follow_cmd(w, "cd" * 20), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    time.sleep(4)  # imported and polling a purchase that never comes
+    first = proc.stderr.readline()  # it polls now, for a purchase that never comes
+    assert first.startswith("following purchase"), first
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "stopped (Ctrl-C)" in err, err
+    assert proc.returncode == 130 and err.strip() == "stopped (Ctrl-C)", err
     assert "Traceback" not in err and out == ""
