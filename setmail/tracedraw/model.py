@@ -8,7 +8,7 @@ parts unopened), passed once more through ``redact`` so that no card number can 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from setmail.roles.purchase_msgs import mask_pan
@@ -98,11 +98,6 @@ class Trace:
 
     def lane_index(self, name: str) -> int:
         return next(i for i, lane in enumerate(self.lanes) if lane.name == name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"xid": self.xid, "settled": self.settled,
-                "lanes": [{**asdict(lane), "role": lane.role} for lane in self.lanes],
-                "arrows": [{**asdict(a), "verdict": a.verdict} for a in self.arrows]}
 
 
 def human_size(size: int) -> str:
