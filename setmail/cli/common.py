@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -21,12 +22,27 @@ def load(home: Path | None):
     return load_world(home)
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """One readable line per event on stderr: time, agent, direction, SET type, tx, peer."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+class _UTCFormatter(logging.Formatter):
+    """ISO 8601 in UTC with milliseconds (2026-12-07T06:58:17.123Z): one clock for every host
+    of a world, and lines that sort as text."""
+
+    converter = time.gmtime
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802  (logging's name)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + \
+            f".{int(record.msecs):03d}Z"
+
+
+def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
+    """One readable line per event on stderr (and appended to ``log_file``, if given): time,
+    agent, direction, SET type, tx, peer."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(_UTCFormatter("%(asctime)s %(message)s"))
     root = logging.getLogger("setmail")
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
     # the format uses none of these; the logging HOWTO's "Optimization" switches skip collecting

@@ -20,6 +20,24 @@ app = typer.Typer(name="setmail", no_args_is_help=True, add_completion=False,
 EXIT_FAILED, EXIT_USAGE, EXIT_ENV = 1, 2, 3
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            number = version("setmail")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown"
+        typer.echo(f"setmail {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: bool = typer.Option(False, "--version", is_eager=True,
+                                               callback=_version,
+                                               help="print setmail's version and exit")) -> None:
+    """SET 1.0 card payments, store-and-forward over e-mail."""
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     typer.echo(f"setmail: error: {message}", err=True)
     raise typer.Exit(code)
