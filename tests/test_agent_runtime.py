@@ -265,7 +265,7 @@ def test_bad_mail_is_quarantined_and_agent_keeps_serving(world):
     qdir = cfgs["server"].maildir / ".quarantine"
     for name, key in keys.items():
         if name != "good":
-            assert (qdir / key).exists() and (qdir / f"{key}.reason").read_text().strip()
+            assert (qdir / "new" / key).exists() and (qdir / f"{key}.reason").read_text().strip()
     assert "WrongMailContentType" in (qdir / f"{keys['wrongtype']}.reason").read_text()
     assert len(server.store.quarantined()) == 5
     # none is answered, not even the one whose header decoded from a party of the world: an

@@ -15,7 +15,10 @@ def box(tmp_path):
 
 
 def test_layout_and_delivery(box):
-    assert sorted(p.name for p in box.iterdir()) == [".quarantine", "cur", "new", "tmp"]
+    assert sorted(p.name for p in box.iterdir()) == [".Sent", ".quarantine", "cur", "new", "tmp"]
+    for folder in (".Sent", ".quarantine"):  # Maildir++ folders, as mail clients expect them
+        assert sorted(p.name for p in (box / folder).iterdir()) == [
+            "cur", "maildirfolder", "new", "tmp"]
     key = md.deliver(box, b"Subject: x\n\nbody\n")
     assert (box / "new" / key).read_bytes() == b"Subject: x\n\nbody\n"
     assert list((box / "tmp").iterdir()) == []
@@ -82,7 +85,9 @@ def test_quarantine_from_new_and_from_cur(box):
     qa = md.quarantine(box, a, "wrong content type")
     md.quarantine(box, b, "bad signature: ünïcode")
     q = box / md.QUARANTINE
-    assert qa == q / a and qa.read_bytes() == b"a"
+    assert qa == q / "new" / a and qa.read_bytes() == b"a"
+    assert (q / "new" / b).read_bytes() == b"b"  # claimed (cur/K:2,): its flags do not follow
+    assert md.reason(box, a) == "wrong content type" and md.reason(box, "nokey") is None
     assert (q / f"{a}.reason").read_text() == "wrong content type\n"
     assert (q / f"{b}.reason").read_text(encoding="utf-8") == "bad signature: ünïcode\n"
     assert md.pending(box) == [] and md.list_messages(box) == []

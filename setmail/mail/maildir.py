@@ -4,8 +4,11 @@ Why not ``mailbox.Maildir``: its ``add`` fsyncs the file but never the ``new/`` 
 entry can vanish on power loss after the SMTP 250), it does not create parent folders, and its
 unlocked class counter ``_count`` can give two writers in one process the same name.
 
-Layout: ``tmp/``, ``new/``, ``cur/`` as every Maildir reader expects, plus ``.quarantine/`` (hidden
-from readers by its leading dot) holding refused mails next to a ``<name>.reason`` text file.
+Layout: ``tmp/``, ``new/``, ``cur/`` as every Maildir reader expects, plus two Maildir++ folders
+(each its own ``tmp/new/cur``, hidden from the inbox by the leading dot, listed by mail clients as
+folders): ``.quarantine/`` holds refused mails (in its ``new/``: nobody has looked at them yet),
+each with a ``<key>.reason`` text file at the folder's top where no reader takes it for a mail;
+``.Sent/`` holds the agent's copies of what it sent (``file_copies``).
 A message's *key* is its unique file name without the ``:2,<flags>`` info suffix.
 
 Life of a message: ``deliver`` → ``new/K``; ``claim`` → ``cur/K:2,`` (being processed);
@@ -25,6 +28,8 @@ from pathlib import Path
 from setmail.errors import MaildirError, MaildirKeyError
 
 QUARANTINE = ".quarantine"
+SENT = ".Sent"
+FOLDERS = (QUARANTINE, SENT)
 _INFO = ":2,"
 _counter = itertools.count()  # next() on itertools.count is atomic under the GIL
 _HOST = socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
@@ -33,7 +38,7 @@ _HOST = socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "loc
 @dataclass(frozen=True)
 class MaildirEntry:
     key: str
-    folder: str  # "new", "cur" or "quarantine"
+    folder: str  # "new", "cur", "quarantine" or "sent"
     flags: str
     size: int
     mtime: float
@@ -59,14 +64,32 @@ def _unique_name() -> str:
 
 
 def ensure_maildir(path: str | os.PathLike) -> Path:
-    """Create the Maildir (and its parents) if missing; return its Path."""
+    """Create the Maildir (and its parents) and its folders if missing; return its Path."""
     root = Path(path)
     try:
-        for sub in ("tmp", "new", "cur", QUARANTINE):
+        for sub in ("tmp", "new", "cur", *(f"{f}/{s}" for f in FOLDERS for s in ("tmp", "new",
+                                                                                 "cur"))):
             (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in FOLDERS:  # Maildir++: marks a folder (Courier, Dovecot, mailbox.Maildir)
+            (root / folder / "maildirfolder").touch(mode=0o600, exist_ok=True)
+        _move_flat_quarantine(root / QUARANTINE)
     except OSError as exc:
         raise MaildirError(f"cannot create Maildir {root}: {exc}") from exc
     return root
+
+
+def _move_flat_quarantine(qdir: Path) -> None:
+    """Mails quarantined before ``.quarantine`` was a Maildir++ folder lay at its top: into its
+    ``new/`` (their reasons stay where they are)."""
+    with os.scandir(qdir) as it:
+        flat = [e.name for e in it if e.is_file(follow_symlinks=False)
+                and not e.name.startswith(".") and e.name != "maildirfolder"
+                and not e.name.endswith((".reason", ".tmp"))]
+    for name in flat:
+        os.rename(qdir / name, qdir / "new" / name)
+    if flat:
+        _fsync_dir(qdir / "new")
+        _fsync_dir(qdir)
 
 
 def deliver(path: str | os.PathLike, raw: bytes) -> str:
@@ -106,10 +129,38 @@ def deliver_many(items: list[tuple[str | os.PathLike, bytes]]) -> list[str | Mai
     return results
 
 
-def _write_linked(root: str, raw: bytes) -> str:
-    """Write ``raw`` to ``tmp/``, fsync it and link it into ``new/``; its key."""
-    name = _unique_name()
-    tmp, new = os.path.join(root, "tmp", name), os.path.join(root, "new", name)
+def file_copies(folder: str | os.PathLike, items: list[tuple[str, bytes]]) -> list[str]:
+    """File mails into the Maildir (or folder, e.g. ``<maildir>/.Sent``) ``folder`` as seen
+    (``cur/<key>:2,S``, as mail clients keep what they sent), under the keys given, each once:
+    a key already there is skipped, so a mail sent again (a re-send after a crash, a stored
+    answer repeated) keeps one copy.  Every file is fsynced, then ``cur/`` once: when this
+    returns, the copies survive power loss.  The keys filed now."""
+    root = os.fspath(folder)
+    filed = []
+    try:
+        for key, raw in items:
+            _check_key(key)
+            if key in filed or any(os.path.exists(os.path.join(root, sub, key + info))
+                                   for sub, info in (("cur", _INFO + "S"), ("cur", _INFO),
+                                                     ("new", ""))):
+                continue
+            try:
+                filed.append(_write_linked(root, raw, key, seen=True))
+            except FileExistsError:
+                continue  # filed meanwhile by an earlier round of the same key
+        if filed:
+            _fsync_dir(os.path.join(root, "cur"))
+    except OSError as exc:
+        raise MaildirError(f"filing into {root} failed: {exc}") from exc
+    return filed
+
+
+def _write_linked(root: str, raw: bytes, name: str | None = None, seen: bool = False) -> str:
+    """Write ``raw`` to ``tmp/``, fsync it and link it into ``new/`` (``seen``: as
+    ``cur/<key>:2,S``); its key (a fresh unique name unless given)."""
+    name = name or _unique_name()
+    tmp = os.path.join(root, "tmp", name)
+    new = os.path.join(root, "cur", name + _INFO + "S") if seen else os.path.join(root, "new", name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(raw)
@@ -229,7 +280,7 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 
 def quarantine(path: str | os.PathLike, key: str, reason: str) -> Path:
-    """Move the message out of new/ or cur/ into ``.quarantine/`` with a ``.reason`` file.
+    """Move the message out of new/ or cur/ into ``.quarantine/new/`` with a ``.reason`` file.
 
     The reason is written first: a crash in between leaves the mail where it was, to be
     processed (and quarantined) again, never a mail without its reason.
@@ -238,26 +289,42 @@ def quarantine(path: str | os.PathLike, key: str, reason: str) -> Path:
     src = _locate(root, key)
     qdir = root / QUARANTINE
     try:
-        qdir.mkdir(mode=0o700, exist_ok=True)
+        (qdir / "new").mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_durably(qdir / f"{key}.reason", reason.encode("utf-8", "replace") + b"\n")
-        dst = qdir / key
+        dst = qdir / "new" / key
         os.rename(src, dst)
-        _fsync_dir(qdir)
+        _fsync_dir(dst.parent)
         _fsync_dir(src.parent)
     except OSError as exc:
         raise MaildirError(f"quarantine of {key!r} in {root} failed: {exc}") from exc
     return dst
 
 
+def reason(path: str | os.PathLike, key: str) -> str | None:
+    """Why message ``key`` was quarantined (its ``.reason`` file), None if it was not."""
+    _check_key(key)
+    try:
+        return (Path(path) / QUARANTINE / f"{key}.reason").read_text("utf-8", "replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MaildirError(f"cannot read the reason of {key!r} in {path}: {exc}") from exc
+
+
 def read(path: str | os.PathLike, key: str) -> bytes:
-    """The bytes of message ``key`` in new/, cur/ or the quarantine."""
+    """The bytes of message ``key`` in new/, cur/, the quarantine or the Sent folder."""
     root = Path(path)
     _check_key(key)
     for _ in range(2):  # a concurrent claim may move the file between lookup and open
-        try:
-            src = _locate(root, key)
-        except MaildirKeyError:
-            src = root / QUARANTINE / key
+        src = None
+        for folder in (root, root / QUARANTINE, root / SENT):
+            try:
+                src = _locate(folder, key)
+                break
+            except MaildirKeyError:
+                continue
+        if src is None:
+            break
         try:
             return src.read_bytes()
         except FileNotFoundError:
@@ -267,21 +334,31 @@ def read(path: str | os.PathLike, key: str) -> bytes:
     raise MaildirKeyError(f"no message {key!r} in {root}")
 
 
+#: list_messages' folder names -> the folder they are in
+_SUBFOLDERS = {"quarantine": QUARANTINE, "sent": SENT}
+
+
 def _scan(root: Path, folder: str) -> list[MaildirEntry]:
-    directory = root / (QUARANTINE if folder == "quarantine" else folder)
+    sub = _SUBFOLDERS.get(folder)
+    if sub is not None:  # a Maildir++ folder: its new/ and cur/, listed under its own name
+        return [e for part in ("new", "cur") for e in _scan_dir(root / sub / part, folder,
+                                                                  part == "cur")]
+    return _scan_dir(root / folder, folder, folder == "cur")
+
+
+def _scan_dir(directory: Path, folder: str, with_info: bool) -> list[MaildirEntry]:
     out = []
     try:
         with os.scandir(directory) as it:
             for entry in it:
                 name = entry.name
-                if name.startswith(".") or (folder == "quarantine" and name.endswith(
-                        (".reason", ".tmp"))):
+                if name.startswith("."):
                     continue
                 try:
                     st = entry.stat()
                 except FileNotFoundError:  # moved meanwhile
                     continue
-                key, flags = _split(name) if folder == "cur" else (name, "")
+                key, flags = _split(name) if with_info else (name, "")
                 out.append(MaildirEntry(key, folder, flags, st.st_size, st.st_mtime))
     except FileNotFoundError:
         return []
@@ -294,11 +371,13 @@ def _oldest_first(entries: list[MaildirEntry]) -> list[MaildirEntry]:
     return sorted(entries, key=lambda e: (e.mtime, e.key))
 
 
-def list_messages(path: str | os.PathLike, *, include_quarantine: bool = False
-                  ) -> list[MaildirEntry]:
-    """Every message in new/ and cur/ (and the quarantine if asked), oldest first."""
+def list_messages(path: str | os.PathLike, *, include_quarantine: bool = False,
+                  include_sent: bool = False) -> list[MaildirEntry]:
+    """Every message in new/ and cur/ (and the quarantine, the Sent folder if asked), oldest
+    first; a folder's messages are listed with ``folder`` "quarantine" or "sent"."""
     root = Path(path)
-    folders = ("new", "cur", "quarantine") if include_quarantine else ("new", "cur")
+    folders = ("new", "cur", *(("quarantine",) if include_quarantine else ()),
+               *(("sent",) if include_sent else ()))
     return _oldest_first([e for f in folders for e in _scan(root, f)])
 
 

@@ -5,7 +5,7 @@ The attacker (``Attacker``) uses only what the threat model gives it:
 * **inject** any mail into any agent through the world's real SMTP server (smtplib on loopback),
   with forged From, envelope sender, Message-ID, Subject and X-SET-Message-Type (``send``,
   ``send_raw``, ``flood``);
-* **capture** every mail of the run from every agent's Maildir (new/, cur/, .quarantine) and
+* **capture** every mail of the run from every agent's Maildir (new/, cur/, .quarantine/) and
   **replay** any of them to any agent, unchanged, under a new clear header (``forge.rewrap``:
   no signature covers it) or with bits flipped (``forge.flip``);
 * **delay** a genuine mail so its forgery arrives first (``arrive_first``; or ``crash_on``: the
@@ -207,12 +207,12 @@ class Attacker:
     def file_of(self, agent: str, message_id: str) -> Path:
         """Where the mail ``message_id`` is in ``agent``'s Maildir right now (the agent moves
         files as it claims and finishes them: a file gone meanwhile means look again)."""
-        needle = f"<{message_id}>".encode()
+        needle = f"message-id: <{message_id}>".lower().encode()  # not a reply naming it
         for _ in range(5):
             try:
                 for path in self._files(agent):
                     with open(path, "rb") as fh:
-                        if needle in fh.read(4096):
+                        if needle in fh.read(4096).lower():
                             return path
             except FileNotFoundError:
                 continue
@@ -221,9 +221,9 @@ class Attacker:
 
     def _files(self, agent: str):
         root = self.world.maildir(agent)
-        for folder in ("new", "cur", ".quarantine"):
+        for folder in ("new", "cur", ".quarantine/new", ".quarantine/cur"):
             for path in (root / folder).glob("*"):
-                if path.is_file() and not path.name.endswith((".reason", ".tmp")):
+                if path.is_file():
                     yield path
 
     def arrive_first(self, agent: str, *message_ids: str) -> None:

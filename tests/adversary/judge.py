@@ -99,7 +99,7 @@ def wait_processed(rw: RunningWorld, attacker: Attacker, agent: str, message_id:
             path = attacker.file_of(agent, message_id)
             key = path.name.split(":2,")[0]
             status = processed(rw, agent, key)
-            finished = path.parent.name == ".quarantine" or path.name.endswith("S")
+            finished = path.parent.parent.name == ".quarantine" or path.name.endswith("S")
             if status and finished:
                 return status
         except AssertionError:
