@@ -162,6 +162,11 @@ def test_crash_and_restart_completes_exactly_once(template, tmp_path, fault):
         statuses = [s for v in seen[receiver].values() for s in v]
         assert "duplicate" in statuses, seen
         assert "duplicate from" in log
+        # the sender's Sent folder: each mail once, the one sent twice across the crash too
+        sender = fault.split(":")[1]
+        sent = [parse_mail(p.read_bytes(), max_size=1 << 21)
+                for p in (world.maildir(sender) / maildir.SENT / "cur").iterdir()]
+        assert len(sent) == len({m.message_id for m in sent}) == 3, [m.subject for m in sent]
     if fault.startswith("after_commit"):
         assert "resuming" in log
 

@@ -251,13 +251,14 @@ class DrainResult:
 
 
 def drain_outbox(store, *, now: float, backoff: Backoff, sender: str,
-                 send_fn: Sender | None = None, limit: int = 100,
-                 timeout: float = 30.0) -> DrainResult:
+                 send_fn: Sender | None = None, limit: int = 100, timeout: float = 30.0,
+                 before_record: Callable[[], None] | None = None) -> DrainResult:
     """Send the store's due outbox rows once each; record 250s and failures.
 
     A row leaves the outbox only after its 250 (``store.mark_sent_many``, one commit for the
-    drain's 250s, made before its return); failures get the next attempt time from ``backoff``
-    (``store.mark_failed``), None once retrying is pointless.
+    drain's 250s, made before its return, after ``before_record``: the agent files its Sent
+    copies there); failures get the next attempt time from ``backoff`` (``store.mark_failed``),
+    None once retrying is pointless.
     """
     send_fn = send_fn or (lambda h, p, s, r, raw, t: send(h, p, s, r, raw, t))
     sent, failed, dead = [], [], []
@@ -273,5 +274,9 @@ def drain_outbox(store, *, now: float, backoff: Backoff, sender: str,
                 sent.append(row.id)
     finally:
         if sent:
-            store.mark_sent_many(sent, now=now)
+            try:
+                if before_record is not None:
+                    before_record()
+            finally:
+                store.mark_sent_many(sent, now=now)
     return DrainResult(tuple(sent), tuple(failed), tuple(dead))

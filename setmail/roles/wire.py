@@ -108,6 +108,15 @@ def header_ids(event: Inbound) -> dict:
         return {}
 
 
+def wrapper_ids(der: bytes) -> dict:
+    """The header's message ids of a MessageWrapper we built (an outgoing Send's): {} if none
+    (the agent threads a purchase's mails by its XID, ``mail.threads``)."""
+    try:
+        return _split(bytes(der)).header["message_ids"] or {}
+    except (SetmailError, KeyError, ValueError):
+        return {}
+
+
 @dataclass(frozen=True)
 class Parsed:
     """An unwrapped message: its type, the DER of the message body, and the clear header (as
