@@ -1,4 +1,5 @@
-"""``setmail mailbox list|show``: read an agent's Maildir with the SET content decoded."""
+"""``setmail mailbox list|show``: read an agent's Maildir with the SET content decoded;
+``setmail export-thread``: one purchase's mails from every Maildir as one mbox."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import home_option, load
+from setmail.cli.common import fail, home_option, load
 
 mailbox_app = typer.Typer(no_args_is_help=True, help="Read an agent's Maildir (SET-decoded).")
 
@@ -30,28 +31,28 @@ def _summary(world, name, entry) -> dict:
         row.update({"from": "?", "subject": f"(not a SET mail: {type(exc).__name__})",
                     "type": "?"})
     if entry.folder == "quarantine":
-        reason = world.maildir(name) / ".quarantine" / f"{entry.key}.reason"
-        row["reason"] = reason.read_text().strip() if reason.exists() else ""
+        row["reason"] = maildir.reason(world.maildir(name), entry.key) or ""
     return row
 
 
 @mailbox_app.command("list")
 def list_(agent: str = typer.Argument(..., help="agent name"),
           json_out: bool = typer.Option(False, "--json", help="print JSON"),
+          sent: bool = typer.Option(False, "--sent", help="the Sent folder's copies too"),
           home: Path = home_option()) -> None:
-    """List an agent's mail (new, cur and quarantine), oldest first."""
+    """List an agent's mail (new, cur and quarantine; --sent: what it sent), oldest first."""
     from setmail.mail import maildir
     world = load(home)
     world.agent(agent)
     rows = [_summary(world, agent, e) for e in maildir.list_messages(
-        world.maildir(agent), include_quarantine=True)]
+        world.maildir(agent), include_quarantine=True, include_sent=sent)]
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         typer.echo(f"{agent}: no mail in {world.maildir(agent)}")
     for r in rows:
-        state = {"new": "new", "quarantine": "QUAR"}.get(r["folder"],
+        state = {"new": "new", "quarantine": "QUAR", "sent": "sent"}.get(r["folder"],
                                                           "done" if "S" in r["flags"] else "cur")
         typer.echo(f"{r['time']}  {state:<4}  {r['type']:<14} {r['from']:<28} {r['key']}"
                    + (f"  [{r['reason']}]" if r.get("reason") else ""))
@@ -69,11 +70,40 @@ def show(agent: str = typer.Argument(..., help="agent name"),
     world.agent(agent)
     raw = maildir.read(world.maildir(agent), key.partition(":")[0])
     info = describe_mail(raw)
-    reason = world.maildir(agent) / ".quarantine" / f"{key}.reason"
-    if reason.exists():
-        info["quarantine_reason"] = reason.read_text().strip()
+    reason = maildir.reason(world.maildir(agent), key.partition(":")[0])
+    if reason is not None:
+        info["quarantine_reason"] = reason
     typer.echo(json.dumps(info, indent=2, ensure_ascii=False) if json_out else render_text(info))
+
+
+def export_thread(xid: str = typer.Argument(..., help="the purchase's XID (as buy prints it)"),
+                  mbox: Path = typer.Option(..., "--mbox", help="mbox file to write (replaced)"),
+                  maildirs: list[Path] = typer.Option(
+                      None, "--maildir", help="read this Maildir instead of the world's "
+                      "(repeatable: e.g. each host's, copied here)"),
+                  home: Path = home_option()) -> None:
+    """Write one purchase, every mail once across all agents' Maildirs (inbox, Sent,
+    quarantine), as one mbox in date order."""
+    from setmail.mail.export import export_mbox
+    from setmail.txview import normalise_xid
+    xid = normalise_xid(xid)
+    if maildirs:
+        sources = {}
+        for path in maildirs:
+            if not (path / "cur").is_dir():
+                fail(f"{path} is not a Maildir (no cur/)")
+            sources[f"{path.name}#{len(sources)}" if path.name in sources else path.name] = path
+    else:
+        world = load(home)
+        sources = {name: world.maildir(name) for name in world.agents}
+    written = export_mbox(sources, xid, mbox)
+    if not written:
+        fail(f"no mail of purchase {xid} in {len(sources)} Maildir(s)", 1)
+    agents = sorted({m.agent for m in written})
+    typer.echo(f"wrote {len(written)} mails of purchase {xid} to {mbox} "
+               f"(from {', '.join(agents)})")
 
 
 def register_commands(app: typer.Typer) -> None:
     app.add_typer(mailbox_app, name="mailbox")
+    app.command("export-thread")(export_thread)
