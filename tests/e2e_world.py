@@ -45,6 +45,22 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@contextlib.contextmanager
+def started(home: Path, *, holders: tuple[str, ...] = ("alice",), **options):
+    """A RunningWorld (``options`` as its constructor's) with SMTP and every agent running and
+    ``holders`` registered by mail; stopped at the end (a module-scoped fixture yields it)."""
+    world = RunningWorld(home, **options)
+    world.start_smtp()
+    world.start()
+    try:
+        for holder in holders:
+            code, _, err = run_cli("register", holder, "--wait", "90", "--home", str(home))
+            assert code == 0, err + world.log(holder)
+        yield world
+    finally:
+        world.stop()
+
+
 class RunningWorld:
     """``certificates``: "direct" (merchants and gateways certified by ``create_world``: fast, for
     tests that are not about registration) or "mail" (they register when their agents start)."""
