@@ -66,8 +66,9 @@ def _follow(world, xid: str, timeout: float) -> None:
     from setmail.tracedraw.collect import build
     from setmail.tracedraw.follow import INTERRUPTED, SETTLED, follow as run
     cache: dict = {}
-    typer.echo(f"following purchase {xid} until it settles (Ctrl-C stops)", err=True)
-    ended, _ = run(lambda: build(world, xid, cache), Console(highlight=False), timeout=timeout)
+    ended, _ = run(lambda: build(world, xid, cache), Console(highlight=False), timeout=timeout,
+                   started=lambda: typer.echo(f"following purchase {xid} until it settles "
+                                              "(Ctrl-C stops)", err=True))
     if ended == INTERRUPTED:
         typer.echo("stopped (Ctrl-C)", err=True)
         raise typer.Exit(130)

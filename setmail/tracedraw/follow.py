@@ -22,11 +22,14 @@ SETTLED, INTERRUPTED, TIMED_OUT = "settled", "interrupted", "timed out"
 
 def follow(snapshot: Callable[[], Trace], console: Console, *, interval: float = 0.3,
            timeout: float = 0.0, clock: Callable[[], float] = time.monotonic,
-           sleep: Callable[[float], None] = time.sleep) -> tuple[str, Trace | None]:
-    """Draw ``snapshot()`` until it settles; (how it ended, the last trace)."""
+           sleep: Callable[[float], None] = time.sleep,
+           started: Callable[[], None] = lambda: None) -> tuple[str, Trace | None]:
+    """Draw ``snapshot()`` until it settles; (how it ended, the last trace).  ``started`` runs
+    once Ctrl-C is handled here (a caller announces itself with it)."""
     deadline = clock() + timeout if timeout > 0 else None
     last: Trace | None = None
     try:
+        started()
         if console.is_terminal:
             with Live(console=console, auto_refresh=False, vertical_overflow="visible") as live:
                 while True:
