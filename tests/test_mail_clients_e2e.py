@@ -23,7 +23,7 @@ import pytest
 
 from setmail.mail import maildir as md
 from setmail.mail.threads import thread_root
-from tests.e2e_world import REPO, RunningWorld, run_cli
+from tests.e2e_world import REPO, run_cli, started
 from tests.jwz import thread_files
 
 AGENTS = ("alice", "shop", "gateway", "bank")
@@ -39,15 +39,8 @@ _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    world = RunningWorld(tmp_path_factory.mktemp("mailclients") / "world")
-    world.start_smtp()
-    world.start()
-    try:
-        code, _, err = run_cli("register", "alice", "--wait", "90", "--home", str(world.home))
-        assert code == 0, err + world.log("alice")
+    with started(tmp_path_factory.mktemp("mailclients") / "world") as world:
         yield world
-    finally:
-        world.stop()
 
 
 def _mails(w, agent: str, *folders: str) -> list[bytes]:
