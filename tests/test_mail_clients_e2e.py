@@ -230,9 +230,8 @@ def _mutt() -> str:
 class Tmux:
     """One tmux server of our own (its own socket): nothing else's sessions are touched."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self):
         self.socket = f"setmail-test-{os.getpid()}"
-        self.tmp = tmp
 
     def tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.socket, *args], check=True, text=True,
@@ -274,7 +273,7 @@ auto_view application/set-payment application/set-registration
 def test_mutt_shows_each_purchase_as_one_thread_of_nested_replies(w, bought, parked, tmp_path):
     mutt = _mutt()
     rc = _muttrc(tmp_path, w.world.maildir("shop"))
-    tmux = Tmux(tmp_path)
+    tmux = Tmux()
     env = f"HOME={tmp_path} TERM=xterm LANG=C.UTF-8"
     tmux.tmux("new-session", "-d", "-s", "mutt", "-x", "200", "-y", "50",
               f"env {env} {mutt} -n -F {rc}")
