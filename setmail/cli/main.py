@@ -71,6 +71,8 @@ def _register_commands() -> None:
     cert_cmds.register_commands(app)
     from setmail.cli import lifecycle_cmds  # void, refund, authorize, capture-reverse, batch
     lifecycle_cmds.register_commands(app)
+    from setmail.cli import host_cmds  # export, postfix-config, order: one party per host
+    host_cmds.register_commands(app)
     from setmail.cli import queue_cmds  # queue list|cancel
     queue_cmds.register_commands(app)
 

@@ -90,6 +90,8 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
                                   "YYYYMMDD"),
         wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the outcome"),
         json_out: bool = typer.Option(False, "--json", help="print JSON"),
+        xid: str = typer.Option(None, "--xid", help="the order's XID, when the merchant runs on "
+                                "another host and took the order there (`setmail order`)"),
         home: Path = home_option()) -> None:
     """Start a purchase: print its XID; with --wait, the outcome (exit 1 unless approved)."""
     from setmail.crypto.suite import fresh
@@ -102,14 +104,20 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
     cards = cards_for(world, cardholder, card)
     minor, number, exp10 = parse_amount(amount, currency or cards[0].currency)
     terms = _terms(instalments, recurring, until)
-    xid = fresh(20).hex()
+    shop_here = merchant in world.local_agents()  # else its host took the order
+    if not shop_here and not xid:
+        _fail(f"{merchant} runs on another host: take the order there (`setmail order`) and "
+              "give its --xid")
+    from setmail.txview import normalise_xid
+    xid = normalise_xid(xid) if xid else fresh(20).hex()
     order = {"xid": xid, "description": description, "amount": minor, "currency": number,
              "amt_exp10": exp10, "cardholder": holder.address, **terms}
     if ship_now is not None:
         order["ship_now"] = parse_amount(ship_now, currency or cards[0].currency)[0]
         if order["ship_now"] > minor:
             _fail("--ship-now is more than the amount")
-    _submit(world, merchant, "order", order)
+    if shop_here:
+        _submit(world, merchant, "order", order)
     buy_id = _submit(world, cardholder, "buy", {
         "xid": xid, "merchant": shop.address, "pan": cards[0].pan, "expiry": cards[0].expiry,
         "description": description, "amount": minor, "currency": number, "amt_exp10": exp10,
@@ -121,7 +129,7 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
     if not json_out:
         typer.echo(f"{xid}  {cardholder} -> {merchant}  {shown}  (card ending {cards[0].pan[-4:]})")
     state = _wait_wallet(world, cardholder, xid, buy_id, wait)
-    if state.get("state") == "APPROVED" and shop.options.get("auto_capture"):
+    if state.get("state") == "APPROVED" and shop.options.get("auto_capture") and shop_here:
         merchant_state = _wait_merchant_captured(world, merchant, xid, wait)
         if merchant_state.get("state") == "CAPTURED":
             state = {**state, "captured": True}

@@ -109,11 +109,14 @@ def run(home: Path = home_option(),
     locks: dict = {}
     try:
         world = load(home)
-        names = list(world.agents)
+        names = world.local_agents()  # a bundle runs its own agent only
         if only is not None:
             names = [] if only.strip() == "none" else [n.strip() for n in only.split(",") if n.strip()]
             for name in names:
                 world.agent(name)
+                if name not in world.local_agents():
+                    raise typer.BadParameter(f"this is the bundle of {world.bundle}",
+                                             param_hint="--agents")
         locks = _lock(world, names)
         setup_logging(verbose)
         if smtp:
@@ -127,15 +130,25 @@ def run(home: Path = home_option(),
         _release(locks)  # the agents released theirs when they stopped; this is for the rest
 
 
-def agent(name: str = typer.Argument(..., help="agent name from world.toml"),
+def agent(name: str = typer.Argument(None, help="agent name from world.toml (default: the "
+                                       "agent of the bundle --home names)"),
           home: Path = home_option(),
           smtp_listen: str = typer.Option(None, "--smtp-listen", metavar="HOST:PORT",
                                           help="also run an SMTP server for this agent's address"),
           poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
           verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
-    """Run one agent alone (parties on separate hosts; mail arrives via its Maildir)."""
+    """Run one agent alone (parties on separate hosts; mail arrives via its Maildir).
+
+    ``--home`` may be a bundle (``setmail export``): the agent then needs nothing else."""
     _stop_early_on_signals()
     world = load(home)
+    if name is None and not world.bundle:
+        raise typer.BadParameter("name the agent (--home is a whole world, not a bundle)",
+                                 param_hint="NAME")
+    name = name or world.bundle
+    if name not in world.local_agents():
+        raise typer.BadParameter(f"{world.home} is the bundle of {world.bundle}: it cannot run "
+                                 f"{name}", param_hint="NAME")
     spec = world.agent(name)
     listen = None
     if smtp_listen:

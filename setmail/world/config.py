@@ -55,6 +55,13 @@ class World:
     agents: dict[str, AgentSpec]
     cards: dict[str, Card]
     created: str = ""
+    #: a bundle (``setmail export``) runs this one agent; the others are its counterparts, of
+    #: which it holds addresses and public certificates only.  Empty: the whole world runs here.
+    bundle: str = ""
+
+    def local_agents(self) -> list[str]:
+        """The agents whose keys and stores are here: every agent, or a bundle's own one."""
+        return [self.bundle] if self.bundle else list(self.agents)
 
     # -- paths --------------------------------------------------------------------------------
     def agent(self, name: str) -> AgentSpec:
@@ -81,7 +88,8 @@ class World:
         return self.home / "pki"
 
     def routes(self) -> dict[str, Path]:
-        return {a.address: self.maildir(n) for n, a in self.agents.items()}
+        """address -> Maildir of the agents whose mail is delivered here."""
+        return {self.agents[n].address: self.maildir(n) for n in self.local_agents()}
 
     def peers(self) -> dict[str, str]:
         return {a.address.lower(): n for n, a in self.agents.items()}
@@ -102,7 +110,8 @@ class World:
             self.home) else str(self.mailboxes)
         out: dict[str, Any] = {
             "world": {"name": self.name, "suite": self.suite, "brand": self.brand,
-                      "mailboxes": mailboxes, "created": self.created},
+                      "mailboxes": mailboxes, "created": self.created,
+                      **({"bundle": self.bundle} if self.bundle else {})},
             "smtp": {"host": self.smtp_host, "port": self.smtp_port},
             "agents": {}, "cards": {}}
         for name, a in self.agents.items():
@@ -132,11 +141,13 @@ class World:
                              str(c["credit_limit"]), c.get("currency", "EUR"))
                      for n, c in data.get("cards", {}).items()}
             mailboxes = Path(w.get("mailboxes", "mailboxes"))
+            if w.get("bundle") and w["bundle"] not in agents:
+                raise ValueError(f"bundle names {w['bundle']!r}, which is no agent of it")
             return cls(home, w.get("name", "world"), w.get("suite", "rsa2048"),
                        w.get("brand", "Visa"), smtp.get("host", "127.0.0.1"),
                        int(smtp.get("port", 2525)),
                        mailboxes if mailboxes.is_absolute() else home / mailboxes,
-                       agents, cards, w.get("created", ""))
+                       agents, cards, w.get("created", ""), str(w.get("bundle", "")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise WorldError(f"{home / WORLD_FILE} is incomplete or invalid: {exc!r}") from exc
 

@@ -154,14 +154,14 @@ def _create(home: Path, *, smtp_host: str, smtp_port: int, force: bool, suite: s
         (home / WORLD_FILE).write_text(
             "# setmail world: parties, mail addresses, SMTP, suite, demo card accounts\n"
             + dump_toml(world.to_dict()))
-        _private_tree(home)
-        _private_tree(mailboxes)
+        private_tree(home)
+        private_tree(mailboxes)
     except OSError as exc:
         raise WorldError(f"cannot create the world at {home}: {exc}") from exc
     return world
 
 
-def _private_tree(root: Path) -> None:
+def private_tree(root: Path) -> None:
     """Directories 0700, files 0600: keys, PANs (world.toml, the issuer's store) and mail."""
     os.chmod(root, 0o700)
     for dirpath, dirnames, filenames in os.walk(root):

@@ -4,6 +4,11 @@ Each agent's entry binds its address to the certificate identities that are its:
 merID (from the merchantData of its signature certificate), the subject names of a gateway's,
 issuer's or CA's certificates.  Agents whose keys are not on disk yet (a merchant before
 registration) are listed by address only.  Read once when an agent starts, like the CRLs.
+
+In a bundle (``setmail export``) a merchant's certificate is on the merchant's host, not on its
+counterparts': there the merID world.toml agrees for it (``mer_id``, as the acquirer assigned it)
+binds its address instead (D-401).  The certificate presented in a message still has to carry
+that merID and be valid under the Merchant CA.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ def load_directory(world: World) -> Directory:
         if spec.kind == "merchant" and certs:
             info = read_merchant_data(certs[0])
             mer_id = info.mer_id if info else None
+        elif spec.kind == "merchant" and world.bundle and spec.options.get("mer_id"):
+            mer_id = str(spec.options["mer_id"])
         parties.append(Party(name, spec.kind, spec.address, mer_id,
                              frozenset(c.subject.public_bytes() for c in certs)))
     return Directory(parties)

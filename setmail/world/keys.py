@@ -71,9 +71,12 @@ def load_ca(directory: Path, suite, profile, *, parent=None, brand=None) -> Cert
     """Rebuild a CA object from ``save_ca`` files.  Its revocation state (revoked serials, CRL
     number, BCI sequence) continues from the saved CRL and BCI (``CertificateAuthority.restore``);
     the issued-serial index is not kept (the CA role keeps its certified keys in its own store,
-    and ``revoke`` accepts any certificate the CA's signature proves it issued)."""
-    next_key = directory / "next.key.pem"
-    ca = CertificateAuthority(suite=suite, profile=profile, key=load_key(directory / "sig.key.pem"),
+    and ``revoke`` accepts any certificate the CA's signature proves it issued).  Without
+    ``sig.key.pem`` the CA is its certificate, CRL and BCI only: a bundle's view of the CAs above
+    its own, which it names in its chain but cannot sign for."""
+    next_key, own_key = directory / "next.key.pem", directory / "sig.key.pem"
+    ca = CertificateAuthority(suite=suite, profile=profile,
+                              key=load_key(own_key) if own_key.exists() else None,
                               certificate=load_cert(directory / "sig.cert.pem"),
                               brand=brand, parent=parent,
                               next_root_key=load_key(next_key) if next_key.exists() else None)

@@ -19,12 +19,13 @@ def _ca_dir(world: World, label: str):
 
 
 def load_ca_tree(world: World) -> dict:
-    """label -> CertificateAuthority for root, brand, cca, mca, pca (parents linked)."""
+    """label -> CertificateAuthority for root, brand, cca, mca, pca (parents linked).  In a
+    bundle only its own CA has a key: the others are there by certificate (``load_ca``)."""
     suite = get_suite(world.suite)
     cas: dict = {}
     for label, profile, parent in CA_TREE:
         directory = _ca_dir(world, label)
-        if not (directory / "sig.key.pem").exists():
+        if not (directory / ("sig.cert.pem" if world.bundle else "sig.key.pem")).exists():
             continue
         cas[label] = load_ca(directory, suite, profile, parent=cas.get(parent),
                              brand=None if label == "root" else world.brand)
