@@ -176,3 +176,48 @@ def test_the_byte_scan_finds_a_planted_secret(exported, tmp_path):
         (copy / "agents" / "alice" / "notes.bin").write_bytes(b"x" + planted + b"y")
         with pytest.raises(AssertionError):
             check_bundle(copy, keys, world)
+
+
+def test_a_merchant_and_a_cardholder_added_later(tmp_path):
+    """docs/deploy.md's recipe: add them to the init world's world.toml, export their bundles
+    (the merchant's registration queued), update their counterparts' bundles in place."""
+    import sqlite3
+
+    from setmail.world.config import WORLD_FILE, AgentSpec, Card, dump_toml
+    world = create_world(tmp_path / "w", smtp_port=2599)
+    code, _, err = run_cli("export", "all", str(tmp_path / "b"), "--home", str(world.home))
+    assert code == 0, err
+    bank_db = load_world(tmp_path / "b" / "bank").store_path("bank")
+    with sqlite3.connect(bank_db) as con:  # the issuer's own decision since the export
+        con.execute("UPDATE issuer_accounts SET status = 'blocked' WHERE holder = 'bob'")
+    world.agents["shop2"] = AgentSpec("shop2", "merchant", "shop2@merchant2.example", options={
+        "gateway": "gateway", "mer_id": "SHOP-0002", "registration_code": "c0de" * 8})
+    world.agents["carol"] = AgentSpec("carol", "cardholder", "carol@cardholder.example",
+                                      options={"ca": "cca"})
+    world.cards["carol-visa"] = Card("carol-visa", "carol", "bank", "4000056655665556",
+                                     "203001", "700.00")
+    (world.home / WORLD_FILE).write_text(dump_toml(world.to_dict()))
+    for name, extra in (("shop2", ["--register"]), ("carol", [])):
+        code, _, err = run_cli("export", name, str(tmp_path / "b" / name), *extra,
+                               "--home", str(world.home))
+        assert code == 0, err
+    for name in ("mca", "gateway", "alice", "bank", "cca"):
+        code, out, err = run_cli("export", name, str(tmp_path / "b" / name), "--update",
+                                 "--home", str(world.home))
+        assert code == 0 and "restart its agent" in out, err
+    b = {n: load_world(tmp_path / "b" / n) for n in (*world.agents,)}
+    assert b["mca"].agent("shop2").options["registration_code"] == "c0de" * 8
+    assert b["gateway"].agent("shop2").options["mer_id"] == "SHOP-0002"
+    assert "shop2" in b["alice"].agents and "carol-visa" in b["cca"].cards
+    with sqlite3.connect(b["shop2"].store_path("shop2")) as con:
+        assert sorted(r[0] for r in con.execute("SELECT name FROM agent_commands")) == [
+            "pcert", "register"]
+    with sqlite3.connect(bank_db) as con:
+        assert dict(con.execute("SELECT holder, status FROM issuer_accounts")) == {
+            "alice": "active", "bob": "blocked", "carol": "active"}
+    keys = private_keys(world.home)
+    for name in world.agents:
+        check_bundle(tmp_path / "b" / name, keys, load_world(world.home))
+    code, _, err = run_cli("export", "carol", str(tmp_path / "b" / "bob"), "--update",
+                           "--home", str(world.home))
+    assert code == 2 and "no bundle of carol" in err

@@ -35,23 +35,36 @@ def export(agent: str = typer.Argument(..., help="the agent, or 'all': one bundl
                                           "host, shared by the bundles of one host "
                                           "(default: DIR/mailboxes)"),
            force: bool = typer.Option(False, "--force", help="replace a bundle already at DIR"),
+           update: bool = typer.Option(False, "--update", help="bring the bundle at DIR up to "
+                                       "date (new parties, certificates, CRLs; an issuer's new "
+                                       "accounts), its own folder untouched"),
+           register: bool = typer.Option(False, "--register", help="queue the registration by "
+                                         "mail of a merchant or gateway added after init"),
            home: Path = home_option()) -> None:
     """Write a party's bundle: its own keys and store, its counterparts' addresses and public
     certificates, trust anchors and CRLs; card data only for its holder, its issuer and the CCA.
     `setmail agent --home DIR` runs it on its own host; stop the agent here first."""
-    from setmail.world.bundle import export_bundle
+    from setmail.world import load_world
+    from setmail.world.bundle import export_bundle, update_bundle
     world = load(home)
     host, port = _host_port(smtp, "--smtp")
     names = world.local_agents() if agent == "all" else [agent]
     for name in names:
         target = dest / name if agent == "all" else dest
+        if update:
+            if load_world(target).bundle != name:
+                fail(f"{target} holds no bundle of {name}")
+            bundle = update_bundle(world, target)
+            typer.echo(f"{name:<8} updated at {bundle.home}: restart its agent")
+            continue
         bundle = export_bundle(world, name, target, smtp_host=host, smtp_port=port,
-                               mailboxes=mailboxes, force=force)
+                               mailboxes=mailboxes, force=force, register=register)
         others = sorted(n for n in bundle.agents if n != name)
         typer.echo(f"{name:<8} -> {bundle.home}  (mail to {bundle.smtp_host}:{bundle.smtp_port}; "
                    f"Maildir {bundle.maildir(name)}; knows {', '.join(others)}; "
                    f"{len(bundle.cards)} card(s))")
-    typer.echo("each party now runs from its bundle: `setmail agent --home DIR` on its host")
+    if not update:
+        typer.echo("each party now runs from its bundle: `setmail agent --home DIR` on its host")
 
 
 def _user(name: str):

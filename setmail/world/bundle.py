@@ -14,10 +14,16 @@ others may know (merID, acquirer BIN, CA label).  It holds (docs/deploy.md):
   with.
 
 No private key but the owner's is copied: the copy is by an explicit list of public file names.
+
+A party added to world.toml later gets its bundle the same way (``register``: its registration
+by mail queued in the bundle's store, as ``init`` does for the first ones), and each of its
+counterparts' bundles is brought up to date in place (``update_bundle``): world.toml and the
+public files again, the owner's folder untouched but for an issuer's new card accounts.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import shutil
 import sqlite3
 from pathlib import Path
@@ -27,7 +33,7 @@ from setmail.mail.maildir import ensure_maildir
 from setmail.roles.ca_issue import CERTIFIES
 from setmail.store.lock import agent_lock, world_lock
 from setmail.world.config import WORLD_FILE, AgentSpec, World, dump_toml, load_world
-from setmail.world.create import private_tree
+from setmail.world.create import private_tree, queue_registration, write_accounts
 
 #: the files of another party (or of the Root and Brand CA) a bundle may hold
 PUBLIC_FILES = ("sig.cert.pem", "kex.cert.pem", "chain.pem", "crl.pem", "bci.pem")
@@ -138,39 +144,84 @@ def _prepare(dest: Path, force: bool) -> None:
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def export_bundle(world: World, name: str, dest: Path, *, smtp_host: str | None = None,
-                  smtp_port: int | None = None, mailboxes: Path | None = None,
-                  force: bool = False) -> World:
-    """Write agent ``name``'s bundle at ``dest`` (module docstring) and return it.  The agent
-    must not be running meanwhile (its lock is held while its store is copied); afterwards it
-    runs from the bundle, not from this world."""
+def _source(world: World) -> None:
     if world.bundle:
         raise WorldError(f"{world.home} is itself a bundle of {world.bundle}: export from the "
                          "world `setmail init` wrote")
+
+
+def _write_slice(world: World, bundle: World) -> None:
+    """world.toml and every public file of the bundle (never the owner's folder)."""
+    name = bundle.bundle
+    for other in bundle.agents:
+        if other != name:
+            _copy_public(world.keys_dir(other), bundle.keys_dir(other))
+    for label in ("root", "brand"):
+        _copy_public(world.pki_dir / label, bundle.pki_dir / label)
+    (bundle.pki_dir / "trust").mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copyfile(world.pki_dir / "trust" / "root.cert.pem",
+                    bundle.pki_dir / "trust" / "root.cert.pem")
+    spec = bundle.agent(name)
+    (bundle.home / WORLD_FILE).write_text(
+        f"# setmail bundle of {name} ({spec.kind}, {spec.address}): its own keys, its "
+        "counterparts' addresses and certificates\n" + dump_toml(bundle.to_dict()))
+    private_tree(bundle.home)
+
+
+def export_bundle(world: World, name: str, dest: Path, *, smtp_host: str | None = None,
+                  smtp_port: int | None = None, mailboxes: Path | None = None,
+                  force: bool = False, register: bool = False) -> World:
+    """Write agent ``name``'s bundle at ``dest`` (module docstring) and return it.  The agent
+    must not be running meanwhile (its lock is held while its store is copied); afterwards it
+    runs from the bundle, not from this world.  ``register``: queue its registration by mail
+    (a merchant or gateway added to world.toml after ``init``)."""
+    _source(world)
     spec = world.agent(name)
     dest = Path(dest).absolute()
     if dest == world.home or dest.is_relative_to(world.home / "agents"):
         raise WorldError(f"{dest} is inside the world: give a folder of its own")
+    if register and not (spec.kind in ("merchant", "gateway")
+                         and spec.options.get("registration_code")):
+        raise WorldError(f"{name} registers by mail only as a merchant or gateway with a "
+                         "registration_code in world.toml")
     mailboxes = Path(mailboxes).absolute() if mailboxes else dest / "mailboxes"
+    world.agent_home(name).mkdir(mode=0o700, parents=True, exist_ok=True)  # added since init
     with world_lock(world.home, shared=True), agent_lock(world.agent_home(name), name):
         _prepare(dest, force)
         bundle = bundle_world(world, name, dest, smtp_host=smtp_host or world.smtp_host,
                               smtp_port=smtp_port or world.smtp_port, mailboxes=mailboxes)
         try:
             _copy_own(world.agent_home(name), bundle.agent_home(name))
-            for other in bundle.agents:
-                if other != name:
-                    _copy_public(world.keys_dir(other), bundle.keys_dir(other))
-            for label in ("root", "brand"):
-                _copy_public(world.pki_dir / label, bundle.pki_dir / label)
-            (bundle.pki_dir / "trust").mkdir(mode=0o700, parents=True, exist_ok=True)
-            shutil.copyfile(world.pki_dir / "trust" / "root.cert.pem",
-                            bundle.pki_dir / "trust" / "root.cert.pem")
+            if register:
+                queue_registration(world, spec, _now(), bundle.store_path(name))
             ensure_maildir(bundle.maildir(name))
-            (dest / WORLD_FILE).write_text(
-                f"# setmail bundle of {name} ({spec.kind}, {spec.address}): its own keys, its "
-                "counterparts' addresses and certificates\n" + dump_toml(bundle.to_dict()))
-            private_tree(dest)
+            _write_slice(world, bundle)
         except OSError as exc:
             raise WorldError(f"cannot write the bundle at {dest}: {exc}") from exc
     return bundle
+
+
+def update_bundle(world: World, dest: Path) -> World:
+    """Bring the bundle at ``dest`` up to date with ``world`` (parties added, certificates
+    issued, CRLs published): its world.toml and public files again, and for an issuer the card
+    accounts it lacks (those it has keep their status and limit).  Its agent must be stopped
+    (its lock is taken) and reads the new slice when it starts again."""
+    _source(world)
+    old = load_world(dest)
+    if not old.bundle:
+        raise WorldError(f"{old.home} holds no bundle to update")
+    name = old.bundle
+    with agent_lock(old.agent_home(name), name):
+        bundle = bundle_world(world, name, old.home, smtp_host=old.smtp_host,
+                              smtp_port=old.smtp_port, mailboxes=old.mailboxes)
+        try:
+            _write_slice(world, bundle)
+            if bundle.agent(name).kind == "issuer":
+                write_accounts(bundle, name, _now(), keep=True)
+        except OSError as exc:
+            raise WorldError(f"cannot update the bundle at {old.home}: {exc}") from exc
+    return bundle
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

@@ -257,18 +257,23 @@ def registration_args(world: World, spec: AgentSpec) -> dict:
 
 
 def _queue_registrations(world: World, now: dt.datetime) -> None:
-    """Each merchant's and gateway's ``register`` (and a merchant's ``pcert``), run by its agent
-    when it starts."""
     for spec in (*world.agents_of_kind("gateway"), *world.agents_of_kind("merchant")):
-        args = registration_args(world, spec)
-        args["fields"]["RegistrationCode"] = str(spec.options["registration_code"])
-        store = open_store(world.store_path(spec.name))
-        try:
-            submit(store, "register", args, now=now.timestamp())
-            if spec.kind == "merchant":
-                submit(store, "pcert", {}, now=now.timestamp())
-        finally:
-            store.close()
+        queue_registration(world, spec, now)
+
+
+def queue_registration(world: World, spec: AgentSpec, now: dt.datetime,
+                       store_path: Path | None = None) -> None:
+    """A merchant's or gateway's ``register`` (and a merchant's ``pcert``), run by its agent
+    when it starts; ``store_path``: its store elsewhere than in ``world`` (a bundle's)."""
+    args = registration_args(world, spec)
+    args["fields"]["RegistrationCode"] = str(spec.options["registration_code"])
+    store = open_store(store_path or world.store_path(spec.name))
+    try:
+        submit(store, "register", args, now=now.timestamp())
+        if spec.kind == "merchant":
+            submit(store, "pcert", {}, now=now.timestamp())
+    finally:
+        store.close()
 
 
 def _save_ee(world, name, sig, sig_cert, kex, kex_cert, chain) -> None:
@@ -280,17 +285,25 @@ def _save_ee(world, name, sig, sig_cert, kex, kex_cert, chain) -> None:
 
 def _write_accounts(world: World, now: dt.datetime) -> None:
     for spec in world.agents_of_kind("issuer"):
-        store = open_store(world.store_path(spec.name))
-        try:
-            with store.transaction(now=now.timestamp()) as tx:
-                for statement in ACCOUNTS_DDL:
-                    tx.execute(statement)
-                for card in world.cards.values():
-                    if card.issuer == spec.name:
-                        tx.execute("INSERT OR REPLACE INTO issuer_accounts VALUES "
-                                   "(?, ?, ?, ?, ?, ?, 'active')",
-                                   (card.pan, card.expiry, card.holder, _minor(card.credit_limit),
-                                    card.currency, now.timestamp()))
-        finally:
-            store.close()
-        os.chmod(world.store_path(spec.name), 0o600)
+        write_accounts(world, spec.name, now)
+
+
+def write_accounts(world: World, name: str, now: dt.datetime, *, store_path: Path | None = None,
+                   keep: bool = False) -> None:
+    """The card accounts of issuer ``name`` from world.toml into its store; ``keep``: leave the
+    accounts it has as they are (their status and limit are the issuer's since), add the new."""
+    path = store_path or world.store_path(name)
+    store = open_store(path)
+    try:
+        with store.transaction(now=now.timestamp()) as tx:
+            for statement in ACCOUNTS_DDL:
+                tx.execute(statement)
+            for card in world.cards.values():
+                if card.issuer == name:
+                    tx.execute(f"INSERT OR {'IGNORE' if keep else 'REPLACE'} INTO "
+                               "issuer_accounts VALUES (?, ?, ?, ?, ?, ?, 'active')",
+                               (card.pan, card.expiry, card.holder, _minor(card.credit_limit),
+                                card.currency, now.timestamp()))
+    finally:
+        store.close()
+    os.chmod(path, 0o600)
