@@ -180,7 +180,8 @@ def test_the_byte_scan_finds_a_planted_secret(exported, tmp_path):
 
 def test_a_merchant_and_a_cardholder_added_later(tmp_path):
     """docs/deploy.md's recipe: add them to the init world's world.toml, export their bundles
-    (the merchant's registration queued), update their counterparts' bundles in place."""
+    (the merchant's registration queued), update their counterparts' bundles from a copy of
+    their world.toml, open the new card's account at the issuer."""
     import sqlite3
 
     from setmail.world.config import WORLD_FILE, AgentSpec, Card, dump_toml
@@ -201,10 +202,19 @@ def test_a_merchant_and_a_cardholder_added_later(tmp_path):
         code, _, err = run_cli("export", name, str(tmp_path / "b" / name), *extra,
                                "--home", str(world.home))
         assert code == 0, err
+    import shutil
     for name in ("mca", "gateway", "alice", "bank", "cca"):
-        code, out, err = run_cli("export", name, str(tmp_path / "b" / name), "--update",
+        # on the brand's machine, from a copy of the bundle's world.toml; then copied back
+        skeleton = tmp_path / "up" / name
+        skeleton.mkdir(parents=True)
+        shutil.copyfile(tmp_path / "b" / name / WORLD_FILE, skeleton / WORLD_FILE)
+        code, out, err = run_cli("export", name, str(skeleton), "--update",
                                  "--home", str(world.home))
         assert code == 0 and "restart its agent" in out, err
+        assert not (skeleton / "agents" / name).exists()  # nothing of the owner's own
+        shutil.copytree(skeleton, tmp_path / "b" / name, dirs_exist_ok=True)
+    code, out, err = run_cli("accounts", "--home", str(tmp_path / "b" / "bank"))
+    assert code == 0 and "carol-visa" in out, err
     b = {n: load_world(tmp_path / "b" / n) for n in (*world.agents,)}
     assert b["mca"].agent("shop2").options["registration_code"] == "c0de" * 8
     assert b["gateway"].agent("shop2").options["mer_id"] == "SHOP-0002"

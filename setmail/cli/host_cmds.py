@@ -1,5 +1,6 @@
 """One party per host: ``setmail export`` (a bundle), ``setmail postfix-config`` (the host's
-Postfix) and ``setmail order`` (the shop front-end's half of ``buy`` on the merchant's host).
+Postfix), ``setmail order`` (the shop front-end's half of ``buy`` on the merchant's host) and
+``setmail accounts`` (an issuer's accounts for cards added since).
 docs/deploy.md walks through them."""
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def export(agent: str = typer.Argument(..., help="the agent, or 'all': one bundl
                                           "host, shared by the bundles of one host "
                                           "(default: DIR/mailboxes)"),
            force: bool = typer.Option(False, "--force", help="replace a bundle already at DIR"),
-           update: bool = typer.Option(False, "--update", help="bring the bundle at DIR up to "
-                                       "date (new parties, certificates, CRLs; an issuer's new "
-                                       "accounts), its own folder untouched"),
+           update: bool = typer.Option(False, "--update", help="bring the bundle at DIR (or "
+                                       "a copy of its world.toml) up to date: new parties, "
+                                       "certificates, CRLs; its own folder untouched"),
            register: bool = typer.Option(False, "--register", help="queue the registration by "
                                          "mail of a merchant or gateway added after init"),
            home: Path = home_option()) -> None:
@@ -55,7 +56,8 @@ def export(agent: str = typer.Argument(..., help="the agent, or 'all': one bundl
             if load_world(target).bundle != name:
                 fail(f"{target} holds no bundle of {name}")
             bundle = update_bundle(world, target)
-            typer.echo(f"{name:<8} updated at {bundle.home}: restart its agent")
+            typer.echo(f"{name:<8} updated at {bundle.home}: world.toml and public files; "
+                       "restart its agent")
             continue
         bundle = export_bundle(world, name, target, smtp_host=host, smtp_port=port,
                                mailboxes=mailboxes, force=force, register=register)
@@ -232,7 +234,27 @@ def order(amount: str = typer.Option(..., "--amount", help="amount in currency u
     typer.echo(json.dumps({"xid": xid, "merchant": name}) if json_out else xid)
 
 
+def accounts(issuer: str = typer.Option(None, "--issuer", help="issuer agent (default: the "
+                                        "bundle's, or every issuer of the world)"),
+             home: Path = home_option()) -> None:
+    """Open the card accounts world.toml gives an issuer and its store lacks (a cardholder
+    added since); the accounts it has keep their status and limit.  Restart its agent."""
+    import datetime as dt
+
+    from setmail.world.create import write_accounts
+    world = load(home)
+    names = [issuer] if issuer else [n for n in world.local_agents()
+                                     if world.agent(n).kind == "issuer"]
+    for name in names:
+        if world.agent(name).kind != "issuer" or name not in world.local_agents():
+            fail(f"{name} is not an issuer that runs from this --home")
+        write_accounts(world, name, dt.datetime.now(dt.timezone.utc), keep=True)
+        cards = sorted(c.name for c in world.cards.values() if c.issuer == name)
+        typer.echo(f"{name}: accounts for {', '.join(cards) or 'no card'}; restart its agent")
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command("export")(export)
     app.command("postfix-config")(postfix_config)
     app.command("order")(order)
+    app.command("accounts")(accounts)

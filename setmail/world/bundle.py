@@ -17,8 +17,8 @@ No private key but the owner's is copied: the copy is by an explicit list of pub
 
 A party added to world.toml later gets its bundle the same way (``register``: its registration
 by mail queued in the bundle's store, as ``init`` does for the first ones), and each of its
-counterparts' bundles is brought up to date in place (``update_bundle``): world.toml and the
-public files again, the owner's folder untouched but for an issuer's new card accounts.
+counterparts' bundles is brought up to date (``update_bundle``): world.toml and the public
+files again, the owner's folder untouched.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from setmail.mail.maildir import ensure_maildir
 from setmail.roles.ca_issue import CERTIFIES
 from setmail.store.lock import agent_lock, world_lock
 from setmail.world.config import WORLD_FILE, AgentSpec, World, dump_toml, load_world
-from setmail.world.create import private_tree, queue_registration, write_accounts
+from setmail.world.create import private_tree, queue_registration
 
 #: the files of another party (or of the Root and Brand CA) a bundle may hold
 PUBLIC_FILES = ("sig.cert.pem", "kex.cert.pem", "chain.pem", "crl.pem", "bci.pem")
@@ -203,23 +203,20 @@ def export_bundle(world: World, name: str, dest: Path, *, smtp_host: str | None 
 
 def update_bundle(world: World, dest: Path) -> World:
     """Bring the bundle at ``dest`` up to date with ``world`` (parties added, certificates
-    issued, CRLs published): its world.toml and public files again, and for an issuer the card
-    accounts it lacks (those it has keep their status and limit).  Its agent must be stopped
-    (its lock is taken) and reads the new slice when it starts again."""
+    issued, CRLs published): its world.toml and the public files again, never the owner's
+    folder.  ``dest`` may hold only the bundle's world.toml (a copy from its host): what is
+    written there is public, to be copied back over the bundle; its agent reads the new
+    world.toml when it starts again (an issuer's new cards: ``setmail accounts``)."""
     _source(world)
     old = load_world(dest)
     if not old.bundle:
         raise WorldError(f"{old.home} holds no bundle to update")
-    name = old.bundle
-    with agent_lock(old.agent_home(name), name):
-        bundle = bundle_world(world, name, old.home, smtp_host=old.smtp_host,
-                              smtp_port=old.smtp_port, mailboxes=old.mailboxes)
-        try:
-            _write_slice(world, bundle)
-            if bundle.agent(name).kind == "issuer":
-                write_accounts(bundle, name, _now(), keep=True)
-        except OSError as exc:
-            raise WorldError(f"cannot update the bundle at {old.home}: {exc}") from exc
+    bundle = bundle_world(world, old.bundle, old.home, smtp_host=old.smtp_host,
+                          smtp_port=old.smtp_port, mailboxes=old.mailboxes)
+    try:
+        _write_slice(world, bundle)
+    except OSError as exc:
+        raise WorldError(f"cannot update the bundle at {old.home}: {exc}") from exc
     return bundle
 
 
