@@ -188,6 +188,13 @@ class StoreError(SetmailError):
     """The agent's SQLite store failed or was used wrongly (nested transaction, bad schema)."""
 
 
+class StoreDamaged(StoreError):
+    """The store's file is corrupt, truncated or lost while the agent's Maildir shows it was used:
+    the agent refuses to start (it would forget every transaction) until a backup is restored."""
+
+    exit_code = 3
+
+
 class DedupeConflict(StoreError):
     """A dedupe record for this SHA-256 of the MessageWrapper DER already exists: the exact same
     message was accepted and processed before."""
