@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from setmail.errors import DedupeConflict, StoreError
+from setmail.errors import DedupeConflict, StoreDamaged, StoreError
 from setmail.store.records import (
     DedupeRecord, OutboxRow, OutgoingMail, QuarantineRecord, Timer,
 )
@@ -206,14 +206,29 @@ class Transaction(_Reads):
 
 
 #: seconds a transaction's BEGIN keeps trying against a locked database (each try may itself wait
-#: up to the connection's busy timeout)
-BEGIN_PATIENCE = 30.0
+#: up to the connection's busy timeout); ``SETMAIL_STORE_PATIENCE`` sets it (docs/faults.md)
+PATIENCE_ENV = "SETMAIL_STORE_PATIENCE"
+try:
+    BEGIN_PATIENCE = max(0.0, float(os.environ.get(PATIENCE_ENV) or 30.0))
+except ValueError:
+    BEGIN_PATIENCE = 30.0
+#: what SQLite says of a file that is not (or no longer) a whole database
+_DAMAGED = ("malformed", "not a database", "corrupt")
+
+
+def damaged(path: str, problem: object) -> StoreDamaged:
+    """The refusal for a damaged store: which file, what is wrong, what to do."""
+    return StoreDamaged(
+        f"store {path} is damaged ({problem}); the agent will not start without it. Stop every "
+        f"process using it, move {os.path.basename(path)} and its -wal and -shm files aside, and "
+        f"restore the last backup of {path} (a copy made by SQLite's backup, e.g. the bundle's "
+        f"from setmail export)")
 
 
 class Store(_Reads):
     """The SQLite database of one agent (created and migrated on open)."""
 
-    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 10.0):
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float | None = None):
         self.path = os.fspath(path)
         self._lock = threading.RLock()
         self._in_tx = False
@@ -226,6 +241,8 @@ class Store(_Reads):
         self._wipe_due = 0.0
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            if busy_timeout is None:
+                busy_timeout = min(10.0, BEGIN_PATIENCE)
             self._connection = sqlite3.connect(self.path, timeout=busy_timeout,
                                                isolation_level=None, check_same_thread=False)
             mode = self._connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -237,6 +254,8 @@ class Store(_Reads):
             self._migrate()
         except BaseException as exc:
             self.close()
+            if isinstance(exc, sqlite3.DatabaseError) and any(d in str(exc) for d in _DAMAGED):
+                raise damaged(self.path, exc) from exc
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise StoreError(f"cannot open store {self.path}: {exc}") from exc
             raise
@@ -257,6 +276,18 @@ class Store(_Reads):
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {number + 1}")
 
+    def verify(self) -> None:
+        """``PRAGMA quick_check`` (every page readable, b-trees well formed; indexes unchecked,
+        so it reads the file once): a running agent checks its store before anything else, so a
+        torn or corrupt file stops it at the start with ``StoreDamaged``, never mid-purchase."""
+        try:
+            with self._lock:
+                rows = self._conn().execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.path, exc) from exc
+        if [r[0] for r in rows] != ["ok"]:
+            raise damaged(self.path, "; ".join(str(r[0]) for r in rows))
+
     @property
     def schema_version(self) -> int:
         return self._conn().execute("PRAGMA user_version").fetchone()[0]
@@ -276,7 +307,7 @@ class Store(_Reads):
             if not durable:
                 conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._begin(conn)
+                self._begin(conn, self.path)
                 self._in_tx = True
                 tx = Transaction(conn, now)
                 try:
@@ -284,9 +315,12 @@ class Store(_Reads):
                     conn.execute("COMMIT")
                 except BaseException as exc:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error:  # e.g. a full disk: SQLite has rolled back itself
+                            pass
                     if isinstance(exc, sqlite3.Error):
-                        raise StoreError(f"transaction failed: {exc}") from exc
+                        raise StoreError(f"{self.path}: transaction failed: {exc}") from exc
                     raise
                 finally:
                     tx._connection = None
@@ -332,7 +366,7 @@ class Store(_Reads):
             return self._checkpoint(self._conn())
 
     @staticmethod
-    def _begin(conn: sqlite3.Connection) -> None:
+    def _begin(conn: sqlite3.Connection, path: str) -> None:
         """BEGIN IMMEDIATE, retried while another connection holds the write lock: sqlite's busy
         timeout does not cover every case (a read snapshot that must be upgraded returns BUSY at
         once), and a CLI command or a reader must never make the agent give up a mail."""
@@ -344,9 +378,11 @@ class Store(_Reads):
             except sqlite3.OperationalError as exc:
                 busy = "locked" in str(exc) or "busy" in str(exc).lower()
                 if not busy or time.monotonic() >= deadline:
-                    raise StoreError(f"cannot begin transaction: {exc}") from exc
+                    raise StoreError(f"{path}: cannot begin transaction: {exc}"
+                                     + (f" (for {BEGIN_PATIENCE:g} s: another process holds its "
+                                        "write lock)" if busy else "")) from exc
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot begin transaction: {exc}") from exc
+                raise StoreError(f"{path}: cannot begin transaction: {exc}") from exc
             time.sleep(min(0.01 * 2 ** attempt, 0.5))
             attempt += 1
 
