@@ -286,7 +286,8 @@ class Store(_Reads):
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from exc
         if [r[0] for r in rows] != ["ok"]:
-            raise damaged(self.path, "; ".join(str(r[0]) for r in rows))
+            found = " ".join(str(r[0]) for r in rows).replace("*** in database main ***", "")
+            raise damaged(self.path, " ".join(found.split())[:200])
 
     @property
     def schema_version(self) -> int:
