@@ -46,6 +46,7 @@ from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT
 from setmail.roles.base import CancelTimer, Command, Outcome, Role, SetTimer, TimerFired
 from setmail.roles.wire import received, wire
 from setmail.store import DedupeRecord, OutgoingMail, Store
+from setmail.store.db import damaged
 from setmail.store.lock import FileLock, agent_lock
 
 log = logging.getLogger("setmail.agent")
@@ -69,6 +70,19 @@ class AgentConfig:
     @property
     def store_path(self) -> Path:
         return self.home / "state.db"
+
+
+def _check_store(store: Store, mailbox: Path) -> None:
+    """Refuse a damaged store, or one that records no mail while the Maildir holds mail it
+    processed (truncated to nothing, deleted, replaced by an empty one): starting on it would
+    forget every transaction and treat old mail as new (docs/faults.md)."""
+    store.verify()
+    if store.query("SELECT 1 FROM processed_mail LIMIT 1"):
+        return
+    seen = next((e for e in maildir.list_messages(mailbox, include_quarantine=True)
+                 if e.done or e.folder == "quarantine"), None)
+    if seen is not None:
+        raise damaged(store.path, f"it records no mail, yet {mailbox} holds mail it processed")
 
 
 def _ts_to_dt(ts: float) -> dt.datetime:
@@ -98,6 +112,7 @@ class Agent(rl.Reloading):
         try:
             maildir.ensure_maildir(config.maildir)
             self.store = store or cmdq.open_store(config.store_path)
+            _check_store(self.store, config.maildir)
             self.pool = pool or SMTPClientPool(local_hostname=mailout.domain_of(config.address))
             self.sent = mailout.SentFolder(config.maildir)
             self.ctx = fx.EffectContext(config.name, config.home)
@@ -148,6 +163,7 @@ class Agent(rl.Reloading):
             raw = (maildir.read(self.config.maildir, key) if claimed is None
                    else maildir.read_claimed(self.config.maildir, key, claimed))
         except MaildirKeyError:
+            log.info("%-8s IN   %s is gone (removed before it was read): skipped", self.name, key)
             return "gone"
         mail: ParsedMail | None = None
         mtype = None
