@@ -118,15 +118,22 @@ def deliver_many(items: list[tuple[str | os.PathLike, bytes]]) -> list[str | Mai
             results.append(_write_linked(root, raw))
             dirs.setdefault(os.path.join(root, "new"), []).append(index)
         except OSError as exc:
-            results.append(MaildirError(f"delivery into {root} failed: {exc}"))
+            results.append(_delivery_failed(root, exc))
     for directory, indexes in dirs.items():
         try:
             _fsync_dir(directory)
         except OSError as exc:
             for index in indexes:
-                results[index] = MaildirError(
-                    f"delivery into {os.path.dirname(directory)} failed: {exc}")
+                results[index] = _delivery_failed(os.path.dirname(directory), exc)
     return results
+
+
+def _delivery_failed(root: str, exc: OSError) -> MaildirError:
+    """The error of one delivery, keeping the OS's ``errno`` (the SMTP server answers a full
+    disk with 452, any other failure with 451)."""
+    error = MaildirError(f"delivery into {root} failed: {exc.strerror or exc}")
+    error.errno = exc.errno
+    return error
 
 
 def file_copies(folder: str | os.PathLike, items: list[tuple[str, bytes]]) -> list[str]:

@@ -4,8 +4,9 @@ Promises, in SMTP terms:
 
 * RCPT for an address not in ``routes`` gets ``550``: the server is never an open relay.
 * A mail over ``data_size_limit`` gets ``552`` (aiosmtpd checks SIZE= at MAIL and counts at DATA).
-* ``250`` after DATA is sent only once every recipient's copy is fsynced into its Maildir; a disk
-  failure gets ``451`` so the client keeps the mail and retries.  The fsync work runs in a writer
+* ``250`` after DATA is sent only once every recipient's copy is fsynced into its Maildir; a full
+  disk gets ``452`` (insufficient storage), any other disk failure ``451``, so the client keeps
+  the mail and retries; each failed copy is logged in one line naming its Maildir.  The fsync work runs in a writer
   thread, group-committed (see ``MaildirHandler``), so the event loop keeps serving other
   connections meanwhile.
 
@@ -20,6 +21,7 @@ pinned aiosmtpd 1.4.x.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -38,6 +40,11 @@ from setmail.mail.maildir import deliver_many, ensure_maildir
 from setmail.mail.mime import PLAIN_ADDR_SPEC
 
 log = logging.getLogger("mail.log")  # aiosmtpd's logger
+slog = logging.getLogger("setmail.smtp")
+#: errno values meaning "no room": the client should try later, as for a full mail queue
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_FULL = "452 4.3.1 Insufficient system storage, try again later"
+_FAILED = "451 4.3.0 Local storage failure, try again later"
 
 BACKLOG = 1024
 DEFAULT_SIZE_LIMIT = 1 << 20  # SET messages are a few KB; 1 MiB leaves room for certificate chains
@@ -109,8 +116,9 @@ class MaildirHandler:
         if not self._writing:
             self._writing = True
             loop.create_task(self._write_batches(loop))
-        if not await done:
-            return "451 4.3.0 Local storage failure, try again later"
+        refusal = await done
+        if refusal:
+            return refusal
         self.delivered += 1
         return "250 2.0.0 Stored"
 
@@ -127,12 +135,24 @@ class MaildirHandler:
                     results = [MaildirError("delivery failed")] * len(items)
                 pos = 0
                 for copies, done in batch:
-                    ok = not any(isinstance(r, MaildirError) for r in results[pos:pos + len(copies)])
+                    refusal = _refusal(results[pos:pos + len(copies)])
                     pos += len(copies)
                     if not done.done():  # the session may have gone meanwhile
-                        done.set_result(ok)
+                        done.set_result(refusal)
         finally:
             self._writing = False
+
+
+def _refusal(results: list) -> str | None:
+    """The reply for a mail whose copies had these results (None: all stored)."""
+    errors = [r for r in results if isinstance(r, MaildirError)]
+    if not errors:
+        return None
+    full = any(getattr(e, "errno", None) in _NO_ROOM for e in errors)
+    reply = _FULL if full else _FAILED
+    for error in errors:
+        slog.error("SMTP %s; answered %s", error, reply[:3])
+    return reply
 
 
 _SIMPLE_ADDR = re.compile(rf"\s*<({PLAIN_ADDR_SPEC})>\s*(.*)\Z", re.S)
