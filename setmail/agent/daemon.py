@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from setmail.agent.runtime import Agent
+from setmail.errors import MaildirError, StoreError
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT, SMTPServer
 from setmail.mail.watch import MaildirWatcher
 
@@ -30,6 +31,29 @@ PROFILE_ENV = "SETMAIL_PROFILE"
 #: seconds the wipes of a running agent may wait for their shared WAL checkpoint (``Store``'s
 #: ``wipe_delay``): a wiped secret is gone from every file within this plus one poll
 WIPE_DELAY = 0.5
+
+
+#: failures of the disk or the database, not of our code: one line in the log (the message names
+#: the file), no traceback; the unit rolled back and is tried again (docs/faults.md)
+DISK_FAULTS = (StoreError, MaildirError, OSError)
+_HINTS = (("locked", "another process holds the store's write lock"),
+          ("busy", "another process holds the store's write lock"),
+          ("full", "free space on that disk"), ("no space", "free space on that disk"),
+          ("read-only", "make it writable again"), ("permission", "give the agent access"))
+
+
+def fault_line(exc: BaseException) -> str:
+    """``exc`` as one log line, with what to do when we know."""
+    text = " ".join(str(exc).split())
+    hint = next((h for word, h in _HINTS if word in text.lower()), None)
+    return f"{text} ({hint})" if hint else text
+
+
+def _log_failure(what: str, name: str, exc: BaseException, pause: float) -> None:
+    if isinstance(exc, DISK_FAULTS):
+        log.error("%-8s %s failed: %s; retrying in %.1f s", name, what, fault_line(exc), pause)
+    else:
+        log.exception("%s: %s failed, retrying in %.1f s", name, what, pause)
 
 
 class AgentRunner:
@@ -60,8 +84,8 @@ class AgentRunner:
         agent, failures = self.agent, 0
         try:
             keys = agent.recover()
-        except Exception:  # pragma: no cover - the same pause-and-retry as a failed round
-            log.exception("%s: recovery failed", agent.name)
+        except Exception as exc:  # the same pause-and-retry as a failed round
+            _log_failure("recovery", agent.name, exc, 0.0)
             keys, failures = [], 1
         while not self._halt.is_set():
             try:
@@ -78,10 +102,10 @@ class AgentRunner:
                 nxt = agent.next_timer_at()
                 if nxt is not None:
                     timeout = max(0.0, min(timeout, nxt - time.time()))
-            except Exception:  # the unit rolled back; its mail is still pending
+            except Exception as exc:  # the unit rolled back; its mail is still pending
                 failures += 1
                 pause = min(0.5 * 2 ** failures, 30.0)
-                log.exception("%s: work failed, retrying in %.1f s", agent.name, pause)
+                _log_failure("work", agent.name, exc, pause)
                 keys = []
                 if not self._pause(pause):
                     break
@@ -112,8 +136,8 @@ class AgentRunner:
                 nxt = self.agent.next_send_at()
                 if nxt is not None:
                     timeout = max(0.0, min(1.0, nxt - time.time()))
-            except Exception:  # rows stay in the outbox; the next round sends them
-                log.exception("%s: sending failed, retrying", self.agent.name)
+            except Exception as exc:  # rows stay in the outbox; the next round sends them
+                _log_failure("sending", self.agent.name, exc, timeout)
             if timeout > 0:
                 self._kick.wait(timeout)
 
