@@ -64,14 +64,17 @@ def _unique_name() -> str:
 
 
 def ensure_maildir(path: str | os.PathLike) -> Path:
-    """Create the Maildir (and its parents) and its folders if missing; return its Path."""
+    """Create the Maildir (and its parents) and its folders if missing; return its Path.
+    Writes nothing when all is there, so an agent starts on a read-only Maildir (and waits)."""
     root = Path(path)
     try:
         for sub in ("tmp", "new", "cur", *(f"{f}/{s}" for f in FOLDERS for s in ("tmp", "new",
                                                                                  "cur"))):
-            (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not (root / sub).is_dir():
+                (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         for folder in FOLDERS:  # Maildir++: marks a folder (Courier, Dovecot, mailbox.Maildir)
-            (root / folder / "maildirfolder").touch(mode=0o600, exist_ok=True)
+            if not (root / folder / "maildirfolder").exists():
+                (root / folder / "maildirfolder").touch(mode=0o600, exist_ok=True)
         _move_flat_quarantine(root / QUARANTINE)
     except OSError as exc:
         raise MaildirError(f"cannot create Maildir {root}: {exc}") from exc
