@@ -62,6 +62,8 @@ def _statements(script: str) -> list[str]:
 class _Reads:
     """Queries shared by :class:`Store` (own snapshot) and :class:`Transaction` (inside it)."""
 
+    path = "the store"
+
     def _conn(self) -> sqlite3.Connection:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -93,6 +95,8 @@ class _Reads:
         try:
             return self._conn().execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
+            if any(d in str(exc) for d in _DAMAGED):
+                raise damaged(self.path, exc) from exc
             raise StoreError(f"query failed: {exc}") from exc
 
 
