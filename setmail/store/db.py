@@ -384,8 +384,8 @@ class Store(_Reads):
                 busy = "locked" in str(exc) or "busy" in str(exc).lower()
                 if not busy or time.monotonic() >= deadline:
                     raise StoreError(f"{path}: cannot begin transaction: {exc}"
-                                     + (f" (for {BEGIN_PATIENCE:g} s: another process holds its "
-                                        "write lock)" if busy else "")) from exc
+                                     + (f" (waited {BEGIN_PATIENCE:g} s)" if busy else "")
+                                     ) from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"{path}: cannot begin transaction: {exc}") from exc
             time.sleep(min(0.01 * 2 ** attempt, 0.5))
