@@ -239,7 +239,7 @@ def claim(path: str | os.PathLike, key: str) -> str:
     except FileNotFoundError as exc:
         raise MaildirKeyError(f"no message {key!r} in {root}/new") from exc
     except OSError as exc:
-        raise MaildirError(f"claim of {key!r} in {root} failed: {exc}") from exc
+        raise MaildirError(f"claim of {key!r} in {root} failed: {exc.strerror or exc}") from exc
     return claimed
 
 
@@ -266,7 +266,7 @@ def mark_done(path: str | os.PathLike, key: str, *, claimed: str | None = None) 
         except FileNotFoundError:
             pass  # moved meanwhile (or already done): the general path below decides
         except OSError as exc:
-            raise MaildirError(f"mark_done of {key!r} in {path} failed: {exc}") from exc
+            raise MaildirError(f"mark_done of {key!r} in {path} failed: {exc.strerror or exc}") from exc
     root = Path(path)
     src = _find_cur(root, key)
     if src is None:
@@ -277,7 +277,7 @@ def mark_done(path: str | os.PathLike, key: str, *, claimed: str | None = None) 
     try:
         os.rename(src, src.parent / f"{key}{_INFO}{''.join(sorted(flags + 'S'))}")
     except OSError as exc:
-        raise MaildirError(f"mark_done of {key!r} in {root} failed: {exc}") from exc
+        raise MaildirError(f"mark_done of {key!r} in {root} failed: {exc.strerror or exc}") from exc
 
 
 def _write_durably(path: Path, data: bytes) -> None:
