@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -270,10 +271,12 @@ def _scribble(path: Path) -> None:
 
 
 def test_a_damaged_store_stops_the_agent_until_the_backup_is_restored(w, tmp_path):
+    """Zeroed, truncated, scribbled: exit 3 and one line saying which file and how to restore;
+    from the backup the agent starts and works."""
     store = w.world.store_path("bank")
     w.stop("bank")
     backup = tmp_path / "bank-state.db"
-    with sqlite3.connect(store) as src, sqlite3.connect(backup) as dst:
+    with closing(sqlite3.connect(store)) as src, closing(sqlite3.connect(backup)) as dst:
         src.backup(dst)
     for damage in (_zero, _half, _scribble):
         shutil.copy(backup, store)
@@ -290,3 +293,4 @@ def test_a_damaged_store_stops_the_agent_until_the_backup_is_restored(w, tmp_pat
     shutil.copy(backup, store)  # restored
     w.start("bank")
     posted_once(w, buy(w, "18.00"))
+    no_traceback(w, "bank")
