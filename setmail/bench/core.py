@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from setmail.asn1 import decode_wrapper, make_wrapper
+from setmail.bench import machine
 from setmail.asn1.purchase import PInitRes
 from setmail.crypto import operators as op
 from setmail.crypto.cms import Identity
@@ -60,6 +61,7 @@ def _rate(fn, seconds: float) -> float:
 
 
 def run(seconds: float = 3.0, suite_name: str = "rsa2048") -> int:
+    box = machine.describe()
     suite = get_suite(suite_name)
     merchant, gateway = _identity(suite, "merchant"), _identity(suite, "gateway")
     body = b"\x04\x82\x08\x00" + bytes(range(256)) * 8  # a 2 KiB OCTET STRING
@@ -106,6 +108,7 @@ def run(seconds: float = 3.0, suite_name: str = "rsa2048") -> int:
     ratio = rates["rsa build+parse"] / rates["build+parse"]
     print(f"setmail secure-core benchmark — suite {suite.name}, {len(msg)}-byte message "
           f"(2 KiB body), one core, {seconds:g} s per row")
+    print(machine.line(box))
     print()
     print("| operation | setmail msgs/s | RSA ops alone /s | cost ÷ RSA alone |")
     print("|---|---:|---:|---:|")

@@ -6,6 +6,10 @@ of realistic size, certificates already held by the receiver (no path building),
 ours beyond the operators' own framing, no mail, no storage.  Counted per purchase: RSA
 private-key operations (signatures, OAEP decryptions) and public-key operations (verifications,
 OAEP encryptions).
+
+``bare_rsa`` is the physical floor under both: exactly those RSA operations, called on
+``cryptography`` directly (same key size and paddings), nothing else — no hashing of bodies, no
+symmetric ciphers, no DER.  Every benchmark figure is also given as a multiple of it.
 """
 from __future__ import annotations
 
@@ -26,11 +30,13 @@ class _Counting:
     def __init__(self, suite):
         self._suite = suite
         self.private = self.public = 0
+        self.by_name = {name: 0 for name in _PRIVATE + _PUBLIC}
 
     def __getattr__(self, name):
         attr = getattr(self._suite, name)
         if name in _PRIVATE or name in _PUBLIC:
             def counted(*args, **kwargs):
+                self.by_name[name] += 1
                 if name in _PRIVATE:
                     self.private += 1
                 else:
@@ -107,4 +113,35 @@ def crypto_only(seconds: float = 5.0, suite_name: str = "rsa2048") -> dict:
         n += 1
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     return {"rate": n / wall, "cpu_per": cpu / n, "n": n, "private_ops": counting.private,
-            "public_ops": counting.public, "pid": os.getpid()}
+            "public_ops": counting.public, "ops": dict(counting.by_name), "pid": os.getpid()}
+
+
+def bare_rsa(ops: dict[str, int], seconds: float = 3.0, suite_name: str = "rsa2048") -> dict:
+    """CPU seconds (and rate on one core) of ``ops`` (operation name -> count, from
+    ``crypto_only``) done with ``cryptography`` alone: the physical floor of a purchase."""
+    suite = get_suite(suite_name)
+    key = suite.generate_key()
+    pub = key.public_key()
+    pss, oaep, sha = suite.pss_padding, suite.oaep_padding, suite.hash_algorithm
+    data = bytes(96)  # what the suite signs: signed attributes of about this size
+    sig, ct = key.sign(data, pss, sha), pub.encrypt(bytes(32), oaep)
+    calls = ([lambda: key.sign(data, pss, sha)] * ops.get("sign", 0)
+             + [lambda: key.decrypt(ct, oaep)] * ops.get("oaep_decrypt", 0)
+             + [lambda: pub.verify(sig, data, pss, sha)] * ops.get("verify", 0)
+             + [lambda: pub.encrypt(bytes(32), oaep)] * ops.get("oaep_encrypt", 0))
+    for call in calls[:4]:  # warm-up
+        call()
+    n, cpu0, start = 0, time.process_time(), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for call in calls:
+            call()
+        n += 1
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    return {"rate": n / wall, "cpu_per": cpu / n, "n": n}
+
+
+def yardsticks(seconds: float = 5.0, suite_name: str = "rsa2048") -> dict:
+    """Both yardsticks in one run: ``crypto`` (crypto_only) and ``rsa`` (bare_rsa of the same
+    operation counts), each measured for ``seconds``."""
+    crypto = crypto_only(seconds, suite_name)
+    return {"crypto": crypto, "rsa": bare_rsa(crypto["ops"], seconds, suite_name)}

@@ -13,7 +13,9 @@ processed its CapRes (auto-capture).  Reported:
   per agent (VmHWM);
 * crypto-only: the same signatures, envelopes and verifications a purchase makes
   (``crypto_purchase``), no ASN.1 of our own, no transport, no storage, one core: purchases/s and
-  CPU s/purchase; the two ratios end-to-end ÷ crypto-only.
+  CPU s/purchase; the two ratios end-to-end ÷ crypto-only;
+* the bare-RSA floor: the same RSA operation counts on ``cryptography`` alone (``bare_rsa``), and
+  every figure as a multiple of it; the machine and its load average before the run.
 
 ``--sizes 100,2000`` runs several N in one world (after a warm-up) to show that the per-purchase
 cost stays flat.
@@ -31,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from setmail.bench.crypto_purchase import crypto_only
+from setmail.bench import machine
+from setmail.bench.crypto_purchase import yardsticks
 
 TICK = os.sysconf("SC_CLK_TCK")
 AGENTS = ("alice", "shop", "gateway", "bank")
@@ -184,6 +187,7 @@ def run_batch(bw: BenchWorld, n: int, window: int, timeout: float) -> dict:
 def run(n: int, *, sizes: list[int] | None = None, window: int = 16, seconds: float = 5.0,
         suite_name: str = "rsa2048", keep: bool = False, as_json: bool = False) -> int:
     sizes = sizes or [n]
+    box = machine.describe()
     home = Path(tempfile.mkdtemp(prefix="setmail-bench-")) / "world"
     bw = BenchWorld(home)
     results = []
@@ -200,11 +204,17 @@ def run(n: int, *, sizes: list[int] | None = None, window: int = 16, seconds: fl
         bw.stop()
         if not keep:
             shutil.rmtree(home.parent, ignore_errors=True)
-    crypto = crypto_only(seconds, suite_name)
+    sticks = yardsticks(seconds, suite_name)
+    crypto, rsa = sticks["crypto"], sticks["rsa"]
+    last = results[-1]
     report = {"end_to_end": results, "peak_rss_mib": memory, "crypto_only": crypto,
-              "throughput_ratio": results[-1]["rate"] / crypto["rate"],
-              "cpu_ratio": results[-1]["cpu_per"] / crypto["cpu_per"], "window": window,
-              "cores": os.cpu_count()}
+              "bare_rsa": rsa, "machine": box,
+              "throughput_ratio": last["rate"] / crypto["rate"],
+              "cpu_ratio": last["cpu_per"] / crypto["cpu_per"],
+              "rsa_ratios": {"cpu_end_to_end": last["cpu_per"] / rsa["cpu_per"],
+                             "throughput_end_to_end": last["rate"] / rsa["rate"],
+                             "cpu_crypto_only": crypto["cpu_per"] / rsa["cpu_per"]},
+              "window": window, "cores": os.cpu_count()}
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
@@ -214,7 +224,8 @@ def run(n: int, *, sizes: list[int] | None = None, window: int = 16, seconds: fl
 
 def _print(r: dict) -> None:
     print(f"setmail purchase benchmark — every agent in its own process, SMTP on loopback, "
-          f"{r['cores']} cores, ≤{r['window']} purchases in flight\n")
+          f"{r['cores']} cores, ≤{r['window']} purchases in flight")
+    print(machine.line(r["machine"]) + "\n")
     print("| purchases | purchases/s | p50 latency | p95 latency | CPU s/purchase (all processes) |")
     print("|---:|---:|---:|---:|---:|")
     for e in r["end_to_end"]:
@@ -227,7 +238,15 @@ def _print(r: dict) -> None:
     print(f"\ncrypto only (same operations, one core): {c['rate']:.1f} purchases/s, "
           f"{c['cpu_per'] * 1000:.1f} ms CPU/purchase ({c['private_ops']} RSA private-key and "
           f"{c['public_ops']} public-key operations per purchase)")
+    b, x = r["bare_rsa"], r["rsa_ratios"]
+    print(f"bare RSA floor (those operations on cryptography alone, one core): "
+          f"{b['rate']:.1f} purchases/s, {b['cpu_per'] * 1000:.1f} ms CPU/purchase")
     print("peak memory per agent: " + ", ".join(f"{k} {v:.0f} MiB"
                                                 for k, v in r["peak_rss_mib"].items()))
     print(f"\nthroughput end-to-end ÷ crypto-only = {r['throughput_ratio']:.2f}  (goal ≥ 0.5)")
     print(f"CPU per purchase end-to-end ÷ crypto-only = {r['cpu_ratio']:.2f}  (goal ≤ 2)")
+    print(f"against the bare RSA floor: CPU end-to-end {x['cpu_end_to_end']:.2f}×, "
+          f"crypto-only {x['cpu_crypto_only']:.2f}×; throughput end-to-end "
+          f"{x['throughput_end_to_end']:.2f} of the floor's")
+    print("CPU per purchase by process ÷ bare RSA: " + ", ".join(
+        f"{k} {v / b['cpu_per']:.2f}" for k, v in sorted(last.items(), key=lambda kv: -kv[1])))
