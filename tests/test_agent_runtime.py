@@ -236,6 +236,31 @@ def test_a_request_answered_in_a_later_step_is_answered_again_on_a_repeat(world)
         assert not tx_.add_dedupe_responses(bytes(32), [answer.mail])
 
 
+def test_a_repeat_after_the_answer_went_gets_it_from_the_sent_copy(world, caplog):
+    """Each outgoing mail is stored once (D-481): the dedupe record names its answer, whose bytes
+    are the outbox row's until the 250, then the .Sent copy's.  A repeat after the send gets the
+    identical mail again; with that copy deleted (by a mail client) it is logged as lost."""
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    cmdq.submit(client.store, "ping", {"id": "sent-copy", "to": SERVER})
+    client.process_commands()
+    request = client.store.outbox()[0].raw
+    maildir.deliver(cfgs["server"].maildir, request)
+    assert [server.process_mail(k) for k in server.recover()] == ["done"]
+    (answer,) = server.store.outbox()
+    assert server.send_due().sent and server.store.outbox() == []
+    assert server.store.query("SELECT raw FROM dedupe_response") == [(None,)]
+    maildir.deliver(cfgs["server"].maildir, request)
+    assert [server.process_mail(k) for k in server.recover()] == ["duplicate"]
+    assert [r.raw for r in server.store.outbox()] == [answer.raw]
+    server.send_due()
+    (copy,) = (Path(cfgs["server"].maildir) / ".Sent" / "cur").iterdir()
+    copy.unlink()
+    maildir.deliver(cfgs["server"].maildir, request)
+    assert [server.process_mail(k) for k in server.recover()] == ["duplicate"]
+    assert server.store.outbox() == [] and "is lost" in caplog.text
+
+
 def _mail(der: bytes, content_type="application/set-registration", **kw) -> bytes:
     return build_mail(der, content_type=content_type, sender=kw.get("sender", CLIENT),
                       recipient=SERVER, message_id=f"{fresh(6).hex()}@a.example",

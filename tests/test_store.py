@@ -93,10 +93,16 @@ def test_dedupe_record_and_lookup(store):
     other = OutgoingMail("merchant@merchant.example", "127.0.0.1", 2525, b"second", "r2@gw")
     capreq = bytes(range(1, 33))
     with store.transaction(now=5.0) as tx:
+        ids = [tx.enqueue(MAIL), tx.enqueue(other)]  # the agent queues what it records
         tx.record_dedupe(DIGEST, "AuthReq", [MAIL, other], txkey="tx-9")
         tx.record_dedupe(capreq, "CapReq")  # no response
     rec = store.lookup_dedupe(DIGEST)
     assert rec.responses == (MAIL, other) and rec.txkey == "tx-9" and rec.processed_at == 5.0
+    # stored once: the record refers to the outbox rows; once sent, the bytes are the Sent copy's
+    assert store.query("SELECT COUNT(*) FROM dedupe_response WHERE raw IS NULL")[0][0] == 2
+    store.mark_sent_many(ids, now=6.0)
+    assert [(r.message_id, r.raw) for r in store.lookup_dedupe(DIGEST).responses] == [
+        (MAIL.message_id, None), (other.message_id, None)]
     assert (rec.digest, rec.msg_type, rec.resends) == (DIGEST, "AuthReq", 0)
     assert store.lookup_dedupe(capreq).responses == ()
     assert store.lookup_dedupe(bytes(32)) is None
@@ -115,6 +121,8 @@ def test_dedupe_answers_added_later_and_resends_counted(store):
     with store.transaction(now=1.0) as tx:
         tx.record_dedupe(DIGEST, "PInitReq", txkey="tx-1")  # parked: no answer yet
     with store.transaction(now=2.0) as tx:
+        tx.enqueue(late)
+        tx.enqueue(MAIL)
         assert tx.add_dedupe_responses(DIGEST, [late])
         assert tx.add_dedupe_responses(DIGEST, [MAIL])
         assert not tx.add_dedupe_responses(bytes(32), [late])  # no such record: nothing added
@@ -139,14 +147,32 @@ def test_migration_from_v1_replaces_the_header_keyed_dedupe(tmp_path):
     conn.commit()
     conn.close()
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         assert store.get_state("tx/a") == {"state": "DONE"}
         assert store.query("SELECT COUNT(*) FROM dedupe")[0][0] == 0
         cols = [r[1] for r in store.query("PRAGMA table_info(dedupe)")]
         assert cols == ["digest", "msg_type", "txkey", "processed_at", "resends"]
         with store.transaction(now=2.0) as tx:
+            tx.enqueue(MAIL)
             tx.record_dedupe(DIGEST, "AuthReq", [MAIL])
         assert store.lookup_dedupe(DIGEST).responses == (MAIL,)
+
+
+def test_migration_from_v2_keeps_the_answers_stored_with_their_records(tmp_path):
+    """A V2 store's answers held their own bytes; as V3 they keep them (new ones refer)."""
+    from setmail.store.schema import V1, V2
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1 + V2 + "PRAGMA user_version = 2;")
+    conn.execute("INSERT INTO dedupe VALUES (?, 'AuthReq', 'a', 1.0, 2)", (DIGEST,))
+    conn.execute("INSERT INTO dedupe_response VALUES (?, 0, ?, ?, ?, ?, ?)",
+                 (DIGEST, MAIL.recipient, MAIL.host, MAIL.port, MAIL.raw, MAIL.message_id))
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.schema_version == 3
+        rec = store.lookup_dedupe(DIGEST)
+        assert rec.responses == (MAIL,) and rec.resends == 2
 
 
 def test_outbox_due_sent_failed(store):

@@ -11,7 +11,7 @@ CapRes 2,706 times in 10 s, and how an attacker replaying a response would make 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from setmail.roles.base import Send, is_response
 from setmail.store import DedupeRecord, OutgoingMail
@@ -48,6 +48,26 @@ def repeat(tx, record: DedupeRecord, message_type: str) -> Repeat:
     count = tx.count_resend(record.digest)
     return Repeat(len(record.responses), count, False,
                   f"{len(record.responses)} stored response(s) re-sent ({count}/{MAX_RESENDS})")
+
+
+def with_bytes(record: DedupeRecord, read_sent, agent: str) -> DedupeRecord:
+    """``record`` with every answer's bytes: an answer stored by reference that has left the
+    outbox is read back from the Sent folder (``read_sent(message_id)``, filed durably before
+    its outbox row went).  One whose copy is gone (a mail client deleted it) is logged and left
+    out: the repeat gets the answers that remain."""
+    if all(r.raw is not None for r in record.responses):
+        return record
+    kept = []
+    for response in record.responses:
+        if response.raw is None:
+            raw = read_sent(response.message_id)
+            if raw is None:
+                log.error("%s: stored answer %s is lost (no outbox row, no Sent copy); a repeat "
+                          "cannot get it again", agent, response.message_id)
+                continue
+            response = replace(response, raw=raw)
+        kept.append(response)
+    return replace(record, responses=tuple(kept))
 
 
 def add_answer(tx, agent: str, send: Send, mail: OutgoingMail, current: bytes | None) -> None:

@@ -80,6 +80,11 @@ def describe_raw(raw: bytes) -> tuple[str, str]:
     return (found.group(1).decode(), found.group(2).decode()) if found else ("?", "?")
 
 
+def _sent_key(ident: bytes) -> str:
+    """The .Sent key of a mail by its Message-ID (without <>)."""
+    return hashlib.sha256(ident).hexdigest()[:40] + ".sent"
+
+
 class SentFolder:
     """The agent's ``.Sent`` folder: a copy of every mail SMTP took (``keep`` after its 250),
     filed durably by ``file`` before the outbox records the 250s (``drain_outbox``'s
@@ -87,13 +92,22 @@ class SentFolder:
     Message-ID: a mail sent again after a crash keeps one."""
 
     def __init__(self, mailbox: Path):
-        self.folder = Path(mailbox) / maildir.SENT
+        self.mailbox = Path(mailbox)
+        self.folder = self.mailbox / maildir.SENT
         self._waiting: list[tuple[str, bytes]] = []
 
     def keep(self, raw: bytes) -> None:
         found = _MESSAGE_ID.search(raw[:8192])
         ident = found.group(1) if found else raw
-        self._waiting.append((hashlib.sha256(ident).hexdigest()[:40] + ".sent", raw))
+        self._waiting.append((_sent_key(ident), raw))
+
+    def read(self, message_id: str) -> bytes | None:
+        """The filed copy of the mail sent as ``message_id`` (None: not there, e.g. deleted by a
+        mail client): where a dedupe record's answer is kept once it has left the outbox."""
+        try:
+            return maildir.read(self.mailbox, _sent_key(message_id.encode()))
+        except MaildirError:  # MaildirKeyError included
+            return None
 
     def file(self) -> None:
         """File the copies kept so far.  A disk error is logged, not raised: the mails went,

@@ -237,6 +237,7 @@ class Agent(rl.Reloading):
                    claimed: str | None = None) -> str:
         """An exact repeat of an accepted mail: changes nothing; a request's stored answers are
         re-sent within their budget (``agent.dedupe``)."""
+        record = dedupe.with_bytes(record, self.sent.read, self.name)
         with self.store.transaction(now=self.clock()) as tx:
             done = dedupe.repeat(tx, record, mtype)
             tx.mark_processed(key, "duplicate", txkey=record.txkey,

@@ -59,6 +59,13 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+#: a dedupe record's answers; one stored by reference (``raw`` NULL, schema V3) takes its bytes
+#: from the outbox while it waits there, else ``raw`` stays None: the agent reads its Sent copy
+_ANSWERS = ("SELECT recipient, host, port, COALESCE(raw, (SELECT o.raw FROM outbox o WHERE "
+            "o.message_id = d.message_id ORDER BY o.id DESC LIMIT 1)), message_id "
+            "FROM dedupe_response d WHERE digest = ? ORDER BY seq")
+
+
 class _Reads:
     """Queries shared by :class:`Store` (own snapshot) and :class:`Transaction` (inside it)."""
 
@@ -80,9 +87,8 @@ class _Reads:
                            "WHERE digest = ?", key).fetchone()
         if row is None:
             return None
-        responses = tuple(OutgoingMail(r, h, p, bytes(raw), m) for r, h, p, raw, m in conn.execute(
-            "SELECT recipient, host, port, raw, message_id FROM dedupe_response WHERE digest = ? "
-            "ORDER BY seq", key))
+        responses = tuple(OutgoingMail(r, h, p, None if raw is None else bytes(raw), m)
+                          for r, h, p, raw, m in conn.execute(_ANSWERS, key))
         return DedupeRecord(bytes(digest), *row, responses)
 
     def processed_status(self, maildir_key: str) -> str | None:
@@ -155,11 +161,12 @@ class Transaction(_Reads):
         self._responses(digest, responses, 0)
 
     def _responses(self, digest: bytes, responses: Iterable[OutgoingMail], first: int) -> None:
+        """The answers by reference (Message-ID): each is queued in the outbox by the same
+        transaction, and its bytes are stored there and in the Sent folder, not a third time."""
         for seq, mail in enumerate(responses, start=first):
-            self.execute("INSERT INTO dedupe_response (digest, seq, recipient, host, port, raw, "
-                         "message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (digest, seq, mail.recipient, mail.host, mail.port, mail.raw,
-                          mail.message_id))
+            self.execute("INSERT INTO dedupe_response (digest, seq, recipient, host, port, "
+                         "message_id) VALUES (?, ?, ?, ?, ?, ?)",
+                         (digest, seq, mail.recipient, mail.host, mail.port, mail.message_id))
 
     def add_dedupe_responses(self, digest: bytes, responses: Iterable[OutgoingMail]) -> bool:
         """Append answers to the dedupe record of a request accepted earlier (one answered in a

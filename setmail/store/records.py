@@ -7,12 +7,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class OutgoingMail:
-    """A built mail and where it goes: an outbox row to be, or a stored dedupe response."""
+    """A built mail and where it goes: an outbox row to be, or a stored dedupe response (whose
+    ``raw`` is None once its bytes live only in the agent's Sent folder, found by
+    ``message_id``)."""
 
     recipient: str
     host: str
     port: int
-    raw: bytes
+    raw: bytes | None
     message_id: str
 
 

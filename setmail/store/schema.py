@@ -105,5 +105,27 @@ CREATE TABLE dedupe_response (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)
+#: issue 16: each outgoing mail stored once.  A dedupe record's answers refer to the outgoing
+#: mail by Message-ID (``raw`` NULL): its bytes are in the outbox until the next hop's 250 and
+#: in the agent's .Sent folder after it (filed durably before the outbox row goes).  Records made
+#: before the upgrade keep their own copy.  The index finds an answer's outbox row.
+V3 = """
+CREATE TABLE dedupe_answer (
+    digest      BLOB NOT NULL REFERENCES dedupe (digest) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    recipient   TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    port        INTEGER NOT NULL,
+    raw         BLOB,
+    message_id  TEXT NOT NULL,
+    PRIMARY KEY (digest, seq)
+);
+INSERT INTO dedupe_answer SELECT digest, seq, recipient, host, port, raw, message_id
+    FROM dedupe_response;
+DROP TABLE dedupe_response;
+ALTER TABLE dedupe_answer RENAME TO dedupe_response;
+CREATE INDEX outbox_message_id ON outbox (message_id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
 SCHEMA_VERSION = len(MIGRATIONS)
