@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from setmail.agent import dedupe
 from setmail.agent.runtime import Agent
 from setmail.errors import MaildirError, StoreError
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT, SMTPServer
@@ -31,6 +32,8 @@ PROFILE_ENV = "SETMAIL_PROFILE"
 #: seconds the wipes of a running agent may wait for their shared WAL checkpoint (``Store``'s
 #: ``wipe_delay``): a wiped secret is gone from every file within this plus one poll
 WIPE_DELAY = 0.5
+#: seconds between two expiries of old dedupe records (and once at start)
+HOUSEKEEPING_INTERVAL = 3600.0
 
 
 #: failures of the disk or the database, not of our code: one line in the log (the message names
@@ -65,6 +68,7 @@ class AgentRunner:
         agent.store.wipe_delay = WIPE_DELAY  # the work loop calls retry_wipe after every round
         self.poll = poll
         self.watch_mode = watch_mode
+        self._housekeeping_due = 0.0  # at the first round
         self._halt = threading.Event()   # set once: finish the unit in progress, then stop
         self._kick = threading.Event()   # the worker queued mail: the sender looks now
         #: SETMAIL_PROFILE=DIR: profile both threads (cProfile, timed in thread CPU seconds so
@@ -94,6 +98,7 @@ class AgentRunner:
                 self._round(keys)
                 again = agent.poll_reload()  # a rebuilt role takes what it deferred, at once
                 agent.store.retry_wipe()  # the wipes' checkpoint, once due
+                self._housekeeping()
                 failures = 0
                 if again:
                     keys = again
@@ -111,6 +116,16 @@ class AgentRunner:
                     break
                 continue
             keys = watcher.wait(timeout) if not self._halt.is_set() else []
+
+    def _housekeeping(self) -> None:
+        """Now and then: dedupe records past the Date window go (``dedupe.expire``)."""
+        if time.monotonic() < self._housekeeping_due:
+            return
+        self._housekeeping_due = time.monotonic() + HOUSEKEEPING_INTERVAL
+        gone = dedupe.expire(self.agent.store, self.agent.clock())
+        if gone:
+            log.info("%-8s      %d dedupe record(s) past the Date window dropped", self.agent.name,
+                     gone)
 
     def _round(self, keys: list[str]) -> None:
         """One round: the mail, then commands, then due timers; the sender is kicked after

@@ -14,9 +14,15 @@ import logging
 from dataclasses import dataclass, replace
 
 from setmail.roles.base import Send, is_response
+from setmail.roles.wire import MAX_AGE, MAX_SKEW
 from setmail.store import DedupeRecord, OutgoingMail
 
 log = logging.getLogger("setmail.agent")
+
+#: how long a record is kept: a mail dated more than MAX_AGE ago is refused by every role
+#: (``wire.unwrap``, messageTooOld), and an accepted one was dated at most MAX_SKEW after it was
+#: processed, so past this no repeat of it could be accepted anyway (D-482)
+RETENTION = MAX_AGE + MAX_SKEW
 
 #: how many times an exact repeat of one request gets its stored answers again: enough for a
 #: relay's duplicates and a peer's retries, bounded so a replayed request cannot make us send
@@ -87,3 +93,17 @@ def add_answer(tx, agent: str, send: Send, mail: OutgoingMail, current: bytes | 
     if digest != current and not tx.add_dedupe_responses(digest, [mail]):
         log.info("%-8s OUT  %-14s answers %s…, which has no dedupe record", agent,
                  send.message_type, send.answers[:16])
+
+
+def expire(store, now: float, *, batch: int = 1000) -> int:
+    """Drop the records (and their answers' references) processed more than RETENTION before
+    ``now``, ``batch`` per transaction so a long backlog never holds the store for long; how
+    many went."""
+    cutoff, gone = now - RETENTION.total_seconds(), 0
+    while True:
+        with store.transaction(now=now) as tx:
+            n = tx.execute("DELETE FROM dedupe WHERE digest IN (SELECT digest FROM dedupe WHERE "
+                           "processed_at < ? LIMIT ?)", (cutoff, batch)).rowcount
+        gone += n
+        if n < batch:
+            return gone

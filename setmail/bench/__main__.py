@@ -30,7 +30,23 @@ def main(argv=None) -> int:
     tra.add_argument("--state", type=int, default=4000, help="octets of transaction state")
     tra.add_argument("--seconds", type=float, default=5.0, help="crypto-only measuring time")
     tra.add_argument("--keep", action="store_true", help="keep the Maildirs and stores")
+    sca = sub.add_parser("scale", help="batches of purchases in one growing world: CPU per "
+                         "purchase, inspection commands and an agent's start after each")
+    sca.add_argument("--sizes", default="100,1000",
+                     help="comma-separated batch sizes, run one after another (default 100,1000)")
+    sca.add_argument("--window", type=int, default=16, help="purchases in flight (default 16)")
+    sca.add_argument("--json", action="store_true", help="print JSON")
+    sca.add_argument("--keep", action="store_true", help="keep the world directory")
     args = parser.parse_args(argv)
+    if args.what == "scale":
+        from setmail.bench.scale import run as run_scale
+        try:
+            sizes = [int(s) for s in args.sizes.split(",")]
+        except ValueError:
+            parser.error("--sizes takes comma-separated whole numbers, e.g. 100,1000")
+        if min(sizes) < 1 or args.window < 1:
+            parser.error("batch sizes and --window must be positive")
+        return run_scale(sizes, window=args.window, keep=args.keep, as_json=args.json)
     if args.what == "transport":
         from setmail.bench.transport import run as run_transport
         if args.n < 1 or args.window < 1 or not 0 <= args.size <= 20000 or args.state < 0:

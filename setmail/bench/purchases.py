@@ -181,7 +181,8 @@ def run_batch(bw: BenchWorld, n: int, window: int, timeout: float) -> dict:
     return {"n": n, "wall": wall, "rate": n / wall, "cpu_per": cpu_per,
             "cpu_per_process": {k: v for k, v in per_process.items() if v > 0.0005},
             "p50": latencies[len(latencies) // 2],
-            "p95": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]}
+            "p95": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))],
+            "last_xid": max(finished, key=finished.get)}
 
 
 def run(n: int, *, sizes: list[int] | None = None, window: int = 16, seconds: float = 5.0,

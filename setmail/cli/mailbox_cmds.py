@@ -76,6 +76,33 @@ def show(agent: str = typer.Argument(..., help="agent name"),
     typer.echo(json.dumps(info, indent=2, ensure_ascii=False) if json_out else render_text(info))
 
 
+@mailbox_app.command("archive")
+def archive(agent: str = typer.Argument(..., help="agent name"),
+            older_than: str = typer.Option("30d", "--older-than",
+                                           help="age of the processed mail to move (30d, 12h, 90m)"),
+            home: Path = home_option()) -> None:
+    """Move processed mail older than --older-than into dated folders (.Archive.2026-12); new,
+    unfinished, quarantined and sent mail stay. Safe while the agent runs."""
+    import time
+
+    from setmail.errors import MaildirError
+    from setmail.mail.archive import archive as archive_mail, parse_age
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        fail(str(exc))
+    world = load(home)
+    world.agent(agent)
+    try:
+        moved = archive_mail(world.maildir(agent), older_than=age, now=time.time())
+    except MaildirError as exc:
+        fail(str(exc), 1)
+    if not moved:
+        typer.echo(f"{agent}: no processed mail older than {older_than}")
+    for folder, count in sorted(moved.items()):
+        typer.echo(f"{agent}: {count} mail(s) -> {folder}")
+
+
 def export_thread(xid: str = typer.Argument(..., help="the purchase's XID (as buy prints it)"),
                   mbox: Path = typer.Option(..., "--mbox", help="mbox file to write (replaced)"),
                   maildirs: list[Path] = typer.Option(

@@ -108,7 +108,8 @@ CREATE TABLE dedupe_response (
 #: issue 16: each outgoing mail stored once.  A dedupe record's answers refer to the outgoing
 #: mail by Message-ID (``raw`` NULL): its bytes are in the outbox until the next hop's 250 and
 #: in the agent's .Sent folder after it (filed durably before the outbox row goes).  Records made
-#: before the upgrade keep their own copy.  The index finds an answer's outbox row.
+#: before the upgrade keep their own copy.  The indices find an answer's outbox row and the
+#: records past the Date window (``agent.dedupe.expire``).
 V3 = """
 CREATE TABLE dedupe_answer (
     digest      BLOB NOT NULL REFERENCES dedupe (digest) ON DELETE CASCADE,
@@ -125,6 +126,7 @@ INSERT INTO dedupe_answer SELECT digest, seq, recipient, host, port, raw, messag
 DROP TABLE dedupe_response;
 ALTER TABLE dedupe_answer RENAME TO dedupe_response;
 CREATE INDEX outbox_message_id ON outbox (message_id);
+CREATE INDEX dedupe_age ON dedupe (processed_at);
 """
 
 MIGRATIONS: tuple[str, ...] = (V1, V2, V3)

@@ -1,0 +1,119 @@
+"""``scripts/bench scale``: does a purchase cost the same in a world that has done many, and how
+do an agent's start and the inspection commands grow with what it has processed?
+
+One world (as ``bench purchases``: every agent its own process, SMTP on loopback).  After a
+warm-up, batches of the given sizes run one after another (default 100 then 1,000: what fits in a
+few minutes on a 2-core machine); after each batch, with the agents still running:
+
+* CPU per purchase of that batch (all processes) — flat if nothing grows with history;
+* ``setmail tx list``, ``tx show XID``, ``trace XID --json``, ``mailbox list gateway`` as a user
+  runs them (a fresh process each: wall seconds and the child's CPU seconds, Python start-up
+  included, ~0.3 s of it);
+* the gateway's restart: SIGINT, a new ``setmail run --agents gateway``, until its "started" log
+  line (wall and CPU seconds of the new process by then).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from setmail.bench import machine
+from setmail.bench.purchases import BenchWorld, _cpu, run_batch
+
+
+def _child_cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def _cli(home: Path, *args: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``setmail ARGS --home HOME`` run to completion."""
+    cpu0, t0 = _child_cpu(), time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "setmail.cli.main", *args, "--home", str(home)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"setmail {' '.join(args)} failed: {done.stderr.decode()[-500:]}")
+    return time.perf_counter() - t0, _child_cpu() - cpu0
+
+
+def _restart(bw: BenchWorld, name: str) -> tuple[float, float]:
+    """(wall, CPU) seconds from spawning agent ``name`` again to its "started" log line."""
+    log = bw.home / "logs" / f"{name}.log"
+    proc = bw.procs[name]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    before = log.read_text(errors="replace").count(" started (")
+    t0 = time.perf_counter()
+    bw._spawn(name, ["--agents", name, "--no-smtp"])
+    while log.read_text(errors="replace").count(" started (") <= before:
+        if bw.procs[name].poll() is not None or time.perf_counter() - t0 > 120:
+            raise SystemExit(f"{name} did not start again; see {log}")
+        time.sleep(0.01)
+    return time.perf_counter() - t0, _cpu(bw.procs[name].pid)
+
+
+def _processed(bw: BenchWorld, name: str) -> int:
+    import sqlite3
+    con = sqlite3.connect(bw.world.store_path(name), timeout=30)
+    try:
+        return con.execute("SELECT COUNT(*) FROM processed_mail").fetchone()[0]
+    finally:
+        con.close()
+
+
+def run(sizes: list[int], *, window: int = 16, keep: bool = False,
+        as_json: bool = False) -> int:
+    box = machine.describe()
+    home = Path(tempfile.mkdtemp(prefix="setmail-bench-scale-")) / "world"
+    bw = BenchWorld(home)
+    rows, total = [], 0
+    try:
+        bw.start()
+        bw.prepare()
+        bw.open()
+        run_batch(bw, 20, window, 120)  # warm-up
+        total = 20
+        for size in sizes:
+            batch = run_batch(bw, size, window, 60 + size * 2)
+            total += size
+            xid = batch["last_xid"]
+            timings = {"tx list": _cli(home, "tx", "list", "--json"),
+                       "tx show": _cli(home, "tx", "show", xid),
+                       "trace": _cli(home, "trace", xid, "--json"),
+                       "mailbox list": _cli(home, "mailbox", "list", "gateway", "--json"),
+                       "gateway start": _restart(bw, "gateway")}
+            rows.append({"batch": size, "purchases_so_far": total, "cpu_per": batch["cpu_per"],
+                         "rate": batch["rate"], "gateway_mails": _processed(bw, "gateway"),
+                         "timings": timings})
+        bw.close()
+    finally:
+        bw.stop()
+        if keep:
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home.parent, ignore_errors=True)
+    if as_json:
+        print(json.dumps({"machine": box, "window": window, "rows": rows}, indent=2))
+        return 0
+    print(f"setmail scale benchmark — batches of {', '.join(f'{s:,}' for s in sizes)} purchases "
+          f"in one world, ≤{window} in flight")
+    print(machine.line(box) + "\n")
+    names = list(rows[0]["timings"]) if rows else []
+    print("| purchases so far | batch | CPU/purchase | purchases/s | gateway mails | "
+          + " | ".join(names) + " |")
+    print("|---:" * (4 + len(names) + 1) + "|")
+    for r in rows:
+        cells = [f"{w:.2f} s ({c:.2f} CPU)" for w, c in r["timings"].values()]
+        print(f"| {r['purchases_so_far']:,} | {r['batch']:,} | {r['cpu_per'] * 1000:.1f} ms | "
+              f"{r['rate']:.1f} | {r['gateway_mails']:,} | " + " | ".join(cells) + " |")
+    if len(rows) > 1:
+        print(f"\nCPU per purchase, last batch ÷ first: "
+              f"{rows[-1]['cpu_per'] / rows[0]['cpu_per']:.2f} (flat = 1.00)")
+    return 0
