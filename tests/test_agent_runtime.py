@@ -261,6 +261,26 @@ def test_a_repeat_after_the_answer_went_gets_it_from_the_sent_copy(world, caplog
     assert server.store.outbox() == [] and "is lost" in caplog.text
 
 
+def test_mails_processed_as_a_group_share_one_flush(world):
+    """``Agent.grouped``: the answers stay back and the mails unmarked until the group's flush;
+    then each mail is done and every answer due."""
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    for ident in ("g1", "g2"):
+        cmdq.submit(client.store, "ping", {"id": ident, "to": SERVER})
+    client.process_commands()
+    for row in client.store.outbox():
+        maildir.deliver(cfgs["server"].maildir, row.raw)
+    keys = server.recover()
+    with server.grouped():
+        assert [server.process_mail(k) for k in keys] == ["done", "done"]
+        assert len(server.store.outbox()) == 2 and server.store.due_outbox(time.time()) == []
+        assert len(maildir.pending(cfgs["server"].maildir)) == 2
+    assert len(server.store.due_outbox(time.time())) == 2
+    assert maildir.pending(cfgs["server"].maildir) == []
+    assert {server.store.processed_status(k) for k in keys} == {"done"}
+
+
 def _mail(der: bytes, content_type="application/set-registration", **kw) -> bytes:
     return build_mail(der, content_type=content_type, sender=kw.get("sender", CLIENT),
                       recipient=SERVER, message_id=f"{fresh(6).hex()}@a.example",

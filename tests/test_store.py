@@ -316,3 +316,21 @@ def test_a_transaction_waits_for_another_writer_instead_of_failing(tmp_path):
     assert store.get_state("tx/k") == {"state": "DONE"}
     other.close()
     store.close()
+
+
+def test_group_commit_holds_mail_back_until_the_flush(store):
+    """Commits made without their own flush (``durable=False``) are atomic, but their outgoing
+    mail is not due until ``flush`` (or any durable commit) has made the WAL durable."""
+    with store.transaction(now=1.0, durable=False) as tx:
+        first = tx.enqueue(MAIL)
+    with store.transaction(now=1.0, durable=False) as tx:
+        tx.enqueue(MAIL)
+    assert len(store.outbox()) == 2 and store.due_outbox(2.0) == []
+    store.flush()
+    assert [r.id for r in store.due_outbox(2.0)] == [first, first + 1]
+    with store.transaction(now=3.0, durable=False) as tx:
+        tx.enqueue(MAIL)
+    with store.transaction(now=3.0) as tx:  # a durable commit syncs the earlier frames too
+        tx.put_state("k", 1)
+    assert len(store.due_outbox(4.0)) == 3
+    store.flush()  # nothing owed: no-op

@@ -32,6 +32,8 @@ PROFILE_ENV = "SETMAIL_PROFILE"
 #: seconds the wipes of a running agent may wait for their shared WAL checkpoint (``Store``'s
 #: ``wipe_delay``): a wiped secret is gone from every file within this plus one poll
 WIPE_DELAY = 0.5
+#: at most this many waiting mails share one durable flush: more would hold their answers back
+GROUP_COMMIT = 16
 #: seconds between two expiries of old dedupe records (and once at start)
 HOUSEKEEPING_INTERVAL = 3600.0
 
@@ -128,12 +130,16 @@ class AgentRunner:
                      gone)
 
     def _round(self, keys: list[str]) -> None:
-        """One round: the mail, then commands, then due timers; the sender is kicked after
-        every unit that may have queued mail."""
-        for key in keys:
-            if self._halt.is_set():
-                return
-            self.agent.process_mail(key)
+        """One round: the mail (up to GROUP_COMMIT mails share one WAL flush, ``Agent.grouped``),
+        then commands, then due timers; the sender is kicked after every unit (or group) that
+        may have queued mail."""
+        for start in range(0, len(keys), GROUP_COMMIT):
+            group = keys[start:start + GROUP_COMMIT]
+            with self.agent.grouped(len(group) > 1):
+                for key in group:
+                    if self._halt.is_set():
+                        break
+                    self.agent.process_mail(key)
             self._kick.set()
         if self._halt.is_set():
             return

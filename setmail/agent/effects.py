@@ -126,6 +126,13 @@ def stage(ctx: EffectContext, tx, effects) -> None:
                        (effect.kind, dumps(data), tx.now))
 
 
+def acts_outside(effects) -> bool:
+    """Whether any of ``effects`` acts after the commit (files, a reload): such a step's commit
+    must be durable before it acts, so it never joins a group commit (``Agent.grouped``)."""
+    return any(getattr(HANDLERS.get(e.kind), "after_commit", None) is not None
+               for e in effects)
+
+
 def apply_journal(ctx: EffectContext, store, now: float) -> int:
     """Apply and delete journaled after-commit effects (oldest first); returns how many."""
     rows = store.query("SELECT id, kind, data FROM agent_effect_journal ORDER BY id")

@@ -105,6 +105,7 @@ class Agent(rl.Reloading):
         self.rescan = False  # mail was deferred and a rebuild may take it now
         self.rescanned: set[str] = set()  # the mail taken up after the last rebuild
         self._deferred: set[str] = set()
+        self._held: list[tuple[str, str, str | None]] | None = None  # see ``grouped``
         self.clock = clock
         config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock = lock if lock is not None and lock.held else agent_lock(config.home,
@@ -204,11 +205,38 @@ class Agent(rl.Reloading):
                          detail=reason)
             self.stats["refused"] += 1
             log.warning("%-8s IN   REFUSED %s tx=%s %s", self.name, mtype, tx_token, reason)
-            return self._finish(key, "refused", claimed=claimed)
+            return self._finish_or_hold(key, "refused", claimed)
         self.stats["in"] += 1
         log.info("%-8s IN   %-14s tx=%s from %s", self.name, mtype, tx_token, mail.sender)
         self._commit(txkey, outcome, mail_key=key, request=mail, record=(event.digest, mtype))
-        return self._finish(key, "done", claimed=claimed)
+        return self._finish_or_hold(key, "done", claimed)
+
+    @contextlib.contextmanager
+    def grouped(self, on: bool = True):
+        """Group commit for the mails processed inside: each one's commit is atomic but not
+        flushed on its own, its outgoing mail is held back (``Store.due_outbox``) and it is
+        not marked done; at the end one WAL flush makes them all durable, then they are marked
+        done.  A crash before the flush loses at most the commits of mails still pending in the
+        Maildir, which are processed again; a step with after-commit effects commits durably
+        as ever (``effects.acts_outside``)."""
+        if not on or self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self.store.flush()
+                for key, status, claimed in held:
+                    self._finish(key, status, claimed=claimed)
+
+    def _finish_or_hold(self, key: str, status: str, claimed: str | None) -> str:
+        if self._held is None:
+            return self._finish(key, status, claimed=claimed)
+        self._held.append((key, status, claimed))
+        return status
 
     def _finish(self, key: str, status: str, *, resumed: bool = False,
                 claimed: str | None = None) -> str:
@@ -294,7 +322,8 @@ class Agent(rl.Reloading):
         now = self.clock()
         now_dt = _ts_to_dt(now).replace(microsecond=0)
         tx_key = outcome.transaction or txkey
-        with self.store.transaction(now=now) as tx:
+        durable = self._held is None or fx.acts_outside(outcome.effects)
+        with self.store.transaction(now=now, durable=durable) as tx:
             seq = tx.get_state(SEQ_PREFIX + tx_key, 0)
             mails = []
             for send in outcome.sends:

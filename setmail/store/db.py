@@ -113,6 +113,7 @@ class Transaction(_Reads):
         self._connection = conn
         self.now = now
         self.wiped = False
+        self.first_enqueued: int | None = None  # the lowest outbox id this transaction made
 
     def note_wipe(self) -> None:
         """This transaction removes a secret: the store checkpoints the WAL after the commit."""
@@ -192,6 +193,8 @@ class Transaction(_Reads):
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (mail.recipient, mail.host, mail.port, mail.raw, mail.message_id,
              self.now if not_before is None else not_before, self.now))
+        if self.first_enqueued is None:
+            self.first_enqueued = cur.lastrowid
         return cur.lastrowid
 
     def set_timer(self, key: str, due_at: float, payload: Any = None) -> None:
@@ -250,6 +253,11 @@ class Store(_Reads):
         #: once, after the commit); the agent sets it and calls ``retry_wipe`` after every round
         self.wipe_delay = 0.0
         self._wipe_due = 0.0
+        #: group commit: the lowest outbox id committed without a flush of its own; such rows are
+        #: not due (``due_outbox``) until ``flush`` or any durable commit has made them durable
+        self._unflushed_outbox: int | None = None
+        self._flush_owed = False
+        self._wal_fd: int | None = None
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             if busy_timeout is None:
@@ -325,6 +333,7 @@ class Store(_Reads):
                 try:
                     yield tx
                     conn.execute("COMMIT")
+                    self._committed(tx, durable)
                 except BaseException as exc:
                     if conn.in_transaction:
                         try:
@@ -345,6 +354,33 @@ class Store(_Reads):
                     self._checkpoint(conn)
                 elif not self.wipe_pending:
                     self.wipe_pending, self._wipe_due = True, time.monotonic() + self.wipe_delay
+
+    def _committed(self, tx: Transaction, durable: bool) -> None:
+        """A FULL commit syncs the WAL, and with it every earlier commit's frames."""
+        if durable:
+            self._unflushed_outbox, self._flush_owed = None, False
+            return
+        self._flush_owed = True
+        if tx.first_enqueued is not None and self._unflushed_outbox is None:
+            self._unflushed_outbox = tx.first_enqueued
+
+    def flush(self) -> None:
+        """Make every commit so far durable with one fdatasync of the WAL: the group commit of
+        several ``durable=False`` transactions (what SQLite's own FULL commit does, once for
+        all of them).  Frames checkpointed meanwhile are in the database file, which a
+        checkpoint syncs before the WAL is reused."""
+        with self._lock:
+            if not self._flush_owed:
+                return
+            wal = self.path + "-wal"
+            try:
+                if self._wal_fd is None and os.path.exists(wal):
+                    self._wal_fd = os.open(wal, os.O_RDWR | os.O_CLOEXEC)
+                if self._wal_fd is not None:
+                    os.fdatasync(self._wal_fd)
+            except OSError as exc:
+                raise StoreError(f"cannot flush {wal}: {exc}") from exc
+            self._unflushed_outbox, self._flush_owed = None, False
 
     #: how long a wipe's checkpoint waits for other connections' readers (ms): never the agent's
     #: mail waiting on a CLI's polling; a busy checkpoint is simply tried again later
@@ -404,9 +440,13 @@ class Store(_Reads):
 
     # -- outbox --------------------------------------------------------------------------------
     def due_outbox(self, now: float, *, limit: int = 100) -> list[OutboxRow]:
-        rows = self._read(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE next_attempt_at IS NOT NULL "
-                          "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-                          (now, limit))
+        """Rows due by ``now``; never one whose commit is not durable yet (``flush``): a mail
+        must not leave before the state that made it would survive a power loss."""
+        with self._lock:
+            below = self._unflushed_outbox if self._unflushed_outbox is not None else 1 << 62
+            rows = self.query(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE next_attempt_at IS NOT "
+                              "NULL AND next_attempt_at <= ? AND id < ? "
+                              "ORDER BY next_attempt_at, id LIMIT ?", (now, below, limit))
         return [_outbox_row(r) for r in rows]
 
     def outbox(self, *, include_dead: bool = True) -> list[OutboxRow]:
@@ -472,6 +512,11 @@ class Store(_Reads):
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
+                if self._flush_owed:
+                    self.flush()
+                if self._wal_fd is not None:
+                    os.close(self._wal_fd)
+                    self._wal_fd = None
                 if self.wipe_pending:  # usually the last connection: SQLite checkpoints anyway
                     self._checkpoint(self._connection)
                 self._connection.close()
