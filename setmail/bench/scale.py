@@ -90,6 +90,7 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
                        "mailbox list": _cli(home, "mailbox", "list", "gateway", "--json"),
                        "gateway start": _restart(bw, "gateway")}
             rows.append({"batch": size, "purchases_so_far": total, "cpu_per": batch["cpu_per"],
+                         "cpu_per_process": batch["cpu_per_process"],
                          "rate": batch["rate"], "gateway_mails": _processed(bw, "gateway"),
                          "timings": timings})
         bw.close()
@@ -113,7 +114,13 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
         cells = [f"{w:.2f} s ({c:.2f} CPU)" for w, c in r["timings"].values()]
         print(f"| {r['purchases_so_far']:,} | {r['batch']:,} | {r['cpu_per'] * 1000:.1f} ms | "
               f"{r['rate']:.1f} | {r['gateway_mails']:,} | " + " | ".join(cells) + " |")
+    for r in rows:
+        print(f"\nbatch of {r['batch']:,}, CPU per purchase by process: " + ", ".join(
+            f"{k} {v * 1000:.1f} ms" for k, v in sorted(r["cpu_per_process"].items(),
+                                                       key=lambda kv: -kv[1])))
     if len(rows) > 1:
+        first, last = rows[0]["cpu_per_process"], rows[-1]["cpu_per_process"]
         print(f"\nCPU per purchase, last batch ÷ first: "
-              f"{rows[-1]['cpu_per'] / rows[0]['cpu_per']:.2f} (flat = 1.00)")
+              f"{rows[-1]['cpu_per'] / rows[0]['cpu_per']:.2f} (flat = 1.00); by process: "
+              + ", ".join(f"{k} {last[k] / first[k]:.2f}" for k in first if k in last))
     return 0
