@@ -326,7 +326,9 @@ def test_group_commit_holds_mail_back_until_the_flush(store):
     with store.transaction(now=1.0, durable=False) as tx:
         tx.enqueue(MAIL)
     assert len(store.outbox()) == 2 and store.due_outbox(2.0) == []
+    assert store.next_send_at() is None  # the sender waits for the kick, it does not spin
     store.flush()
+    assert store.next_send_at() == 1.0
     assert [r.id for r in store.due_outbox(2.0)] == [first, first + 1]
     with store.transaction(now=3.0, durable=False) as tx:
         tx.enqueue(MAIL)

@@ -459,9 +459,7 @@ class Agent(rl.Reloading):
         return result
 
     def next_send_at(self) -> float | None:
-        rows = self.store.query("SELECT MIN(next_attempt_at) FROM outbox "
-                                "WHERE next_attempt_at IS NOT NULL")
-        return rows[0][0] if rows else None
+        return self.store.next_send_at()
 
 
 __all__ = ["Agent", "AgentConfig", "TransportError"]

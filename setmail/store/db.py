@@ -443,11 +443,19 @@ class Store(_Reads):
         """Rows due by ``now``; never one whose commit is not durable yet (``flush``): a mail
         must not leave before the state that made it would survive a power loss."""
         with self._lock:
-            below = self._unflushed_outbox if self._unflushed_outbox is not None else 1 << 62
             rows = self.query(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE next_attempt_at IS NOT "
                               "NULL AND next_attempt_at <= ? AND id < ? "
-                              "ORDER BY next_attempt_at, id LIMIT ?", (now, below, limit))
+                              "ORDER BY next_attempt_at, id LIMIT ?", (now, self._below(), limit))
         return [_outbox_row(r) for r in rows]
+
+    def next_send_at(self) -> float | None:
+        """When the next row (of those ``due_outbox`` may give) is due; None: none waits."""
+        with self._lock:
+            return self.query("SELECT MIN(next_attempt_at) FROM outbox WHERE next_attempt_at IS "
+                              "NOT NULL AND id < ?", (self._below(),))[0][0]
+
+    def _below(self) -> int:
+        return self._unflushed_outbox if self._unflushed_outbox is not None else 1 << 62
 
     def outbox(self, *, include_dead: bool = True) -> list[OutboxRow]:
         where = "" if include_dead else "WHERE next_attempt_at IS NOT NULL"
