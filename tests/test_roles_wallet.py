@@ -666,3 +666,21 @@ def test_state_diagrams_in_the_docs_are_drawn_from_the_tables():
     from setmail.roles.diagram import document
     docs = Path(__file__).resolve().parents[1] / "docs" / "states.md"
     assert docs.read_text() == document(), "regenerate: python -m setmail.roles.diagram > docs/states.md"
+
+
+# --- cancel (issue 15) ----------------------------------------------------------------------------
+def test_the_cardholder_cancels_before_the_preq(p):
+    role, shop = wallet(p), Shop(p)
+    out = role.step(None, Command("buy", buy_args()), NOW)
+    cancelled = role.step(out.state, Command("cancel", {"xid": XID.hex()}), NOW)
+    s = cancelled.state
+    assert s["state"] == "CANCELLED" and "secret" not in s and s["cancelled"]["by"] == "cardholder"
+    assert CancelTimer("retry") in cancelled.timers and cancelled.sends == ()
+    late = role.step(s, shop.pinit_res(out.sends[0]), NOW)  # no PReq goes out after a cancel
+    assert late.state["state"] == "CANCELLED" and late.sends == ()
+
+
+def test_the_cardholder_cannot_cancel_a_preq_that_went_out(p):
+    role, state, _, _ = start(p)
+    with pytest.raises(ProtocolError, match="only the merchant"):
+        role.step(state, Command("cancel", {"xid": XID.hex()}), NOW)

@@ -28,7 +28,9 @@ numeric), ``amt_exp10`` (default -2), ``brand``, optional ``language``, optional
 with the merchant (``instalments`` N, or ``recurring`` {days, until YYYYMMDD}, hashed into
 HODInput.installRecurData as the merchant's order is: ``purchase_msgs.order_terms``).
 Command ``inquire`` args: ``xid``; allowed once PInitRes arrived (a command in another state
-fails, unchanged).
+fails, unchanged).  Command ``cancel`` args: ``xid``: the cardholder gives up before the PReq
+(CANCELLED, secrets and re-sends gone; a late PInitRes is absorbed); after it, only the merchant
+can stop the purchase (``wallet_status.on_cancel``).
 
 State (what ``setmail tx show`` prints; keys starting with "_" are protocol bookkeeping it
 hides): ``state``, ``xid``, ``merchant``, ``mer_id``, ``brand``, ``description``, ``amount``,
@@ -117,15 +119,18 @@ class Wallet(StatusSide, Role):
         START: {"buy": ("PINIT_SENT", "FAILED"), "PInitRes": START, "PRes": START,
                 "InqRes": START, "Error": START},
         "PINIT_SENT": _quiet("PINIT_SENT", PInitRes=("PREQ_SENT", "PINIT_SENT", "FAILED"),
-                             Error=("PINIT_SENT", "FAILED"),
+                             Error=("PINIT_SENT", "FAILED"), cancel="CANCELLED",
                              **{"timer:retry": ("PINIT_SENT", "FAILED")}),
         "PREQ_SENT": _quiet("PREQ_SENT", PRes=(*ANSWERED, "PREQ_SENT"),
                             InqRes=(*ANSWERED, "PREQ_SENT"), inquire="PREQ_SENT",
+                            cancel="PREQ_SENT",
                             Error=("PREQ_SENT", "FAILED"),
                             **{"timer:retry": ("PREQ_SENT", "FAILED"),
                                "timer:expire": ("PREQ_SENT", "FAILED")}),
         # an answered purchase still takes inquiries (APPROVED -> CAPTURED)
         **{s: _quiet(s, inquire=s, InqRes=ANSWERED) for s in ANSWERED},
+        # the cardholder gave up before sending the PReq: nothing can be authorised
+        "CANCELLED": _quiet("CANCELLED", cancel="CANCELLED"),
         # failed for want of an answer, a late PRes (or an inquiry) can still tell the outcome
         "FAILED": _quiet("FAILED", inquire="FAILED", PRes=(*ANSWERED, "FAILED"),
                          InqRes=(*ANSWERED, "FAILED")),
