@@ -176,4 +176,4 @@ class StatusSide:
                      inquiry_pending=False)
         state.pop("secret", None)
         return Outcome(key, state, timers=tuple(CancelTimer(n) for n in (
-            "retry", "inquiry", "expire")))
+            "retry", "inquiry", "expire", "abandon")))
