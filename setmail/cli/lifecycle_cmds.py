@@ -77,8 +77,8 @@ def ask_merchant(world, xid: str, merchant: str, before: dict, command: str, arg
     old = (before.get("result") or {}).get("rrpid")
     waiting = Wait(world, wait, what=f"{merchant}: {what} of {short_xid(xid)}",
                    json_out=json_out)
-    queued = waiting.submit(merchant, command, {"xid": xid, **args})
     waiting.watch_purchase(xid)
+    queued = waiting.submit(merchant, command, {"xid": xid, **args})
 
     def answered(view: View) -> End | None:
         state = view.state(merchant, xid)

@@ -75,6 +75,8 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
     shown = money(minor, number, exp10)
     waiting = Wait(world, wait, what=f"{cardholder} pays {shown} at {merchant}",
                    json_out=json_out)
+    if wait > 0:
+        waiting.watch_purchase(xid)
     if shop_here:
         waiting.submit(merchant, "order", order)
     waiting.submit(cardholder, "buy", {
@@ -90,7 +92,6 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
     if not json_out:
         typer.echo(f"{xid}  {cardholder} -> {merchant}  {shown}  (card ending "
                    f"{chosen.pan[-4:]})")
-    waiting.watch_purchase(xid)
     purchase = _Purchase(xid, cardholder, merchant if shop_here else None, chosen.issuer,
                          bool(shop.options.get("auto_capture") or shop.options.get("sale")),
                          fields)
@@ -255,8 +256,8 @@ def inquire(xid: str = typer.Argument(..., help="the purchase's XID (or a unique
     holder = holder_of(world, xid, "cardholder")
     before = read_state(world, holder, xid).get("inquiries", 0)
     waiting = Wait(world, wait, what=f"{holder} asks about {short_xid(xid)}", json_out=json_out)
-    waiting.submit(holder, "inquire", {"xid": xid})
     waiting.watch_purchase(xid)
+    waiting.submit(holder, "inquire", {"xid": xid})
 
     def answered(view: View) -> End | None:
         s = view.state(holder, xid)

@@ -76,7 +76,8 @@ def sentence(kind: str, state: dict) -> str:
     text = SENTENCES.get((kind, name), name)
     extra = [fmt.format(state[k]) for k, fmt in _DETAILS if state.get(k) not in (None, "")]
     for key, label in (("auth_amt", "authorised"), ("cap_amt", "captured")):
-        if name in ("AUTHORIZED", "APPROVED", "CAPTURED") and isinstance(state.get(key), int):
+        if name in ("AUTHORIZED", "APPROVED", "CAPTURED") and isinstance(state.get(key), int) \
+                and state[key] > 0:
             extra.append(f"{label} {money(state[key], state.get('currency'), state.get('amt_exp10', -2))}")
     if name in ("FAILED", "REJECTED") and state.get("failure"):
         extra.append(str(state["failure"]))
@@ -85,10 +86,34 @@ def sentence(kind: str, state: dict) -> str:
     return text + (f" ({', '.join(e for e in extra if e)})" if extra else "")
 
 
+#: kind -> (the states a purchase passes through in this order, the states reached from them):
+#: a party quicker than our reads went through the ones between, which are told too
+LEAD_IN = {
+    "cardholder": (("PINIT_SENT", "PREQ_SENT"), {"APPROVED", "CAPTURED", "DECLINED", "REJECTED"}),
+    "merchant": (("PINIT_SENT", "AUTH_SENT"), {"AUTHORIZED", "CAP_SENT", "CAPTURED", "DECLINED",
+                                               "REJECTED"}),
+    "gateway": (("ISSUER_AUTH",), {"AUTHORIZED", "DECLINED", "ISSUER_CAP", "CAPTURED"}),
+    "issuer": (("HELD",), {"POSTED"}),
+}
+
+
+def passed(kind: str, old: str | None, new: str | None) -> list[str]:
+    """The lead-in states a party went through between two reads (``LEAD_IN``)."""
+    lead, reached = LEAD_IN.get(kind, ((), set()))
+    if new not in reached and new not in lead:
+        return []
+    if old is not None and old not in lead and old not in ("ORDERED", "PARKED"):
+        return []
+    start = lead.index(old) + 1 if old in lead else 0
+    return list(lead[start:lead.index(new) if new in lead else len(lead)])
+
+
 def steps(kind: str, old: dict, new: dict) -> list[str]:
     """What happened between two reads of one party's state of a transaction."""
     out = []
     if new.get("state") != old.get("state") and new.get("state"):
+        out.extend(SENTENCES.get((kind, s), s)
+                   for s in passed(kind, old.get("state"), new["state"]))
         out.append(sentence(kind, new))
     refused = new.get("refused")
     if isinstance(refused, dict) and refused != old.get("refused"):

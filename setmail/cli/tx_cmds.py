@@ -57,8 +57,10 @@ def tx_list(state: str = typer.Option(None, "--state", help="only purchases a pa
                                       "one of these states, e.g. ORDERED,PINIT_SENT"),
             older_than: str = typer.Option(None, "--older-than", "--age", metavar="DURATION",
                                            help="only purchases started longer ago, e.g. 30m"),
+            limit: int = typer.Option(50, "--limit", "-n", min=0,
+                                      help="show at most this many, newest first (0: all)"),
             json_out: bool = json_option(), home: Path = home_option()) -> None:
-    """Every purchase the world's merchants and cardholders know, oldest first."""
+    """The purchases the world's merchants and cardholders know, newest first."""
     from setmail.txview import transactions
     now = dt.datetime.now(dt.timezone.utc)
     wanted = {s.strip().upper() for s in (state or "").split(",") if s.strip()}
@@ -71,6 +73,12 @@ def tx_list(state: str = typer.Option(None, "--state", help="only purchases a pa
         if minimum is not None and (age is None or age < minimum):
             continue
         rows.append({**r, "age": age})
+    rows.reverse()
+    more = len(rows) - limit if limit and len(rows) > limit else 0
+    rows = rows[:limit] if more else rows
+    if more:
+        typer.echo(f"({more} older purchase{'s' if more > 1 else ''} not shown: --limit 0 "
+                   "shows all)", err=True)
     if json_out:
         typer.echo(json.dumps([_row_json(r) for r in rows], indent=2))
         return
@@ -163,9 +171,9 @@ def cancel(xid: str = typer.Argument(..., help="the purchase's XID (or a unique 
                 else "After the PReq reached the merchant it voids the authorisation "
                 "(`setmail void`) or refunds (`setmail refund`)."), EXIT_REFUSED)
     waiting = Wait(world, wait, what=f"cancelling {short_xid(xid)}", json_out=json_out)
+    waiting.watch_purchase(xid)
     for name in targets:
         waiting.submit(name, "cancel", {"xid": xid, "reason": reason[:200]})
-    waiting.watch_purchase(xid)
 
     def cancelled(view: View) -> End | None:
         states = {n: view.state(n, xid).get("state") for n in targets}

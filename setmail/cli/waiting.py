@@ -81,7 +81,8 @@ class View:
         self.world, self._stores = world, {}
 
     def store(self, agent: str):
-        if agent not in self._stores:
+        """``agent``'s store, None while it has none (a store made later is opened then)."""
+        if self._stores.get(agent) is None:
             from setmail.agent import commands as cmdq
             path = self.world.store_path(agent)
             self._stores[agent] = cmdq.open_store(path) if path.exists() else None
@@ -189,8 +190,10 @@ class Wait:
         return queued
 
     def watch_purchase(self, xid: str) -> None:
-        """Tell every step any local party takes on purchase ``xid``."""
+        """Tell every step any local party takes on purchase ``xid`` from now on (what the
+        parties hold already is the baseline: call it before ``submit``)."""
         self._purchases.append(xid)
+        self._story(baseline=True)
 
     def watch(self, agent: str, key: Callable[[View], str | None]) -> None:
         """Tell the steps of ``agent``'s transaction ``key(view)`` (None: not known yet)."""
@@ -247,7 +250,7 @@ class Wait:
                            party=queued.agent)
         return None
 
-    def _story(self) -> None:
+    def _story(self, baseline: bool = False) -> None:
         from setmail.cli.story import steps
         from setmail.txview import HIDDEN
         seen: dict[str, tuple[str, dict]] = {}
@@ -259,7 +262,7 @@ class Wait:
                 seen[agent] = (self.world.agent(agent).kind, self.view.state(agent, name))
         for label, (kind, state) in seen.items():
             public = {k: v for k, v in state.items() if k not in HIDDEN}
-            for text in steps(kind, self._seen.get(label, {}), public):
+            for text in () if baseline else steps(kind, self._seen.get(label, {}), public):
                 self.step(label, text)
             self._seen[label] = public
         return None
