@@ -95,6 +95,8 @@ def _settled(home: Path, check: Checks, timeout: float = 30.0) -> dict:
     while True:
         code, out = setmail("statement", "alice", "--json", "--home", str(home), show=False)
         card = (json.loads(out)["cards"] or [{}])[0] if code == 0 else {}
+        card = {k: v["minor"] if isinstance(v, dict) and "minor" in v else v  # {amount, minor}
+                for k, v in card.items()}
         if card.get("posted_settled") or time.monotonic() > deadline:
             check(card.get("posted_settled") == 1234 and card.get("credited_settled") == 1234
                   and not card.get("posted_pending") and not card.get("credited_pending"),

@@ -22,12 +22,64 @@ HIDDEN = frozenset({"secret", "last", "pi", "preq", "pinit_req", "parked", "out"
 _XID = re.compile(r"^[0-9a-f]{40}$")
 
 
+_PREFIX = re.compile(r"^[0-9a-f]{4,40}$")
+#: the short form of an XID every listing shows (like git's abbreviated hashes): any unique
+#: prefix of at least 4 hex digits is accepted wherever an XID is asked for
+SHORT_XID = 12
+
+
+def short_xid(xid: str) -> str:
+    return str(xid)[:SHORT_XID]
+
+
 def normalise_xid(text: str) -> str:
+    """A whole XID as typed (40 hex digits): for a new purchase's ``--xid``."""
     from setmail.errors import SetmailError
     xid = text.strip().lower()
     if not _XID.match(xid):
         raise SetmailError(f"{text!r} is not an XID (40 hex digits, as `setmail buy` prints)")
     return xid
+
+
+def known_xids(world: World, prefix: str) -> set[str]:
+    """The XIDs starting with ``prefix`` that any purchase party of the world holds (a range
+    scan of each store's keys: ``tx/<xid>`` and ``tx/<xid>.<tag>``)."""
+    found: set[str] = set()
+    for spec in world.agents.values():
+        if spec.kind not in PURCHASE_KINDS or not world.store_path(spec.name).exists():
+            continue
+        store = open_store(world, spec.name)
+        try:
+            keys = store.query("SELECT txkey FROM role_state WHERE txkey >= ? AND txkey < ?",
+                               (f"tx/{prefix}", f"tx/{prefix}g"))
+        finally:
+            store.close()
+        found.update(k[3:43] for k, in keys if _XID.match(k[3:43]))
+    return found
+
+
+def resolve_xid(world: World, text: str) -> str:
+    """The XID a user means by ``text``: the whole XID, or any prefix of at least 4 hex digits
+    that names one purchase of the world (a trailing "…" as listings once printed is ignored).
+    SetmailError (exit 2) for junk, an ambiguous prefix (the candidates listed) or a prefix
+    nobody knows; a whole XID nobody knows is returned (its mails may still be traced)."""
+    from setmail.errors import SetmailError
+    typed = text.strip().lower().rstrip("…").rstrip(".")
+    if not _PREFIX.match(typed):
+        raise SetmailError(f"{text!r} is not an XID (40 hex digits, or the first 4 or more of "
+                           "them, as `setmail tx list` shows them)")
+    found = sorted(known_xids(world, typed))
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        shown = ", ".join(short_xid(x) if len(typed) < SHORT_XID else x for x in found[:8])
+        more = f" and {len(found) - 8} more" if len(found) > 8 else ""
+        raise SetmailError(f"XID prefix {typed!r} is ambiguous: {len(found)} purchases start "
+                           f"with it ({shown}{more}); type more digits")
+    if len(typed) == 40:
+        return typed
+    raise SetmailError(f"no purchase of this world has an XID starting with {typed!r} "
+                       "(`setmail tx list` shows them)")
 
 
 def open_store(world: World, name: str):

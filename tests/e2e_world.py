@@ -45,6 +45,18 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def minor_units(value):
+    """A --json document with every amount ({amount, currency, minor}) as its minor units, for
+    tests that add amounts up."""
+    if isinstance(value, dict):
+        if set(value) == {"amount", "currency", "minor"}:
+            return value["minor"]
+        return {k: minor_units(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [minor_units(v) for v in value]
+    return value
+
+
 @contextlib.contextmanager
 def started(home: Path, *, holders: tuple[str, ...] = ("alice",), **options):
     """A RunningWorld (``options`` as its constructor's) with SMTP and every agent running and

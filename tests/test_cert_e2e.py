@@ -151,7 +151,7 @@ def _mail_types(w, agent, xid) -> list[str]:
 
 def test_a_revoked_certificate_is_not_renewed(w):
     code, out, err = run_cli("renew", "shop", "--home", str(w.home))
-    assert code == 1 and "was revoked on" in err and "cannot be renewed" in err
+    assert code == 3 and "was revoked on" in err and "cannot be renewed" in err
     # and should a renewal reach the MCA, its CertRes says so (rejectByCA)
     from setmail.agent import commands as cmdq
     from setmail.world.create import registration_args

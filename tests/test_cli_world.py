@@ -119,9 +119,10 @@ def test_exit_codes(world_home, tmp_path, capsys):
     assert cli(capsys, "mailbox", "show", "alice", "no-such-key", "--home", home)[0] == 2
     code, _, err = cli(capsys, "register", "shop", "--home", home)
     assert code == 2 and "not a cardholder" in err
-    # no agent running: the command is queued, the wait times out -> 1
+    # no agent running: the command is queued, the wait times out -> 4, the command withdrawn
     code, out, err = cli(capsys, "register", "bob", "--home", home, "--wait", "0.5")
-    assert code == 1 and "did not pick the command up" in err
+    assert code == 4 and "had not picked up the register command" in err, err
+    assert "withdrawn" in err and "setmail run" in err
     assert cli(capsys, "init", "--home", str(tmp_path / "x"), "--smtp-port", "0")[0] == 2
     assert cli(capsys, "bogus-command")[0] == 2
 
@@ -158,10 +159,11 @@ def test_purchase_commands_refuse_bad_input_in_one_line(world_home, capsys):
          "not a cardholder"),
         (["buy", "--cardholder", "alice", "--merchant", "bob", "--amount", "1"], 2,
          "not a merchant"),
-        (["tx", "show", "0000"], 2, "not an XID"),
-        (["tx", "show", "ab" * 20], 1, "no agent knows"),
-        (["capture", "ab" * 20], 1, "no merchant knows"),
-        (["inquire", "ab" * 20], 1, "no cardholder knows"),
+        (["tx", "show", "xyz0"], 2, "not an XID"),
+        (["tx", "show", "0000"], 2, "no purchase of this world has an XID starting with"),
+        (["tx", "show", "ab" * 20], 2, "no agent knows"),
+        (["capture", "ab" * 20], 2, "no merchant here knows"),
+        (["inquire", "ab" * 20], 2, "no cardholder here knows"),
         (["trace", "ab" * 20], 1, "no mail"),
         # a card is its holder's (world.toml cards): nobody registers or pays with another's
         (["register", "alice", "--card", "bob-visa"], 2,

@@ -16,7 +16,7 @@ from setmail.crypto.suite import fresh
 from setmail.roles.statements import statement_fields
 from setmail.roles.wire import wrap
 from setmail.world.keys import load_cert, load_key
-from tests.e2e_world import RunningWorld, run_cli
+from tests.e2e_world import RunningWorld, minor_units, run_cli
 from tests.ledger_check import assert_ledger_holds
 
 
@@ -36,7 +36,7 @@ def w(tmp_path_factory):
 def kept(w) -> list[dict]:
     code, out, err = run_cli("statement", "alice", "--received", "--json", "--home", str(w.home))
     assert code == 0, err
-    return json.loads(out)
+    return minor_units(json.loads(out))
 
 
 def wait_kept(w, count: int, timeout: float = 30) -> list[dict]:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from setmail.world.config import AgentSpec
-from tests.e2e_world import RunningWorld, run_cli
+from tests.e2e_world import RunningWorld, minor_units, run_cli
 
 #: a merchant whose gateway gives up on the issuer after one second without re-sending
 IMPATIENT = (
@@ -100,7 +100,7 @@ def test_late_approval_is_reversed_and_the_ledger_holds_only_what_was_captured(w
     # the ledger: what is held is what is approved and still valid (nothing), posted is captured
     code, out, err = run_cli("ledger", "--json", "--home", home)
     assert code == 0, err
-    (alice,) = [a for a in json.loads(out) if a["holder"] == "alice"]
+    (alice,) = [a for a in minor_units(json.loads(out)) if a["holder"] == "alice"]
     by_kind: dict[str, int] = {}
     for entry in alice["entries"]:
         by_kind[entry["kind"]] = by_kind.get(entry["kind"], 0) + entry["amount"]

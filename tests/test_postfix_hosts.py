@@ -30,7 +30,7 @@ import pytest
 
 from setmail.mail import maildir
 from setmail.world import create_world, load_world
-from tests.e2e_world import REPO, RunningWorld, run_cli
+from tests.e2e_world import REPO, RunningWorld, minor_units, run_cli
 from tests.test_bundles import bundle_files
 
 #: host -> (address, domain, agents it runs)
@@ -148,7 +148,7 @@ class Net(RunningWorld):
     def ledger(self) -> dict:
         code, out, err = run_cli("ledger", "--json", "--home", str(self.bundle("bank")))
         assert code == 0, err
-        return {a["holder"]: a for a in json.loads(out)}
+        return {a["holder"]: a for a in minor_units(json.loads(out))}
 
     def purchase(self, amount: str, n: int, *, wait: float = 0) -> str:
         """The shop front-end takes the order on the merchant's host; alice buys on hers."""

@@ -929,3 +929,26 @@ def test_factory_builds_the_merchant_from_a_world(tmp_path):
     bad = replace(spec, options={**spec.options, "mer_id": "OTHER"})
     with pytest.raises(WorldError):
         ROLE_FACTORIES["merchant"](world, bad)
+
+
+# --- cancel (issue 15) ----------------------------------------------------------------------------
+def test_the_merchant_cancels_before_the_preq_and_refuses_it_after(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    buy.order()
+    buy.pinit_req()
+    out = buy.step(Command("cancel", {"xid": buy.key, "reason": "out of stock"}))
+    assert buy.state["state"] == "CANCELLED" and "offers" not in buy.state
+    assert buy.state["cancelled"]["reason"] == "out of stock"
+    assert CancelTimer("expire") in out.timers and out.sends == ()
+    again = buy.step(Command("cancel", {"xid": buy.key}))  # twice is once
+    assert again.state == buy.state
+    late = buy.preq()  # the cardholder's PReq after the cancel: nothing is authorised
+    assert not [s for s in buy.sent if s.message_type == "AuthReq"]
+    assert buy.state["state"] == "CANCELLED" and (late.refused or late.sends == ())
+
+
+def test_the_merchant_cannot_cancel_once_the_auth_req_is_out(parties):
+    buy = Purchase(parties, merchant_of(parties))
+    buy.to_authorisation()
+    with pytest.raises(ProtocolError, match="void"):
+        buy.step(Command("cancel", {"xid": buy.key}))

@@ -666,3 +666,36 @@ def test_state_diagrams_in_the_docs_are_drawn_from_the_tables():
     from setmail.roles.diagram import document
     docs = Path(__file__).resolve().parents[1] / "docs" / "states.md"
     assert docs.read_text() == document(), "regenerate: python -m setmail.roles.diagram > docs/states.md"
+
+
+# --- cancel (issue 15) ----------------------------------------------------------------------------
+def test_the_cardholder_cancels_before_the_preq(p):
+    role, shop = wallet(p), Shop(p)
+    out = role.step(None, Command("buy", buy_args()), NOW)
+    cancelled = role.step(out.state, Command("cancel", {"xid": XID.hex()}), NOW)
+    s = cancelled.state
+    assert s["state"] == "CANCELLED" and "secret" not in s and s["cancelled"]["by"] == "cardholder"
+    assert CancelTimer("retry") in cancelled.timers and cancelled.sends == ()
+    late = role.step(s, shop.pinit_res(out.sends[0]), NOW)  # no PReq goes out after a cancel
+    assert late.state["state"] == "CANCELLED" and late.sends == ()
+
+
+def test_the_cardholder_cannot_cancel_a_preq_that_went_out(p):
+    role, state, _, _ = start(p)
+    with pytest.raises(ProtocolError, match="only the merchant"):
+        role.step(state, Command("cancel", {"xid": XID.hex()}), NOW)
+
+
+def test_a_purchase_without_pinit_res_is_abandoned_after_the_world_expiry(p):
+    role = wallet(p, abandon_after=dt.timedelta(minutes=30), max_retries=50)
+    out = role.step(None, Command("buy", buy_args()), NOW)
+    due = next(t for t in out.timers if isinstance(t, SetTimer) and t.name == "abandon")
+    assert due.due == NOW + dt.timedelta(minutes=30)
+    gone = role.step(out.state, TimerFired("abandon", {"transaction": XID.hex()}), due.due)
+    s = gone.state
+    assert s["state"] == "FAILED" and "secret" not in s and s["failure"].startswith("expired")
+    assert CancelTimer("retry") in gone.timers
+    # once the PInitRes came, the timer is cancelled (and stale if it fires anyway)
+    role2, state, _, _ = start(p, wallet(p))
+    stale = role2.step(state, TimerFired("abandon", {"transaction": XID.hex()}), NOW)
+    assert stale.state == state

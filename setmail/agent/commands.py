@@ -75,6 +75,14 @@ def withdraw(store, command_id: int, reason: str, *, now: float | None = None) -
         return True
 
 
+def failure_detail(exc: BaseException) -> str:
+    """Why a command failed, as the CLI shows it: a deliberate refusal (``SetmailError``) in its
+    own words, anything else (an internal error) with its class for the log reader."""
+    from setmail.errors import SetmailError
+    text = str(exc).replace("\n", " ")
+    return text if isinstance(exc, SetmailError) and text else f"{type(exc).__name__}: {text}"
+
+
 def get(store, command_id: int) -> CommandRow | None:
     rows = store.query(f"SELECT {_COLS} FROM agent_commands WHERE id = ?", (command_id,))
     return _row(rows[0]) if rows else None

@@ -385,7 +385,7 @@ class Agent(rl.Reloading):
                               traceback.format_exc())
                 with contextlib.suppress(cmdq.CommandGone), \
                         self.store.transaction(now=self.clock()) as tx:
-                    cmdq.finish(tx, row.id, "failed", detail=f"{type(exc).__name__}: {exc}")
+                    cmdq.finish(tx, row.id, "failed", detail=cmdq.failure_detail(exc))
                 log.warning("%-8s CMD  %-14s failed: %s", self.name, row.name, loggable(exc))
                 continue
             tx_key = outcome.transaction or txkey

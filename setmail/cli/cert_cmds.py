@@ -18,10 +18,11 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import cards_for, home_option, load
+from setmail.cli.common import cards_for, home_option, json_option, load, wait_option
 from setmail.cli.common import fail as _fail
+from setmail.cli.show import a_kind
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_USAGE = 2
 
 
 def _current(world, spec, card):
@@ -70,49 +71,59 @@ def renew(agent: str = typer.Argument(..., help="agent whose certificate to rene
           name: str = typer.Option(None, "--name", help="cardholders: CardholderName"),
           postal_code: str = typer.Option("10001", "--postal-code",
                                           help="cardholders: PostalCode"),
-          wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the new "
-                                     "certificate (0: queue the command and return)"),
+          wait: float = wait_option("the new certificate"), json_out: bool = json_option(),
           home: Path = home_option()) -> None:
     """Renew a cardholder's, merchant's or gateway's certificate by mail, before it expires.
 
-    Exit 0 once queued (or, with --wait, once the new certificate is stored), 1 if it cannot
-    be renewed (none, expired, revoked), was refused or did not finish in time."""
-    from setmail.agent import commands as cmdq
-    from setmail.cli.world_cmds import _wait_registration
+    Exit 0 once queued (or, with --wait, once the new certificate is stored), 3 if it cannot
+    be renewed (none, expired, revoked) or was refused, 4 if it did not finish in time."""
+    from setmail.cli.waiting import EXIT_REFUSED, Wait, report
+    from setmail.cli.world_cmds import follow_registration
     world = load(home)
     spec = world.agent(agent)
     if spec.kind not in ("cardholder", "merchant", "gateway"):
-        _fail(f"{agent} is a {spec.kind}: only cardholders, merchants and gateways hold "
+        _fail(f"{agent} is {a_kind(spec.kind)}: only cardholders, merchants and gateways hold "
               "certificates to renew", EXIT_USAGE)
     chosen = cards_for(world, agent, card)[0] if spec.kind == "cardholder" else None
     cert, args = _current(world, spec, chosen)
     why = refusal(world, cert, dt.datetime.now(dt.timezone.utc))
     if why is not None:
-        _fail(f"{agent}: {why}", EXIT_FAILED)
+        _fail(f"{agent}: {why}", EXIT_REFUSED)
     if chosen is not None:
         args["fields"] = {"CardholderName": name or agent.title(), "PostalCode": postal_code}
-    store = cmdq.open_store(world.store_path(agent))
-    try:
-        command_id = cmdq.submit(store, "renew", args)
+    waiting = Wait(world, wait, what=f"{agent} renews certificate {cert.serial_number:x}",
+                   json_out=json_out)
+    queued = waiting.submit(agent, "renew", args)
+    if not json_out:
         typer.echo(f"queued renew for {agent} (certificate {cert.serial_number:x}, valid until "
-                   f"{cert.not_valid_after_utc:%Y-%m-%d}) as command #{command_id}")
-        if wait <= 0:
-            return
-        started = time.monotonic()
-        status, detail = _wait_registration(store, command_id, wait)
-        if status == "DONE":
-            state = store.get_state("tx/" + cmdq.get(store, command_id).txkey) or {}
-            detail = _summary(state)
-            if not _installed(world, spec, state, wait - (time.monotonic() - started)):
-                status, detail = "TIMED OUT", "issued, but not yet in the agent's files"
+                   f"{cert.not_valid_after_utc:%Y-%m-%d}) as {queued.ref}")
+    started = time.monotonic()
+    ca = str(spec.options.get("ca") or _CA_OF[spec.kind])
+    end = follow_registration(waiting, queued, ca, "renewal")
+    if end.outcome == "done":
+        state = _state_of(world, queued)
+        if not _installed(world, spec, state, wait - (time.monotonic() - started)):
+            end.outcome, end.message = "timed out", "issued, but not yet in the agent's files"
+        else:
+            end.message = (f"{agent}: certificate renewed — {_summary(state)}; the old one "
+                           "stays valid until it expires")
+            if spec.kind == "gateway":
+                end.hints = _refresh_merchants(world, agent)
+    report(end, json_out=json_out, wait=waiting)
+
+
+#: the CA agent that certifies each kind (world.toml ``ca`` option overrides)
+_CA_OF = {"cardholder": "cca", "merchant": "mca", "gateway": "pca"}
+
+
+def _state_of(world, queued) -> dict:
+    from setmail.agent import commands as cmdq
+    store = cmdq.open_store(world.store_path(queued.agent))
+    try:
+        row = cmdq.get(store, queued.id)
+        return (store.get_state("tx/" + row.txkey) or {}) if row and row.txkey else {}
     finally:
         store.close()
-    if status != "DONE":
-        _fail(f"{agent}: renewal {status.lower()}: {detail}", EXIT_FAILED)
-    typer.echo(f"{agent}: certificate renewed — {detail}; the old one stays valid until it "
-               "expires")
-    if spec.kind == "gateway":
-        _refresh_merchants(world, agent)
 
 
 def _new_certificate(state: dict):
@@ -149,9 +160,10 @@ def _installed(world, spec, state: dict, seconds: float) -> bool:
     return True
 
 
-def _refresh_merchants(world, gateway: str) -> None:
-    """Each merchant of ``gateway`` fetches its new certificates (PCertReq)."""
+def _refresh_merchants(world, gateway: str) -> list[str]:
+    """Each merchant of ``gateway`` fetches its new certificates (PCertReq); what was queued."""
     from setmail.agent import commands as cmdq
+    queued = []
     for merchant in world.agents_of_kind("merchant"):
         if merchant.options.get("gateway") != gateway:
             continue
@@ -160,7 +172,9 @@ def _refresh_merchants(world, gateway: str) -> None:
             cmdq.submit(store, "pcert", {})
         finally:
             store.close()
-        typer.echo(f"queued pcert for {merchant.name}: it fetches {gateway}'s new certificates")
+        queued.append(f"queued pcert for {merchant.name}: it fetches {gateway}'s new "
+                      "certificates")
+    return queued
 
 
 def register_commands(app: typer.Typer) -> None:

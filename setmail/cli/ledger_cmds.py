@@ -16,7 +16,8 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import fail, home_option, load
+from setmail.cli.common import fail, home_option, json_option, load
+from setmail.cli.show import a_kind, short_xid, with_amounts
 
 EXIT_FAILED = 1
 
@@ -27,12 +28,12 @@ def _issuer_names(world, issuer: str | None) -> list[str]:
         fail("the world has no issuer")
     for name in names:
         if world.agent(name).kind != "issuer":
-            fail(f"{name} is a {world.agent(name).kind}, not an issuer")
+            fail(f"{name} is {a_kind(world.agent(name).kind)}, not an issuer")
     return names
 
 
 def ledger(issuer: str = typer.Option(None, "--issuer", help="issuer agent (default: the first)"),
-           json_out: bool = typer.Option(False, "--json", help="print JSON"),
+           json_out: bool = json_option(),
            check: bool = typer.Option(False, "--check", help="check the ledger's invariant "
                                       "(every issuer unless --issuer); exit 1 if it fails"),
            home: Path = home_option()) -> None:
@@ -49,7 +50,7 @@ def ledger(issuer: str = typer.Option(None, "--issuer", help="issuer agent (defa
     finally:
         store.close()
     if json_out:
-        typer.echo(json.dumps(report, indent=2, default=str))
+        typer.echo(json.dumps(with_amounts(report), indent=2, default=str))
         return
     typer.echo(render_ledger(report))
 
@@ -66,7 +67,7 @@ def _check(world, names: list[str], json_out: bool) -> None:
         finally:
             store.close()
     if json_out:
-        typer.echo(json.dumps(found, indent=2, default=str))
+        typer.echo(json.dumps(with_amounts(found), indent=2, default=str))
     else:
         for name in names:
             if not found[name]:
@@ -75,7 +76,7 @@ def _check(world, names: list[str], json_out: bool) -> None:
                 typer.echo(f"{name}: {v['where']}: {v['problem']}")
                 for e in v["entries"]:
                     typer.echo(f"    {e['at']}  {e['kind']:<16} {e['amount']:>12}  "
-                               f"{e.get('code') or ''}  xid {str(e['xid'])[:16]}…")
+                               f"{e.get('code') or ''}  xid {short_xid(e['xid'])}")
     if any(found.values()):
         raise typer.Exit(EXIT_FAILED)
 
@@ -93,7 +94,7 @@ def render_ledger(report) -> str:
                      f"  available {money(acct['available'])}")
         for e in acct.get("entries", []):
             lines.append(f"    {e.get('at', '')}  {e['kind']:<8} {money(e.get('amount') or 0):>14}"
-                         f"  {e.get('code') or ''}  xid {str(e.get('xid', ''))[:16]}…")
+                         f"  {e.get('code') or ''}  xid {short_xid(e.get('xid', ''))}")
     return "\n".join(lines)
 
 
@@ -117,7 +118,7 @@ def statement(cardholder: str = typer.Argument(..., help="the cardholder agent")
               end: str = typer.Option(None, "--to", help="last day of the entries shown"),
               issuer: str = typer.Option(None, "--issuer",
                                          help="issuer agent (default: the first of the holder's)"),
-              json_out: bool = typer.Option(False, "--json", help="print JSON"),
+              json_out: bool = json_option(),
               mail: bool = typer.Option(False, "--mail", help="have the issuer mail it, signed"),
               received: bool = typer.Option(False, "--received",
                                             help="the statements the cardholder's wallet kept"),
@@ -146,7 +147,8 @@ def statement(cardholder: str = typer.Argument(..., help="the cardholder agent")
         store.close()
     if mail:
         return _mail(world, name, cardholder, report)
-    typer.echo(json.dumps(report, indent=2) if json_out else render_statement(report))
+    typer.echo(json.dumps(with_amounts(report), indent=2) if json_out
+               else render_statement(report))
 
 
 def _mail(world, issuer: str, cardholder: str, report: dict) -> None:
@@ -173,7 +175,7 @@ def _received(world, cardholder: str, json_out: bool) -> None:
         store.close()
     kept.sort(key=lambda s: s.get("received_at", ""))
     if json_out:
-        typer.echo(json.dumps(kept, indent=2))
+        typer.echo(json.dumps(with_amounts(kept), indent=2))
         return
     if not kept:
         typer.echo(f"{cardholder} has received no statement")
@@ -203,7 +205,7 @@ def render_statement(doc: dict, indent: str = "") -> str:
                      f"{money(c['credited_settled'])} settled")
         for e in c["entries"]:
             lines.append(f"{indent}    {e['at']}  {e['kind']:<16} {money(e['amount']):>14}  "
-                         f"{e.get('merchant_id') or '':<10} xid {e['xid'][:16]}…")
+                         f"{e.get('merchant_id') or '':<10} xid {short_xid(e['xid'])}")
     return "\n".join(lines)
 
 

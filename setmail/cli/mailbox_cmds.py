@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import fail, home_option, load
+from setmail.cli.common import fail, home_option, load, xid_of
 
 mailbox_app = typer.Typer(no_args_is_help=True, help="Read an agent's Maildir (SET-decoded).")
 
@@ -113,7 +113,7 @@ def export_thread(xid: str = typer.Argument(..., help="the purchase's XID (as bu
     quarantine), as one mbox in date order."""
     from setmail.mail.export import export_mbox
     from setmail.txview import normalise_xid
-    xid = normalise_xid(xid)
+    xid = normalise_xid(xid) if maildirs else xid_of(load(home), xid)
     if maildirs:
         sources = {}
         for path in maildirs:

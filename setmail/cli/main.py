@@ -1,8 +1,8 @@
 """The ``setmail`` command line (typer).
 
-Every command: ``--help``, clear one-line errors (never a traceback for bad input), and exit codes
-0 = success, 1 = the operation failed (e.g. a purchase declined, a check failed), 2 = bad usage or
-bad input, 3 = environment problem (missing world, port in use, ...).
+Every command: ``--help``, clear one-line errors (never a traceback for bad input; the technical
+detail with ``setmail --verbose``), and the exit codes ``setmail --help`` lists (the table is
+``waiting.EXITS``): 0 done, 1 declined, 2 bad input, 3 refused or failed, 4 timed out.
 """
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import typer
 
+from setmail.cli.waiting import EXIT_TABLE
 from setmail.errors import SetmailError
 
 app = typer.Typer(name="setmail", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
+                  pretty_exceptions_enable=False, epilog=EXIT_TABLE,
                   help="SET 1.0 card payments, store-and-forward over e-mail.")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_ENV = 1, 2, 3
@@ -34,8 +35,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _options(show_version: bool = typer.Option(False, "--version", is_eager=True,
                                                callback=_version,
-                                               help="print setmail's version and exit")) -> None:
-    """SET 1.0 card payments, store-and-forward over e-mail."""
+                                               help="print setmail's version and exit"),
+             verbose: bool = typer.Option(False, "--verbose", help="show the technical detail "
+                                          "of errors and refusals (and debug logs of run/agent)"),
+             ) -> None:
+    """SET 1.0 card payments, store-and-forward over e-mail (exit codes: EXIT_TABLE)."""
+    from setmail.cli.common import set_verbose
+    set_verbose(verbose)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -80,12 +86,27 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _exit_codes_in_help(typer_app: typer.Typer) -> None:
+    """Every command's --help ends with the exit codes (git-style: one table for all)."""
+    for info in typer_app.registered_commands:
+        info.epilog = info.epilog or EXIT_TABLE
+    for group in typer_app.registered_groups:
+        _exit_codes_in_help(group.typer_instance)
+
+
+_exit_codes_in_help(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: typer handles usage errors (exit 2); ours become one-line errors."""
     try:
         app(args=argv, prog_name="setmail")
     except SetmailError as exc:
-        typer.echo(f"setmail: error: {exc}", err=True)
+        from setmail.cli.common import is_verbose
+        from setmail.cli.show import human
+        typer.echo(f"setmail: error: {human(str(exc))}", err=True)
+        if is_verbose():
+            typer.echo(f"  detail: {type(exc).__name__}: {exc}", err=True)
         return getattr(exc, "exit_code", EXIT_USAGE)
     except OSError as exc:
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""

@@ -1,81 +1,29 @@
-"""``setmail buy``, ``tx list|show``, ``capture``, ``inquire`` and ``trace`` (``ledger`` lives in
-``ledger_cmds``).
+"""``setmail buy``, ``capture`` and ``inquire`` (``tx``/``cancel`` live in ``tx_cmds``, the
+lifecycle after the authorisation in ``lifecycle_cmds``, ``ledger`` in ``ledger_cmds``).
 
 ``buy`` plays the shopping phase SET leaves outside the protocol: it picks the XID, hands the
 order (description, amount) to the merchant's agent and the purchase to the cardholder's wallet,
-both as queued commands; the agents do the rest by mail.  The other commands read the agents'
-stores and Maildirs (``setmail.txview``) or queue a command for one agent.
+both as queued commands; the agents do the rest by mail.  With ``--wait`` every command follows
+its purchase through ``waiting``: each step as it happens, the outcome as soon as it is known.
 """
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
 
-from setmail.cli.common import cards_for, home_option, load
-from setmail.cli.common import fail as _fail
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
-#: wallet states after which nothing more happens without a new command
-WALLET_FINAL = ("APPROVED", "CAPTURED", "DECLINED", "REJECTED", "FAILED")
-tx_app = typer.Typer(no_args_is_help=True, help="List and show purchases.")
-
-
-def _agent_of_kind(world, name: str, kind: str):
-    spec = world.agent(name)
-    if spec.kind != kind:
-        _fail(f"{name} is a {spec.kind}, not a {kind}")
-    return spec
-
-
-def _submit(world, name: str, command: str, args: dict) -> int:
-    from setmail.agent import commands as cmdq
-    store = cmdq.open_store(world.store_path(name))
-    try:
-        return cmdq.submit(store, command, args)
-    finally:
-        store.close()
-
-
-def _state(world, name: str, xid: str) -> dict:
-    from setmail.txview import open_store
-    store = open_store(world, name)
-    try:
-        return store.get_state("tx/" + xid) or {}
-    finally:
-        store.close()
-
-
-def _command_failure(world, name: str, command_id: int) -> str | None:
-    from setmail.agent import commands as cmdq
-    store = cmdq.open_store(world.store_path(name))
-    try:
-        row = cmdq.get(store, command_id)
-    finally:
-        store.close()
-    return (row.detail or "refused") if row is not None and row.status == "failed" else None
-
-
-def _summary(state: dict) -> dict:
-    from setmail.money import format_amount
-    out = {"state": state.get("state")}
-    for key in ("completion", "auth_code", "iso_code", "iso_text", "auth_amt", "cap_code",
-                "failure", "refused"):
-        if state.get(key) not in (None, ""):
-            out[key] = state[key]
-    if isinstance(out.get("auth_amt"), int) and state.get("currency"):
-        out["auth_amt"] = format_amount(out["auth_amt"], state["currency"],
-                                        state.get("amt_exp10", -2))
-    return out
+from setmail.cli.common import (agent_of_kind, cards_for, fail, holder_of, home_option,
+                                json_option, load, read_state, wait_option, xid_of)
+from setmail.cli.show import explain, money, money_json, short_xid
+from setmail.cli.waiting import End, View, Wait, report
 
 
 def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder agent, e.g. alice"),
         merchant: str = typer.Option(..., "--merchant", help="merchant agent, e.g. shop"),
         amount: str = typer.Option(..., "--amount", help="amount in currency units, e.g. 12.34"),
         currency: str = typer.Option(None, "--currency",
-                                     help="ISO 4217 code (default: the card's currency)"),
+                                     help="ISO 4217 code; must be the card's (the default)"),
         description: str = typer.Option("setmail order", "--description",
                                          help="order description (only the merchant sees it)"),
         card: str = typer.Option(None, "--card", help="card name in world.toml "
@@ -88,59 +36,179 @@ def buy(cardholder: str = typer.Option(..., "--cardholder", help="cardholder age
                                       "days (with --until)"),
         until: str = typer.Option(None, "--until", help="last day of the recurring payments, "
                                   "YYYYMMDD"),
-        wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the outcome"),
-        json_out: bool = typer.Option(False, "--json", help="print JSON"),
+        wait: float = wait_option("the outcome (approved, declined, refused)"),
+        json_out: bool = json_option(),
         xid: str = typer.Option(None, "--xid", help="the order's XID, when the merchant runs on "
                                 "another host and took the order there (`setmail order`)"),
         home: Path = home_option()) -> None:
-    """Start a purchase: print its XID; with --wait, the outcome (exit 1 unless approved)."""
+    """Start a purchase and print its XID; with --wait, follow it to its outcome.
+
+    Exit 0 approved, 1 declined by the card's issuer, 3 refused (a party refused a message or
+    the command), 4 no outcome in time (a command not picked up is withdrawn)."""
     from setmail.crypto.suite import fresh
-    from setmail.money import format_amount, parse_amount
+    from setmail.money import currency_number, parse_amount
+    from setmail.txview import normalise_xid
     world = load(home)
-    holder = _agent_of_kind(world, cardholder, "cardholder")
-    shop = _agent_of_kind(world, merchant, "merchant")
+    holder = agent_of_kind(world, cardholder, "cardholder")
+    shop = agent_of_kind(world, merchant, "merchant")
     if not description.strip() or len(description) > 1000:
-        _fail("--description must be 1..1000 characters")
-    cards = cards_for(world, cardholder, card)
-    minor, number, exp10 = parse_amount(amount, currency or cards[0].currency)
+        fail("--description must be 1..1000 characters")
+    chosen = cards_for(world, cardholder, card)[0]
+    if currency:
+        currency_number(currency)  # an unknown code says so (exit 2)
+    if currency and currency.strip().upper() != chosen.currency.upper():
+        fail(f"{cardholder}'s card {chosen.name} is in {chosen.currency}: it cannot pay in "
+             f"{currency.strip().upper()} (leave --currency out, or choose another --card)")
+    minor, number, exp10 = parse_amount(amount, chosen.currency)
     terms = _terms(instalments, recurring, until)
     shop_here = merchant in world.local_agents()  # else its host took the order
     if not shop_here and not xid:
-        _fail(f"{merchant} runs on another host: take the order there (`setmail order`) and "
-              "give its --xid")
-    from setmail.txview import normalise_xid
+        fail(f"{merchant} runs on another host: take the order there (`setmail order`) and "
+             "give its --xid")
     xid = normalise_xid(xid) if xid else fresh(20).hex()
     order = {"xid": xid, "description": description, "amount": minor, "currency": number,
              "amt_exp10": exp10, "cardholder": holder.address, **terms}
     if ship_now is not None:
-        order["ship_now"] = parse_amount(ship_now, currency or cards[0].currency)[0]
+        order["ship_now"] = parse_amount(ship_now, chosen.currency)[0]
         if order["ship_now"] > minor:
-            _fail("--ship-now is more than the amount")
+            fail("--ship-now is more than the amount")
+    shown = money(minor, number, exp10)
+    waiting = Wait(world, wait, what=f"{cardholder} pays {shown} at {merchant}",
+                   json_out=json_out)
+    if wait > 0:
+        waiting.watch_purchase(xid)
     if shop_here:
-        _submit(world, merchant, "order", order)
-    buy_id = _submit(world, cardholder, "buy", {
-        "xid": xid, "merchant": shop.address, "pan": cards[0].pan, "expiry": cards[0].expiry,
+        waiting.submit(merchant, "order", order)
+    waiting.submit(cardholder, "buy", {
+        "xid": xid, "merchant": shop.address, "pan": chosen.pan, "expiry": chosen.expiry,
         "description": description, "amount": minor, "currency": number, "amt_exp10": exp10,
         "brand": world.brand, **terms})
-    shown = format_amount(minor, number, exp10)
+    fields = {"xid": xid, "cardholder": cardholder, "merchant": merchant,
+              "amount": money_json(minor, number, exp10)}
     if wait <= 0:
-        typer.echo(json.dumps({"xid": xid, "amount": shown}) if json_out else xid)
+        typer.echo(json.dumps({**fields, "commands": [q.ref for q in waiting.queued]})
+                   if json_out else xid)
         return
     if not json_out:
-        typer.echo(f"{xid}  {cardholder} -> {merchant}  {shown}  (card ending {cards[0].pan[-4:]})")
-    state = _wait_wallet(world, cardholder, xid, buy_id, wait)
-    if state.get("state") == "APPROVED" and shop.options.get("auto_capture") and shop_here:
-        merchant_state = _wait_merchant_captured(world, merchant, xid, wait)
-        if merchant_state.get("state") == "CAPTURED":
-            state = {**state, "captured": True}
-    result = {"xid": xid, "amount": shown, **_summary(state),
-              **({"captured": True} if state.get("captured") else {})}
-    if json_out:
-        typer.echo(json.dumps(result))
-    else:
-        typer.echo(_outcome_line(result))
-    if result["state"] not in ("APPROVED", "CAPTURED"):
-        raise typer.Exit(EXIT_FAILED)
+        typer.echo(f"{xid}  {cardholder} -> {merchant}  {shown}  (card ending "
+                   f"{chosen.pan[-4:]})")
+    purchase = _Purchase(xid, cardholder, merchant if shop_here else None, chosen.issuer,
+                         bool(shop.options.get("auto_capture") or shop.options.get("sale")),
+                         fields)
+    end = waiting.until(purchase.end, where=purchase.where)
+    if end.outcome == "timed out":
+        end = _abandon(waiting, end, purchase)
+    report(end, json_out=json_out, wait=waiting)
+
+
+class _Purchase:
+    """How a purchase ends, read from the wallet's state and the merchant's (when local)."""
+
+    def __init__(self, xid, cardholder, merchant, issuer, captures, fields):
+        self.xid, self.cardholder, self.merchant, self.issuer = xid, cardholder, merchant, issuer
+        self.captures, self.fields = captures, fields
+
+    def _fields(self, w: dict, m: dict) -> dict:
+        out = {**self.fields, "state": w.get("state")}
+        for key in ("completion", "auth_code", "iso_code", "iso_text", "failure", "error_code",
+                    "refused"):
+            if w.get(key) not in (None, ""):
+                out[key] = w[key]
+        if isinstance(w.get("auth_amt"), int):
+            out["auth_amt"] = money_json(w["auth_amt"], w.get("currency"), w.get("amt_exp10", -2))
+        out["captured"] = w.get("state") == "CAPTURED" or m.get("state") == "CAPTURED"
+        if m:
+            out["merchant_state"] = m.get("state")
+        return out
+
+    def end(self, view: View) -> End | None:
+        w = view.state(self.cardholder, self.xid)
+        m = view.state(self.merchant, self.xid) if self.merchant else {}
+        s, fields, who = w.get("state"), self._fields(w, m), self.cardholder
+        amount = self.fields["amount"]
+        paid = f"{amount['amount']} {amount['currency']}"
+        if s in ("APPROVED", "CAPTURED"):
+            cap = m.get("cap_code")
+            if self.captures and not fields["captured"] and cap in (None, "success") \
+                    and m.get("state") not in ("DECLINED", "REJECTED", "EXPIRED"):
+                return None  # the merchant captures at once: wait for its CapRes
+            said = f"{paid} by {who} at {self.merchant or 'the merchant'}" + (
+                f", auth code {w['auth_code']}" if w.get("auth_code") else "")
+            if fields["captured"]:
+                said += ", captured"
+            elif cap not in (None, "success"):
+                said += f"; the capture was refused: {explain(cap)}"
+            return End("approved", said, party=self.issuer, fields=fields)
+        if s == "DECLINED":
+            return End("declined", f"the card's issuer ({self.issuer}) declined: "
+                       f"{w.get('iso_code', '?')} {w.get('iso_text', '')}".rstrip(),
+                       party=self.issuer, code=str(w.get("iso_code") or "") or None,
+                       fields=fields)
+        if s in ("REJECTED", "FAILED", "CANCELLED"):
+            return self._stopped(s, w, m, fields)
+        refused = w.get("refused")
+        if isinstance(refused, dict):
+            shop, code = self.merchant or "the merchant", explain(refused.get("code"))
+            said = (f"{shop} answered with an Error: {code}" if refused.get("type") == "Error"
+                    else f"{who} refused {shop}'s {refused.get('type')}: {code}")
+            return End("refused", said, party=(self.merchant if refused.get("type") == "Error"
+                                                else who),
+                       code=refused.get("code"), detail=refused.get("reason"), fields=fields,
+                       hints=[f"the purchase stays open at {who} ({s}) until its re-sends are "
+                              "spent, unless a valid answer comes; `setmail cancel "
+                              f"{short_xid(self.xid)}` ends it now"])
+        from setmail.cli.story import new_refusals
+        mine = [e for e in new_refusals({}, m) if e.get("by") == "merchant"]
+        if mine:
+            e = mine[-1]
+            return End("refused", f"{self.merchant} refused {who}'s {e.get('message')}: "
+                       f"{explain(e.get('code'))}", party=self.merchant, code=e.get("code"),
+                       detail=e.get("reason"), fields=fields)
+        if m.get("state") in ("REJECTED", "EXPIRED", "CANCELLED"):
+            return self._stopped(m["state"], m, m, fields, party=self.merchant)
+        return None
+
+    def _stopped(self, s: str, st: dict, m: dict, fields: dict, party: str | None = None):
+        """The purchase stopped before an answer of the issuer: rejected (the gateway refused
+        the merchant), failed (refused by the merchant's Error, or no answer), cancelled or
+        expired; ``party``: the merchant's own state says so."""
+        shop = self.merchant or "the merchant"
+        code = st.get("error_code") or (m.get("result") or {}).get("code") if s != "FAILED" \
+            else st.get("error_code")
+        why = (st.get("failure") or (st.get("expired") or {}).get("reason")
+               or (st.get("cancelled") or {}).get("reason") or m.get("failure") or "")
+        if s == "REJECTED":
+            who, text = party or shop, f"{shop} rejected the order"
+        elif s == "FAILED" and code:
+            who, text = shop, f"{shop} refused it"
+        else:
+            who, text = party or self.cardholder, f"{s.lower()} at {party or self.cardholder}"
+        text += f": {why}" if why else ""
+        text += f" — {explain(code)}" if code else ""
+        outcome = "refused" if code or s == "REJECTED" else "failed"
+        return End(outcome, text, party=who, code=code, fields=fields)
+
+    def where(self, view: View) -> str:
+        w = view.state(self.cardholder, self.xid)
+        m = view.state(self.merchant, self.xid) if self.merchant else {}
+        at = [f"{w.get('state', 'nothing')} at {self.cardholder}"]
+        if self.merchant:
+            at.append(f"{m.get('state', 'nothing')} at {self.merchant}")
+        return (f"the purchase is {', '.join(at)}; follow it with `setmail tx show "
+                f"{short_xid(self.xid)}` or `setmail trace {short_xid(self.xid)} --follow`")
+
+
+def _abandon(waiting: Wait, end: End, purchase: _Purchase) -> End:
+    """A wait that ran out before the wallet took the purchase: it never starts, and the
+    merchant's order (if the merchant took it) is cancelled, not left to expire."""
+    withdrawn = set(end.fields.get("withdrawn", []))
+    buy_ref = next(q.ref for q in waiting.queued if q.name == "buy")
+    orders = [q for q in waiting.queued if q.name == "order" and q.ref not in withdrawn]
+    if buy_ref in withdrawn and orders:
+        queued = waiting.submit(purchase.merchant, "cancel", {
+            "xid": purchase.xid, "reason": "the cardholder's purchase was withdrawn"})
+        end.message += f"; {purchase.merchant}'s order is cancelled ({queued.ref})"
+    return end
 
 
 def _terms(instalments: int | None, recurring: int | None, until: str | None) -> dict:
@@ -148,201 +216,73 @@ def _terms(instalments: int | None, recurring: int | None, until: str | None) ->
     wallet and the merchant check them: one line and exit 2 otherwise)."""
     from setmail.roles.purchase_msgs import order_terms
     if (recurring is None) != (until is None):
-        _fail("--recurring DAYS and --until YYYYMMDD go together")
+        fail("--recurring DAYS and --until YYYYMMDD go together")
     args = {"instalments": instalments} if instalments is not None else {}
     if recurring is not None:
         args["recurring"] = {"days": recurring, "until": until}
     try:
         order_terms(args)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return args
 
 
-def _outcome_line(r: dict) -> str:
-    parts = [f"{r['xid'][:16]}…  {r['state']}"]
-    for key in ("auth_code", "iso_code", "iso_text", "auth_amt", "failure", "refused"):
-        if r.get(key):
-            parts.append(f"{key}={r[key]}")
-    if r.get("captured"):
-        parts.append("captured")
-    return "  ".join(str(p) for p in parts)
-
-
-def _wait_wallet(world, name: str, xid: str, command_id: int, seconds: float) -> dict:
-    deadline = time.monotonic() + seconds
-    state: dict = {}
-    while time.monotonic() < deadline:
-        failure = _command_failure(world, name, command_id)
-        if failure:
-            return {"state": "FAILED", "failure": failure}
-        state = _state(world, name, xid)
-        if state.get("state") in WALLET_FINAL:
-            return state
-        time.sleep(0.1)
-    return {"state": "TIMED OUT", "failure": f"still {state.get('state') or 'not started'} after "
-            f"{seconds:g} s (is `setmail run` running?)"}
-
-
-def _wait_merchant_captured(world, name: str, xid: str, seconds: float) -> dict:
-    deadline = time.monotonic() + seconds
-    state: dict = {}
-    while time.monotonic() < deadline:
-        state = _state(world, name, xid)
-        if state.get("state") in ("CAPTURED", "DECLINED") or state.get("cap_code") not in (
-                None, "success"):
-            return state
-        time.sleep(0.1)
-    return state
-
-
-def _holder_of(world, xid: str, kind: str) -> str:
-    from setmail.txview import agent_states
-    for name, state in agent_states(world, xid).items():
-        if state["kind"] == kind:
-            return name
-    _fail(f"no {kind} knows purchase {xid}", EXIT_FAILED)
-    return ""  # unreachable
-
-
-@tx_app.command("list")
-def tx_list(json_out: bool = typer.Option(False, "--json", help="print JSON"),
-            home: Path = home_option()) -> None:
-    """Every purchase the world's merchants and cardholders know."""
-    from setmail.money import format_amount
-    from setmail.txview import transactions
-    rows = transactions(load(home))
-    if json_out:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo("no purchases yet (start one with `setmail buy`)")
-    for r in rows:
-        amount = (format_amount(r["amount"], r.get("currency", 840), r.get("amt_exp10", -2))
-                  if isinstance(r.get("amount"), int) else "?")
-        typer.echo(f"{r['xid']}  {amount:>14}  {r.get('cardholder', '?')}:"
-                   f"{r.get('cardholder_state') or '-'}  {r.get('merchant', '?')}:"
-                   f"{r.get('merchant_state') or '-'}")
-
-
-@tx_app.command("show")
-def tx_show(xid: str = typer.Argument(..., help="the purchase's XID"),
-            json_out: bool = typer.Option(False, "--json", help="print JSON"),
-            home: Path = home_option()) -> None:
-    """Each agent's state of one purchase: states, amounts, status codes (no secrets)."""
-    from setmail.txview import agent_states, normalise_xid
-    xid = normalise_xid(xid)
-    states = agent_states(load(home), xid)
-    if not states:
-        _fail(f"no agent knows purchase {xid}", EXIT_FAILED)
-    if json_out:
-        typer.echo(json.dumps({"xid": xid, "agents": states}, indent=2, default=str))
-        return
-    typer.echo(f"purchase {xid}")
-    for name, state in states.items():
-        typer.echo(f"  {name} ({state.pop('kind')}): {state.pop('state', '?')}")
-        for key, value in sorted(state.items()):
-            if value not in (None, "", [], {}):
-                typer.echo(f"      {key:<15} {_shown(key, value, state)}")
-
-
-_AMOUNTS = ("amount", "auth_amt", "cap_amt", "cap_req_amt", "rev_amt", "late_amt",  # roles' state
-            "captured", "credited", "ship_now", "reauth_amt",  # the merchant's lifecycle
-            "authorized", "held")  # the issuer's
-
-
-def _shown(key: str, value, state: dict) -> str:
-    """A state value for people: amounts with their currency, DER blobs by size (--json has
-    everything as stored)."""
-    from setmail.money import format_amount
-    if (key in _AMOUNTS and isinstance(value, int) and not isinstance(value, bool)
-            and isinstance(state.get("currency"), int)):
-        return format_amount(value, state["currency"], state.get("amt_exp10", -2))
-    if isinstance(value, str) and len(value) > 64 and all(c in "0123456789abcdef" for c in value):
-        return f"({len(value) // 2} octets, --json shows them)"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {v}" for k, v in value.items())
-    if isinstance(value, list):
-        return "; ".join(_shown(key, v, state) if not isinstance(v, dict) else
-                         ", ".join(f"{k}={w}" for k, w in v.items()) for v in value)
-    return str(value)
-
-
-def capture(xid: str = typer.Argument(..., help="the purchase's XID"),
+def capture(xid: str = typer.Argument(..., help="the purchase's XID (or a unique prefix)"),
             amount: str = typer.Option(None, "--amount", help="amount to capture "
                                        "(default: what is authorised and not captured)"),
             reverse: bool = typer.Option(False, "--reverse", help="undo the latest capture "
                                          "instead (CapRevReq; `setmail capture-reverse`)"),
-            wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the CapRes"),
-            home: Path = home_option()) -> None:
+            wait: float = wait_option("the gateway's CapRes"),
+            json_out: bool = json_option(), home: Path = home_option()) -> None:
     """Ask the merchant's agent to capture an authorised purchase (CapReq to the gateway)."""
-    from setmail.money import currency_code, parse_amount
-    from setmail.txview import normalise_xid
+    from setmail.cli.lifecycle_cmds import ask_merchant, capture_reverse, minor_of, purchase
     if reverse:
         if amount is not None:
-            _fail("--reverse takes back the latest capture: it has no --amount")
-        from setmail.cli.lifecycle_cmds import capture_reverse
-        capture_reverse(xid, wait=wait, json_out=False, home=home)
+            fail("--reverse takes back the latest capture: it has no --amount")
+        capture_reverse(xid, wait=wait, json_out=json_out, home=home)
         return
     world = load(home)
-    xid = normalise_xid(xid)
-    merchant = _holder_of(world, xid, "merchant")
-    args: dict = {"xid": xid}
-    before = _state(world, merchant, xid)
-    if amount is not None:
-        args["amount"], _, _ = parse_amount(amount, currency_code(before.get("currency", 840)))
-    command_id = _submit(world, merchant, "capture", args)
-    typer.echo(f"queued capture of {xid} for {merchant} as command #{command_id}")
-    state = _await(world, merchant, xid, command_id, wait, "capture", "a CapRes",
-                   lambda s: s.get("state") != "CAP_SENT"
-                   and s.get("cap_rrpid") not in (None, before.get("cap_rrpid")))
-    if state is not None:
-        code = state.get("cap_code")
-        typer.echo(f"{xid[:16]}…  {state.get('state')}  cap_code={code}  "
-                   f"cap_amt={_shown('cap_amt', state.get('cap_amt'), state)}")
-        if code != "success":
-            raise typer.Exit(EXIT_FAILED)
+    xid, merchant, state = purchase(world, xid)
+    args = {} if amount is None else {"amount": minor_of(amount, state)}
+    ask_merchant(world, xid, merchant, state, "capture", args, "capture", wait, json_out)
 
 
-def _await(world, agent: str, xid: str, command_id: int, wait: float, what: str, answer: str,
-           done) -> dict | None:
-    """Poll ``agent``'s state of ``xid`` until ``done(state)`` (returned), the command is refused
-    (exit 1 with the reason) or ``wait`` seconds pass (exit 1); None when not asked to wait."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        failure = _command_failure(world, agent, command_id)
-        if failure:
-            _fail(f"{what} refused by {agent}: {failure}", EXIT_FAILED)
-        state = _state(world, agent, xid)
-        if done(state):
-            return state
-        time.sleep(0.1)
-    if wait > 0:
-        _fail(f"no {answer} within {wait:g} s", EXIT_FAILED)
-    return None
-
-
-def inquire(xid: str = typer.Argument(..., help="the purchase's XID"),
-            wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the InqRes"),
-            home: Path = home_option()) -> None:
-    """Ask the cardholder's wallet to send InqReq; with --wait, print the answer."""
-    from setmail.txview import normalise_xid
+def inquire(xid: str = typer.Argument(..., help="the purchase's XID (or a unique prefix)"),
+            wait: float = wait_option("the merchant's InqRes"),
+            json_out: bool = json_option(), home: Path = home_option()) -> None:
+    """Ask the merchant, by the cardholder's wallet, how a purchase stands (InqReq/InqRes)."""
     world = load(home)
-    xid = normalise_xid(xid)
-    holder = _holder_of(world, xid, "cardholder")
-    before = _state(world, holder, xid).get("inquiries", 0)
-    command_id = _submit(world, holder, "inquire", {"xid": xid})
-    typer.echo(f"queued inquiry of {xid} for {holder} as command #{command_id}")
-    state = _await(world, holder, xid, command_id, wait, "inquiry", "InqRes",
-                   lambda s: s.get("inquiries", 0) > before and not s.get("inquiry_pending"))
-    if state is not None:
-        typer.echo(_outcome_line({"xid": xid, **_summary(state)}))
+    xid = xid_of(world, xid)
+    holder = holder_of(world, xid, "cardholder")
+    before = read_state(world, holder, xid).get("inquiries", 0)
+    waiting = Wait(world, wait, what=f"{holder} asks about {short_xid(xid)}", json_out=json_out)
+    waiting.watch_purchase(xid)
+    waiting.submit(holder, "inquire", {"xid": xid})
+
+    def answered(view: View) -> End | None:
+        s = view.state(holder, xid)
+        if s.get("inquiries", 0) <= before or s.get("inquiry_pending"):
+            return None
+        fields = {"xid": xid, "state": s.get("state"), "completion": s.get("completion"),
+                  **({"iso_code": s["iso_code"]} if s.get("iso_code") else {})}
+        if s.get("inquiry_error"):
+            return End("refused", f"the inquiry got no answer: {s['inquiry_error']}",
+                       party=s.get("merchant"), fields=fields)
+        return End("done", f"{short_xid(xid)} is {s.get('state')} ({s.get('completion')}), "
+                   "as the merchant says", party=s.get("merchant"), fields=fields)
+
+    end = waiting.until(answered)
+    if end.outcome == "queued":
+        end.message = f"queued inquiry of {short_xid(xid)} at {holder} ({waiting.queued[0].ref})"
+        end.fields = {"xid": xid, "commands": [waiting.queued[0].ref]}
+    report(end, json_out=json_out, wait=waiting)
 
 
 def register_commands(app: typer.Typer) -> None:
     app.command("buy")(buy)
-    app.add_typer(tx_app, name="tx")
     app.command("capture")(capture)
     app.command("inquire")(inquire)
+    from setmail.cli import tx_cmds  # tx list|show, cancel
+    tx_cmds.register_commands(app)
     from setmail.cli.trace_cmds import trace  # the pictures: setmail/tracedraw/
     app.command("trace")(trace)

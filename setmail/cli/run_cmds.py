@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import home_option, load, setup_logging
+from setmail.cli.common import home_option, is_verbose, load, setup_logging
 
 EXIT_ENV = 3
 log = logging.getLogger("setmail.agent")
@@ -93,6 +93,11 @@ def _serve(agents, routes, listen, poll) -> None:
         pass
 
 
+def log_file_option():
+    return typer.Option(None, "--log-file", metavar="PATH", dir_okay=False,
+                        help="also append the log lines to PATH (ISO-8601 UTC times)")
+
+
 def run(home: Path = home_option(),
         only: str = typer.Option(None, "--agents", metavar="NAMES",
                                  help="comma-separated agents to run here (default: all; "
@@ -100,7 +105,8 @@ def run(home: Path = home_option(),
         smtp: bool = typer.Option(True, "--smtp/--no-smtp",
                                   help="run the world's SMTP server in this process"),
         poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
-        verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+        log_file: Path = log_file_option()) -> None:
     """Run the world's SMTP server and every agent in the foreground (Ctrl-C stops cleanly).
 
     ``--agents``/``--no-smtp`` split one world over several processes (one per agent uses both
@@ -118,7 +124,7 @@ def run(home: Path = home_option(),
                     raise typer.BadParameter(f"this is the bundle of {world.bundle}",
                                              param_hint="--agents")
         locks = _lock(world, names)
-        setup_logging(verbose)
+        setup_logging(verbose or is_verbose(), log_file)
         if smtp:
             _check_port(world.smtp_host, world.smtp_port)
         agents = _build(world, names, locks)
@@ -136,7 +142,8 @@ def agent(name: str = typer.Argument(None, help="agent name from world.toml (def
           smtp_listen: str = typer.Option(None, "--smtp-listen", metavar="HOST:PORT",
                                           help="also run an SMTP server for this agent's address"),
           poll: float = typer.Option(0.25, "--poll", help="seconds between command/timer checks"),
-          verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+          log_file: Path = log_file_option()) -> None:
     """Run one agent alone (parties on separate hosts; mail arrives via its Maildir).
 
     ``--home`` may be a bundle (``setmail export``): the agent then needs nothing else."""
@@ -158,7 +165,7 @@ def agent(name: str = typer.Argument(None, help="agent name from world.toml (def
         listen = (host, int(port))
     locks = _lock(world, [name])
     try:
-        setup_logging(verbose)
+        setup_logging(verbose or is_verbose(), log_file)
         if listen:
             _check_port(*listen)
         agents = _build(world, [name], locks)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from setmail.cli.common import fail, home_option, load
+from setmail.cli.common import fail, home_option, load, xid_of
 
 FORMATS = ("text", "html", "svg")
 
@@ -24,7 +24,6 @@ def trace(xid: str = typer.Argument(..., help="the purchase's XID"),
                                         "SECONDS (0: never)"),
           home: Path = home_option()) -> None:
     """Every mail of one purchase across all mailboxes, in delivery order, as a picture."""
-    from setmail.txview import normalise_xid
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if follow and (json_out or fmt != "text" or output is not None):
@@ -32,7 +31,7 @@ def trace(xid: str = typer.Argument(..., help="the purchase's XID"),
     if output is not None and fmt == "text":
         fail("--output writes a picture: add --format html or --format svg")
     world = load(home)
-    xid = normalise_xid(xid)
+    xid = xid_of(world, xid)
     if json_out:
         from dataclasses import asdict
         from setmail.txview import trace as build_trace

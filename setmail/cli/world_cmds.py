@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
 
-from setmail.cli.common import cards_for, home_option, load
+from setmail.cli.common import agent_of_kind, cards_for, home_option, json_option, load
 from setmail.cli.common import fail as _fail
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
+from setmail.cli.common import wait_option
+from setmail.cli.show import explain
+from setmail.cli.waiting import EXIT_REFUSED, EXIT_USAGE, End, Queued, View, Wait, report
 
 
 def init(home: Path = home_option(),
@@ -41,79 +41,92 @@ def register(cardholder: str = typer.Argument(..., help="cardholder agent, e.g. 
              name: str = typer.Option(None, "--name", help="CardholderName for the form"),
              postal_code: str = typer.Option("10001", "--postal-code",
                                              help="PostalCode for the form"),
-             wait: float = typer.Option(0.0, "--wait", help="seconds to wait for the certificate "
-                                        "(0: queue the command and return)"),
+             wait: float = wait_option("the certificate"), json_out: bool = json_option(),
              home: Path = home_option()) -> None:
     """Ask a cardholder's agent to obtain a certificate from its CCA (over SMTP).
 
     The command is queued in the cardholder agent's store; the running agent (``setmail run``
-    or ``setmail agent NAME``) picks it up.  Exit 0 once the certificate is stored (with
-    --wait), 1 if the registration failed or did not finish in time.
+    or ``setmail agent NAME``) picks it up.  With --wait: exit 0 once the certificate is stored,
+    3 if the registration was refused or failed, 4 if it did not finish in time.
     """
-    from setmail.agent import commands as cmdq
     world = load(home)
+    agent_of_kind(world, cardholder, "cardholder")
     spec = world.agent(cardholder)
-    if spec.kind != "cardholder":
-        _fail(f"{cardholder} is a {spec.kind}, not a cardholder", EXIT_USAGE)
     cards = cards_for(world, cardholder, card)
     ca = world.agent(spec.options.get("ca", "cca"))
     args = {"pan": cards[0].pan, "expiry": cards[0].expiry, "ca": ca.address,
             "brand": world.brand, "fields": {"CardholderName": name or cardholder.title(),
                                              "PostalCode": postal_code}}
-    store = cmdq.open_store(world.store_path(cardholder))
-    try:
-        command_id = cmdq.submit(store, "register", args)
+    waiting = Wait(world, wait, what=f"{cardholder} registers card ending {cards[0].pan[-4:]} "
+                   f"with {ca.name}", json_out=json_out)
+    queued = waiting.submit(cardholder, "register", args)
+    if not json_out:
         typer.echo(f"queued register for {cardholder} (card ending {cards[0].pan[-4:]}, "
-                   f"CA {ca.address}) as command #{command_id}")
-        if wait <= 0:
-            return
-        result = _wait_registration(store, command_id, wait)
-    finally:
-        store.close()
-    status, detail = result
-    if status == "DONE":
-        typer.echo(f"{cardholder}: certificate issued — {detail}")
-        return
-    _fail(f"{cardholder}: registration {status.lower()}: {detail}", EXIT_FAILED)
+                   f"CA {ca.address}) as {queued.ref}")
+    end = follow_registration(waiting, queued, ca.name, "registration")
+    report(end, json_out=json_out, wait=waiting)
 
 
-def _wait_registration(store, command_id: int, seconds: float) -> tuple[str, str]:
-    from setmail.agent import commands as cmdq
-    deadline = time.monotonic() + seconds
-    state: dict = {}
-    row = None
-    while time.monotonic() < deadline:
-        row = cmdq.get(store, command_id)
-        if row is not None and row.status == "failed":
-            return "FAILED", row.detail or "the agent refused the command"
-        if row is not None and row.status == "done" and row.txkey:
-            state = store.get_state("tx/" + row.txkey) or {}
-            if state.get("state") == "DONE":
-                return "DONE", _certificate_summary(store, state)
-            if state.get("state") == "FAILED":
-                return "FAILED", str(state.get("failure") or state.get("reason")
-                                     or state.get("refused") or "see the agent's log")
-        time.sleep(0.2)
-    if row is None or row.status == "pending":
-        return "TIMED OUT", (f"the agent did not pick the command up within {seconds:g} s "
-                             "(is `setmail run` running?)")
-    return "TIMED OUT", f"still in state {state.get('state', '?')} after {seconds:g} s"
+def follow_registration(waiting: Wait, queued: Queued, ca: str, what: str) -> End:
+    """Follow a ``register`` or ``renew`` command to its certificate (or its refusal)."""
+    agent = queued.agent
+
+    def key(view: View) -> str | None:
+        row = view.command(queued)
+        return row.txkey if row is not None and row.status == "done" else None
+
+    def ended(view: View) -> End | None:
+        state = view.state(agent, key(view))
+        fields = {"agent": agent, "command": queued.ref, "state": state.get("state")}
+        if state.get("state") == "DONE":
+            cert = certificate_fields(state)
+            shown = (f"serial {cert['serial']}, valid until {cert['not_after'][:10]}, subject "
+                     f"{cert['subject']}" if cert else "see the agent's log")
+            return End("done", f"{agent}: certificate issued — {shown}", party=ca,
+                       fields={**fields, "certificate": cert})
+        if state.get("state") == "FAILED":
+            code = state.get("error_code")
+            why = str(state.get("failure") or state.get("reason") or "see the agent's log")
+            return End("refused" if code else "failed", f"{agent}: {what} failed: {why}"
+                       + (f" — {explain(code)}" if code and code not in why else ""),
+                       party=ca if code else agent, code=code, fields=fields)
+        refused = state.get("refused")
+        if isinstance(refused, dict):
+            return End("refused", f"{agent} refused {ca}'s {refused.get('type')}: "
+                       f"{explain(refused.get('code'))}", party=agent, code=refused.get("code"),
+                       detail=refused.get("reason"), fields=fields,
+                       hints=[f"the {what} stays open until its re-sends are spent"])
+        return None
+
+    waiting.watch(agent, key)
+    end = waiting.until(ended, where=lambda v: (
+        f"{agent} took it and waits for {ca} ({v.state(agent, key(v)).get('state', '?')}): "
+        "`setmail queue list --all` shows the command"))
+    if end.outcome == "queued":
+        end.message = f"queued {queued.name} for {agent} as {queued.ref}"
+        end.fields = {"agent": agent, "commands": [queued.ref]}
+    return end
 
 
-def _certificate_summary(store, state: dict) -> str:
+def certificate_fields(state: dict) -> dict | None:
+    """Serial, validity and subject of the certificate a registration stored (None: none)."""
     from setmail.roles.certs import load_cert_hex
+    value = state.get("certificate") or (state.get("certificates") or {}).get("signature")
     try:
-        cert = load_cert_hex(state["certificate"])
-        return (f"serial {cert.serial_number:x}, valid until "
-                f"{cert.not_valid_after_utc:%Y-%m-%d}, subject {cert.subject.rfc4514_string()}")
+        cert = load_cert_hex(value) if value else None
     except Exception:
-        return json.dumps({k: v for k, v in state.items() if k in ("state", "brand")})
+        return None
+    if cert is None:
+        return None
+    return {"serial": format(cert.serial_number, "x"),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "subject": cert.subject.rfc4514_string()}
 
 
 def revoke(agent: str = typer.Argument(..., help="agent whose certificates to revoke"),
            reason: str = typer.Option("unspecified", "--reason",
                                       help="RFC 5280 reason, e.g. keyCompromise"),
-           home: Path = home_option()) -> None:
+           json_out: bool = json_option(), home: Path = home_option()) -> None:
     """Revoke an agent's SET certificates: each issuing CA signs a new CRL, the brand a new BCI.
 
     Running agents take them up without a restart: CAs, gateways and merchants at once, wallets
@@ -131,9 +144,15 @@ def revoke(agent: str = typer.Argument(..., help="agent whose certificates to re
     if not revoked:
         if agent_certificates(world, agent) and agent not in {a.name for a in
                                                              world.agents_of_kind("issuer")}:
-            typer.echo(f"{agent}: every certificate is already revoked")
+            typer.echo(json.dumps({"agent": agent, "revoked": []}) if json_out else
+                       f"{agent}: every certificate is already revoked")
             return
-        _fail(f"{agent} holds no SET certificate to revoke", EXIT_FAILED)
+        _fail(f"{agent} holds no SET certificate to revoke", EXIT_REFUSED)
+    if json_out:
+        typer.echo(json.dumps({"agent": agent, "reason": reason, "revoked": [
+            {"ca": ca, "serial": format(serial, "x"), "subject": subject}
+            for ca, serial, subject in revoked]}))
+        return
     for ca, serial, subject in revoked:
         typer.echo(f"revoked serial {serial:x} ({subject}) on the {ca} CRL")
     typer.echo("running agents take up the new CRLs and BrandCRLIdentifier themselves (CAs, "

@@ -191,6 +191,8 @@ class Role:
         current = (state or {}).get("state", START)
         allowed = self.TRANSITIONS.get(current, {})
         if event.event not in allowed:
+            if isinstance(event, Command):  # the user's words: the agent records it for the CLI
+                raise ProtocolError(f"{event.event} is not possible while it is {current}")
             raise ProtocolError(f"{self.name}: {event.event} is not expected in state {current}",
                                 "messageNotSupported" if isinstance(event, Inbound) else None)
         handler = getattr(self, "on_" + "".join(c if c.isalnum() else "_" for c in event.event))

@@ -35,7 +35,8 @@ this much first), instalments N or recurring {days, until YYYYMMDD} (optional te
 ``capture`` {xid, amount (default: what is authorised and not captured)}; ``authorize`` {xid,
 amount}; ``void`` {xid, amount (what stays authorised; 0/absent: all of it)}; ``refund`` {xid,
 amount (default: what is still refundable)}; ``refund_reverse`` {xid}; ``capture_reverse`` {xid};
-``batch`` {operation open|close|query, batch_id, ref} (transaction ``batches``).  world.toml
+``batch`` {operation open|close|query, batch_id, ref} (transaction ``batches``); ``cancel``
+{xid, reason} before the PReq (CANCELLED; ``merchant_status``).  world.toml
 ``sale``: every AuthReq is a sale (CaptureNow); ``auto_close``: close a batch that long after its
 first item.
 
@@ -176,13 +177,14 @@ class Merchant(StatusSide, GatewaySide, AdjustSide, SplitSide, BatchSide, Role):
         START: {"order": "ORDERED", "PInitReq": "PARKED", **{a: START for a in _ANSWERS},
                 "Error": (START, "BATCHES"), "batch": "BATCHES",
                 "BatchAdminRes": (START, "BATCHES")},
-        "ORDERED": _quiet("ORDERED", PInitReq=("PINIT_SENT", "ORDERED"),
+        "ORDERED": _quiet("ORDERED", PInitReq=("PINIT_SENT", "ORDERED"), cancel="CANCELLED",
                           **{"timer:expire": "EXPIRED"}),
-        "PARKED": _quiet("PARKED", order="PINIT_SENT", PInitReq="PARKED",
+        "PARKED": _quiet("PARKED", order="PINIT_SENT", PInitReq="PARKED", cancel="CANCELLED",
                          **{"timer:expire": "EXPIRED"}),
         "PINIT_SENT": _after_pinit("PINIT_SENT", PReq=("AUTH_SENT", "PINIT_SENT"),
-                                   **{"timer:expire": "EXPIRED"}),
-        "AUTH_SENT": _after_pinit("AUTH_SENT",
+                                   cancel="CANCELLED", **{"timer:expire": "EXPIRED"}),
+        "CANCELLED": _after_pinit("CANCELLED", cancel="CANCELLED"),
+        "AUTH_SENT": _after_pinit("AUTH_SENT", cancel="AUTH_SENT",
                                   AuthRes=("AUTHORIZED", "DECLINED", "CAP_SENT", "CAPTURED",
                                            "EXPIRED", "AUTH_SENT"),
                                   Error=("AUTH_SENT", "REJECTED"),

@@ -34,6 +34,7 @@ COMPLETION = {
     "REJECTED": "orderRejected",
     "EXPIRED": "orderRejected",   # never authorised in time, or the authorisation lapsed
     "VOIDED": "orderRejected",    # the merchant cancelled the authorisation: nothing will ship
+    "CANCELLED": "orderRejected",  # the merchant ended it before any PReq: nothing will ship
     "PARTLY_REFUNDED": "creditPerformed",
     "REFUNDED": "creditPerformed",
 }

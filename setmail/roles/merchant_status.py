@@ -7,7 +7,9 @@ merchant's state alone (``merchant_msgs.COMPLETION``: creditPerformed once refun
 orderRejected once voided or expired), so an InqReq is answered in any state after PInitRes
 without asking anybody, always to the order's cardholder, and after the PReq only when signed by
 the cardholder certificate that signed it.  Purchases nobody continues expire (``expire_after``),
-authorisations nobody captures too (``auth_expiry``).
+authorisations nobody captures too (``auth_expiry``), and the merchant may end a purchase
+itself before the PReq arrives (``cancel``: CANCELLED, a later PInitReq or PReq gets an Error
+unknownXID, an InqReq the status orderRejected).
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from setmail.crypto.reader import Reader
 from setmail.errors import ProtocolError
 from setmail.pki.thumbs import thumbprint
 from setmail.roles import merchant_msgs as msgs
-from setmail.roles.base import Outcome, Send
-from setmail.roles.merchant_msgs import expired
+from setmail.roles.base import CancelTimer, Outcome, Send
+from setmail.roles.merchant_msgs import enter, expired, iso
 from setmail.roles.refusal import guarded
 from setmail.roles.wire import unh, unwrap, wrap
 
@@ -92,3 +94,20 @@ class StatusSide:
             state, timers = self._authorized(dict(state), key, now)
             return Outcome(key, state, timers=timers)
         return Outcome(key, dict(state))
+
+    # -- cancel -----------------------------------------------------------------------------------------
+    def on_cancel(self, state, event, now, shared) -> Outcome:
+        """The merchant ends a purchase nobody has paid yet (ORDERED, PARKED, PINIT_SENT):
+        CANCELLED, its challenges gone.  Once the PReq went on to the gateway (AUTH_SENT) only
+        the gateway's answer ends it, and an authorisation is voided, not cancelled."""
+        key, current = self.transaction_key(event), state["state"]
+        if current == "CANCELLED":
+            return Outcome(key, dict(state))
+        if current == "AUTH_SENT":
+            raise ProtocolError("the AuthReq is with the gateway already: wait for its answer, "
+                                "then void the authorisation (`setmail void`)")
+        kept = {k: v for k, v in state.items() if k != "offers"}
+        kept["cancelled"] = {"at": iso(now), "by": "merchant",
+                             "reason": str(event.args.get("reason") or "cancelled by the "
+                                           "merchant")[:200]}
+        return Outcome(key, enter(kept, "CANCELLED", now), timers=(CancelTimer("expire"),))

@@ -18,7 +18,8 @@ answers anything, a refused mail only leaves a note (``refused``).
 
 ``WalletConfig``: ``name`` (our address), ``trust``, ``suite``, ``retry_after``/``max_retries``
 (PInitReq, PReq, InqReq), ``expire_after`` (how long a PReq the merchant said it received may wait
-for its outcome), ``language``, ``crls``, ``merchants`` (merchant address -> merID: the world's
+for its outcome), ``abandon_after`` (how long a purchase may wait for its PInitRes before it is
+given up, whatever the re-sends: world.toml ``[world] purchase_expiry``), ``language``, ``crls``, ``merchants`` (merchant address -> merID: the world's
 directory), ``credentials(pan_last4, brand) -> WalletCard | None`` (the card's signature identity
 and PANSecret, asked at each use), ``agent`` (our name in messages to the user), ``sw_ident``.
 
@@ -28,7 +29,9 @@ numeric), ``amt_exp10`` (default -2), ``brand``, optional ``language``, optional
 with the merchant (``instalments`` N, or ``recurring`` {days, until YYYYMMDD}, hashed into
 HODInput.installRecurData as the merchant's order is: ``purchase_msgs.order_terms``).
 Command ``inquire`` args: ``xid``; allowed once PInitRes arrived (a command in another state
-fails, unchanged).
+fails, unchanged).  Command ``cancel`` args: ``xid``: the cardholder gives up before the PReq
+(CANCELLED, secrets and re-sends gone; a late PInitRes is absorbed); after it, only the merchant
+can stop the purchase (``wallet_status.on_cancel``).
 
 State (what ``setmail tx show`` prints; keys starting with "_" are protocol bookkeeping it
 hides): ``state``, ``xid``, ``merchant``, ``mer_id``, ``brand``, ``description``, ``amount``,
@@ -59,7 +62,7 @@ from setmail.errors import ProtocolError, SetmailError
 from setmail.pki import thumbprint, validate_path, verify_cardholder_id
 from setmail.pki.setext import read_merchant_data
 from setmail.pki.trust import TrustStore
-from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Role, TimerFired
+from setmail.roles.base import START, CancelTimer, Inbound, Outcome, Role, SetTimer, TimerFired
 from setmail.roles.brand import SHARED_KEY, check_bci
 from setmail.roles.certs import find_certificate, path_check
 from setmail.roles.exchange import ENDS, NUDGE, Exchange, pin, subject_hex
@@ -94,6 +97,7 @@ class WalletConfig:
     sw_ident: str = SW_IDENT
     merchants: Mapping[str, str] = field(default_factory=dict)
     expire_after: dt.timedelta = dt.timedelta(days=1)
+    abandon_after: dt.timedelta = dt.timedelta(days=1)
     nudge_after: dt.timedelta = dt.timedelta(seconds=60)
 
 
@@ -104,7 +108,8 @@ def _quiet(state: str, **events) -> dict:
     """What every state takes without moving: an answer nobody waits for (absorbed), an Error
     (judged against what is outstanding), a stale timer."""
     return {"PInitRes": state, "PRes": state, "InqRes": state, "Error": state,
-            "timer:retry": state, "timer:inquiry": state, "timer:expire": state, **events}
+            "timer:retry": state, "timer:inquiry": state, "timer:expire": state,
+            "timer:abandon": state, **events}
 
 
 class Wallet(StatusSide, Role):
@@ -117,15 +122,19 @@ class Wallet(StatusSide, Role):
         START: {"buy": ("PINIT_SENT", "FAILED"), "PInitRes": START, "PRes": START,
                 "InqRes": START, "Error": START},
         "PINIT_SENT": _quiet("PINIT_SENT", PInitRes=("PREQ_SENT", "PINIT_SENT", "FAILED"),
-                             Error=("PINIT_SENT", "FAILED"),
-                             **{"timer:retry": ("PINIT_SENT", "FAILED")}),
+                             Error=("PINIT_SENT", "FAILED"), cancel="CANCELLED",
+                             **{"timer:retry": ("PINIT_SENT", "FAILED"),
+                                "timer:abandon": ("PINIT_SENT", "FAILED")}),
         "PREQ_SENT": _quiet("PREQ_SENT", PRes=(*ANSWERED, "PREQ_SENT"),
                             InqRes=(*ANSWERED, "PREQ_SENT"), inquire="PREQ_SENT",
+                            cancel="PREQ_SENT",
                             Error=("PREQ_SENT", "FAILED"),
                             **{"timer:retry": ("PREQ_SENT", "FAILED"),
                                "timer:expire": ("PREQ_SENT", "FAILED")}),
         # an answered purchase still takes inquiries (APPROVED -> CAPTURED)
         **{s: _quiet(s, inquire=s, InqRes=ANSWERED) for s in ANSWERED},
+        # the cardholder gave up before sending the PReq: nothing can be authorised
+        "CANCELLED": _quiet("CANCELLED", cancel="CANCELLED"),
         # failed for want of an answer, a late PRes (or an inquiry) can still tell the outcome
         "FAILED": _quiet("FAILED", inquire="FAILED", PRes=(*ANSWERED, "FAILED"),
                          InqRes=(*ANSWERED, "FAILED")),
@@ -209,7 +218,7 @@ class Wallet(StatusSide, Role):
             state["expired"] = {"at": when(now), "reason": reason}
         state.pop("secret", None)
         return Outcome(key, state, timers=tuple(CancelTimer(n) for n in (
-            "retry", "inquiry", "expire")))
+            "retry", "inquiry", "expire", "abandon")))
 
     # -- 1. buy -> PInitReq -----------------------------------------------------------------------
     def on_buy(self, state, event, now, shared) -> Outcome:
@@ -243,9 +252,11 @@ class Wallet(StatusSide, Role):
                         chall_c=chall_c, brand_id=state["brand"], bin_=pan[:6])
         state.update(lid_c=h(lid_c), _chall_c=h(chall_c), secret={"pan": pan, "expiry": expiry})
         der = wrap("PInitReq", msg, now=now, rrpid=rrpid, lid_c=lid_c, lid_m=xid)
-        return self.purchase.ask(state, key, to=merchant, type_name="PInitReq", der=der,
-                                 rrpid=rrpid, expects=("PInitRes",),
-                                 pin_=pin(mer_id=state["mer_id"]), now=now)
+        out = self.purchase.ask(state, key, to=merchant, type_name="PInitReq", der=der,
+                                rrpid=rrpid, expects=("PInitRes",),
+                                pin_=pin(mer_id=state["mer_id"]), now=now)
+        abandon = SetTimer("abandon", now + self.config.abandon_after, {"transaction": key})
+        return replace(out, timers=(*out.timers, abandon))
 
     # -- 2. PInitRes -> PReq ----------------------------------------------------------------------
     @guarded
@@ -295,13 +306,24 @@ class Wallet(StatusSide, Role):
         out = self.purchase.ask(state, key, to=state["merchant"], type_name="PReq", der=der,
                                 rrpid=rrpid, expects=("PRes",), pin_=pin(thumb=signed.signer),
                                 now=now)
-        return replace(out, shared=seen, peer=state["merchant"])
+        return replace(out, shared=seen, peer=state["merchant"],
+                       timers=(*out.timers, CancelTimer("abandon")))
 
     # -- timers -----------------------------------------------------------------------------------
     def on_timer_retry(self, state, event, now, shared) -> Outcome:
         key = self.transaction_key(event)
         return self.purchase.on_timer(state, key, now,
                                       lambda why: self.fail(dict(state), key, why, now=now))
+
+    def on_timer_abandon(self, state, event, now, shared) -> Outcome:
+        """No PInitRes within ``abandon_after`` of the buy: FAILED (expired), whatever re-sends
+        are left; later in the purchase the timer is stale."""
+        key = self.transaction_key(event)
+        if state["state"] != "PINIT_SENT":
+            return Outcome(key, dict(state))
+        hours = self.config.abandon_after.total_seconds() / 3600
+        return self.fail(dict(state), key, f"expired: no PInitRes within {hours:g} h",
+                         now=now)
 
     def on_timer_expire(self, state, event, now, shared) -> Outcome:
         """The merchant said it has our PReq, and no outcome came in ``expire_after``: FAILED

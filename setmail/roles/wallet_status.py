@@ -158,3 +158,22 @@ class StatusSide:
         state.update(inquiry_pending=False, inquiry_error=why)
         state.pop("_inq_chall", None)
         return Outcome(key, state, timers=timers)
+
+    # -- 5. cancel --------------------------------------------------------------------------------
+    def on_cancel(self, state, event, now, shared) -> Outcome:
+        """The cardholder gives up before paying (PINIT_SENT): CANCELLED, the PInitReq's
+        re-sends and the card data gone.  Once the PReq is out the merchant holds the payment
+        instructions: the wallet cannot take them back."""
+        key = self.transaction_key(event)
+        if state["state"] == "CANCELLED":
+            return Outcome(key, dict(state))
+        if state["state"] != "PINIT_SENT":
+            raise ProtocolError("the PReq (the payment) went to the merchant already: only the "
+                                "merchant can stop it now, before it authorises")
+        state, _ = self.purchase.settle(dict(state))
+        state, _ = self.inquiry.settle(state)
+        state.update(state="CANCELLED", cancelled={"at": when(now), "by": "cardholder"},
+                     inquiry_pending=False)
+        state.pop("secret", None)
+        return Outcome(key, state, timers=tuple(CancelTimer(n) for n in (
+            "retry", "inquiry", "expire", "abandon")))

@@ -100,7 +100,8 @@ def bundle_world(world: World, name: str, home: Path, *, smtp_host: str, smtp_po
     else:
         cards = []
     return World(home, world.name, world.suite, world.brand, smtp_host, smtp_port, mailboxes,
-                 agents, {c.name: c for c in cards}, world.created, bundle=name)
+                 agents, {c.name: c for c in cards}, world.created, bundle=name,
+                 purchase_expiry=world.purchase_expiry)
 
 
 def _copy_public(source: Path, target: Path) -> None:

@@ -58,6 +58,10 @@ class World:
     #: a bundle (``setmail export``) runs this one agent; the others are its counterparts, of
     #: which it holds addresses and public certificates only.  Empty: the whole world runs here.
     bundle: str = ""
+    #: ``[world] purchase_expiry`` (seconds): a purchase nobody continues before its
+    #: authorisation is given up that long after it started, at the wallet (no PInitRes) and the
+    #: merchant (ORDERED, PARKED, PINIT_SENT; its own ``expire_after`` overrides)
+    purchase_expiry: float = 86400.0
 
     def local_agents(self) -> list[str]:
         """The agents whose keys and stores are here: every agent, or a bundle's own one."""
@@ -111,7 +115,9 @@ class World:
         out: dict[str, Any] = {
             "world": {"name": self.name, "suite": self.suite, "brand": self.brand,
                       "mailboxes": mailboxes, "created": self.created,
-                      **({"bundle": self.bundle} if self.bundle else {})},
+                      **({"bundle": self.bundle} if self.bundle else {}),
+                      **({"purchase_expiry": self.purchase_expiry}
+                         if self.purchase_expiry != 86400.0 else {})},
             "smtp": {"host": self.smtp_host, "port": self.smtp_port},
             "agents": {}, "cards": {}}
         for name, a in self.agents.items():
@@ -143,11 +149,16 @@ class World:
             mailboxes = Path(w.get("mailboxes", "mailboxes"))
             if w.get("bundle") and w["bundle"] not in agents:
                 raise ValueError(f"bundle names {w['bundle']!r}, which is no agent of it")
+            expiry = w.get("purchase_expiry", 86400)
+            if isinstance(expiry, bool) or not isinstance(expiry, (int, float)) or expiry <= 0:
+                raise ValueError(f"[world] purchase_expiry must be a number of seconds > 0, "
+                                 f"not {expiry!r}")
             return cls(home, w.get("name", "world"), w.get("suite", "rsa2048"),
                        w.get("brand", "Visa"), smtp.get("host", "127.0.0.1"),
                        int(smtp.get("port", 2525)),
                        mailboxes if mailboxes.is_absolute() else home / mailboxes,
-                       agents, cards, w.get("created", ""), str(w.get("bundle", "")))
+                       agents, cards, w.get("created", ""), str(w.get("bundle", "")),
+                       float(expiry))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise WorldError(f"{home / WORLD_FILE} is incomplete or invalid: {exc!r}") from exc
 

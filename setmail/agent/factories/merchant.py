@@ -7,8 +7,8 @@ world.toml options of a merchant:
 * ``mer_id`` (must match the merchantData of its signature certificate, which is what the gateway
   checks; default: read from the certificate);
 * ``retry_after`` (seconds, default 1800) and ``max_retries`` (default 3): AuthReq/CapReq re-sends;
-* ``expire_after`` (seconds, default 86400 = 1 day): an ORDERED, PARKED or PINIT_SENT purchase
-  nobody continues becomes EXPIRED (parked PInitReqs and unanswered challenges go with it);
+* ``expire_after`` (seconds, default ``[world] purchase_expiry``, 86400 = 1 day): an ORDERED,
+  PARKED or PINIT_SENT purchase nobody continues becomes EXPIRED (parked PInitReqs and unanswered challenges go with it);
 * ``auth_expiry_days`` (default: its gateway's ``auth_expiry_days``, else 7): an AUTHORIZED
   purchase not captured by then becomes EXPIRED and a ``capture`` is refused (the gateway has
   reversed the hold at the same age);
@@ -70,7 +70,8 @@ def merchant(world: World, spec: AgentSpec) -> Role:
         auto_capture=bool(opts.get("auto_capture", False)), suite=get_suite(world.suite),
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
         max_retries=int(opts.get("max_retries", 3)),
-        expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
+        expire_after=dt.timedelta(seconds=float(opts.get("expire_after",
+                                                          world.purchase_expiry))),
         auth_expiry=days_option(spec.name, opts, "auth_expiry_days",
                                 gateway.options.get("auth_expiry_days", 7)),
         sale=_flag(spec.name, opts, "sale"),

@@ -138,6 +138,7 @@ def cardholder(world: World, spec: AgentSpec) -> Role:
         retry_after=dt.timedelta(seconds=float(opts.get("retry_after", 1800))),
         max_retries=int(opts.get("max_retries", 3)),
         expire_after=dt.timedelta(seconds=float(opts.get("expire_after", 86400))),
+        abandon_after=dt.timedelta(seconds=world.purchase_expiry),
         merchants=DirectoryMerchants(world),
         credentials=WalletFiles(world.agent_home(spec.name))))
     from setmail.agent.factories.issuer import statement_keeper  # the issuer's Statements
