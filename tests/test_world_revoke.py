@@ -71,6 +71,6 @@ def test_revocation_state_survives_a_reload_and_numbers_go_on(home):
 def test_revoke_refusals(home):
     assert run_cli("revoke", "mallory", "--home", str(home))[0] == 2
     code, _, err = run_cli("revoke", "bank", "--home", str(home))  # pinned, not SET certificates
-    assert code == 1 and "no SET certificate" in err
+    assert code == 3 and "no SET certificate" in err
     code, _, err = run_cli("revoke", "shop", "--reason", "bogus", "--home", str(home))
     assert code == 2 and "unknown reason" in err
