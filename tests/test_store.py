@@ -336,3 +336,24 @@ def test_group_commit_holds_mail_back_until_the_flush(store):
         tx.put_state("k", 1)
     assert len(store.due_outbox(4.0)) == 3
     store.flush()  # nothing owed: no-op
+
+
+def _open(path, start):
+    start.wait()
+    with Store(path) as s:
+        return s.schema_version
+
+
+def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
+    """The agent and a cli command often create one store together: each reads the schema
+    version again under the write lock, so none runs a migration the other already ran (it
+    failed with 'index outbox_message_id already exists')."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        path = tmp_path / f"race{round_}.db"
+        start = ctx.Manager().Event()
+        with ctx.Pool(4) as pool:
+            pending = [pool.apply_async(_open, (path, start)) for _ in range(4)]
+            start.set()
+            assert [p.get(timeout=60) for p in pending] == [SCHEMA_VERSION] * 4

@@ -291,6 +291,10 @@ class Store(_Reads):
                              f"({SCHEMA_VERSION})")
         for number in range(version, SCHEMA_VERSION):
             with self.transaction(now=0.0) as tx:
+                # another process (the agent and a cli command opening one store at once) may
+                # have migrated between our read and our write lock: read it again under the lock
+                if tx.execute("PRAGMA user_version").fetchone()[0] > number:
+                    continue
                 for statement in _statements(MIGRATIONS[number]):
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {number + 1}")

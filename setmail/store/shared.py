@@ -3,7 +3,7 @@ queueing a command into it.
 
 Why here, below the agent and the world: ``setmail init`` writes the issuer's accounts into its
 store and queues the merchants' and gateways' ``register`` commands, the CLI queues commands into
-any agent's store, and the agent opens its own; all of them need the same work-around and the
+any agent's store, and the agent opens its own; all of them open it the same way and share the
 same command table (``agent.commands`` re-exports both).
 """
 from __future__ import annotations
@@ -12,23 +12,13 @@ import json
 import time
 from typing import Any
 
-from setmail.errors import StoreError
 from setmail.store.db import Store
 
 
-def open_store(path, *, attempts: int = 5) -> Store:
-    """Open an agent's store from another process (the CLI) while the agent may open it too.
-
-    Works around a race in ``Store._migrate`` (it reads ``user_version`` outside the migration
-    transaction, so two processes creating one database at once can both try migration 1).
-    """
-    for attempt in range(attempts):
-        try:
-            return Store(path)
-        except StoreError as exc:
-            if "already exists" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
+def open_store(path) -> Store:
+    """Open an agent's store from another process (the CLI) while the agent may open it too:
+    safe since ``Store._migrate`` reads the schema version again under its write lock."""
+    return Store(path)
 
 
 #: the queue a running agent polls (``agent.commands``): one row per command
