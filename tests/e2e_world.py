@@ -133,6 +133,7 @@ class RunningWorld:
         """``agent``'s state of purchase ``xid``; at a gateway or issuer, which key by (merchant,
         XID), the one of merchant ``mer_id`` when it holds several."""
         from setmail.agent.commands import open_store
+        from setmail.store import parts
         from setmail.txview import purchase_states
         store = open_store(self.world.store_path(agent))
         try:
@@ -148,9 +149,10 @@ class RunningWorld:
     def shared(self, agent: str, key: str) -> dict:
         """``agent``'s cross-transaction state ``key`` (e.g. "brand": BCI sequences seen)."""
         from setmail.agent.commands import open_store
+        from setmail.store import parts
         store = open_store(self.world.store_path(agent))
         try:
-            return store.get_state("shared/" + key) or {}
+            return parts.load(store, "shared/" + key)[0] or {}
         finally:
             store.close()
 

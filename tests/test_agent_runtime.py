@@ -16,6 +16,7 @@ from setmail.agent import commands as cmdq
 from setmail.agent.daemon import serve
 from setmail.asn1.certmsgs import CardCInitReq
 from setmail.crypto.suite import fresh
+from setmail.errors import StoreError
 from setmail.mail import maildir
 from setmail.mail.mime import build_mail, parse_mail
 from setmail.mail.smtpd import SMTPServer, pick_free_port
@@ -331,6 +332,27 @@ def test_an_unexpected_error_is_quarantined_and_never_answered(world):
                                                         sender=SERVER))
     assert client.process_mail(key) == "quarantined"
     assert client.store.outbox() == []
+
+
+def test_a_failed_commit_leaves_the_kept_shared_state_as_the_store_has_it(world):
+    """The agent keeps its decoded shared state between steps (D-486): a commit that fails
+    must not leave the state it tried to write behind in that copy."""
+    root, agents, cfgs, _ = world
+    client, server = agents["client"], agents["server"]
+    with server.store.transaction(now=1.0) as tx:  # the in-transaction effect's INSERT fails
+        tx.execute("CREATE VIEW test_served AS SELECT NULL AS rrpid")
+    cmdq.submit(client.store, "ping", {"id": "first", "to": SERVER})
+    client.process_commands()
+    client.send_due()
+    [key] = server.recover()
+    with pytest.raises(StoreError, match="is a view"):  # the agent stops; the mail stays
+        server.process_mail(key)
+    assert server.store.get_state("shared/served") is None
+    with server.store.transaction(now=2.0) as tx:
+        tx.execute("DROP VIEW test_served")
+    pump(agents)  # the same mail again: counted once, from what the store holds
+    assert server.store.get_state("shared/served") == {"count": 1}
+    assert served_count(server) == 1
 
 
 def test_timer_fires_through_commit_path(world):

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from setmail.agent.ledger import KINDS, entry, ledger_rows
+from setmail.store import parts
 
 RELEASES = ("release", "partial_release", "reversal", "expired")
 #: store key prefixes of the issuer agent (agent/runtime.py)
@@ -122,5 +123,5 @@ def check_rows(rows, shared: Mapping, state_of) -> list[dict[str, Any]]:
 
 def check_ledger(store) -> list[dict[str, Any]]:
     """Every violation of the invariant in an issuer's store ([] = the books hold)."""
-    return check_rows(ledger_rows(store), store.get_state(SHARED_KEY) or {},
+    return check_rows(ledger_rows(store), parts.load(store, SHARED_KEY)[0] or {},
                       lambda key: store.get_state(STATE_PREFIX + key))

@@ -45,7 +45,7 @@ from setmail.mail.sender import Backoff, DrainResult, SMTPClientPool, drain_outb
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT
 from setmail.roles.base import CancelTimer, Command, Outcome, Role, SetTimer, TimerFired
 from setmail.roles.wire import received, wire
-from setmail.store import DedupeRecord, OutgoingMail, Store
+from setmail.store import DedupeRecord, OutgoingMail, Store, parts
 from setmail.store.db import damaged
 from setmail.store.lock import FileLock, agent_lock
 
@@ -106,6 +106,7 @@ class Agent(rl.Reloading):
         self.rescanned: set[str] = set()  # the mail taken up after the last rebuild
         self._deferred: set[str] = set()
         self._held: list[tuple[str, str, str | None]] | None = None  # see ``grouped``
+        self._shared: tuple[str, Any, bool] | None = None  # see ``_shared_state``
         self.clock = clock
         config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock = lock if lock is not None and lock.held else agent_lock(config.home,
@@ -300,13 +301,27 @@ class Agent(rl.Reloading):
         now = _ts_to_dt(self.clock())
         for _ in range(2):
             state = self.store.get_state(STATE_PREFIX + txkey)
-            shared = (self.store.get_state(SHARED_PREFIX + self.role.shared_key)
-                      if self.role.shared_key else None)
+            shared = self._shared_state()
             outcome = self.role.step(state, event, now, shared)
             why = self.reloader.stale(self.role, outcome) if self.reloader is not None else None
             if why is None or not self.reload(why):
                 break
         return outcome
+
+    def _shared_state(self) -> Any:
+        """The role's shared state, decoded once and then kept as the last commit left it.
+
+        Why: it is read at every step and grows with the open batches and pending postings, so
+        decoding its row each time made a step's cost grow with history.  Safe to keep because
+        only this agent writes it (``agent.lock``) and roles never change what they are given
+        (they return a new shared state); ``_commit`` forgets it before a transaction that
+        writes it and keeps the new one only once that transaction has committed."""
+        key = self.role.shared_key
+        if not key:
+            return None
+        if self._shared is None or self._shared[0] != key:
+            self._shared = (key, *parts.load(self.store, SHARED_PREFIX + key))
+        return self._shared[1]
 
     def _outgoing(self, send, txkey: str, seq: int, now: dt.datetime,
                   request: ParsedMail | None) -> OutgoingMail:
@@ -323,6 +338,10 @@ class Agent(rl.Reloading):
         now_dt = _ts_to_dt(now).replace(microsecond=0)
         tx_key = outcome.transaction or txkey
         durable = self._held is None or fx.acts_outside(outcome.effects)
+        shared_key = self.role.shared_key if outcome.shared is not None else None
+        if shared_key:
+            old, stored_split = self._shared_state(), self._shared[2]
+            self._shared = None  # until the commit has succeeded
         with self.store.transaction(now=now, durable=durable) as tx:
             seq = tx.get_state(SEQ_PREFIX + tx_key, 0)
             mails = []
@@ -337,8 +356,9 @@ class Agent(rl.Reloading):
                 tx.delete_state(STATE_PREFIX + tx_key)
             else:
                 tx.put_state(STATE_PREFIX + tx_key, dict(outcome.state))
-            if outcome.shared is not None and self.role.shared_key:
-                tx.put_state(SHARED_PREFIX + self.role.shared_key, dict(outcome.shared))
+            if shared_key:
+                parts.save(tx, SHARED_PREFIX + shared_key, old, dict(outcome.shared),
+                           self.role.shared_parts, split=stored_split)
             for mail in mails:
                 tx.enqueue(mail)
             if record is not None:
@@ -357,6 +377,8 @@ class Agent(rl.Reloading):
                 tx.mark_processed(mail_key, status, txkey=tx_key, detail=detail)
             if extra is not None:
                 extra(tx)
+        if shared_key:
+            self._shared = (shared_key, dict(outcome.shared), True)
         if log.isEnabledFor(logging.DEBUG):  # `run -v`; the "(sent)" line is logged at INFO
             for send in outcome.sends:
                 log.debug("%-8s OUT  %-14s tx=%s to %s (queued)", self.name, send.message_type,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from setmail.bench.mutants import der_mutant, mail_mutant, nodes
 from setmail.bench.soak import SoakWorld, _final, _store, close_batches, drive, quiesce
+from setmail.store import parts
 
 
 def _rss_mib(pid: int) -> float:
@@ -62,7 +63,7 @@ def snapshot(sw: SoakWorld) -> dict:
                 "SELECT maildir_key, status FROM processed_mail"))
             if name == "bank":
                 snap["ledger"] = [tuple(sorted(r.items())) for r in ledger_rows(store)]
-                snap["totals"] = store.get_state("shared/ledger")
+                snap["totals"] = parts.load(store, "shared/ledger")[0]
     return snap
 
 

@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from setmail.bench.purchases import BenchWorld
+from setmail.store import parts
 
 AMOUNT = 1000
 #: plan -> (merchant, the merchant's final state, the gateway's, the issuer's)
@@ -191,7 +192,7 @@ def close_batches(sw: SoakWorld, *, kill_every: float, rng: random.Random,
     while time.monotonic() < deadline:
         finished = True
         for merchant in ("shop", "shop2"):
-            shared = merchant_shared(sw._stores[merchant].get_state("shared/" + SHARED_KEY))
+            shared = merchant_shared(parts.load(sw._stores[merchant], "shared/" + SHARED_KEY)[0])
             records[merchant] = sorted(shared["batches"].values(), key=lambda r: r["id"])
             for record in records[merchant]:
                 if record["status"] == "open" and (merchant, record["id"]) not in asked:

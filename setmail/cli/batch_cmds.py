@@ -37,10 +37,11 @@ def _merchant(world, name: str | None) -> str:
 def _records(world, merchant: str) -> tuple[dict, dict]:
     """(batch records by id, the ``batches`` transaction's state) of a merchant's store."""
     from setmail.roles.merchant_batch import BATCHES, SHARED_KEY, merchant_shared
+    from setmail.store import parts
     from setmail.txview import open_store
     store = open_store(world, merchant)
     try:
-        shared = merchant_shared(store.get_state("shared/" + SHARED_KEY))
+        shared = merchant_shared(parts.load(store, "shared/" + SHARED_KEY)[0])
         return shared["batches"], store.get_state("tx/" + BATCHES) or {}
     finally:
         store.close()

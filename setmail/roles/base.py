@@ -180,6 +180,10 @@ class Role:
     name = "role"
     #: key of the cross-transaction state this role reads and updates (None: it has none)
     shared_key: str | None = None
+    #: the collections of the shared state that grow with history (``/`` paths, ``*`` any key):
+    #: the store keeps each entry (or chunk of a list) as a row of its own, so a step writes only
+    #: what it changed (``setmail.store.parts``)
+    shared_parts: tuple[str, ...] = ()
     TRANSITIONS: Mapping[str, Mapping[str, str | tuple[str, ...]]] = {}
 
     def transaction_key(self, event: Event) -> str:

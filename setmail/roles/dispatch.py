@@ -75,6 +75,7 @@ class Dispatch(Role):
         keyed = [r for r in self.roles if r.shared_key is not None]
         main = self.by_name.get(primary) if primary else (keyed[0] if keyed else None)
         self.shared_key = main.shared_key if main is not None else None
+        self.shared_parts = main.shared_parts if main is not None else ()
         if errors_to is not None and errors_to not in self.by_name:
             raise ValueError(f"errors_to names no sub-role: {errors_to}")
         self.errors_to = self.by_name.get(errors_to) if errors_to else None

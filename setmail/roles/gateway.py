@@ -157,6 +157,7 @@ def _batch(state: str) -> dict:
 class Gateway(BatchAdmin, Adjustments, SplitAuth, IssuerLeg, Role):
     name = "gateway"
     shared_key = SHARED_KEY
+    shared_parts = ("batches/*/live/*/items",)
     TRANSITIONS = {
         START: {**_settled(START), "AuthReq": (START, "ISSUER_AUTH"),
                 "BatchAdminReq": (START, "CLEARING", "SETTLED"), "IssClearRes": START},

@@ -25,7 +25,6 @@ nothing and sends nothing.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
@@ -52,12 +51,21 @@ def batch_key(mer_id: str, batch_id: int | None) -> str:
     return f"batch/{merchant_tag(mer_id).hex()}/{'open' if batch_id is None else batch_id}"
 
 
+def _found(shared: Mapping, mer_id: str) -> Mapping | None:
+    return (shared.get("batches") or {}).get(merchant_tag(mer_id).hex())
+
+
 def book_of(shared: Mapping, mer_id: str) -> dict:
-    """A copy of the merchant's book (a new one if it has none)."""
-    found = (shared.get("batches") or {}).get(merchant_tag(mer_id).hex())
+    """A copy of the merchant's book (a new one if it has none) that may be changed in place.
+
+    Copied down to the item lists, not the items: the book functions replace an item, never
+    change one, so the shared state given to the step stays untouched without a deep copy (whose
+    cost grew with every capture of the open batch)."""
+    found = _found(shared, mer_id)
     if found is None:
         return {"mer_id": mer_id, "next": 1, "open": None, "live": {}, "admin": []}
-    return copy.deepcopy(found)
+    live = {k: {**b, "items": list(b["items"])} for k, b in found["live"].items()}
+    return {**found, "live": live, "admin": list(found["admin"])}
 
 
 def with_book(shared: Mapping, book: dict) -> dict:
@@ -93,7 +101,8 @@ def assign(shared: Mapping, mer_id: str, item: dict, now, max_items: int) -> tup
 
 def is_live(shared: Mapping, mer_id: str, batch_id: int) -> bool:
     """Is the batch still taking items (open or full, not closed)?"""
-    return str(batch_id) in book_of(shared, mer_id)["live"]
+    found = _found(shared, mer_id)
+    return found is not None and str(batch_id) in found["live"]
 
 
 def leave(shared: Mapping, mer_id: str, batch_id: int, seq: int) -> dict | None:

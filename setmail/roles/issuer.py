@@ -50,6 +50,7 @@ from setmail.errors import ProtocolError, SetmailError
 from setmail.pki.thumbs import thumbprint
 from setmail.roles.base import START, Inbound, Outcome, Role, Send, SetTimer, TimerFired
 from setmail.roles.issuer_books import (
+    PENDING,
     available,
     fingerprint,
     issuer_key,
@@ -119,6 +120,7 @@ def _decided(state: str) -> dict:
 class Issuer(MovesLeg, CreditLeg, ClearingLeg, StatementLeg, Role):
     name = "issuer"
     shared_key = "ledger"
+    shared_parts = (PENDING,)
     TRANSITIONS = {
         START: {"IssAuthReq": ("HELD", "DECLINED"), "IssCapReq": START, "IssRevReq": START,
                 "IssCredReq": START, "IssCredRevReq": START, "IssCapRevReq": START,

@@ -172,6 +172,7 @@ def _adjusting(state: str) -> dict:
 class Merchant(StatusSide, GatewaySide, AdjustSide, SplitSide, BatchSide, Role):
     name = "merchant"
     shared_key = SHARED_KEY
+    shared_parts = ("batches/*/items",)
     BATCHES = BATCHES
     TRANSITIONS = {
         START: {"order": "ORDERED", "PInitReq": "PARKED", **{a: START for a in _ANSWERS},
