@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from setmail.asn1 import base, gateway as gw, purchase as pu
-from setmail.asn1.fastder import Raw, _plan, encode
+from setmail.asn1.codec.fastder import Raw, _plan, encode
 from setmail.asn1.wrapper import MESSAGE_TYPES
 from tests.asn1_samples import (
     MESSAGE_SAMPLES, MESSAGE_VARIANTS, PLAINTEXT_SAMPLES, bci, dd, enveloped, trans_ids,
