@@ -3,9 +3,10 @@
 Why: ``cls({...}).dump()`` builds an asn1crypto object per node and walks every child again in
 ``_set_contents``/``_is_mutated``/``dump``; parts already in DER (TransIDs kept in state, the
 BrandCRLIdentifier, CapToken, AcqCardMsg, DetachedDigests) get loaded and dumped again: 15-20 %
-of the merchant's and the gateway's CPU.  ``encode`` reads the same declarations (``_fields``,
-``_alternatives``, ``_child_spec``, ``_map``, tagging, DEFAULTs) and writes the bytes asn1crypto
-writes (tests/test_fastder*.py check it byte for byte), copying embedded DER.
+of the merchant's and the gateway's CPU.  ``encode`` follows the nodes ``plan`` compiled from
+the declarations, the ones the decoder walks (fields, alternatives, elements, tagging, DEFAULT
+encodings), reads only the primitives' ``_map``/``_size``/codec from the classes, and writes the
+bytes asn1crypto writes (tests/test_fastder*.py check it byte for byte), copying embedded DER.
 
 Values are what asn1crypto takes: dict (SEQUENCE), list/tuple (SEQUENCE OF; SET OF sorted by
 encoding), int, str (mapped names too), bytes, bool, aware datetime, None (an absent OPTIONAL or
@@ -18,14 +19,17 @@ SEQUENCE OF.
 
 What is not modelled here (``_oid_pair``/``_spec_callbacks`` as in ContentInfo and
 AlgorithmIdentifier, class-level tagging, classes with methods of their own such as x509.Name,
-types missing from ``_PRIMITIVES``) and values of other Python types are built by asn1crypto for
-that subtree, so the bytes never differ; a ``Raw`` inside such a subtree is refused (TypeError).
+primitives ``prim.writer`` does not write) and values of other Python types are built by
+asn1crypto for that subtree, so the bytes never differ; a ``Raw`` inside such a subtree is
+refused (TypeError).
 """
 from __future__ import annotations
 
-import datetime as dt
-
 from asn1crypto import core
+
+from .plan import CORE, DECLARATIVE, root
+from .prim import Unwritten, writer
+from .walk import Choice, Explicit, Fallback, Node, Primitive, Sequence, SequenceOf, ident_of
 
 __all__ = ["Raw", "encode"]
 
@@ -42,13 +46,8 @@ class Raw:
         return f"Raw({self.der[:16].hex()}{'…' if len(self.der) > 16 else ''})"
 
 
-class _Slow(Exception):
-    """A value or spec this module leaves to asn1crypto."""
-
-
 _SHORT = [bytes((n,)) for n in range(128)]
 _CLASSES = {"universal": 0, "application": 1, "context": 2, "private": 3}
-_UTC = dt.timezone.utc
 
 
 def _tlv(ident: bytes, content: bytes) -> bytes:
@@ -87,16 +86,10 @@ def _split(der: bytes) -> tuple[int, int]:
     return i, start
 
 
-def _int(value: int) -> bytes:
-    """Two's complement, minimal length (the sign bit fits)."""
-    return value.to_bytes(((value if value >= 0 else ~value).bit_length() + 8) // 8, "big",
-                          signed=True)
-
-
-# --- plans: what encoding a class needs, worked out once per class ------------------------------
+# --- plans: what encoding a node of ``plan`` needs, worked out once per node ----------------------
 class _Plan:
-    """How to encode one class: ``kind`` "plain" (``ident`` + ``content(value)``), "choice"
-    (``content`` gives the alternative's full TLV), "any" (Raw/objects only) or "slow"."""
+    """How to encode one node's type, untagged: ``kind`` "plain" (``ident`` + ``content(value)``),
+    "choice" (``content`` gives the alternative's full TLV), "any" (Raw/objects only) or "slow"."""
 
     __slots__ = ("kind", "ident", "constructed", "content")
 
@@ -104,83 +97,122 @@ class _Plan:
         self.kind, self.ident, self.constructed, self.content = kind, ident, constructed, content
 
 
-_PLANS: dict[type, _Plan] = {}
-#: __dict__ entries a subclass may have and still be encoded here (asn1crypto's _setup adds some)
-_DECLARATIONS = frozenset({
-    "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__annotations__",
-    "__firstlineno__", "__static_attributes__", "_fields", "_child_spec", "_alternatives", "_map",
-    "_reverse_map", "_field_map", "_field_ids", "_precomputed_specs", "_id_map", "_name_map",
-    "_size"})
+_PLANS: dict[Node, _Plan] = {}
+#: what a class may declare and still be built here: ``plan``'s declarative attributes minus the
+#: ones whose values asn1crypto chooses at run time (OID-chosen specs, spec callbacks)
+_DECLARATIONS = DECLARATIVE - {"_oid_pair", "_oid_specs", "_oid_nums", "_spec_callbacks"}
 
 
 def _plan(cls) -> _Plan:
-    plan = _PLANS.get(cls)
+    """The plan of a whole value of ``cls`` (its ``plan.root`` node)."""
+    return _plan_for(_untagged(root(cls)))
+
+
+def _plan_for(node: Node) -> _Plan:
+    plan = _PLANS.get(node)
     if plan is None:
+        spec = node.spec
         try:
-            plan = _compile(cls)
-        except _Slow:  # the universal tag still lets Raw values be checked
-            universal = (cls.tag is not None and not cls.class_ and cls.method is not None
-                         and cls.implicit is False and cls.explicit is None)
-            plan = _Plan("slow", _ident(0, cls.method, cls.tag) if universal else b"")
-        _PLANS[cls] = plan
+            plan = _compile(node, spec)
+        except Unwritten:  # the universal tag still lets Raw values be checked
+            universal = isinstance(spec, type) and (
+                spec.tag is not None and not spec.class_ and spec.method is not None
+                and spec.implicit is False and spec.explicit is None)
+            plan = _Plan("slow", _ident(0, spec.method, spec.tag) if universal else b"")
+        _PLANS[node] = plan
     return plan
 
 
 def _base(cls):
-    """The asn1crypto.core class ``cls`` derives from, if nothing between them adds behaviour."""
-    for klass in cls.__mro__:
-        if klass.__module__ == "asn1crypto.core":
+    """The asn1crypto.core class ``cls`` derives from, if nothing between them adds behaviour
+    (stricter than ``plan``'s test: methods that only matter when building are behaviour here)."""
+    for klass in getattr(cls, "__mro__", ()):
+        if klass in CORE:
             return klass
         if not set(vars(klass)) <= _DECLARATIONS:
-            raise _Slow
-    raise _Slow
+            raise Unwritten
+    raise Unwritten
 
 
-def _compile(cls) -> _Plan:
-    base = _base(cls)
+def _compile(node: Node, spec) -> _Plan:
+    base = _base(spec)
     if base is core.Any:
         return _Plan("any")
-    make = _BUILDERS.get(base)
-    if make is None:
-        raise _Slow
-    cls()  # let asn1crypto run its _setup: normalised _fields/_alternatives, _reverse_map, _size
-    return make(cls)
+    if isinstance(node, Sequence) and base is core.Sequence:
+        return _sequence(node, spec)
+    if isinstance(node, SequenceOf) and base in (core.SequenceOf, core.SetOf):
+        return _sequence_of(node, spec)
+    if isinstance(node, Choice) and base is core.Choice:
+        return _choice(node, spec)
+    if not isinstance(node, (Primitive, Fallback)):
+        raise Unwritten
+    spec()  # let asn1crypto run its _setup: normalised _map, _reverse_map, _size
+    content = writer(spec, base)
+    if content is None:
+        raise Unwritten
+    return _Plan("plain", _ident(0, 0, spec.tag), 0, content)
 
 
-def _tagging(params: dict) -> tuple[int, bytes, bytes]:
-    """(mode 0 none / 1 implicit / 2 explicit, tag octets primitive, tag octets constructed)."""
-    if not set(params) <= {"implicit", "explicit", "optional", "default"} or (
-            "implicit" in params and "explicit" in params):
-        raise _Slow
-    for mode, key in ((1, "implicit"), (2, "explicit")):
-        if key in params:
-            tag = params[key]
-            if tag.__class__ is int:
-                class_, number = 2, tag
-            elif tag.__class__ is tuple and len(tag) == 2 and tag[0] in _CLASSES:
-                class_, number = _CLASSES[tag[0]], tag[1]
-            else:
-                raise _Slow
-            return mode, _ident(class_, 0, number), _ident(class_, 1, number)
-    return 0, b"", b""
+def _untagged(node: Node) -> Node:
+    while isinstance(node, Explicit):
+        node = node.inner
+    return node
+
+
+def _tagging(node: Node) -> tuple[int, bytes, bytes]:
+    """(mode 0 none / 1 implicit / 2 explicit, tag octets primitive, tag octets constructed) of
+    the field ``node`` was compiled for: its Explicit wrapper, or an identifier other than its
+    type's universal one; a Fallback's from its parameters."""
+    if isinstance(node, Fallback):
+        params = node.params
+        if not set(params) <= {"implicit", "explicit", "optional", "default"} or (
+                "implicit" in params and "explicit" in params):
+            raise Unwritten
+        for mode, key in ((1, "implicit"), (2, "explicit")):
+            if key in params:
+                tag = params[key]
+                if tag.__class__ is int:
+                    class_, number = 2, tag
+                elif tag.__class__ is tuple and len(tag) == 2 and tag[0] in _CLASSES:
+                    class_, number = _CLASSES[tag[0]], tag[1]
+                else:
+                    raise Unwritten
+                return mode, _ident(class_, 0, number), _ident(class_, 1, number)
+        return 0, b"", b""
+    mode, ident = 0, None
+    if isinstance(node, Explicit):
+        if isinstance(node.inner, Explicit):
+            raise Unwritten  # two EXPLICIT tags: class-level tagging
+        mode, ident = 2, node.ident
+    else:
+        spec = node.spec
+        if node.ident is not None and isinstance(spec, type) and spec.tag is not None and \
+                node.ident != ident_of(0, spec.method, spec.tag):
+            mode, ident = 1, node.ident
+    if ident is None:
+        return 0, b"", b""
+    class_ = ident >> 6 & 3
+    number = ident >> 8 if ident & 0x1F == 0x1F else ident & 0x1F
+    return mode, _ident(class_, 0, number), _ident(class_, 1, number)
 
 
 class _Field:
-    """A SEQUENCE field, CHOICE alternative or SEQUENCE OF element: its tagging, its DEFAULT's
-    encoding, and ``fallback(value)``: what asn1crypto itself makes of the value there."""
+    """A SEQUENCE field, CHOICE alternative or SEQUENCE OF element (its ``plan`` node, None where
+    the node is chosen at run time): its tagging, its DEFAULT's encoding, and
+    ``fallback(value)``: what asn1crypto itself makes of the value there."""
 
-    __slots__ = ("name", "spec", "mode", "prim", "cons", "optional", "default", "fallback", "plan")
+    __slots__ = ("name", "spec", "node", "mode", "prim", "cons", "optional", "default",
+                 "fallback", "plan")
 
-    def __init__(self, name, spec, params, fallback):
-        self.name, self.spec, self.fallback, self.plan = name, spec, fallback, None
-        self.mode, self.prim, self.cons = _tagging(params)
-        self.optional = "optional" in params
-        self.default = None
-        if "default" in params:
-            try:
-                self.default = spec(**params).dump()
-            except (ValueError, TypeError) as exc:
-                raise _Slow from exc
+    def __init__(self, name, node, fallback, optional=False, default=None, spec=None):
+        self.name, self.node, self.fallback, self.plan = name, node, fallback, None
+        self.optional, self.default = optional, default
+        if node is None:  # asn1crypto builds every value here
+            self.spec, self.mode, self.prim, self.cons = spec, 0, b"", b""
+            self.plan = _Plan("slow")
+        else:
+            self.spec = _untagged(node).spec
+            self.mode, self.prim, self.cons = _tagging(node)
 
 
 def _field(f: _Field, value) -> bytes:
@@ -210,13 +242,13 @@ def _field(f: _Field, value) -> bytes:
         if plan.kind == "choice" and f.mode != 1:
             inner = plan.content(value)
             return inner if f.mode == 0 else _tlv(f.cons, inner)
-    except _Slow:
+    except Unwritten:
         pass
     return f.fallback(value)
 
 
 def _plan_of(f: _Field) -> _Plan:
-    f.plan = _plan(f.spec)
+    f.plan = _plan_for(_untagged(f.node))
     return f.plan
 
 
@@ -228,10 +260,10 @@ def _retag(f: _Field, der: bytes, end: int, start: int) -> bytes:
     return _tlv(f.cons, _tlv(der[:end], der[start:]))
 
 
-# --- constructed types -------------------------------------------------------------------------
-def _sequence(cls) -> _Plan:
-    if not cls._fields:
-        raise _Slow
+# --- constructed types: their fields are the plan's nodes ----------------------------------------
+def _sequence(node: Sequence, cls) -> _Plan:
+    if not cls._fields or None in node.nodes:  # (a field whose spec an OID chooses)
+        raise Unwritten
 
     def fallback_for(index):
         def fallback(value) -> bytes:
@@ -239,20 +271,20 @@ def _sequence(cls) -> _Plan:
             obj[index] = value
             return obj.children[index].dump()
         return fallback
-    fields = [_Field(name, spec, params, fallback_for(i))
-              for i, (name, spec, params) in enumerate(cls._fields)]
+    fields = [_Field(field[0], child, fallback_for(i), optional=not field[5], default=field[6])
+              for i, (field, child) in enumerate(zip(node.fields, node.nodes))]
     names = frozenset(f.name for f in fields)
     missing = object()
 
     def content(value) -> bytes:
         if not isinstance(value, dict):
-            raise _Slow
+            raise Unwritten
         out, used = [], 0
         for f in fields:
             v = value.get(f.name, missing)
             if v is missing or v is None:
                 used += v is None
-                if f.optional or f.default is not None:
+                if f.optional:
                     continue
                 if v is missing:
                     raise ValueError(f'Field "{f.name}" is missing from {cls.__name__}')
@@ -267,15 +299,13 @@ def _sequence(cls) -> _Plan:
     return _Plan("plain", _ident(0, 1, cls.tag), 1, content)
 
 
-def _sequence_of(cls) -> _Plan:
-    if cls._child_spec is None:
-        raise _Slow
-    child = _Field("element", cls._child_spec, {}, lambda v: cls([v]).contents)
-    ordered = issubclass(cls, core.SetOf)
+def _sequence_of(node: SequenceOf, cls) -> _Plan:
+    child = _Field("element", node.child, lambda v: cls([v]).contents)
+    ordered = node.ordered
 
     def content(value) -> bytes:
         if value.__class__ is not list and value.__class__ is not tuple:
-            raise _Slow
+            raise Unwritten
         parts = [_field(child, v) for v in value]
         if ordered:
             parts.sort()
@@ -283,11 +313,12 @@ def _sequence_of(cls) -> _Plan:
     return _Plan("plain", _ident(0, 1, cls.tag), 1, content)
 
 
-def _choice(cls) -> _Plan:
+def _choice(node: Choice, cls) -> _Plan:
     def fallback_for(name):
         return lambda value: cls(name=name, value=value).dump()
-    alternatives = {name: _Field(name, spec, params, fallback_for(name))
-                    for name, spec, params in cls._alternatives}
+    compiled = dict(node.alternatives.values())  # name -> node (untagged CHOICEs/ANYs left out)
+    alternatives = {name: _Field(name, compiled.get(name), fallback_for(name), spec=spec)
+                    for name, spec, _ in cls._alternatives}
 
     def content(value) -> bytes:
         if value.__class__ is tuple and len(value) == 2:
@@ -295,7 +326,7 @@ def _choice(cls) -> _Plan:
         elif isinstance(value, dict) and len(value) == 1:
             (name, chosen), = value.items()
         else:
-            raise _Slow
+            raise Unwritten
         f = alternatives.get(name)
         if f is None:
             raise ValueError(f'"{name}" is not an alternative of {cls.__name__}')
@@ -303,105 +334,6 @@ def _choice(cls) -> _Plan:
     return _Plan("choice", content=content)
 
 
-# --- primitives -------------------------------------------------------------------------------
-def _primitive(content):
-    def make(cls) -> _Plan:
-        return _Plan("plain", _ident(0, 0, cls.tag), 0, content(cls))
-    return make
-
-
-def _integer(cls):
-    """INTEGER and ENUMERATED: an int (an ENUMERATED's must be in its _map) or a mapped name."""
-    names = cls._reverse_map or {}
-    known = cls._map if issubclass(cls, core.Enumerated) else None
-    if known is None and issubclass(cls, core.Enumerated):
-        raise _Slow
-
-    def content(value) -> bytes:
-        if value.__class__ is int and (known is None or value in known):
-            return _int(value)
-        if value.__class__ is str and value in names:
-            return _int(names[value])
-        raise _Slow
-    return content
-
-
-def _cached(cls):
-    """Identifiers (OIDs): few distinct values, so asn1crypto's own contents are remembered."""
-    seen: dict = {}
-
-    def content(value) -> bytes:
-        if value.__class__ is not str:
-            raise _Slow
-        got = seen.get(value)
-        if got is None:
-            got = cls(value).contents
-            if len(seen) < 4096:
-                seen[value] = got
-        return got
-    return content
-
-
-def _exactly(kind: type, convert):
-    """content() for values of exactly type ``kind``; anything else is asn1crypto's to judge."""
-    def content(value) -> bytes:
-        if value.__class__ is not kind:
-            raise _Slow
-        return convert(value)
-    return content
-
-
-def _bits(cls):
-    """Named bits (a set of names) lose trailing zeros, as DER wants; tuples of 0/1 are kept."""
-    size = cls._size
-
-    def content(value) -> bytes:
-        if value.__class__ is set and cls._map is not None:
-            bits = [1 if cls._map.get(i) in value else 0 for i in range(size)]
-        elif value.__class__ is tuple and all(b.__class__ is int and b in (0, 1) for b in value):
-            bits = list(value)
-        else:
-            raise _Slow
-        if cls._map is not None:
-            if len(bits) > size:
-                raise _Slow
-            while bits and not bits[-1]:
-                bits.pop()
-        unused = -len(bits) % 8
-        number = int("".join(map(str, bits + [0] * unused)) or "0", 2)
-        return bytes((unused,)) + number.to_bytes((len(bits) + unused) // 8, "big")
-    return content
-
-
-def _time(fmt: str, generalized: bool):
-    def make(cls):
-        def content(value) -> bytes:
-            if value.__class__ is str:
-                return value.encode("latin1")
-            if value.__class__ is not dt.datetime or value.tzinfo is None:
-                raise _Slow
-            when = value.astimezone(_UTC)
-            if not generalized and not 1950 <= when.year <= 2049:
-                raise _Slow
-            fraction = (f".{when.microsecond:06d}".rstrip("0") if generalized and when.microsecond
-                        else "")
-            return (when.strftime(fmt) + fraction + "Z").encode("latin1")
-        return content
-    return make
-
-
-_PRIMITIVES = {
-    core.Integer: _integer, core.Enumerated: _integer, core.ObjectIdentifier: _cached,
-    core.Boolean: lambda cls: _exactly(bool, lambda v: b"\xff" if v else b"\x00"),
-    core.Null: lambda cls: lambda value: b"", core.OctetString: lambda cls: _exactly(bytes, bytes),
-    core.BitString: _bits, core.GeneralizedTime: _time("%Y%m%d%H%M%S", True),
-    core.UTCTime: _time("%y%m%d%H%M%S", False),
-    **{s: lambda cls: _exactly(str, lambda v, e=cls._encoding: v.encode(e))
-       for s in (core.UTF8String, core.VisibleString, core.NumericString, core.PrintableString,
-                 core.IA5String)},
-}
-_BUILDERS = {core.Sequence: _sequence, core.SequenceOf: _sequence_of, core.SetOf: _sequence_of,
-             core.Choice: _choice, **{k: _primitive(v) for k, v in _PRIMITIVES.items()}}
 _TOP: dict[type, _Field] = {}
 
 
@@ -416,5 +348,5 @@ def encode(cls: type, value) -> bytes:
     the bytes ``cls(value).dump()`` gives.  ValueError/TypeError for values asn1crypto refuses."""
     f = _TOP.get(cls)
     if f is None:
-        f = _TOP[cls] = _Field(cls.__name__, cls, {}, _whole(cls))
+        f = _TOP[cls] = _Field(cls.__name__, root(cls), _whole(cls))
     return _field(f, value)
