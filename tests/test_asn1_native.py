@@ -1,4 +1,4 @@
-"""strict.decode_native (asn1/native.py) against asn1crypto and against strict.decode.
+"""strict.decode_native (asn1/codec/native.py) against asn1crypto and against strict.decode.
 
 Differential: for every sample and vector message and plaintext (and a bench world's mails when
 ``SETMAIL_DECODE_MAILDIRS`` names Maildirs, as in tests/test_strict_walk.py) the value equals
@@ -16,10 +16,11 @@ import random
 import pytest
 from asn1crypto import core, x509
 
-from setmail.asn1 import capture as cap, certext, gateway as gw, plan, purchase as pu, walk
+from setmail.asn1 import capture as cap, certext, gateway as gw, purchase as pu
 from setmail.asn1.base import MessageHeader
-from setmail.asn1.native import Der, paths
-from setmail.asn1.strict import decode, decode_native
+from setmail.asn1.codec import plan, walk
+from setmail.asn1.codec.native import Der, paths
+from setmail.asn1.codec.strict import decode, decode_native
 from setmail.asn1.wrapper import MessageWrapper
 from setmail.errors import MalformedMessage, MessageTooLarge
 from setmail.vectors import samples

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from setmail.asn1 import base, gateway as gw, purchase as pu
-from setmail.asn1.fastder import Raw, _plan, encode
+from setmail.asn1.codec import plan
+from setmail.asn1.codec.fastder import Raw, _plan, encode
+from setmail.asn1.codec.strict import decode_native
 from setmail.asn1.wrapper import MESSAGE_TYPES
 from tests.asn1_samples import (
     MESSAGE_SAMPLES, MESSAGE_VARIANTS, PLAINTEXT_SAMPLES, bci, dd, enveloped, trans_ids,
@@ -203,6 +205,22 @@ def test_choice_set_of_and_defaults_as_asn1crypto(pick, tagged, members, ints, a
         {**value, "picks": [Pick(name=tagged[0], value=tagged[1]), Pick(pick)]}).dump()
     assert encode(Holder, value) == expected
     assert encode(Bytes, members) == Bytes(members).dump()  # sorted by encoding
+
+
+def test_encoder_and_decoder_share_one_compiled_plan():
+    """Issue 16: one compile of a declaration serves both directions; decoding what the encoder
+    wrote compiles nothing new (the walker and the native builder use the encoder's nodes)."""
+    inner = _seq([("n", core.Integer), ("s", core.UTF8String, {"optional": True})])
+    cls = _seq([("a", inner), ("b", core.OctetString, {"implicit": 1, "optional": True}),
+                ("c", type("Ints", (core.SequenceOf,), {"_child_spec": core.Integer}),
+                 {"explicit": 2})])
+    value = {"a": {"n": 7, "s": "x"}, "b": b"\x01", "c": [1, 2]}
+    before = len(plan._NODES)
+    der = encode(cls, value)
+    compiled = len(plan._NODES)
+    assert compiled > before and der == cls(value).dump()
+    assert decode_native(cls, der) == value
+    assert len(plan._NODES) == compiled
 
 
 # --- values the fast path leaves to asn1crypto, Raw checks, errors ------------------------------

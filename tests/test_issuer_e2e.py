@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from setmail.asn1.fastder import encode
+from setmail.asn1.codec.fastder import encode
 from setmail.asn1.statement import StatementData
 from setmail.crypto.cms import Identity
 from setmail.crypto.operators import S

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from setmail.agent.statement import statement_report
-from setmail.asn1.fastder import encode
+from setmail.asn1.codec.fastder import encode
 from setmail.asn1.statement import StatementData
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, fresh

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from setmail.asn1 import capture as cap, purchase as pu
-from setmail.asn1.fastder import encode
+from setmail.asn1.codec.fastder import encode
 from setmail.crypto.operators import Enc
 from setmail.crypto.suite import DEFAULT_SUITE
 from setmail.errors import ProtocolError

@@ -13,7 +13,7 @@ import pytest
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
 from setmail.asn1.base import decode
-from setmail.asn1.fastder import encode
+from setmail.asn1.codec.fastder import encode
 from setmail.crypto import der
 from setmail.crypto.operators import Enc, EncB, open_Enc, open_EncB
 from setmail.crypto.suite import DEFAULT_SUITE, fresh
@@ -66,7 +66,7 @@ _REQUESTS = {
 
 def opened(p: Parties, send) -> Opened:
     """A merchant request as the gateway opens it (our key; a merchant signature, path mer)."""
-    from setmail.asn1.strict import decode_native
+    from setmail.asn1.codec.strict import decode_native
     assert send.to == GATEWAY, send.to
     tbe, tbs, bag, cls = _REQUESTS[send.message_type]
     check = path_check(p.tree.trust_store(), T, "mer")

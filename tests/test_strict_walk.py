@@ -33,8 +33,9 @@ from pathlib import Path
 import pytest
 from asn1crypto import core, parser, x509
 
-from setmail.asn1 import certext, gateway, oids, plan, walk
-from setmail.asn1.strict import decode
+from setmail.asn1 import certext, gateway, oids
+from setmail.asn1.codec import plan, walk
+from setmail.asn1.codec.strict import decode
 from setmail.asn1.wrapper import PLAINTEXT_TYPES, MessageWrapper
 from setmail.errors import MalformedMessage, MessageTooLarge
 from setmail.vectors import samples

@@ -11,7 +11,7 @@ from __future__ import annotations
 from asn1crypto import algos, cms, core
 
 from setmail.asn1 import pkcs7plus as _pkcs7plus  # noqa: F401  registers SET's algorithm OIDs (D-11)
-from setmail.asn1.strict import MAX_MESSAGE_SIZE, check_der, decode, read_length  # noqa: F401
+from setmail.asn1.codec.strict import MAX_MESSAGE_SIZE, check_der, decode, read_length  # noqa: F401
 
 
 def encode(value: core.Asn1Value) -> bytes:

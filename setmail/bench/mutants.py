@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from setmail.asn1.der import Invalid, tlv_at
+from setmail.asn1.codec.der import Invalid, tlv_at
 
 #: walk no deeper / no further than this (certificates hold hundreds of nodes)
 MAX_NODES, MAX_DEPTH = 4000, 40

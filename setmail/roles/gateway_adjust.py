@@ -27,7 +27,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from setmail.asn1 import gateway as gw
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.errors import SetmailError
 from setmail.roles.base import START, CancelTimer, Outcome
 from setmail.roles.gateway_answers import auth_rev_res, auth_res_payload, cap_rev_or_cred_res

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
-from setmail.asn1.fastder import Raw, encode
+from setmail.asn1.codec.fastder import Raw, encode
 from setmail.crypto.operators import Enc, EncB, EncK
 from setmail.roles.base import Send
 from setmail.roles.certs import load_cert_hex

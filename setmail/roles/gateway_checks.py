@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from setmail.asn1 import gateway as gw, purchase as pu
-from setmail.asn1.fastder import encode
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.fastder import encode
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto import der, dual
 from setmail.crypto.operators import DD, EncX, open_EX, open_EncX, verify_SO
 from setmail.crypto.reader import split_pair

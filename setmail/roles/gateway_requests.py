@@ -21,7 +21,7 @@ from typing import Any
 from cryptography import x509
 
 from setmail.asn1 import capture as cap, gateway as gw
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.cms import cert_der
 from setmail.crypto.operators import open_Enc, open_EncB
 from setmail.errors import ProtocolError, SetmailError

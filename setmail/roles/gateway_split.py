@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from setmail.asn1 import gateway as gw, purchase as pu
-from setmail.asn1.fastder import Raw, encode
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.fastder import Raw, encode
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.operators import EncX, open_EncX
 from setmail.errors import ProtocolError
 from setmail.roles.base import Outcome

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from setmail.asn1.fastder import encode
+from setmail.asn1.codec.fastder import encode
 from setmail.asn1.statement import StatementData
 from setmail.crypto.operators import S
 from setmail.errors import SetmailError

@@ -60,7 +60,7 @@ from cryptography import x509
 
 from setmail.asn1 import purchase as pu
 from setmail.asn1.certext import BrandCRLIdentifier
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto import dual
 from setmail.crypto.cms import Identity
 from setmail.crypto.operators import DD, EncB, S

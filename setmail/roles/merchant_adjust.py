@@ -26,8 +26,8 @@ from __future__ import annotations
 import datetime as dt
 
 from setmail.asn1 import capture as cap, gateway as gw
-from setmail.asn1.fastder import Raw, encode
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.fastder import Raw, encode
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.operators import EncB
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError

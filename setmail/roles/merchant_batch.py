@@ -32,8 +32,8 @@ import datetime as dt
 from collections.abc import Mapping
 
 from setmail.asn1 import capture as cap
-from setmail.asn1.fastder import encode
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.fastder import encode
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.operators import Enc, open_Enc
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError

@@ -22,7 +22,7 @@ import datetime as dt
 from dataclasses import replace
 
 from setmail.asn1 import capture as cap, gateway as gw
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto import der
 from setmail.crypto.operators import EncB, open_Enc, open_EncB
 from setmail.crypto.suite import fresh

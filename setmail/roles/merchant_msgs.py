@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from setmail.asn1 import capture as cap, gateway as gw, purchase as pu
-from setmail.asn1.fastder import Raw, encode
+from setmail.asn1.codec.fastder import Raw, encode
 from setmail.asn1.issuer import RESPONSE_CODES
 from setmail.crypto import der
 from setmail.errors import ProtocolError

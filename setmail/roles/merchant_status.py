@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from setmail.asn1 import purchase as pu
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto import der
 from setmail.crypto.operators import S, verify_S
 from setmail.crypto.reader import Reader

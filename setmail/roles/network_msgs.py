@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from setmail.asn1 import issuer as iss
-from setmail.asn1.fastder import encode
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.fastder import encode
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.cms import Identity, Signed
 from setmail.crypto.operators import Enc, open_Enc
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite

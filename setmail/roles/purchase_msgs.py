@@ -13,7 +13,7 @@ from asn1crypto import algos
 
 from setmail.asn1 import purchase as pu
 from setmail.asn1.base import TransIDs
-from setmail.asn1.fastder import Raw, encode
+from setmail.asn1.codec.fastder import Raw, encode
 from setmail.crypto.operators import DD, HMAC
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
 from setmail.roles.forms import luhn_ok

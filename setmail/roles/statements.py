@@ -28,7 +28,7 @@ from typing import Any
 from cryptography import x509
 
 from setmail.asn1.statement import StatementData
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.operators import verify_S
 from setmail.crypto.suite import DEFAULT_SUITE, CryptoSuite
 from setmail.errors import ProtocolError, SetmailError

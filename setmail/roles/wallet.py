@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from setmail.asn1 import purchase as pu
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.cms import Identity
 from setmail.crypto.dual import dual_sign
 from setmail.crypto.operators import verify_S

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 
 from setmail.asn1 import purchase as pu
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.crypto.operators import S, open_EncK
 from setmail.crypto.suite import fresh
 from setmail.errors import ProtocolError

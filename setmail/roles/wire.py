@@ -15,9 +15,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from setmail.asn1.base import MessageHeader, MsgExtensions
-from setmail.asn1.der import tlv_at
+from setmail.asn1.codec.der import tlv_at
 from setmail.asn1.oids import PROFILE_MODERN_2026
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.strict import decode_native
 from setmail.asn1.wrapper import TYPE_BY_TAG, header_der, wrapper_der
 from setmail.errors import ProtocolError, SetmailError
 from setmail.roles.base import Inbound

@@ -15,8 +15,8 @@ from setmail.asn1 import gateway as gw
 from setmail.asn1 import purchase as pu
 from setmail.asn1.base import MessageHeader, TransIDs
 from setmail.asn1.error import Error, ErrorTBS
-from setmail.asn1.fastder import Raw, encode
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.fastder import Raw, encode
+from setmail.asn1.codec.strict import decode_native
 from setmail.asn1.wrapper import header_der
 from setmail.crypto import der as cder
 from setmail.crypto.cms import Identity

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from setmail.asn1 import gateway as gw
 from setmail.asn1 import purchase as pu
-from setmail.asn1.der import tlv_at
-from setmail.asn1.strict import decode_native
+from setmail.asn1.codec.der import tlv_at
+from setmail.asn1.codec.strict import decode_native
 from setmail.asn1.wrapper import header_der, wrapper_der
 from setmail.crypto import der as cder
 from setmail.roles.base import Inbound

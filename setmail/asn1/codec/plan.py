@@ -1,4 +1,6 @@
-"""Compile asn1crypto class declarations into the strict decoder's walker nodes (``walk``, D-126).
+"""Compile asn1crypto class declarations into nodes, once, for every direction (D-126): ``walk``
+checks DER against them, ``native`` builds Python values from them, ``fastder`` writes DER with
+them (each node knows its ``spec``; the encoder adds a writer per node on first use).
 
 Read from the declarations exactly what asn1crypto's generic parser reads: ``_fields`` with their
 parameters, the ``_field_ids`` and ``_id_map`` asn1crypto itself computes (its rule for absent
@@ -20,11 +22,11 @@ from .reparse import may_hold_opaque
 from .walk import (Choice, Explicit, Fallback, Node, Opaque, Parsable, Primitive, Sequence,
                    SequenceOf, dispatch, ident_of)
 
-_CORE = frozenset(v for v in vars(core).values()
+CORE = frozenset(v for v in vars(core).values()
                   if isinstance(v, type) and issubclass(v, core.Asn1Value))
 #: class attributes that only declare what asn1crypto parses generically
 #: (and the tables asn1crypto's _setup derives from them and stores on the class)
-_DECLARATIVE = frozenset((
+DECLARATIVE = frozenset((
     "_fields", "_alternatives", "_child_spec", "_map", "_oid_pair", "_oid_specs", "_spec_callbacks",
     "_field_map", "_field_ids", "_precomputed_specs", "_oid_nums", "_id_map", "_name_map",
     "_reverse_map", "_size", "__module__", "__doc__", "__qualname__", "__annotations__",
@@ -283,11 +285,11 @@ def _plain(spec) -> type | None:
     own, no class-level tagging, no spec callback but the two modelled), else None."""
     if not isinstance(spec, type) or not issubclass(spec, core.Asn1Value):
         return None
-    base = next(b for b in spec.__mro__ if b in _CORE)
+    base = next(b for b in spec.__mro__ if b in CORE)
     for k in spec.__mro__:
         if k is base:
             break
-        extra = set(vars(k)) - _DECLARATIVE - _HARMLESS
+        extra = set(vars(k)) - DECLARATIVE - _HARMLESS
         if k is x509.Name:  # its native/__len__ only regroup what the generic parse returns
             extra -= {"native", "__len__"}
         if extra:

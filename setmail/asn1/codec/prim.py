@@ -10,7 +10,8 @@ UTF-8 for UTF8String; the others are latin-1 in asn1crypto, so any octet), Gener
 ``YYYYMMDDHHMMSS[.fff]Z`` naming a real instant.  ``checker`` returns None for a type it does not
 know; the walker then lets asn1crypto itself judge that value (``strict.reference_check``).
 ``reader`` adds the conversion to the value asn1crypto's ``.native`` gives, for ``native``'s
-decode that builds plain Python values during the walk instead of asn1crypto objects after it.
+decode that builds plain Python values during the walk instead of asn1crypto objects after it;
+``writer`` the other way, the contents asn1crypto writes for a Python value (``fastder``).
 """
 from __future__ import annotations
 
@@ -309,3 +310,116 @@ def reader(spec: type, base: type, check: Check) -> Read | None:
         check(data, start, end)
         return convert(data, start, end)
     return read
+
+
+# --- writers (``fastder``) ---------------------------------------------------------------------
+class Unwritten(Exception):
+    """A value (or type) the writers leave to asn1crypto: ``fastder`` has it build that part."""
+
+
+def writer(spec: type, base: type) -> Callable[[Any], bytes] | None:
+    """``content(value)``: the contents octets asn1crypto writes for ``value`` as a ``spec`` (its
+    asn1crypto base ``base``), raising Unwritten for values asn1crypto should judge; None for a
+    type not written here."""
+    make = _WRITERS.get(base)
+    return None if make is None else make(spec)
+
+
+def _int(value: int) -> bytes:
+    """Two's complement, minimal length (the sign bit fits)."""
+    return value.to_bytes(((value if value >= 0 else ~value).bit_length() + 8) // 8, "big",
+                          signed=True)
+
+
+def _write_integer(cls):
+    """INTEGER and ENUMERATED: an int (an ENUMERATED's must be in its _map) or a mapped name."""
+    names = cls._reverse_map or {}
+    known = cls._map if issubclass(cls, core.Enumerated) else None
+    if known is None and issubclass(cls, core.Enumerated):
+        raise Unwritten
+
+    def content(value) -> bytes:
+        if value.__class__ is int and (known is None or value in known):
+            return _int(value)
+        if value.__class__ is str and value in names:
+            return _int(names[value])
+        raise Unwritten
+    return content
+
+
+def _write_oid(cls):
+    """Identifiers (OIDs): few distinct values, so asn1crypto's own contents are remembered."""
+    seen: dict = {}
+
+    def content(value) -> bytes:
+        if value.__class__ is not str:
+            raise Unwritten
+        got = seen.get(value)
+        if got is None:
+            got = cls(value).contents
+            if len(seen) < 4096:
+                seen[value] = got
+        return got
+    return content
+
+
+def _write_exactly(kind: type, convert):
+    """content() for values of exactly type ``kind``; anything else is asn1crypto's to judge."""
+    def content(value) -> bytes:
+        if value.__class__ is not kind:
+            raise Unwritten
+        return convert(value)
+    return content
+
+
+def _write_bits(cls):
+    """Named bits (a set of names) lose trailing zeros, as DER wants; tuples of 0/1 are kept."""
+    size = cls._size
+
+    def content(value) -> bytes:
+        if value.__class__ is set and cls._map is not None:
+            bits = [1 if cls._map.get(i) in value else 0 for i in range(size)]
+        elif value.__class__ is tuple and all(b.__class__ is int and b in (0, 1) for b in value):
+            bits = list(value)
+        else:
+            raise Unwritten
+        if cls._map is not None:
+            if len(bits) > size:
+                raise Unwritten
+            while bits and not bits[-1]:
+                bits.pop()
+        unused = -len(bits) % 8
+        number = int("".join(map(str, bits + [0] * unused)) or "0", 2)
+        return bytes((unused,)) + number.to_bytes((len(bits) + unused) // 8, "big")
+    return content
+
+
+def _write_time(fmt: str, generalized: bool):
+    def make(cls):
+        def content(value) -> bytes:
+            if value.__class__ is str:
+                return value.encode("latin1")
+            if value.__class__ is not datetime or value.tzinfo is None:
+                raise Unwritten
+            when = value.astimezone(timezone.utc)
+            if not generalized and not 1950 <= when.year <= 2049:
+                raise Unwritten
+            fraction = (f".{when.microsecond:06d}".rstrip("0") if generalized and when.microsecond
+                        else "")
+            return (when.strftime(fmt) + fraction + "Z").encode("latin1")
+        return content
+    return make
+
+
+_WRITERS = {
+    core.Integer: _write_integer, core.Enumerated: _write_integer,
+    core.ObjectIdentifier: _write_oid,
+    core.Boolean: lambda cls: _write_exactly(bool, lambda v: b"\xff" if v else b"\x00"),
+    core.Null: lambda cls: lambda value: b"",
+    core.OctetString: lambda cls: _write_exactly(bytes, bytes),
+    core.BitString: _write_bits, core.GeneralizedTime: _write_time("%Y%m%d%H%M%S", True),
+    core.UTCTime: _write_time("%y%m%d%H%M%S", False),
+    **{s: lambda cls: _write_exactly(str, lambda v, e=cls._encoding: v.encode(e))
+       for s in (core.UTF8String, core.VisibleString, core.NumericString, core.PrintableString,
+                 core.IA5String)},
+}
