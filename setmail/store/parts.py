@@ -109,15 +109,20 @@ def _unplace(node: Any) -> Any:
 
 def load(store, name: str) -> tuple[Any, bool]:
     """(the shared state ``name`` = ``shared/<key>``, is it stored in parts?).  ``store``: a
-    Store or Transaction; its ``get_state`` and ``query``/``execute`` read the rows."""
-    root = store.get_state(name)
+    Store or Transaction.  The root row and its parts come from ONE query, so a reader in
+    another process (the cli, a benchmark) never joins a root and parts of different commits."""
     read = getattr(store, "query", None) or (lambda sql, p: store.execute(sql, p).fetchall())
-    rows = read("SELECT txkey, kind, value FROM role_state WHERE txkey > ? AND txkey < ?",
-                (name + SEP, name + chr(ord(SEP) + 1)))
+    found = read("SELECT txkey, kind, value FROM role_state WHERE txkey = ? "
+                 "OR (txkey > ? AND txkey < ?)", (name, name + SEP, name + chr(ord(SEP) + 1)))
+    root, rows = None, []
+    for key, kind, value in found:
+        if key == name:
+            root = _decode_value(kind, value)
+        else:
+            rows.append((json.loads(key[len(name) + 1:]), _decode_value(kind, value)))
     if not rows and not _placed(root):
         return root, False
-    return join(root, [(json.loads(k[len(name) + 1:]), _decode_value(kind, v))
-                       for k, kind, v in rows]), True
+    return join(root, rows), True
 
 
 def _placed(node: Any) -> bool:
