@@ -338,22 +338,30 @@ def test_group_commit_holds_mail_back_until_the_flush(store):
     store.flush()  # nothing owed: no-op
 
 
-def _open(path, start):
-    start.wait()
-    with Store(path) as s:
-        return s.schema_version
+
+_OPENER = """
+import os, sys, time
+from setmail.store import Store
+go = sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.001)
+with Store(sys.argv[1]) as s:
+    print(s.schema_version)
+"""
 
 
 def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
     """The agent and a cli command often create one store together: each reads the schema
     version again under the write lock, so none runs a migration the other already ran (it
     failed with 'index outbox_message_id already exists')."""
-    import multiprocessing
-    ctx = multiprocessing.get_context("fork")
+    import subprocess
+    import sys
     for round_ in range(5):
-        path = tmp_path / f"race{round_}.db"
-        start = ctx.Manager().Event()
-        with ctx.Pool(4) as pool:
-            pending = [pool.apply_async(_open, (path, start)) for _ in range(4)]
-            start.set()
-            assert [p.get(timeout=60) for p in pending] == [SCHEMA_VERSION] * 4
+        path, go = tmp_path / f"race{round_}.db", tmp_path / f"go{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", _OPENER, str(path), str(go)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        go.touch()
+        done = [p.communicate(timeout=60) for p in procs]
+        assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, done)] == \
+            [(0, str(SCHEMA_VERSION))] * 4, [err for _, err in done]
