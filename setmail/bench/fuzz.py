@@ -24,17 +24,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from setmail.bench import machine
 from setmail.bench.mutants import der_mutant, mail_mutant, nodes
 from setmail.bench.soak import SoakWorld, _final, _store, close_batches, drive, quiesce
 from setmail.store import parts
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def seeds(sw: SoakWorld) -> list[tuple[str, bytes]]:
@@ -195,12 +188,12 @@ def run(n: int, *, seed: int | None = None, keep: bool = False, home: Path | Non
             raise SystemExit(f"the genuine purchases did not finish: {first['stuck']}")
         before = snapshot(sw)
         n_seeds = len(seeds(sw))
-        rss0 = {k: _rss_mib(p.pid) for k, p in sw.procs.items()}
+        rss0 = {k: machine.status_mib(p.pid, "VmRSS") for k, p in sw.procs.items()}
         t0 = time.monotonic()
         sent = fuzz(sw, n, rng, log=log)
         drained = quiesce(sw, timeout=600)
         wall = time.monotonic() - t0
-        rss1 = {k: _rss_mib(p.pid) for k, p in sw.procs.items()}
+        rss1 = {k: machine.status_mib(p.pid, "VmRSS") for k, p in sw.procs.items()}
         after = snapshot(sw)
         statuses, problems = judge(sw, before, after)
         if not drained:

@@ -40,3 +40,13 @@ def line(m: dict) -> str:
     load = "unknown" if m["load_before"] is None else f"{m['load_before']:.2f}"
     state = "idle" if m["idle"] else "LOADED: figures are noisy, compare the ratios"
     return f"machine: {m['cpu']}, {m['cores']} cores; load average before the run {load} ({state})"
+
+
+def status_mib(pid: int, field: str) -> float:
+    """A memory figure of a running process from /proc/<pid>/status, in MiB (``VmRSS`` now,
+    ``VmHWM`` its peak); 0 when the field is missing."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0

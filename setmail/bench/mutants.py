@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass
 
 from setmail.asn1.codec.der import Invalid, tlv_at
+from setmail.crypto.der import length as _length
 
 #: walk no deeper / no further than this (certificates hold hundreds of nodes)
 MAX_NODES, MAX_DEPTH = 4000, 40
@@ -35,13 +36,6 @@ class Node:
     end: int
     parents: tuple
     layer: int
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
 
 
 def _lpos(der: bytes, start: int) -> int:

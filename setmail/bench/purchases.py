@@ -46,14 +46,6 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-def _peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 class BenchWorld:
     def __init__(self, home: Path):
         from setmail.mail.smtpd import pick_free_port
@@ -199,7 +191,7 @@ def run(n: int, *, sizes: list[int] | None = None, window: int = 16, seconds: fl
         run_batch(bw, 20, window, 120)  # warm-up: imports, caches, SQLite pages
         for size in sizes:
             results.append(run_batch(bw, size, window, 60 + size * 2))
-        memory = {name: _peak_rss_mib(bw.procs[name].pid) for name in AGENTS}
+        memory = {name: machine.status_mib(bw.procs[name].pid, "VmHWM") for name in AGENTS}
         bw.close()
     finally:
         bw.stop()
