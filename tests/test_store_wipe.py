@@ -2,6 +2,7 @@
 secure_delete zeroes it in the database file, the TRUNCATE checkpoint after the wiping commit
 empties the WAL; a checkpoint another process's reader makes busy is tried again."""
 import sqlite3
+import time
 from pathlib import Path
 
 from setmail.store import Store
@@ -71,10 +72,16 @@ def test_a_busy_checkpoint_is_tried_again(tmp_path):
             tx.note_wipe()
         assert store.wipe_pending  # not an error: the commit stands
         assert store.get_state("tx/a") == {"state": "DONE"}
+        # the agent waits no longer than the pause before the next try (its poll ends then)
+        assert 0 < store.wipe_due_in() <= Store.CHECKPOINT_RETRY
+        time.sleep(Store.CHECKPOINT_RETRY)
+        assert store.wipe_due_in() == 0
         assert not store.retry_wipe()  # the reader still holds its snapshot
+        assert store.wipe_due_in() > 0  # and it is not tried again at once
         reader.execute("COMMIT")
         reader.close()
-        assert store.retry_wipe() and not store.wipe_pending
+        time.sleep(Store.CHECKPOINT_RETRY)
+        assert store.retry_wipe() and not store.wipe_pending and store.wipe_due_in() is None
         assert files_holding(tmp_path) == []
         assert store.retry_wipe()  # nothing owed: nothing done
 

@@ -109,6 +109,9 @@ class AgentRunner:
                 nxt = agent.next_timer_at()
                 if nxt is not None:
                     timeout = max(0.0, min(timeout, nxt - time.time()))
+                wipe = agent.store.wipe_due_in()  # a busy checkpoint is retried each poll
+                if wipe is not None:
+                    timeout = min(timeout, wipe)
             except Exception as exc:  # the unit rolled back; its mail is still pending
                 failures += 1
                 pause = min(0.5 * 2 ** failures, 30.0)

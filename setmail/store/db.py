@@ -389,6 +389,8 @@ class Store(_Reads):
     #: how long a wipe's checkpoint waits for other connections' readers (ms): never the agent's
     #: mail waiting on a CLI's polling; a busy checkpoint is simply tried again later
     CHECKPOINT_PATIENCE_MS = 50
+    #: seconds before a busy checkpoint is tried again
+    CHECKPOINT_RETRY = 0.1
 
     def _checkpoint(self, conn: sqlite3.Connection) -> bool:
         """TRUNCATE checkpoint: the WAL's pages go into the database file (where secure_delete
@@ -404,6 +406,8 @@ class Store(_Reads):
         except sqlite3.Error:
             busy = 1
         self.wipe_pending = bool(busy)
+        if busy:  # tried again after a pause, not in a loop against the reader
+            self._wipe_due = time.monotonic() + self.CHECKPOINT_RETRY
         return not busy
 
     def retry_wipe(self) -> bool:
@@ -416,6 +420,14 @@ class Store(_Reads):
             if not self.wipe_pending or self._in_tx or time.monotonic() < self._wipe_due:
                 return not self.wipe_pending
             return self._checkpoint(self._conn())
+
+    def wipe_due_in(self) -> float | None:
+        """Seconds until the checkpoint a wipe owes is due (0: now), None if none is owed: the
+        agent's wait ends then, so the promise "gone within ``wipe_delay`` plus one poll" holds
+        even while no mail arrives."""
+        if not self.wipe_pending:
+            return None
+        return max(0.0, self._wipe_due - time.monotonic())
 
     @staticmethod
     def _begin(conn: sqlite3.Connection, path: str) -> None:
