@@ -33,7 +33,7 @@ def test_only_done_mail_older_than_the_age_moves_to_its_month(tmp_path):
     unfinished = _aged(box, b"Subject: claimed\n\nx", 40, done=False)  # a crash's leftover
     waiting = maildir.deliver(box, b"Subject: new\n\nx")
     month = folder_name(time.time() - 40 * DAY)
-    assert archive(box, older_than=30 * DAY, now=time.time()) == {month: 1}
+    assert archive(box, older_than=30 * DAY, now=time.time()) == {month: [old]}
     assert [p.name for p in (box / month / "cur").iterdir()] == [old + ":2,S"]
     assert (box / month / "maildirfolder").exists()
     left = {e.key for e in maildir.list_messages(box)}

@@ -147,7 +147,7 @@ def test_migration_from_v1_replaces_the_header_keyed_dedupe(tmp_path):
     conn.commit()
     conn.close()
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         assert store.get_state("tx/a") == {"state": "DONE"}
         assert store.query("SELECT COUNT(*) FROM dedupe")[0][0] == 0
         cols = [r[1] for r in store.query("PRAGMA table_info(dedupe)")]
@@ -170,7 +170,7 @@ def test_migration_from_v2_keeps_the_answers_stored_with_their_records(tmp_path)
     conn.commit()
     conn.close()
     with Store(path) as store:
-        assert store.schema_version == 3
+        assert store.schema_version == SCHEMA_VERSION
         rec = store.lookup_dedupe(DIGEST)
         assert rec.responses == (MAIL,) and rec.resends == 2
 

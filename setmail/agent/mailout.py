@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from setmail.mail.mime import ParsedMail, build_mail
 from setmail.mail.threads import reply_headers, thread_root
 from setmail.roles.base import Send
 from setmail.roles.wire import wrapper_ids
+from setmail.store import MailFacts
 
 log = logging.getLogger("setmail.agent")
 
@@ -40,8 +42,13 @@ def message_id(agent: str, address: str, txkey: str, seq: int) -> str:
     return f"{safe_token(txkey, 96)}.{seq}.{safe_token(agent, 40)}@{domain_of(address)}"
 
 
+def subject_tx(txkey: str) -> str:
+    """The transaction as the Subject names it (and the store's mail index looks it up)."""
+    return safe_token(txkey, 64)
+
+
 def subject(message_type: str, txkey: str) -> str:
-    return f"SET {message_type} {safe_token(txkey, 64)}"
+    return f"SET {message_type} {subject_tx(txkey)}"
 
 
 def purchase_xid(message_type: str, der: bytes) -> str | None:
@@ -80,7 +87,23 @@ def describe_raw(raw: bytes) -> tuple[str, str]:
     return (found.group(1).decode(), found.group(2).decode()) if found else ("?", "?")
 
 
-def _sent_key(ident: bytes) -> str:
+def mail_facts(raw: bytes, mail: ParsedMail | None, claimed: str | None) -> MailFacts:
+    """A received mail as the store's index keeps it: what its head says (``mail``: parsed,
+    None if it did not parse) and when it was delivered (the claimed file's mtime)."""
+    found = _SUBJECT.search(raw[:8192])
+    mtype, tx = ((found.group(1).decode(errors="replace")[:40],
+                  found.group(2).decode(errors="replace")[:100]) if found else (None, None))
+    try:
+        delivered = os.stat(claimed).st_mtime if claimed else None
+    except OSError:
+        delivered = None
+    if mail is None:
+        return MailFacts(mtype, tx, None, None, len(raw), delivered)
+    return MailFacts(mail.header("X-SET-Message-Type") or mtype, tx, mail.sender[:320],
+                     mail.message_id, len(raw), delivered)
+
+
+def sent_key(ident: bytes) -> str:
     """The .Sent key of a mail by its Message-ID (without <>)."""
     return hashlib.sha256(ident).hexdigest()[:40] + ".sent"
 
@@ -99,13 +122,13 @@ class SentFolder:
     def keep(self, raw: bytes) -> None:
         found = _MESSAGE_ID.search(raw[:8192])
         ident = found.group(1) if found else raw
-        self._waiting.append((_sent_key(ident), raw))
+        self._waiting.append((sent_key(ident), raw))
 
     def read(self, message_id: str) -> bytes | None:
         """The filed copy of the mail sent as ``message_id`` (None: not there, e.g. deleted by a
         mail client): where a dedupe record's answer is kept once it has left the outbox."""
         try:
-            return maildir.read(self.mailbox, _sent_key(message_id.encode()))
+            return maildir.read(self.mailbox, sent_key(message_id.encode()))
         except MaildirError:  # MaildirKeyError included
             return None
 

@@ -45,7 +45,7 @@ from setmail.mail.sender import Backoff, DrainResult, SMTPClientPool, drain_outb
 from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT
 from setmail.roles.base import CancelTimer, Command, Outcome, Role, SetTimer, TimerFired
 from setmail.roles.wire import received, wire
-from setmail.store import DedupeRecord, OutgoingMail, Store, parts
+from setmail.store import DedupeRecord, MailFacts, OutgoingMail, Store, parts
 from setmail.store.db import damaged
 from setmail.store.lock import FileLock, agent_lock
 
@@ -169,8 +169,10 @@ class Agent(rl.Reloading):
             return "gone"
         mail: ParsedMail | None = None
         mtype = None
+        facts = mailout.mail_facts(raw, None, claimed)
         try:
             mail = parse_mail(raw, max_size=self.config.max_mail_size)
+            facts = mailout.mail_facts(raw, mail, claimed)
             wrapper = decode_wrapper(mail.der, max_size=self.config.max_mail_size)
             event = received(mail.der, mail.sender, mail.message_id, wrapper)
             mtype = event.message_type
@@ -179,23 +181,23 @@ class Agent(rl.Reloading):
                 raise WrongMailContentType(f"{mtype} must travel as {MIME_TYPES[mtype]}, "
                                            f"not {mail.content_type}")
         except SetmailError as exc:
-            return self._quarantine(key, exc, mail, mtype)
+            return self._quarantine(key, exc, mail, mtype, facts)
         fault.hit("after_decode", self.name)
         if self.reloader is not None and not self.reloader.takes(event):
             return self._defer(key, mtype)
         self._deferred.discard(key)
         record = self.store.lookup_dedupe(event.digest)
         if record is not None:
-            return self._duplicate(key, record, mail, mtype, claimed)
+            return self._duplicate(key, record, mail, mtype, facts, claimed)
         txkey = "?"
         try:
             txkey = self.role.transaction_key(event)
             outcome = self._step(txkey, event)
         except SetmailError as exc:
-            return self._quarantine(key, exc, mail, mtype)
+            return self._quarantine(key, exc, mail, mtype, facts)
         except Exception as exc:  # a bug in a role must not stop the agent
             log.error("%s: internal error on %s: %s", self.name, key, traceback.format_exc())
-            return self._quarantine(key, exc, mail, mtype, internal=True)
+            return self._quarantine(key, exc, mail, mtype, facts, internal=True)
         tx_token = mailout.safe_token(outcome.transaction or txkey, 16)
         if outcome.peer and outcome.peer.lower() != mail.sender.lower():
             log.warning("%-8s IN   %-14s tx=%s From %s is not the signer's directory address %s",
@@ -203,13 +205,14 @@ class Agent(rl.Reloading):
         if outcome.refused is not None:
             reason = loggable(outcome.refused)
             self._commit(txkey, outcome, mail_key=key, request=mail, status="refused",
-                         detail=reason)
+                         detail=reason, facts=facts)
             self.stats["refused"] += 1
             log.warning("%-8s IN   REFUSED %s tx=%s %s", self.name, mtype, tx_token, reason)
             return self._finish_or_hold(key, "refused", claimed)
         self.stats["in"] += 1
         log.info("%-8s IN   %-14s tx=%s from %s", self.name, mtype, tx_token, mail.sender)
-        self._commit(txkey, outcome, mail_key=key, request=mail, record=(event.digest, mtype))
+        self._commit(txkey, outcome, mail_key=key, request=mail, record=(event.digest, mtype),
+                     facts=facts)
         return self._finish_or_hold(key, "done", claimed)
 
     @contextlib.contextmanager
@@ -263,13 +266,13 @@ class Agent(rl.Reloading):
         return status
 
     def _duplicate(self, key: str, record: DedupeRecord, mail: ParsedMail, mtype: str,
-                   claimed: str | None = None) -> str:
+                   facts: MailFacts, claimed: str | None = None) -> str:
         """An exact repeat of an accepted mail: changes nothing; a request's stored answers are
         re-sent within their budget (``agent.dedupe``)."""
         record = dedupe.with_bytes(record, self.sent.read, self.name)
         with self.store.transaction(now=self.clock()) as tx:
             done = dedupe.repeat(tx, record, mtype)
-            tx.mark_processed(key, "duplicate", txkey=record.txkey,
+            tx.mark_processed(key, "duplicate", txkey=record.txkey, facts=facts,
                               detail=f"repeat of {mtype} from {mail.sender}: {done.what}")
         fault.hit("after_commit", self.name)
         self.stats["duplicates"] += 1
@@ -280,7 +283,7 @@ class Agent(rl.Reloading):
         return self._finish(key, "duplicate", claimed=claimed)
 
     def _quarantine(self, key: str, exc: BaseException, mail: ParsedMail | None,
-                    mtype: str | None, *, internal: bool = False) -> str:
+                    mtype: str | None, facts: MailFacts, *, internal: bool = False) -> str:
         """Keep the mail aside with the reason.  Never answered: an Error would go to whatever
         address the From names (an attacker's victim), about bytes nobody authenticated."""
         reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:1000]
@@ -288,7 +291,7 @@ class Agent(rl.Reloading):
             reason = "internal error: " + reason
         with self.store.transaction(now=self.clock()) as tx:
             tx.record_quarantine(key, reason, mail.message_id if mail else None)
-            tx.mark_processed(key, "quarantined", detail=reason[:200])
+            tx.mark_processed(key, "quarantined", detail=reason[:200], facts=facts)
         self.stats["quarantined"] += 1
         log.warning("%-8s IN   %-14s QUARANTINED %s (%s)", self.name, mtype or "?", key,
                     loggable(reason, 1000))
@@ -327,11 +330,12 @@ class Agent(rl.Reloading):
                   request: ParsedMail | None) -> OutgoingMail:
         msgid, raw = mailout.build(agent=self.name, address=self.config.address, send=send,
                                    txkey=txkey, seq=seq, now=now, request=request)
-        return OutgoingMail(send.to, self.config.smtp_host, self.config.smtp_port, raw, msgid)
+        return OutgoingMail(send.to, self.config.smtp_host, self.config.smtp_port, raw, msgid,
+                            send.message_type, mailout.subject_tx(txkey))
 
     def _commit(self, txkey: str, outcome: Outcome, *, mail_key: str | None = None,
                 request: ParsedMail | None = None, record: tuple[bytes, str] | None = None,
-                status: str = "done", detail: str | None = None,
+                status: str = "done", detail: str | None = None, facts: MailFacts | None = None,
                 extra: Callable[[Any], None] | None = None) -> None:
         """``record``: (digest, type) of an accepted mail, recorded with the mails sent."""
         now = self.clock()
@@ -374,7 +378,7 @@ class Agent(rl.Reloading):
                     tx.cancel_timer(tkey)
             fx.stage(self.ctx, tx, outcome.effects)
             if mail_key is not None:
-                tx.mark_processed(mail_key, status, txkey=tx_key, detail=detail)
+                tx.mark_processed(mail_key, status, txkey=tx_key, detail=detail, facts=facts)
             if extra is not None:
                 extra(tx)
         if shared_key:

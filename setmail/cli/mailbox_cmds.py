@@ -13,25 +13,19 @@ from setmail.cli.common import fail, home_option, load, xid_of
 mailbox_app = typer.Typer(no_args_is_help=True, help="Read an agent's Maildir (SET-decoded).")
 
 
-def _summary(world, name, entry) -> dict:
+#: how many of the newest mails ``mailbox list`` shows unless told (an agent may hold 100,000)
+LIST_LIMIT = 100
+
+
+def _row(world, mail) -> dict:
     from setmail.mail import maildir
-    from setmail.mail.mime import parse_mail
-    raw = maildir.read(world.maildir(name), entry.key)
-    row = {"key": entry.key, "folder": entry.folder, "flags": entry.flags, "size": entry.size,
-           "time": dt.datetime.fromtimestamp(entry.mtime, dt.timezone.utc).isoformat(
-               timespec="seconds")}
-    try:
-        mail = parse_mail(raw, max_size=1 << 20)
-        row.update({"from": mail.sender, "subject": mail.subject,
-                    "message_id": mail.message_id,
-                    "type": mail.header("X-SET-Message-Type") or mail.subject.split(" ")[1:2]})
-        if isinstance(row["type"], list):
-            row["type"] = row["type"][0] if row["type"] else "?"
-    except Exception as exc:
-        row.update({"from": "?", "subject": f"(not a SET mail: {type(exc).__name__})",
-                    "type": "?"})
-    if entry.folder == "quarantine":
-        row["reason"] = maildir.reason(world.maildir(name), entry.key) or ""
+    row = {"key": mail.key, "folder": mail.folder, "flags": mail.flags, "size": mail.size,
+           "time": dt.datetime.fromtimestamp(mail.time, dt.timezone.utc).isoformat(
+               timespec="seconds"),
+           "from": mail.sender, "subject": mail.subject, "message_id": mail.message_id,
+           "type": mail.message_type, "status": mail.status}
+    if mail.folder == "quarantine":
+        row["reason"] = maildir.reason(world.maildir(mail.agent), mail.key) or ""
     return row
 
 
@@ -39,18 +33,29 @@ def _summary(world, name, entry) -> dict:
 def list_(agent: str = typer.Argument(..., help="agent name"),
           json_out: bool = typer.Option(False, "--json", help="print JSON"),
           sent: bool = typer.Option(False, "--sent", help="the Sent folder's copies too"),
+          limit: int = typer.Option(LIST_LIMIT, "--limit", min=0,
+                                    help="the newest N mails (0: all)"),
           home: Path = home_option()) -> None:
-    """List an agent's mail (new, cur and quarantine; --sent: what it sent), oldest first."""
-    from setmail.mail import maildir
+    """List an agent's mail (new, cur and quarantine; --sent: what it sent), oldest first; the
+    newest --limit of them, read from the agent's store index (only new mail is read from disk)."""
+    from setmail.txview import open_store
+    from setmail.txview.mails import mailbox
     world = load(home)
     world.agent(agent)
-    rows = [_summary(world, agent, e) for e in maildir.list_messages(
-        world.maildir(agent), include_quarantine=True, include_sent=sent)]
+    store = open_store(world, agent) if world.store_path(agent).exists() else None
+    try:
+        mails, total = mailbox(world, agent, store, sent=sent, limit=limit or None)
+    finally:
+        if store is not None:
+            store.close()
+    rows = [_row(world, m) for m in mails]
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         typer.echo(f"{agent}: no mail in {world.maildir(agent)}")
+    if total > len(rows):
+        typer.echo(f"({total - len(rows):,} older mail(s) not shown: --limit 0 lists all)")
     for r in rows:
         state = {"new": "new", "quarantine": "QUAR", "sent": "sent"}.get(r["folder"],
                                                           "done" if "S" in r["flags"] else "cur")
@@ -97,10 +102,19 @@ def archive(agent: str = typer.Argument(..., help="agent name"),
         moved = archive_mail(world.maildir(agent), older_than=age, now=time.time())
     except MaildirError as exc:
         fail(str(exc), 1)
+    if moved and world.store_path(agent).exists():  # the index follows (trace reads it there)
+        from setmail.store import mailindex
+        from setmail.txview import open_store
+        store = open_store(world, agent)
+        try:
+            for folder, keys in moved.items():
+                mailindex.set_folder(store, keys, folder, now=time.time())
+        finally:
+            store.close()
     if not moved:
         typer.echo(f"{agent}: no processed mail older than {older_than}")
-    for folder, count in sorted(moved.items()):
-        typer.echo(f"{agent}: {count} mail(s) -> {folder}")
+    for folder, keys in sorted(moved.items()):
+        typer.echo(f"{agent}: {len(keys)} mail(s) -> {folder}")
 
 
 def export_thread(xid: str = typer.Argument(..., help="the purchase's XID (as buy prints it)"),

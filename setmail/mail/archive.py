@@ -34,13 +34,13 @@ def _ensure_folder(root: Path, name: str) -> Path:
     return folder
 
 
-def archive(path: str | os.PathLike, *, older_than: float, now: float) -> dict[str, int]:
+def archive(path: str | os.PathLike, *, older_than: float, now: float) -> dict[str, list[str]]:
     """Move the done mails of ``path``'s ``cur/`` last modified before ``now - older_than``
-    seconds into their month's archive folder; folder name -> mails moved."""
+    seconds into their month's archive folder; folder name -> the keys moved there."""
     root = Path(path)
     cur = root / "cur"
     cutoff = now - older_than
-    moved: dict[str, int] = {}
+    moved: dict[str, list[str]] = {}
     try:
         with os.scandir(cur) as it:
             entries = [e for e in it if not e.name.startswith(".")]
@@ -59,7 +59,7 @@ def archive(path: str | os.PathLike, *, older_than: float, now: float) -> dict[s
                 os.rename(entry.path, target)
             except FileNotFoundError:  # moved meanwhile
                 continue
-            moved[name] = moved.get(name, 0) + 1
+            moved.setdefault(name, []).append(_split(entry.name)[0])
         for name in moved:
             _fsync_dir(root / name / "cur")
         if moved:

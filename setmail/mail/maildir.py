@@ -344,6 +344,17 @@ def read(path: str | os.PathLike, key: str) -> bytes:
     raise MaildirKeyError(f"no message {key!r} in {root}")
 
 
+def mtime(path: str | os.PathLike, key: str) -> float:
+    """When message ``key`` (in new/, cur/, the quarantine or the Sent folder) was delivered."""
+    root = Path(path)
+    for folder in (root, root / QUARANTINE, root / SENT):
+        try:
+            return _locate(folder, key).stat().st_mtime
+        except (MaildirKeyError, FileNotFoundError):
+            continue
+    raise MaildirKeyError(f"no message {key!r} in {root}")
+
+
 #: list_messages' folder names -> the folder they are in
 _SUBFOLDERS = {"quarantine": QUARANTINE, "sent": SENT}
 

@@ -30,10 +30,11 @@ from typing import Any
 
 from setmail.errors import DedupeConflict, StoreDamaged, StoreError
 from setmail.store.records import (
-    DedupeRecord, OutboxRow, OutgoingMail, QuarantineRecord, Timer,
+    DedupeRecord, MailFacts, OutboxRow, OutgoingMail, QuarantineRecord, Timer,
 )
 from setmail.store.schema import MIGRATIONS, SCHEMA_VERSION
 
+_NO_FACTS = MailFacts(None, None, None, None, 0, None)
 _OUTBOX_COLS = ("id, recipient, host, port, raw, message_id, attempts, next_attempt_at, "
                 "last_error, created_at")
 
@@ -190,9 +191,10 @@ class Transaction(_Reads):
         """Put a mail in the outbox; returns its id.  Due at ``not_before`` (default: now)."""
         cur = self.execute(
             "INSERT INTO outbox (recipient, host, port, raw, message_id, next_attempt_at, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "created_at, message_type, tx) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mail.recipient, mail.host, mail.port, mail.raw, mail.message_id,
-             self.now if not_before is None else not_before, self.now))
+             self.now if not_before is None else not_before, self.now, mail.message_type,
+             mail.tx))
         if self.first_enqueued is None:
             self.first_enqueued = cur.lastrowid
         return cur.lastrowid
@@ -207,10 +209,15 @@ class Transaction(_Reads):
         return self.execute("DELETE FROM timers WHERE key = ?", (key,)).rowcount > 0
 
     def mark_processed(self, maildir_key: str, status: str, *, detail: str | None = None,
-                       txkey: str | None = None) -> None:
+                       txkey: str | None = None, facts: MailFacts | None = None) -> None:
+        """The mail is processed (``status``); ``facts`` index it (``schema.V4``)."""
+        f = facts or _NO_FACTS
         self.execute("INSERT OR REPLACE INTO processed_mail (maildir_key, status, detail, txkey, "
-                     "processed_at) VALUES (?, ?, ?, ?, ?)",
-                     (maildir_key, status, detail, txkey, self.now))
+                     "processed_at, message_type, tx, sender, message_id, size, received_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (maildir_key, status, detail, txkey, self.now, f.message_type, f.tx,
+                      f.sender, f.message_id, f.size if facts else None,
+                      (f.received_at or self.now) if facts else None))
 
     def record_quarantine(self, maildir_key: str, reason: str,
                           message_id: str | None = None) -> None:
@@ -490,8 +497,9 @@ class Store(_Reads):
         gone = 0
         with self.transaction(now=now or 0.0, durable=False) as tx:
             for outbox_id in outbox_ids:
-                tx.execute("INSERT INTO sent_log (message_id, recipient, attempts, sent_at) "
-                           "SELECT message_id, recipient, attempts + 1, ? FROM outbox WHERE id = ?",
+                tx.execute("INSERT INTO sent_log (message_id, recipient, attempts, sent_at, "
+                           "message_type, tx, size) SELECT message_id, recipient, attempts + 1, "
+                           "?, message_type, tx, length(raw) FROM outbox WHERE id = ?",
                            (now, outbox_id))
                 gone += tx.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,)).rowcount
         return gone

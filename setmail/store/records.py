@@ -16,6 +16,23 @@ class OutgoingMail:
     port: int
     raw: bytes | None
     message_id: str
+    #: what the mail carries and for which transaction (its Subject's words), kept with its
+    #: line in ``sent_log`` so the Sent folder is listed without reading its files
+    message_type: str | None = None
+    tx: str | None = None
+
+
+@dataclass(frozen=True)
+class MailFacts:
+    """What a processed mail's head said and when it was delivered: the store's index of the
+    Maildir (display and lookup only; nothing in it is trusted)."""
+
+    message_type: str | None
+    tx: str | None
+    sender: str | None
+    message_id: str | None
+    size: int
+    received_at: float | None
 
 
 @dataclass(frozen=True)

@@ -129,5 +129,31 @@ CREATE INDEX outbox_message_id ON outbox (message_id);
 CREATE INDEX dedupe_age ON dedupe (processed_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+#: issue 16: the store indexes its agent's mail, so ``trace``, ``mailbox list`` and the like
+#: read a few rows instead of every file of a Maildir that may hold 100,000 (``txview.mails``).
+#: A processed mail's row gets what its head said (for display and lookup only, never trusted:
+#: ``tx`` is the Subject's transaction, an XID first) and when it was delivered; ``folder`` is
+#: set when ``mailbox archive`` moves it.  An outgoing mail carries its type and transaction
+#: into ``sent_log``, whose rows then list the Sent folder.  Rows written before the upgrade
+#: have NULLs: their mails are read from their files, as before.
+V4 = """
+ALTER TABLE processed_mail ADD COLUMN message_type TEXT;
+ALTER TABLE processed_mail ADD COLUMN tx TEXT;
+ALTER TABLE processed_mail ADD COLUMN sender TEXT;
+ALTER TABLE processed_mail ADD COLUMN message_id TEXT;
+ALTER TABLE processed_mail ADD COLUMN size INTEGER;
+ALTER TABLE processed_mail ADD COLUMN received_at REAL;
+ALTER TABLE processed_mail ADD COLUMN folder TEXT;
+CREATE INDEX processed_mail_tx ON processed_mail (tx);
+CREATE INDEX processed_mail_received ON processed_mail (received_at);
+ALTER TABLE outbox ADD COLUMN message_type TEXT;
+ALTER TABLE outbox ADD COLUMN tx TEXT;
+ALTER TABLE sent_log ADD COLUMN message_type TEXT;
+ALTER TABLE sent_log ADD COLUMN tx TEXT;
+ALTER TABLE sent_log ADD COLUMN size INTEGER;
+CREATE INDEX sent_log_tx ON sent_log (tx);
+CREATE INDEX sent_log_sent ON sent_log (sent_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
 SCHEMA_VERSION = len(MIGRATIONS)

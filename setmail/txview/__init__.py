@@ -155,21 +155,29 @@ class TraceEntry:
     key: str
 
 
-def _mails(world: World, xid: str) -> Iterator[tuple[str, Any, bytes]]:
+def _mails(world: World, xid: str) -> Iterator[tuple[Any, bytes]]:
+    """(mail, bytes) of every mail of purchase ``xid`` in every local Maildir (its quarantine
+    and archive folders too): the store's index names them (``txview.mails``), and only mail
+    the index does not know yet is searched by reading its head."""
     from setmail.mail import maildir
+    from setmail.txview import mails as mv
     needle = f" {xid}".encode()
     for name in world.agents:
-        path = world.maildir(name)
-        if not path.exists():
+        root = world.maildir(name)
+        if not root.exists():
             continue
-        for entry in maildir.list_messages(path, include_quarantine=True):
+        store = open_store(world, name) if world.store_path(name).exists() else None
+        try:
+            found = mv.of_purchase(world, name, store, xid, needle)
+        finally:
+            if store is not None:
+                store.close()
+        for mail in found:
+            base = root / mail.folder if mail.folder.startswith(".Archive.") else root
             try:
-                raw = maildir.read(path, entry.key)
+                yield mail, maildir.read(base, mail.key)
             except Exception:
                 continue
-            head = raw[:raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw else 4096]
-            if needle in head:
-                yield name, entry, raw
 
 
 def trace(world: World, xid: str) -> list[TraceEntry]:
@@ -179,22 +187,21 @@ def trace(world: World, xid: str) -> list[TraceEntry]:
     from setmail.mail.mime import parse_mail
     peers = world.peers()
     mails = []
-    for name, entry, raw in _mails(world, xid):
+    for found, raw in _mails(world, xid):
         try:
             mail = parse_mail(raw, max_size=1 << 21)
         except Exception:
             continue
         mtype = mail.header("X-SET-Message-Type") or "?"
-        mails.append((entry.mtime, name, entry, mail, mtype))
+        mails.append((found, mail, mtype))
     refusals = {}
-    for _, _, _, mail, mtype in mails:
+    for _, mail, mtype in mails:
         if mtype == "Error" and mail.in_reply_to:
             refusals[mail.in_reply_to] = _error_code(mail.der)
-    statuses = _processed(world, {name for _, name, *_ in mails})
     out = []
-    for mtime, name, entry, mail, mtype in sorted(mails, key=lambda m: m[0]):
-        status = statuses.get((name, entry.key))
-        if entry.folder == "quarantine":
+    for found, mail, mtype in sorted(mails, key=lambda m: (m[0].time, m[0].key)):
+        status = found.status
+        if found.folder == "quarantine":
             result = "quarantined"
         elif mail.message_id in refusals:
             result = f"refused ({refusals[mail.message_id]})"
@@ -204,8 +211,8 @@ def trace(world: World, xid: str) -> list[TraceEntry]:
             result = "accepted"
         else:
             result = status
-        out.append(TraceEntry(mtime, peers.get(mail.sender.lower(), mail.sender), name, mtype,
-                              len(mail.der), result, entry.key))
+        out.append(TraceEntry(found.time, peers.get(mail.sender.lower(), mail.sender),
+                              found.agent, mtype, len(mail.der), result, found.key))
     return out
 
 
@@ -220,11 +227,6 @@ def _error_code(der: bytes) -> str:
         return "signed Error"
     except Exception:
         return "Error"
-
-
-def _processed(world: World, names) -> dict[tuple[str, str], str]:
-    return each_store(world, names, lambda store: store.query(
-        "SELECT maildir_key, status FROM processed_mail"))
 
 
 def each_store(world: World, names, read: Callable[[Any], Iterable[tuple[str, Any]]]
