@@ -365,3 +365,26 @@ def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
         done = [p.communicate(timeout=60) for p in procs]
         assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, done)] == \
             [(0, str(SCHEMA_VERSION))] * 4, [err for _, err in done]
+
+
+def test_migration_to_v4_lists_the_states_already_there(tmp_path):
+    """V4 keeps a state's name and creation time in columns (``tx list``); the states written
+    before the upgrade get them from their JSON, and new writes keep them current."""
+    from setmail.store.schema import V1, V2, V3
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1 + V2 + V3 + "PRAGMA user_version = 3;")
+    conn.execute("INSERT INTO role_state VALUES ('tx/a', 'json', ?, 1.0)",
+                 ('{"state":"ORDERED","created":"2026-12-01T10:00:00+00:00","amount":5}',))
+    conn.execute("INSERT INTO role_state VALUES ('n', 'json', '7', 1.0)")
+    conn.execute("INSERT INTO role_state VALUES ('b', 'bytes', x'00ff', 1.0)")
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        listed = "SELECT txkey, state_name, created FROM role_state ORDER BY txkey"
+        assert store.query(listed) == [("b", None, None), ("n", None, None),
+                                       ("tx/a", "ORDERED", "2026-12-01T10:00:00+00:00")]
+        with store.transaction(now=2.0) as tx:
+            tx.put_state("tx/a", {"state": "CAPTURED", "created": "2026-12-01T10:00:00+00:00"})
+        assert store.query(listed)[2] == ("tx/a", "CAPTURED", "2026-12-01T10:00:00+00:00")
+        assert store.get_state("tx/a")["state"] == "CAPTURED"

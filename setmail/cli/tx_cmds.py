@@ -61,12 +61,13 @@ def tx_list(state: str = typer.Option(None, "--state", help="only purchases a pa
                                       help="show at most this many, newest first (0: all)"),
             json_out: bool = json_option(), home: Path = home_option()) -> None:
     """The purchases the world's merchants and cardholders know, newest first."""
-    from setmail.txview import transactions
+    from setmail.txview import transactions, with_details
     now = dt.datetime.now(dt.timezone.utc)
+    world = load(home)
     wanted = {s.strip().upper() for s in (state or "").split(",") if s.strip()}
     minimum = duration(older_than) if older_than else None
     rows = []
-    for r in transactions(load(home)):
+    for r in transactions(world):
         age = _age(r.get("created"), now)
         if wanted and not wanted & {r.get("cardholder_state"), r.get("merchant_state")}:
             continue
@@ -75,7 +76,7 @@ def tx_list(state: str = typer.Option(None, "--state", help="only purchases a pa
         rows.append({**r, "age": age})
     rows.reverse()
     more = len(rows) - limit if limit and len(rows) > limit else 0
-    rows = rows[:limit] if more else rows
+    rows = with_details(world, rows[:limit] if more else rows)
     if more:
         typer.echo(f"({more} older purchase{'s' if more > 1 else ''} not shown: --limit 0 "
                    "shows all)", err=True)

@@ -52,6 +52,10 @@ def _json(value: Any) -> str:
         raise StoreError(f"value is not JSON-serialisable: {exc}") from exc
 
 
+def _text(item: Any) -> str | None:
+    return None if item is None else str(item)
+
+
 def _decode_value(kind: str, value: Any) -> Any:
     return bytes(value) if kind == "bytes" else json.loads(value)
 
@@ -133,11 +137,15 @@ class Transaction(_Reads):
             raise StoreError(f"statement failed: {exc}") from exc
 
     def put_state(self, txkey: str, value: Any) -> None:
+        """A dict's ``state`` and ``created`` items are also kept in columns (listings)."""
         kind, encoded = _encode_value(value)
-        self.execute("INSERT INTO role_state (txkey, kind, value, updated_at) VALUES (?, ?, ?, ?) "
-                     "ON CONFLICT (txkey) DO UPDATE SET kind = excluded.kind, "
-                     "value = excluded.value, updated_at = excluded.updated_at",
-                     (txkey, kind, encoded, self.now))
+        name, created = ((_text(value.get("state")), _text(value.get("created")))
+                         if isinstance(value, dict) else (None, None))
+        self.execute("INSERT INTO role_state (txkey, kind, value, updated_at, state_name, created) "
+                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (txkey) DO UPDATE SET "
+                     "kind = excluded.kind, value = excluded.value, updated_at = "
+                     "excluded.updated_at, state_name = excluded.state_name, "
+                     "created = excluded.created", (txkey, kind, encoded, self.now, name, created))
 
     def state_secret(self, txkey: str) -> Any:
         """The ``"secret"`` item of a JSON state (None: it has none), without decoding the rest:

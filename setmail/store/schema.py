@@ -135,8 +135,14 @@ CREATE INDEX dedupe_age ON dedupe (processed_at);
 #: ``tx`` is the Subject's transaction, an XID first) and when it was delivered; ``folder`` is
 #: set when ``mailbox archive`` moves it.  An outgoing mail carries its type and transaction
 #: into ``sent_log``, whose rows then list the Sent folder.  Rows written before the upgrade
-#: have NULLs: their mails are read from their files, as before.
+#: have NULLs: their mails are read from their files, as before.  A role state's ``state`` and
+#: ``created`` items get columns of their own (filled for the states already there), so
+#: ``tx list`` sorts and filters 100,000 purchases without decoding each one's JSON.
 V4 = """
+ALTER TABLE role_state ADD COLUMN state_name TEXT;
+ALTER TABLE role_state ADD COLUMN created TEXT;
+UPDATE role_state SET state_name = value ->> '$.state', created = value ->> '$.created'
+    WHERE kind = 'json' AND json_type(value) = 'object';
 ALTER TABLE processed_mail ADD COLUMN message_type TEXT;
 ALTER TABLE processed_mail ADD COLUMN tx TEXT;
 ALTER TABLE processed_mail ADD COLUMN sender TEXT;

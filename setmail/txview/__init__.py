@@ -122,26 +122,49 @@ def agent_states(world: World, xid: str) -> dict[str, dict[str, Any]]:
 
 
 def transactions(world: World) -> list[dict[str, Any]]:
-    """Every purchase the merchants and cardholders know, newest last."""
+    """Every purchase the merchants and cardholders know, newest last: xid, each holder and its
+    state, ``created``.  Read from the store's ``state_name`` and ``created`` columns, not the
+    states' JSON, so 100,000 purchases list in a fraction of a second; ``with_details`` adds the
+    amounts of the rows that are shown."""
     rows: dict[str, dict[str, Any]] = {}
     for spec in world.agents.values():
         if spec.kind not in ("merchant", "cardholder") or not world.store_path(spec.name).exists():
             continue
         store = open_store(world, spec.name)
         try:
-            for key in store.state_keys():
-                if not key.startswith("tx/") or not _XID.match(key[3:]):
+            found = store.query("SELECT txkey, state_name, created FROM role_state "
+                                "WHERE txkey > 'tx/' AND txkey < 'tx0'")
+        finally:
+            store.close()
+        for key, name, created in found:
+            if not _XID.match(key[3:]):
+                continue
+            row = rows.setdefault(key[3:], {"xid": key[3:]})
+            row[spec.kind] = spec.name
+            row[spec.kind + "_state"] = name
+            if created is not None and "created" not in row:
+                row["created"] = created
+    return sorted(rows.values(), key=lambda r: str(r.get("created", "")))
+
+
+def with_details(world: World, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of ``transactions`` with the amount, currency and description their holders'
+    states record (read for these rows only)."""
+    fields = ("amount", "currency", "amt_exp10", "description")
+    for name in {r[k] for r in rows for k in ("merchant", "cardholder") if k in r}:
+        store = open_store(world, name)
+        try:
+            kind = world.agent(name).kind
+            for row in rows:
+                if row.get(kind) != name:
                     continue
-                state = store.get_state(key) or {}
-                row = rows.setdefault(key[3:], {"xid": key[3:]})
-                row[spec.kind] = spec.name
-                row[spec.kind + "_state"] = state.get("state")
-                for field in ("amount", "currency", "amt_exp10", "created", "description"):
+                state = store.get_state("tx/" + row["xid"]) or {}
+                for field in fields:
                     if state.get(field) is not None and field not in row:
                         row[field] = state[field]
         finally:
             store.close()
-    return sorted(rows.values(), key=lambda r: str(r.get("created", "")))
+    return rows
 
 
 @dataclass(frozen=True)
