@@ -388,3 +388,27 @@ def test_migration_to_v4_lists_the_states_already_there(tmp_path):
             tx.put_state("tx/a", {"state": "CAPTURED", "created": "2026-12-01T10:00:00+00:00"})
         assert store.query(listed)[2] == ("tx/a", "CAPTURED", "2026-12-01T10:00:00+00:00")
         assert store.get_state("tx/a")["state"] == "CAPTURED"
+
+
+def test_a_start_after_a_clean_stop_skips_the_full_check_unless_the_file_changed(tmp_path):
+    """``verify_unless_unchanged``: the stamp of a clean stop spares the next start reading the
+    whole file; it is used once, and any change to the file (or no clean stop) means a full
+    check, which finds damage."""
+    path = tmp_path / "state.db"
+    with Store(path) as store:
+        with store.transaction(now=1.0) as tx:
+            tx.put_state("tx/a", {"state": "DONE", "pad": "x" * 20000})
+        assert store.verify_unless_unchanged()  # no stamp: checked
+    Store(path).stamp_clean_stop()
+    with Store(path) as store:
+        assert not store.verify_unless_unchanged()  # as the clean stop left it
+        assert store.verify_unless_unchanged()  # the stamp is used once
+    Store(path).stamp_clean_stop()
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # damage written while the agent was stopped: page headers
+        for page in range(1, size // 4096):
+            fh.seek(page * 4096)
+            fh.write(b"\xff" * 12)
+    with Store(path) as store:
+        with pytest.raises(StoreError):
+            store.verify_unless_unchanged()

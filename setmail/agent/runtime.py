@@ -75,8 +75,9 @@ class AgentConfig:
 def _check_store(store: Store, mailbox: Path) -> None:
     """Refuse a damaged store, or one that records no mail while the Maildir holds mail it
     processed (truncated to nothing, deleted, replaced by an empty one): starting on it would
-    forget every transaction and treat old mail as new (docs/faults.md)."""
-    store.verify()
+    forget every transaction and treat old mail as new (docs/faults.md).  The full check is
+    skipped for a file untouched since the agent's last clean stop (``verify_unless_unchanged``)."""
+    store.verify_unless_unchanged()
     if store.query("SELECT 1 FROM processed_mail LIMIT 1"):
         return
     seen = next((e for e in maildir.list_messages(mailbox, include_quarantine=True)
@@ -144,6 +145,7 @@ class Agent(rl.Reloading):
         try:
             self.pool.close()
             self.store.close()
+            self.store.stamp_clean_stop()
         finally:
             self.lock.release()
 

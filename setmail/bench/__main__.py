@@ -35,6 +35,9 @@ def main(argv=None) -> int:
     sca.add_argument("--sizes", default="100,1000",
                      help="comma-separated batch sizes, run one after another (default 100,1000)")
     sca.add_argument("--window", type=int, default=16, help="purchases in flight (default 16)")
+    sca.add_argument("--fill", type=int, default=0, metavar="N",
+                     help="then grow the merchant to N mails and N transactions by cloning "
+                     "its history and time the commands on it (e.g. 100000)")
     sca.add_argument("--json", action="store_true", help="print JSON")
     sca.add_argument("--keep", action="store_true", help="keep the world directory")
     args = parser.parse_args(argv)
@@ -46,7 +49,10 @@ def main(argv=None) -> int:
             parser.error("--sizes takes comma-separated whole numbers, e.g. 100,1000")
         if min(sizes) < 1 or args.window < 1:
             parser.error("batch sizes and --window must be positive")
-        return run_scale(sizes, window=args.window, keep=args.keep, as_json=args.json)
+        if args.fill < 0:
+            parser.error("--fill takes a number of mails, e.g. 100000")
+        return run_scale(sizes, window=args.window, keep=args.keep, as_json=args.json,
+                         fill=args.fill)
     if args.what == "transport":
         from setmail.bench.transport import run as run_transport
         if args.n < 1 or args.window < 1 or not 0 <= args.size <= 20000 or args.state < 0:

@@ -11,6 +11,10 @@ few minutes on a 2-core machine); after each batch, with the agents still runnin
   included, ~0.3 s of it);
 * the gateway's restart: SIGINT, a new ``setmail run --agents gateway``, until its "started" log
   line (wall and CPU seconds of the new process by then).
+
+``--fill N`` then grows one agent (the merchant) to N processed mails and N transactions by
+cloning its real history (``bench.fill`` says how and why that is fair) and times the same
+commands and its start on it, and a last batch of 100 real purchases.
 """
 from __future__ import annotations
 
@@ -43,12 +47,17 @@ def _cli(home: Path, *args: str) -> tuple[float, float]:
     return time.perf_counter() - t0, _child_cpu() - cpu0
 
 
-def _restart(bw: BenchWorld, name: str) -> tuple[float, float]:
-    """(wall, CPU) seconds from spawning agent ``name`` again to its "started" log line."""
-    log = bw.home / "logs" / f"{name}.log"
+def _stop(bw: BenchWorld, name: str) -> None:
     proc = bw.procs[name]
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
+
+
+def _restart(bw: BenchWorld, name: str, *, stopped: bool = False) -> tuple[float, float]:
+    """(wall, CPU) seconds from spawning agent ``name`` again to its "started" log line."""
+    log = bw.home / "logs" / f"{name}.log"
+    if not stopped:
+        _stop(bw, name)
     before = log.read_text(errors="replace").count(" started (")
     t0 = time.perf_counter()
     bw._spawn(name, ["--agents", name, "--no-smtp"])
@@ -68,8 +77,29 @@ def _processed(bw: BenchWorld, name: str) -> int:
         con.close()
 
 
+def _filled(bw: BenchWorld, name: str, size: int, window: int) -> dict:
+    """Stop ``name``, clone its history up to ``size`` mails and transactions (``bench.fill``),
+    time its start and the commands a user runs on it, then a batch of real purchases."""
+    from setmail.bench.fill import fill
+    _stop(bw, name)
+    made = fill(bw.world.store_path(name), bw.world.maildir(name), mails=size,
+                transactions=size)
+    checked = _restart(bw, name, stopped=True)  # the file changed: its store is checked in full
+    batch = run_batch(bw, 100, window, 300)
+    home, xid = bw.home, batch["last_xid"]
+    timings = {f"{name} start, full check": checked,
+               f"{name} start": _restart(bw, name),  # after a clean stop
+               "tx list": _cli(home, "tx", "list", "--json"),
+               "tx list --state": _cli(home, "tx", "list", "--state", "CAPTURED", "--json"),
+               "tx show": _cli(home, "tx", "show", xid),
+               "trace": _cli(home, "trace", xid, "--json"),
+               "mailbox list": _cli(home, "mailbox", "list", name, "--json")}
+    return {"agent": name, "size": size, "fill": made, "mails": _processed(bw, name),
+            "cpu_per_after": batch["cpu_per"], "timings": timings}
+
+
 def run(sizes: list[int], *, window: int = 16, keep: bool = False,
-        as_json: bool = False) -> int:
+        as_json: bool = False, fill: int = 0, fill_agent: str = "shop") -> int:
     box = machine.describe()
     home = Path(tempfile.mkdtemp(prefix="setmail-bench-scale-")) / "world"
     bw = BenchWorld(home)
@@ -93,6 +123,7 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
                          "cpu_per_process": batch["cpu_per_process"],
                          "rate": batch["rate"], "gateway_mails": _processed(bw, "gateway"),
                          "timings": timings})
+        filled = _filled(bw, fill_agent, fill, window) if fill else None
         bw.close()
     finally:
         bw.stop()
@@ -101,7 +132,8 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
         else:
             shutil.rmtree(home.parent, ignore_errors=True)
     if as_json:
-        print(json.dumps({"machine": box, "window": window, "rows": rows}, indent=2))
+        print(json.dumps({"machine": box, "window": window, "rows": rows, "filled": filled},
+                         indent=2))
         return 0
     print(f"setmail scale benchmark — batches of {', '.join(f'{s:,}' for s in sizes)} purchases "
           f"in one world, ≤{window} in flight")
@@ -123,4 +155,14 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
         print(f"\nCPU per purchase, last batch ÷ first: "
               f"{rows[-1]['cpu_per'] / rows[0]['cpu_per']:.2f} (flat = 1.00); by process: "
               + ", ".join(f"{k} {last[k] / first[k]:.2f}" for k in first if k in last))
+    if filled:
+        made = filled["fill"]
+        print(f"\n{filled['agent']} grown to {filled['mails']:,} processed mails and "
+              f"{filled['size']:,} transactions ({made['mails_cloned']:,} mails and "
+              f"{made['transactions_cloned']:,} transactions cloned in {made['seconds']:.1f} s, "
+              "bench/fill.py), then 100 more purchases:")
+        print(f"CPU per purchase {filled['cpu_per_after'] * 1000:.1f} ms (÷ the first batch's: "
+              f"{filled['cpu_per_after'] / rows[0]['cpu_per']:.2f})" if rows else "")
+        for what, (wall, cpu) in filled["timings"].items():
+            print(f"  {what:<24} {wall:.2f} s ({cpu:.2f} CPU)")
     return 0

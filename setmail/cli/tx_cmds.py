@@ -67,16 +67,18 @@ def tx_list(state: str = typer.Option(None, "--state", help="only purchases a pa
     wanted = {s.strip().upper() for s in (state or "").split(",") if s.strip()}
     minimum = duration(older_than) if older_than else None
     rows = []
-    for r in transactions(world):
-        age = _age(r.get("created"), now)
+    for r in transactions(world):  # the age only of the rows a filter or the listing needs
         if wanted and not wanted & {r.get("cardholder_state"), r.get("merchant_state")}:
             continue
-        if minimum is not None and (age is None or age < minimum):
-            continue
-        rows.append({**r, "age": age})
+        if minimum is not None:
+            age = _age(r.get("created"), now)
+            if age is None or age < minimum:
+                continue
+        rows.append(r)
     rows.reverse()
     more = len(rows) - limit if limit and len(rows) > limit else 0
     rows = with_details(world, rows[:limit] if more else rows)
+    rows = [{**r, "age": _age(r.get("created"), now)} for r in rows]
     if more:
         typer.echo(f"({more} older purchase{'s' if more > 1 else ''} not shown: --limit 0 "
                    "shows all)", err=True)

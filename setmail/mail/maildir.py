@@ -367,13 +367,18 @@ def _scan(root: Path, folder: str) -> list[MaildirEntry]:
     return _scan_dir(root / folder, folder, folder == "cur")
 
 
-def _scan_dir(directory: Path, folder: str, with_info: bool) -> list[MaildirEntry]:
+def _scan_dir(directory: Path, folder: str, with_info: bool, *,
+              unfinished: bool = False) -> list[MaildirEntry]:
+    """``unfinished``: only the files without the S flag, judged by name before any stat (an
+    agent's cur/ may hold 100,000 done mails; its start looks for the few that are not)."""
     out = []
     try:
         with os.scandir(directory) as it:
             for entry in it:
                 name = entry.name
                 if name.startswith("."):
+                    continue
+                if unfinished and "S" in _split(name)[1]:
                     continue
                 try:
                     st = entry.stat()
@@ -409,7 +414,7 @@ def pending(path: str | os.PathLike) -> list[MaildirEntry]:
     claimed.
     """
     root = Path(path)
-    claimed = [e for e in _scan(root, "cur") if not e.done]
+    claimed = _scan_dir(root / "cur", "cur", True, unfinished=True)
     keys = {e.key for e in claimed}
     fresh = [e for e in _scan(root, "new") if e.key not in keys]
     return _oldest_first(claimed + fresh)

@@ -259,6 +259,7 @@ class Store(_Reads):
 
     def __init__(self, path: str | os.PathLike, *, busy_timeout: float | None = None):
         self.path = os.fspath(path)
+        self.trouble_seen = False
         self._lock = threading.RLock()
         self._in_tx = False
         self._connection: sqlite3.Connection | None = None
@@ -327,6 +328,44 @@ class Store(_Reads):
             found = " ".join(str(r[0]) for r in rows).replace("*** in database main ***", "")
             raise damaged(self.path, " ".join(found.split())[:200])
 
+    #: beside the database: its (size, mtime, inode) as the agent's last clean stop left it
+    STAMP_SUFFIX = ".verified"
+
+    def verify_unless_unchanged(self) -> bool:
+        """``verify`` unless the file is exactly as the agent's last clean stop left it
+        (``stamp_clean_stop``); whether the check ran.  Why: ``quick_check`` reads the whole
+        file (0.6 s at 1.7 GB, 100,000 purchases), and a file nobody wrote since a clean stop
+        cannot have been torn.  The stamp is consumed here, so after a crash, or any write by
+        another process meanwhile, the next start checks in full."""
+        stamp_path = self.path + self.STAMP_SUFFIX
+        try:
+            with open(stamp_path, encoding="ascii") as fh:
+                stamp = fh.read().split()
+            os.unlink(stamp_path)
+        except (OSError, ValueError):
+            stamp = None
+        try:
+            st = os.stat(self.path)
+            unchanged = stamp == [str(st.st_size), str(st.st_mtime_ns), str(st.st_ino)]
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            self.verify()
+        return not unchanged
+
+    def stamp_clean_stop(self) -> None:
+        """After ``close`` on a clean stop: let the next start skip the full check if nothing
+        writes the file meanwhile (best effort: without the stamp it simply checks).  Not
+        after a run in which a transaction failed in SQLite: that may have been damage."""
+        if self.trouble_seen:
+            return
+        try:
+            st = os.stat(self.path)
+            with open(self.path + self.STAMP_SUFFIX, "w", encoding="ascii") as fh:
+                fh.write(f"{st.st_size} {st.st_mtime_ns} {st.st_ino}\n")
+        except OSError:
+            pass
+
     @property
     def schema_version(self) -> int:
         return self._conn().execute("PRAGMA user_version").fetchone()[0]
@@ -359,6 +398,8 @@ class Store(_Reads):
                             conn.execute("ROLLBACK")
                         except sqlite3.Error:  # e.g. a full disk: SQLite has rolled back itself
                             pass
+                    if isinstance(exc, (sqlite3.Error, StoreError)):
+                        self.trouble_seen = True  # the next start checks the file in full
                     if isinstance(exc, sqlite3.Error):
                         raise StoreError(f"{self.path}: transaction failed: {exc}") from exc
                     raise
@@ -467,7 +508,11 @@ class Store(_Reads):
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            return self.query(sql, params)
+            try:
+                return self.query(sql, params)
+            except StoreError:
+                self.trouble_seen = True
+                raise
 
     # -- outbox --------------------------------------------------------------------------------
     def due_outbox(self, now: float, *, limit: int = 100) -> list[OutboxRow]:

@@ -143,6 +143,7 @@ ALTER TABLE role_state ADD COLUMN state_name TEXT;
 ALTER TABLE role_state ADD COLUMN created TEXT;
 UPDATE role_state SET state_name = value ->> '$.state', created = value ->> '$.created'
     WHERE kind = 'json' AND json_type(value) = 'object';
+CREATE INDEX role_state_listing ON role_state (txkey, state_name, created);
 ALTER TABLE processed_mail ADD COLUMN message_type TEXT;
 ALTER TABLE processed_mail ADD COLUMN tx TEXT;
 ALTER TABLE processed_mail ADD COLUMN sender TEXT;
