@@ -46,7 +46,7 @@ from setmail.mail.smtpd import DEFAULT_SIZE_LIMIT
 from setmail.roles.base import CancelTimer, Command, Outcome, Role, SetTimer, TimerFired
 from setmail.roles.wire import received, wire
 from setmail.store import DedupeRecord, MailFacts, OutgoingMail, Store, parts
-from setmail.store.db import damaged
+from setmail.store.transaction import damaged
 from setmail.store.lock import FileLock, agent_lock
 
 log = logging.getLogger("setmail.agent")

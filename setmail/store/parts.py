@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from setmail.store.db import _decode_value
+from setmail.store.transaction import _decode_value
 
 #: the placeholder's key in the ``shared/<key>`` row (no role uses a key starting with NUL)
 PART = "\x00part"
