@@ -114,6 +114,8 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
             batch = run_batch(bw, size, window, 60 + size * 2)
             total += size
             xid = batch["last_xid"]
+            memory = {k: machine.status_mib(p.pid, "VmRSS") for k, p in bw.procs.items()
+                      if p.poll() is None}
             timings = {"tx list": _cli(home, "tx", "list", "--json"),
                        "tx show": _cli(home, "tx", "show", xid),
                        "trace": _cli(home, "trace", xid, "--json"),
@@ -122,6 +124,7 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
             rows.append({"batch": size, "purchases_so_far": total, "cpu_per": batch["cpu_per"],
                          "cpu_per_process": batch["cpu_per_process"],
                          "rate": batch["rate"], "gateway_mails": _processed(bw, "gateway"),
+                         "rss_mib": memory,
                          "timings": timings})
         filled = _filled(bw, fill_agent, fill, window) if fill else None
         bw.close()
@@ -150,7 +153,13 @@ def run(sizes: list[int], *, window: int = 16, keep: bool = False,
         print(f"\nbatch of {r['batch']:,}, CPU per purchase by process: " + ", ".join(
             f"{k} {v * 1000:.1f} ms" for k, v in sorted(r["cpu_per_process"].items(),
                                                        key=lambda kv: -kv[1])))
+    for r in rows:
+        print(f"after {r['purchases_so_far']:,} purchases, RSS by process (MiB): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in sorted(r["rss_mib"].items())))
     if len(rows) > 1:
+        first, last = rows[0]["rss_mib"], rows[-1]["rss_mib"]
+        print("RSS, last ÷ first: " + ", ".join(f"{k} {last[k] / first[k]:.2f}"
+                                                for k in sorted(first) if k in last))
         first, last = rows[0]["cpu_per_process"], rows[-1]["cpu_per_process"]
         print(f"\nCPU per purchase, last batch ÷ first: "
               f"{rows[-1]['cpu_per'] / rows[0]['cpu_per']:.2f} (flat = 1.00); by process: "
