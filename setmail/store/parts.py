@@ -70,6 +70,9 @@ def changes(old: Any, new: Any, parts: Sequence[str], *, split: bool = True
         before, after = old_parts.get(path), new_parts.get(path)
         if before is after:
             continue
+        if isinstance(before, dict) and isinstance(after, dict):  # the common step: no copies
+            _dict_changes(path, before, after, put, gone)
+            continue
         was = _rows(path, before) if before is not None else {}
         now = _rows(path, after) if after is not None else {}
         for row, v in now.items():
@@ -77,6 +80,21 @@ def changes(old: Any, new: Any, parts: Sequence[str], *, split: bool = True
                 put[row] = v
         gone.extend(row for row in was if row not in now)
     return put, gone
+
+
+_ABSENT = object()
+
+
+def _dict_changes(path: tuple, before: dict, after: dict, put: dict, gone: list) -> None:
+    """``changes`` for one dict part, entry by entry without building its rows: a step that
+    adds one pending posting to 10,000 compares 10,000 references (the roles keep the entries
+    they do not change), not 20,000 new tuples (5 ms a step at the issuer)."""
+    for k, v in after.items():
+        was = before.get(k, _ABSENT)
+        if was is not v and was != v:
+            put[(*path, k)] = v
+    if len(before) > len(after) or not after.keys() >= before.keys():
+        gone.extend((*path, k) for k in before.keys() - after.keys())
 
 
 def row_key(name: str, path: tuple) -> str:
