@@ -66,10 +66,17 @@ def newest(store, limit: int | None = None) -> list[IndexedMail]:
     return _rows(store, "folder IS NULL", (), tail)
 
 
-def indexed_keys(store) -> set[str]:
-    """The keys the index describes (the others are read from their files)."""
+def indexed_keys(store, *, status: str | None = None) -> set[str]:
+    """The keys the index describes (of mails with ``status``, if given)."""
+    where, params = ("AND status = ?", (status,)) if status else ("", ())  # a partial index
     return {r[0] for r in store.query(
-        "SELECT maildir_key FROM processed_mail WHERE size IS NOT NULL")}
+        f"SELECT maildir_key FROM processed_mail WHERE size IS NOT NULL {where}", params)}
+
+
+def unindexed_keys(store) -> set[str]:
+    """The processed mails the index does not describe (processed before ``schema.V4``)."""
+    return {r[0] for r in store.query("SELECT maildir_key FROM processed_mail "
+                                      "WHERE size IS NULL")}
 
 
 def sent(store, *, xid: str | None = None) -> dict[str, SentLine]:

@@ -153,6 +153,9 @@ ALTER TABLE processed_mail ADD COLUMN received_at REAL;
 ALTER TABLE processed_mail ADD COLUMN folder TEXT;
 CREATE INDEX processed_mail_tx ON processed_mail (tx);
 CREATE INDEX processed_mail_received ON processed_mail (received_at);
+CREATE INDEX processed_mail_unindexed ON processed_mail (maildir_key) WHERE size IS NULL;
+CREATE INDEX processed_mail_quarantined ON processed_mail (maildir_key)
+    WHERE status = 'quarantined';
 ALTER TABLE outbox ADD COLUMN message_type TEXT;
 ALTER TABLE outbox ADD COLUMN tx TEXT;
 ALTER TABLE sent_log ADD COLUMN message_type TEXT;

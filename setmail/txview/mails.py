@@ -38,14 +38,31 @@ def _names(*directories: Path) -> dict[str, str]:
     out = {}
     for directory in directories:
         try:
-            with os.scandir(directory) as it:
-                for entry in it:
-                    if not entry.name.startswith("."):
-                        key, _, info = entry.name.partition(maildir._INFO)
-                        out[key] = info
+            names = os.listdir(directory)
         except FileNotFoundError:
             continue
+        out.update(name.partition(maildir._INFO)[::2] for name in names
+                   if not name.startswith("."))
     return out
+
+
+def _folders(root: Path) -> dict[str, dict[str, str]]:
+    return {"cur": _names(root / "cur"),
+            "quarantine": _names(root / QUARANTINE / "new", root / QUARANTINE / "cur")}
+
+
+def _unindexed(store, folders: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:
+    """(key, folder, flags) of the files the index does not describe, found without reading
+    its 100,000 keys: in cur/, a file without the S flag (claimed, not yet finished) or one
+    whose row predates the index; in the quarantine (small), any file without an indexed row."""
+    cur, quarantine = folders["cur"], folders["quarantine"]
+    keys = {k for k, flags in cur.items() if "S" not in flags}
+    known: set[str] = set()
+    if store is not None:
+        keys |= mailindex.unindexed_keys(store) & cur.keys()
+        known = mailindex.indexed_keys(store, status="quarantined") if quarantine else set()
+    return ([(k, "cur", cur[k]) for k in keys]
+            + [(k, "quarantine", "") for k in quarantine.keys() - known])
 
 
 def from_file(agent: str, root: Path, key: str, folder: str, flags: str = "") -> Mail | None:
@@ -79,15 +96,12 @@ def mailbox(world: World, agent: str, store, *, sent: bool = False,
     """(the newest ``limit`` mails, oldest first; how many there are) of ``agent``'s new/, cur/
     and quarantine (and Sent folder); ``store``: its store (None: it has none yet)."""
     root = world.maildir(agent)
-    folders = {"cur": _names(root / "cur"),
-               "quarantine": _names(root / QUARANTINE / "new", root / QUARANTINE / "cur")}
+    folders = _folders(root)
     fresh = maildir._scan(root, "new")
     total = len(fresh) + sum(len(n) for n in folders.values())
     out = [m for e in fresh if (m := from_file(agent, root, e.key, "new")) is not None]
-    indexed = mailindex.indexed_keys(store) if store is not None else set()
-    for folder, names in folders.items():
-        out += [m for key in names.keys() - indexed
-                if (m := from_file(agent, root, key, folder, names[key])) is not None]
+    out += [m for key, folder, flags in _unindexed(store, folders)
+            if (m := from_file(agent, root, key, folder, flags)) is not None]
     wanted = None if limit is None else limit + len(out)
     rows = mailindex.newest(store, wanted) if store is not None else []
     shown = _present(agent, rows, folders)
@@ -134,8 +148,7 @@ def of_purchase(world: World, agent: str, store, xid: str, needle: bytes) -> lis
     still there, and of the unindexed mails (new ones, or ones processed before the index) those
     whose head holds ``needle``."""
     root = world.maildir(agent)
-    folders = {"cur": _names(root / "cur"),
-               "quarantine": _names(root / QUARANTINE / "new", root / QUARANTINE / "cur")}
+    folders = _folders(root)
     out = []
     for row in (mailindex.of_tx(store, xid) if store is not None else []):
         if row.folder is not None:  # archived: its folder is read when the mail is
@@ -144,11 +157,8 @@ def of_purchase(world: World, agent: str, store, xid: str, needle: bytes) -> lis
         names = folders["quarantine" if row.status == "quarantined" else "cur"]
         if row.key in names:
             out.append(_indexed(agent, row, names[row.key]))
-    indexed = mailindex.indexed_keys(store) if store is not None else set()
     unindexed = [(e.key, "new", "") for e in maildir._scan(root, "new")]
-    unindexed += [(key, folder, names[key]) for folder, names in folders.items()
-                  for key in names.keys() - indexed]
-    for key, folder, flags in unindexed:
+    for key, folder, flags in unindexed + _unindexed(store, folders):
         if _head_holds(root, key, needle):
             mail = from_file(agent, root, key, folder, flags)
             if mail is not None:
