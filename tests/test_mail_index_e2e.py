@@ -166,3 +166,19 @@ def test_a_deleted_file_is_not_shown_and_an_archived_one_still_is(w):
     code, out, _ = run_cli("mailbox", "list", "shop", "--json", "--limit", "0",
                            "--home", str(w.home))
     assert {deleted, archived}.isdisjoint(r["key"] for r in json.loads(out))
+
+
+def test_a_mail_processed_but_not_yet_marked_done_is_shown_once(w):
+    """Between its commit and ``mark_done`` (or while a group commit holds it) a processed
+    mail is in cur/ without the S flag: it is shown once, from its index row."""
+    xid = w.xids[1]
+    root = w.world.maildir("gateway")
+    entry = next(e for e in trace(w.world, xid) if e.recipient == "gateway")
+    done = next((root / "cur").glob(entry.key + ":*"))
+    os.rename(done, root / "cur" / (entry.key + ":2,"))
+    after = trace(w.world, xid)
+    assert [e.key for e in after].count(entry.key) == 1
+    assert next(e for e in after if e.key == entry.key).result == "accepted"
+    code, out, _ = run_cli("mailbox", "list", "gateway", "--json", "--limit", "0",
+                           "--home", str(w.home))
+    assert [r["key"] for r in json.loads(out)].count(entry.key) == 1

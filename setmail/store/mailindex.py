@@ -73,6 +73,17 @@ def indexed_keys(store, *, status: str | None = None) -> set[str]:
         f"SELECT maildir_key FROM processed_mail WHERE size IS NOT NULL {where}", params)}
 
 
+def indexed_among(store, keys: Iterable[str]) -> set[str]:
+    """Those of ``keys`` (a few) the index describes."""
+    keys, found = list(keys), set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        found.update(r[0] for r in store.query(
+            "SELECT maildir_key FROM processed_mail WHERE size IS NOT NULL AND maildir_key IN "
+            f"({', '.join('?' * len(chunk))})", chunk))
+    return found
+
+
 def unindexed_keys(store) -> set[str]:
     """The processed mails the index does not describe (processed before ``schema.V4``)."""
     return {r[0] for r in store.query("SELECT maildir_key FROM processed_mail "

@@ -59,6 +59,7 @@ def _unindexed(store, folders: dict[str, dict[str, str]]) -> list[tuple[str, str
     keys = {k for k, flags in cur.items() if "S" not in flags}
     known: set[str] = set()
     if store is not None:
+        keys -= mailindex.indexed_among(store, keys)  # committed, not yet marked done
         keys |= mailindex.unindexed_keys(store) & cur.keys()
         known = mailindex.indexed_keys(store, status="quarantined") if quarantine else set()
     return ([(k, "cur", cur[k]) for k in keys]
