@@ -17,23 +17,16 @@ import pytest
 from setmail.mail import maildir
 from setmail.mail.mime import parse_mail
 from setmail.txview import trace
-from tests.e2e_world import RunningWorld, run_cli
+from tests.e2e_world import run_cli, started
 
 AGENTS = ("alice", "shop", "gateway", "bank")
 
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    world = RunningWorld(tmp_path_factory.mktemp("index") / "world")
-    world.start_smtp()
-    world.start()
-    try:
-        code, out, err = run_cli("register", "alice", "--wait", "120", "--home", str(world.home))
-        assert code == 0, err + world.log("alice")
+    with started(tmp_path_factory.mktemp("index") / "world") as world:
         world.xids = [buy(world) for _ in range(2)]
         yield world
-    finally:
-        world.stop()
 
 
 def buy(w) -> str:
