@@ -49,13 +49,14 @@ def list_(agent: str = typer.Argument(..., help="agent name"),
         if store is not None:
             store.close()
     rows = [_row(world, m) for m in mails]
+    if total > len(rows):  # on stderr, as tx list says it: the listing stays machine-readable
+        typer.echo(f"({total - len(rows):,} older mail(s) not shown: --limit 0 lists all)",
+                   err=True)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         typer.echo(f"{agent}: no mail in {world.maildir(agent)}")
-    if total > len(rows):
-        typer.echo(f"({total - len(rows):,} older mail(s) not shown: --limit 0 lists all)")
     for r in rows:
         state = {"new": "new", "quarantine": "QUAR", "sent": "sent"}.get(r["folder"],
                                                           "done" if "S" in r["flags"] else "cur")
