@@ -191,6 +191,11 @@ def _split(name: str) -> tuple[str, str]:
     return key, info[2:] if info.startswith("2,") else ""
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """(key, flags) of a file's name (``key:2,FLAGS`` in cur/; a name in new/ is its key)."""
+    return _split(name)
+
+
 def _find_cur(root: Path, key: str) -> Path | None:
     """The cur/ file of ``key`` whatever its flags (our two names are tried before a scan)."""
     cur = root / "cur"
@@ -405,6 +410,11 @@ def list_messages(path: str | os.PathLike, *, include_quarantine: bool = False,
     folders = ("new", "cur", *(("quarantine",) if include_quarantine else ()),
                *(("sent",) if include_sent else ()))
     return _oldest_first([e for f in folders for e in _scan(root, f)])
+
+
+def fresh(path: str | os.PathLike) -> list[MaildirEntry]:
+    """The mail in new/: delivered, not yet claimed; oldest first."""
+    return _oldest_first(_scan(Path(path), "new"))
 
 
 def pending(path: str | os.PathLike) -> list[MaildirEntry]:

@@ -8,7 +8,7 @@ new ones (delivered, not yet processed), and those processed before the store ke
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from setmail.agent.mailout import sent_key
@@ -41,8 +41,7 @@ def _names(*directories: Path) -> dict[str, str]:
             names = os.listdir(directory)
         except FileNotFoundError:
             continue
-        out.update(name.partition(maildir._INFO)[::2] for name in names
-                   if not name.startswith("."))
+        out.update(maildir.split_name(name) for name in names if not name.startswith("."))
     return out
 
 
@@ -98,7 +97,7 @@ def mailbox(world: World, agent: str, store, *, sent: bool = False,
     and quarantine (and Sent folder); ``store``: its store (None: it has none yet)."""
     root = world.maildir(agent)
     folders = _folders(root)
-    fresh = maildir._scan(root, "new")
+    fresh = maildir.fresh(root)
     total = len(fresh) + sum(len(n) for n in folders.values())
     out = [m for e in fresh if (m := from_file(agent, root, e.key, "new")) is not None]
     out += [m for key, folder, flags in _unindexed(store, folders)
@@ -158,7 +157,7 @@ def of_purchase(world: World, agent: str, store, xid: str, needle: bytes) -> lis
         names = folders["quarantine" if row.status == "quarantined" else "cur"]
         if row.key in names:
             out.append(_indexed(agent, row, names[row.key]))
-    unindexed = [(e.key, "new", "") for e in maildir._scan(root, "new")]
+    unindexed = [(e.key, "new", "") for e in maildir.fresh(root)]
     for key, folder, flags in unindexed + _unindexed(store, folders):
         if _head_holds(root, key, needle):
             mail = from_file(agent, root, key, folder, flags)
@@ -178,5 +177,4 @@ def _head_holds(root: Path, key: str, needle: bytes) -> bool:
 
 def _with_status(mail: Mail, store) -> Mail:
     """An unindexed processed mail (before the upgrade) with the status its store recorded."""
-    status = store.processed_status(mail.key) if store is not None else None
-    return Mail(**{**mail.__dict__, "status": status})
+    return replace(mail, status=store.processed_status(mail.key) if store is not None else None)
