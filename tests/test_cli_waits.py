@@ -136,11 +136,13 @@ def test_xids_by_unique_prefix_and_amounts_everywhere(w):
 
 
 def test_an_order_nobody_pays_is_cancelled_or_expires(w):
-    code, xid, err = cli(w, "order", "--merchant", "shop", "--amount", "7.00",
-                         "--cardholder-address", "alice@cardholder.example")
-    assert code == 0, err
-    xid = xid.strip()
-    w.wait_state("shop", xid, "ORDERED")
+    code, out, err = cli(w, "order", "--merchant", "shop", "--amount", "7.00",
+                         "--cardholder-address", "alice@cardholder.example", "--wait", "30",
+                         "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["outcome"] == "done" and doc["state"] == "ORDERED", out + err
+    xid = doc["xid"]
+    assert w.state("shop", xid)["state"] == "ORDERED"  # taken when the wait said so
     code, out, err = cli(w, "cancel", xid[:8], "--wait", "30")
     assert code == 0 and "cancelled at shop" in out, out + err
     code, out, err = cli(w, "cancel", xid[:8])
@@ -171,6 +173,10 @@ def test_a_timed_out_buy_is_withdrawn_and_never_carried_out(tmp_path):
     code, out, err = run_cli("buy", "--cardholder", "alice", "--merchant", "shop", "--amount",
                              "9.00", "--wait", "0.5", "--home", home)
     assert code == 4 and "withdrawn" in err and "is `setmail run` running?" in err
+    code, out, err = run_cli("order", "--merchant", "shop", "--amount", "9.00",
+                             "--cardholder-address", "alice@cardholder.example", "--wait", "0.5",
+                             "--home", home)
+    assert code == 4 and "withdrawn" in err and out == "", (out, err)
     with running(world, "alice", "shop"):
         time.sleep(3)  # the agents poll every 0.05 s: anything runnable would have run
         for agent in ("alice", "shop"):

@@ -208,11 +208,14 @@ def order(amount: str = typer.Option(..., "--amount", help="amount in currency u
           merchant: str = typer.Option(None, "--merchant",
                                        help="merchant agent (default: the bundle's)"),
           xid: str = typer.Option(None, "--xid", help="the purchase's XID (default: a new one)"),
+          wait: float = typer.Option(0, "--wait", min=0, metavar="SECONDS",
+                                     help="wait until the merchant's agent has taken the order "
+                                     "(0: queue it and return)"),
           json_out: bool = typer.Option(False, "--json", help="print JSON"),
           home: Path = home_option()) -> None:
     """Take an order at the merchant's host (the shop front-end SET leaves outside the protocol)
     and print its XID, for the cardholder's `setmail buy --xid XID` on its own host."""
-    from setmail.agent import commands as cmdq
+    from setmail.cli.waiting import End, Wait, report
     from setmail.crypto.suite import fresh
     from setmail.money import parse_amount
     from setmail.txview import normalise_xid
@@ -224,14 +227,24 @@ def order(amount: str = typer.Option(..., "--amount", help="amount in currency u
         fail("--description must be 1..1000 characters")
     minor, number, exp10 = parse_amount(amount, currency)
     xid = normalise_xid(xid) if xid else fresh(20).hex()
-    store = cmdq.open_store(world.store_path(name))
-    try:
-        cmdq.submit(store, "order", {"xid": xid, "description": description, "amount": minor,
-                                     "currency": number, "amt_exp10": exp10,
-                                     "cardholder": cardholder_address.strip()})
-    finally:
-        store.close()
-    typer.echo(json.dumps({"xid": xid, "merchant": name}) if json_out else xid)
+    waiting = Wait(world, wait, what=f"{name} takes the order", json_out=json_out)
+    waiting.submit(name, "order", {"xid": xid, "description": description, "amount": minor,
+                                   "currency": number, "amt_exp10": exp10,
+                                   "cardholder": cardholder_address.strip()})
+    fields = {"xid": xid, "merchant": name}
+    if wait <= 0:
+        typer.echo(json.dumps(fields) if json_out else xid)
+        return
+
+    def taken(view) -> End | None:
+        state = view.state(name, xid).get("state")
+        return None if state is None else End(
+            "done", f"{name} took the order: {xid} ({state}); the cardholder pays it with "
+            f"`setmail buy --xid {xid}`", fields={**fields, "state": state})
+    end = waiting.until(taken)
+    if not json_out and end.outcome == "done":
+        typer.echo(xid)
+    report(end, json_out=json_out, wait=waiting)
 
 
 def accounts(issuer: str = typer.Option(None, "--issuer", help="issuer agent (default: the "
