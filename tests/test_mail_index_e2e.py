@@ -123,6 +123,24 @@ def test_the_sent_folder_is_listed_from_the_sent_log(w):
             mail.header("X-SET-Message-Type"), mail.message_id, mail.subject)
 
 
+def test_export_thread_reads_only_the_files_the_index_names(w, tmp_path):
+    """``export-thread`` in a world reads the files its stores' index names for the purchase
+    (received mails and Sent copies), and writes what reading every file writes."""
+    from setmail.mail.export import export_mbox
+    from setmail.txview.mails import purchase_files
+    xid = w.xids[0]
+    sources = {name: w.world.maildir(name) for name in w.world.agents}
+    only = purchase_files(w.world, xid)
+    assert all(only[name] is not None for name in AGENTS)
+    everything = maildir.list_messages(w.world.maildir("shop"), include_quarantine=True,
+                                       include_sent=True)
+    assert len(only["shop"]) == len(everything) / 2  # one purchase of two: half the files
+    scanned_all = export_mbox(sources, xid, tmp_path / "all.mbox")
+    indexed = export_mbox(sources, xid, tmp_path / "indexed.mbox", only=only)
+    assert [(m.agent, m.key) for m in indexed] == [(m.agent, m.key) for m in scanned_all]
+    assert (tmp_path / "all.mbox").read_bytes() == (tmp_path / "indexed.mbox").read_bytes()
+
+
 def test_mail_the_index_does_not_know_is_read_from_its_file(w):
     """As after an upgrade from a store without the index: the first purchase's rows at the
     gateway lose their facts; trace and mailbox list still show every mail, with its status."""
@@ -175,3 +193,4 @@ def test_a_mail_processed_but_not_yet_marked_done_is_shown_once(w):
     code, out, _ = run_cli("mailbox", "list", "gateway", "--json", "--limit", "0",
                            "--home", str(w.home))
     assert [r["key"] for r in json.loads(out)].count(entry.key) == 1
+

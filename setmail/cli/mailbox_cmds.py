@@ -135,10 +135,13 @@ def export_thread(xid: str = typer.Argument(..., help="the purchase's XID (as bu
             if not (path / "cur").is_dir():
                 fail(f"{path} is not a Maildir (no cur/)")
             sources[f"{path.name}#{len(sources)}" if path.name in sources else path.name] = path
-    else:
+    only = None
+    if not maildirs:  # the world's own: its stores' index says which files to read
+        from setmail.txview.mails import purchase_files
         world = load(home)
         sources = {name: world.maildir(name) for name in world.agents}
-    written = export_mbox(sources, xid, mbox)
+        only = purchase_files(world, xid)
+    written = export_mbox(sources, xid, mbox, only=only)
     if not written:
         fail(f"no mail of purchase {xid} in {len(sources)} Maildir(s)", 1)
     agents = sorted({m.agent for m in written})

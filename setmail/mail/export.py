@@ -72,13 +72,20 @@ def _files(path: Path):
             yield label, name.partition(":")[0], path / part / name
 
 
-def purchase_mails(maildirs: Mapping[str, Path], xid: str) -> list[FoundMail]:
-    """Every copy of every mail of purchase ``xid`` (hex) in ``maildirs`` (agent -> Maildir)."""
+def purchase_mails(maildirs: Mapping[str, Path], xid: str, *,
+                   only: Mapping[str, set[tuple[str, str]] | None] | None = None
+                   ) -> list[FoundMail]:
+    """Every copy of every mail of purchase ``xid`` (hex) in ``maildirs`` (agent -> Maildir).
+    ``only``: agent -> the (folder label, key) worth reading (what an agent's store index says
+    of ``xid``; None for an agent: read every file), so a big Maildir is not read whole."""
     root = thread_root(xid)
     needle = f" {xid.lower()}"
     found = []
     for agent, path in maildirs.items():
+        wanted = (only or {}).get(agent)
         for folder, key, file in _files(Path(path)):
+            if wanted is not None and (folder, key) not in wanted:
+                continue
             try:
                 raw, mtime = file.read_bytes(), file.stat().st_mtime
             except FileNotFoundError:
@@ -115,10 +122,12 @@ def _mbox_bytes(mail: FoundMail, reason: str | None) -> bytes:
         + b"\n" + body
 
 
-def export_mbox(maildirs: Mapping[str, Path], xid: str, target: Path) -> list[FoundMail]:
+def export_mbox(maildirs: Mapping[str, Path], xid: str, target: Path, *,
+                only: Mapping[str, set[tuple[str, str]] | None] | None = None
+                ) -> list[FoundMail]:
     """Write purchase ``xid`` as the mbox ``target`` (replaced whole, never half-written);
-    the mails written, in order (none: nothing is written)."""
-    mails = one_per_message(purchase_mails(maildirs, xid))
+    the mails written, in order (none: nothing is written).  ``only``: as ``purchase_mails``."""
+    mails = one_per_message(purchase_mails(maildirs, xid, only=only))
     if not mails:
         return mails
     target = Path(target)

@@ -15,6 +15,7 @@ from setmail.agent.mailout import sent_key
 from setmail.mail import maildir
 from setmail.mail.maildir import QUARANTINE, SENT
 from setmail.store import mailindex
+from setmail.txview import open_store
 from setmail.world.config import World
 
 
@@ -178,3 +179,26 @@ def _head_holds(root: Path, key: str, needle: bytes) -> bool:
 def _with_status(mail: Mail, store) -> Mail:
     """An unindexed processed mail (before the upgrade) with the status its store recorded."""
     return replace(mail, status=store.processed_status(mail.key) if store is not None else None)
+
+
+def purchase_files(world: World, xid: str) -> dict[str, set[tuple[str, str]] | None]:
+    """agent -> the (folder, key) of its files that may hold purchase ``xid`` (``export-thread``
+    reads only those): the index's received mails and Sent copies of ``xid``, and every file
+    the index does not describe.  None for an agent whose store predates the index."""
+    out: dict[str, set[tuple[str, str]] | None] = {}
+    needle = f" {xid}".encode()
+    for name in world.agents:
+        if not world.maildir(name).exists() or not world.store_path(name).exists():
+            out[name] = None
+            continue
+        store = open_store(world, name)
+        try:
+            if mailindex.unindexed_keys(store):
+                out[name] = None
+                continue
+            files = {(m.folder, m.key) for m in of_purchase(world, name, store, xid, needle)}
+            files |= {("sent", sent_key(mid.encode())) for mid in mailindex.sent(store, xid=xid)}
+            out[name] = files
+        finally:
+            store.close()
+    return out
