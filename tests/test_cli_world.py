@@ -182,3 +182,29 @@ def test_purchase_commands_refuse_bad_input_in_one_line(world_home, capsys):
     assert got == 0 and isinstance(json.loads(out), list)
     got, out, _ = cli(capsys, "ledger", "--json", "--home", home)
     assert got == 0 and {a["holder"] for a in json.loads(out)} == {"alice", "bob"}
+
+
+def test_ctrl_c_while_the_command_line_loads_is_not_a_traceback(tmp_path):
+    """A SIGINT that reaches ``setmail`` while it is still importing (a supervisor stopping an
+    agent it has just restarted, a user's early Ctrl-C) ends it quietly with 130, never with a
+    KeyboardInterrupt traceback; after loading, Ctrl-C is the command's own again."""
+    # SIGINT arrives exactly as main.py imports typer, its first import after the handler
+    loading = ("import builtins, os, runpy, signal, sys\n"
+               "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+               "real = builtins.__import__\n"
+               "def hook(name, *a, **k):\n"
+               "    if name == 'typer':\n"
+               "        builtins.__import__ = real\n"
+               "        os.kill(os.getpid(), signal.SIGINT)\n"
+               "    return real(name, *a, **k)\n"
+               "builtins.__import__ = hook\n"
+               "sys.argv = ['setmail', '--help']\n"
+               "runpy.run_module('setmail.cli.main', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", loading], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    loaded = subprocess.run([sys.executable, "-c", "import signal\nfrom setmail.cli import main"
+                             "\nprint(signal.getsignal(signal.SIGINT) is "
+                             "signal.default_int_handler)"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert loaded.stdout.strip() == "True", loaded.stderr

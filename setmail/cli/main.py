@@ -6,13 +6,26 @@ detail with ``setmail --verbose``), and the exit codes ``setmail --help`` lists 
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
-import typer
 
-from setmail.cli.waiting import EXIT_TABLE
-from setmail.errors import SetmailError
+def _interrupted_while_loading(signum, frame) -> None:
+    """Ctrl-C (or a supervisor's SIGINT) while the command line is still loading: nothing has
+    started, so exit 130 quietly instead of a KeyboardInterrupt traceback from an import."""
+    raise SystemExit(130)
+
+
+try:
+    _SIGINT_BEFORE = signal.signal(signal.SIGINT, _interrupted_while_loading)
+except ValueError:  # imported outside the main thread: leave signals alone
+    _SIGINT_BEFORE = None
+
+import typer  # noqa: E402  (after the handler: loading is what it covers)
+
+from setmail.cli.waiting import EXIT_TABLE  # noqa: E402
+from setmail.errors import SetmailError  # noqa: E402
 
 app = typer.Typer(name="setmail", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, epilog=EXIT_TABLE,
@@ -95,6 +108,8 @@ def _exit_codes_in_help(typer_app: typer.Typer) -> None:
 
 
 _exit_codes_in_help(app)
+if _SIGINT_BEFORE is not None:  # loaded: Ctrl-C is the commands' own again (KeyboardInterrupt)
+    signal.signal(signal.SIGINT, _SIGINT_BEFORE)
 
 
 def main(argv: list[str] | None = None) -> int:
