@@ -79,6 +79,25 @@ def wait_done(world, command_id, proc, seconds=40.0) -> dict:
     raise AssertionError(f"registration not done: {alice_state(world, command_id)}")
 
 
+def settled(world, agents, proc, seconds: float = 30.0) -> None:
+    """Wait until ``agents`` have nothing left to send and no mail left to finish, twice in a
+    row (a repeat re-sent after the crash may still be on its way, or waiting in cur/ for a
+    role that is rebuilding after the registration, which a fixed pause did not always cover
+    on a loaded machine)."""
+    def idle() -> bool:
+        for agent in agents:
+            with Store(world.store_path(agent)) as store:
+                if store.outbox(include_dead=False):
+                    return False
+        return not any(maildir.pending(world.maildir(a)) for a in agents)
+    deadline, quiet = time.monotonic() + seconds, 0
+    while quiet < 2:
+        assert time.monotonic() < deadline, "the agents did not settle"
+        assert proc.poll() is None, proc.stdout.read()
+        quiet = quiet + 1 if idle() else 0
+        time.sleep(0.2)
+
+
 def stop(proc) -> str:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=20)
@@ -149,8 +168,7 @@ def test_crash_and_restart_completes_exactly_once(template, tmp_path, fault):
     proc = start_run(world.home)
     try:
         state = wait_done(world, command_id, proc)
-        # let the last sends and marks settle, then stop cleanly
-        time.sleep(0.5)
+        settled(world, ("alice", "cca"), proc)  # the last sends and marks, then a clean stop
     finally:
         log = stop(proc)
     assert state["state"] == "DONE", state
