@@ -85,7 +85,7 @@ def test_every_processed_mail_is_indexed_with_what_its_head_says(w):
             assert (mtype, sender, size) == (mail.header("X-SET-Message-Type"), mail.sender,
                                              len(raw))
             assert mail.subject == f"SET {mtype} {tx}"
-            assert abs(received - maildir.mtime(w.world.maildir(name), key)) < 1e-3
+            assert abs(received - maildir.read_stamped(w.world.maildir(name), key)[1]) < 1e-3
 
 
 def test_trace_from_the_index_finds_what_a_scan_of_every_file_finds(w):

@@ -328,6 +328,11 @@ def reason(path: str | os.PathLike, key: str) -> str | None:
 
 def read(path: str | os.PathLike, key: str) -> bytes:
     """The bytes of message ``key`` in new/, cur/, the quarantine or the Sent folder."""
+    return read_stamped(path, key)[0]
+
+
+def read_stamped(path: str | os.PathLike, key: str) -> tuple[bytes, float]:
+    """``read``, and when the message was delivered (its file's mtime), from one open."""
     root = Path(path)
     _check_key(key)
     for _ in range(2):  # a concurrent claim may move the file between lookup and open
@@ -341,22 +346,12 @@ def read(path: str | os.PathLike, key: str) -> bytes:
         if src is None:
             break
         try:
-            return src.read_bytes()
+            with open(src, "rb") as fh:
+                return fh.read(), os.fstat(fh.fileno()).st_mtime
         except FileNotFoundError:
             continue
         except OSError as exc:
             raise MaildirError(f"cannot read {key!r} in {root}: {exc}") from exc
-    raise MaildirKeyError(f"no message {key!r} in {root}")
-
-
-def mtime(path: str | os.PathLike, key: str) -> float:
-    """When message ``key`` (in new/, cur/, the quarantine or the Sent folder) was delivered."""
-    root = Path(path)
-    for folder in (root, root / QUARANTINE, root / SENT):
-        try:
-            return _locate(folder, key).stat().st_mtime
-        except (MaildirKeyError, FileNotFoundError):
-            continue
     raise MaildirKeyError(f"no message {key!r} in {root}")
 
 
@@ -426,5 +421,5 @@ def pending(path: str | os.PathLike) -> list[MaildirEntry]:
     root = Path(path)
     claimed = _scan_dir(root / "cur", "cur", True, unfinished=True)
     keys = {e.key for e in claimed}
-    fresh = [e for e in _scan(root, "new") if e.key not in keys]
-    return _oldest_first(claimed + fresh)
+    unclaimed = [e for e in _scan(root, "new") if e.key not in keys]
+    return _oldest_first(claimed + unclaimed)

@@ -66,15 +66,24 @@ def _unindexed(store, folders: dict[str, dict[str, str]]) -> list[tuple[str, str
             + [(k, "quarantine", "") for k in quarantine.keys() - known])
 
 
-def from_file(agent: str, root: Path, key: str, folder: str, flags: str = "") -> Mail | None:
-    """The slow path: read the file's head (None if it went meanwhile)."""
-    from setmail.mail.mime import parse_mail
+def _read(root: Path, key: str, folder: str) -> tuple[bytes, float] | None:
+    """(bytes, delivery time) of a mail, None if it went meanwhile."""
     base = root / folder if folder.startswith(".Archive.") else root
     try:
-        raw = maildir.read(base, key)
-        mtime = maildir.mtime(base, key)
+        return maildir.read_stamped(base, key)
     except Exception:
         return None
+
+
+def from_file(agent: str, root: Path, key: str, folder: str, flags: str = "",
+              loaded: tuple[bytes, float] | None = None) -> Mail | None:
+    """The slow path: the file's head (``loaded``: its bytes and time, read already; None if
+    it went meanwhile)."""
+    from setmail.mail.mime import parse_mail
+    loaded = loaded or _read(root, key, folder)
+    if loaded is None:
+        return None
+    raw, mtime = loaded
     try:
         mail = parse_mail(raw, max_size=1 << 21)
         mtype = mail.header("X-SET-Message-Type") or (mail.subject.split(" ")[1:2] or ["?"])[0]
@@ -160,18 +169,15 @@ def of_purchase(world: World, agent: str, store, xid: str, needle: bytes) -> lis
             out.append(_indexed(agent, row, names[row.key]))
     unindexed = [(e.key, "new", "") for e in maildir.fresh(root)]
     for key, folder, flags in unindexed + _unindexed(store, folders):
-        if _head_holds(root, key, needle):
-            mail = from_file(agent, root, key, folder, flags)
+        loaded = _read(root, key, folder)
+        if loaded is not None and _head_holds(loaded[0], needle):
+            mail = from_file(agent, root, key, folder, flags, loaded)
             if mail is not None:
                 out.append(mail if folder != "cur" else _with_status(mail, store))
     return out
 
 
-def _head_holds(root: Path, key: str, needle: bytes) -> bool:
-    try:
-        raw = maildir.read(root, key)
-    except Exception:
-        return False
+def _head_holds(raw: bytes, needle: bytes) -> bool:
     end = raw.find(b"\r\n\r\n")
     return needle in raw[:end if end >= 0 else 4096]
 
