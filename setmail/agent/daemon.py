@@ -109,7 +109,7 @@ class AgentRunner:
                 nxt = agent.next_timer_at()
                 if nxt is not None:
                     timeout = max(0.0, min(timeout, nxt - time.time()))
-                wipe = agent.store.wipe_due_in()  # a busy checkpoint is retried each poll
+                wipe = agent.store.wipe_due_in()  # the wait ends when a wipe's checkpoint is due
                 if wipe is not None:
                     timeout = min(timeout, wipe)
             except Exception as exc:  # the unit rolled back; its mail is still pending

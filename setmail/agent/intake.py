@@ -58,10 +58,8 @@ class Intake:
             return "gone"
         mail: ParsedMail | None = None
         mtype = None
-        facts = mailout.mail_facts(raw, None, claimed)
         try:
             mail = parse_mail(raw, max_size=self.config.max_mail_size)
-            facts = mailout.mail_facts(raw, mail, claimed)
             wrapper = decode_wrapper(mail.der, max_size=self.config.max_mail_size)
             event = received(mail.der, mail.sender, mail.message_id, wrapper)
             mtype = event.message_type
@@ -70,7 +68,9 @@ class Intake:
                 raise WrongMailContentType(f"{mtype} must travel as {MIME_TYPES[mtype]}, "
                                            f"not {mail.content_type}")
         except SetmailError as exc:
-            return self._quarantine(key, exc, mail, mtype, facts)
+            return self._quarantine(key, exc, mail, mtype,
+                                    mailout.mail_facts(raw, mail, claimed))
+        facts = mailout.mail_facts(raw, mail, claimed)
         fault.hit("after_decode", self.name)
         if self.reloader is not None and not self.reloader.takes(event):
             return self._defer(key, mtype)

@@ -31,9 +31,7 @@ from typing import Any
 from setmail.errors import StoreError
 from setmail.store.records import DedupeRecord, OutboxRow, QuarantineRecord, Timer
 from setmail.store.schema import MIGRATIONS, SCHEMA_VERSION
-from setmail.store.transaction import (
-    _DAMAGED, Transaction, _digest, _json, _Reads, damaged,
-)
+from setmail.store.transaction import _DAMAGED, Transaction, _Reads, damaged
 
 _OUTBOX_COLS = ("id, recipient, host, port, raw, message_id, attempts, next_attempt_at, "
                 "last_error, created_at")

@@ -15,9 +15,6 @@ from typing import Any
 from setmail.errors import DedupeConflict, StoreDamaged, StoreError
 from setmail.store.records import DedupeRecord, MailFacts, OutgoingMail
 
-_NO_FACTS = MailFacts(None, None, None, None, 0, None)
-
-
 def _encode_value(value: Any) -> tuple[str, Any]:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "bytes", bytes(value)
@@ -193,14 +190,14 @@ class Transaction(_Reads):
 
     def mark_processed(self, maildir_key: str, status: str, *, detail: str | None = None,
                        txkey: str | None = None, facts: MailFacts | None = None) -> None:
-        """The mail is processed (``status``); ``facts`` index it (``schema.V4``)."""
-        f = facts or _NO_FACTS
+        """The mail is processed (``status``); ``facts`` index it (``schema.V4``; without
+        them the row is one the index does not describe)."""
+        indexed = ((facts.message_type, facts.tx, facts.sender, facts.message_id, facts.size,
+                    facts.received_at or self.now) if facts else (None,) * 6)
         self.execute("INSERT OR REPLACE INTO processed_mail (maildir_key, status, detail, txkey, "
                      "processed_at, message_type, tx, sender, message_id, size, received_at) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (maildir_key, status, detail, txkey, self.now, f.message_type, f.tx,
-                      f.sender, f.message_id, f.size if facts else None,
-                      (f.received_at or self.now) if facts else None))
+                     (maildir_key, status, detail, txkey, self.now, *indexed))
 
     def record_quarantine(self, maildir_key: str, reason: str,
                           message_id: str | None = None) -> None:
